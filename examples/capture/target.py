@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Tiny stdlib-only HTTP target for the swarmtel Locust capture.
+
+Usage: python3 target.py [PORT]   (binds 127.0.0.1, default port 8089)
+"""
+import json
+import random
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+_lock = threading.Lock()
+_flaky_counter = 0
+_order_counter = 0
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # avoid 40 ms Nagle/delayed-ACK stalls on keep-alive
+
+    def log_message(self, fmt, *args):  # quiet
+        pass
+
+    def _send(self, code, body, ctype="application/json"):
+        data = body.encode() if isinstance(body, str) else body
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        global _flaky_counter
+        path = self.path.split("?", 1)[0]
+        if path == "/":
+            self._send(200, "ok\n", "text/plain")
+        elif path == "/items":
+            time.sleep(random.uniform(0.001, 0.015))
+            items = [{"id": i, "name": f"item-{i}", "price": round(1.5 * i, 2)} for i in range(1, 11)]
+            self._send(200, json.dumps({"items": items}))
+        elif path.startswith("/items/") and len(path) > len("/items/"):
+            item_id = path[len("/items/"):]
+            self._send(200, json.dumps({"id": item_id, "name": f"item-{item_id}"}))
+        elif path == "/flaky":
+            with _lock:
+                _flaky_counter += 1
+                n = _flaky_counter
+            if n % 10 == 0:  # deterministic: every 10th call fails
+                self._send(500, json.dumps({"error": "flaky failure", "n": n}))
+            else:
+                self._send(200, json.dumps({"ok": True, "n": n}))
+        else:
+            self._send(404, json.dumps({"error": "not found"}))
+
+    def do_POST(self):
+        global _order_counter
+        path = self.path.split("?", 1)[0]
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        if path == "/orders":
+            time.sleep(random.uniform(0.005, 0.030))
+            with _lock:
+                _order_counter += 1
+                oid = _order_counter
+            self._send(201, json.dumps({"order_id": oid, "status": "created"}))
+        else:
+            self._send(404, json.dumps({"error": "not found"}))
+
+
+def main():
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8089
+    ThreadingHTTPServer.request_queue_size = 128
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()

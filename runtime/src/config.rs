@@ -1,0 +1,362 @@
+//! The config file: run context, output, and the plugin list with options and limits.
+//!
+//! Reads TOML, rejects unknown keys, resolves relative paths against the config's folder.
+//! Option values are checked against each plugin's declared options later, in
+//! [`crate::plugin`], because only the loaded plugin knows them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The config file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or does not fit the config's shape (unknown key, wrong type).
+    #[error("config {path}: {message}")]
+    Invalid {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, with line, column and key.
+        message: String,
+    },
+    /// A value parses but makes no sense.
+    #[error("config {path}: {key}: {message}")]
+    Value {
+        /// The config file.
+        path: PathBuf,
+        /// The dotted key, such as `plugins[1].limits.memory_mib`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The run's context, stamped on every telemetry line.
+    pub run: RunConfig,
+    /// Where telemetry goes.
+    #[serde(default)]
+    pub output: OutputConfig,
+    /// The plugins to load, in order.
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+    /// The config file's folder; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The config file itself, for error messages.
+    #[serde(skip)]
+    pub source_path: PathBuf,
+}
+
+/// `[run]`: the run's context.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// The test plan's name (locust-telemetry's `--testplan`), on every telemetry line.
+    pub testplan: String,
+    /// The run id on every telemetry line; generated when absent.
+    pub run_id: Option<String>,
+    /// Most request events in one recorder call. Larger batches cross the sandbox cheaper.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+}
+
+fn default_batch_size() -> usize {
+    1024
+}
+
+/// `[output]`: where telemetry and rejected items go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// JSON lines of telemetry: a file path, or `-` for stdout.
+    #[serde(default = "default_output_path")]
+    pub path: String,
+    /// JSON lines of rejected telemetry with the reason: a file path, or `-` for stderr
+    /// (the default).
+    #[serde(default = "default_dead_letter_path")]
+    pub dead_letter: String,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            path: default_output_path(),
+            dead_letter: default_dead_letter_path(),
+        }
+    }
+}
+
+fn default_output_path() -> String {
+    "-".to_owned()
+}
+
+fn default_dead_letter_path() -> String {
+    "-".to_owned()
+}
+
+/// A role as written in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleName {
+    /// The master of a distributed run.
+    Master,
+    /// A worker of a distributed run.
+    Worker,
+    /// A plain `locust` run.
+    Standalone,
+}
+
+impl RoleName {
+    /// Every role.
+    pub const ALL: [RoleName; 3] = [RoleName::Master, RoleName::Worker, RoleName::Standalone];
+
+    /// The role's name as in the config and the event stream.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleName::Master => "master",
+            RoleName::Worker => "worker",
+            RoleName::Standalone => "standalone",
+        }
+    }
+
+    /// Parses `master`, `worker` or `standalone`.
+    pub fn parse(text: &str) -> Option<RoleName> {
+        match text {
+            "master" => Some(RoleName::Master),
+            "worker" => Some(RoleName::Worker),
+            "standalone" => Some(RoleName::Standalone),
+            _ => None,
+        }
+    }
+}
+
+/// One `[[plugins]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The plugin's `.wasm` component, relative to the config's folder.
+    pub path: PathBuf,
+    /// The roles to load it for; every role its recorders serve when absent.
+    pub roles: Option<Vec<RoleName>>,
+    /// Option values, by the plugin's option names.
+    #[serde(default)]
+    pub options: BTreeMap<String, toml::Value>,
+    /// Sandbox limits.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// `[plugins.limits]`: what one recorder instance may use.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Wall-clock budget of one call into the guest, in milliseconds (epoch deadline).
+    pub cpu_ms_per_call: u64,
+    /// Linear memory cap per instance, in MiB.
+    pub memory_mib: u64,
+    /// Most telemetry items one call may return; the rest are rejected.
+    pub max_items_per_call: usize,
+    /// Largest telemetry item (name + message + fields), in bytes.
+    pub max_item_bytes: usize,
+    /// Largest total of one call's telemetry, in bytes; items past it are rejected.
+    pub max_call_bytes: usize,
+    /// Faults (traps, deadline, memory) before the recorder is disabled for the run.
+    pub max_faults: u32,
+    /// Captured stdout plus stderr kept per instance, in bytes; the rest is dropped.
+    pub stdio_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            cpu_ms_per_call: 200,
+            memory_mib: 64,
+            max_items_per_call: 1_000,
+            max_item_bytes: 16 * 1024,
+            max_call_bytes: 1024 * 1024,
+            max_faults: 5,
+            stdio_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::parse(&text, path, &base_dir)
+    }
+
+    /// Parses config text as if read from `path`, resolving paths against `base_dir`.
+    pub fn parse(text: &str, path: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|error| ConfigError::Invalid {
+            path: path.to_owned(),
+            message: error.to_string().trim_end().to_owned(),
+        })?;
+        config.base_dir = base_dir.to_owned();
+        config.source_path = path.to_owned();
+        config.check()?;
+        Ok(config)
+    }
+
+    /// A plugin's `.wasm` path, resolved against the config's folder.
+    pub fn plugin_path(&self, plugin: &PluginConfig) -> PathBuf {
+        self.resolve(&plugin.path)
+    }
+
+    /// A path from the config, resolved against its folder; `-` stays as is.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() || path == Path::new("-") {
+            path.to_owned()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    fn value_error(&self, key: String, message: impl Into<String>) -> ConfigError {
+        ConfigError::Value {
+            path: self.source_path.clone(),
+            key,
+            message: message.into(),
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.run.testplan.trim().is_empty() {
+            return Err(self.value_error("run.testplan".into(), "must not be empty"));
+        }
+        if let Some(run_id) = &self.run.run_id
+            && run_id.trim().is_empty()
+        {
+            return Err(self.value_error("run.run_id".into(), "must not be empty when set"));
+        }
+        if !(1..=65_536).contains(&self.run.batch_size) {
+            return Err(self.value_error("run.batch_size".into(), "must be from 1 to 65536"));
+        }
+        for (index, plugin) in self.plugins.iter().enumerate() {
+            let key = |field: &str| format!("plugins[{index}].{field}");
+            if let Some(roles) = &plugin.roles
+                && roles.is_empty()
+            {
+                return Err(self.value_error(key("roles"), "must name at least one role"));
+            }
+            let limits = &plugin.limits;
+            let positive: [(&str, u64); 6] = [
+                ("limits.cpu_ms_per_call", limits.cpu_ms_per_call),
+                ("limits.memory_mib", limits.memory_mib),
+                (
+                    "limits.max_items_per_call",
+                    limits.max_items_per_call as u64,
+                ),
+                ("limits.max_item_bytes", limits.max_item_bytes as u64),
+                ("limits.max_call_bytes", limits.max_call_bytes as u64),
+                ("limits.max_faults", u64::from(limits.max_faults)),
+            ];
+            for (field, value) in positive {
+                if value == 0 {
+                    return Err(self.value_error(key(field), "must be greater than 0"));
+                }
+            }
+            if limits.memory_mib > 4096 {
+                return Err(self.value_error(key("limits.memory_mib"), "must be at most 4096"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/cfg/swarmtel.toml"), Path::new("/cfg"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let config = parse("[run]\ntestplan = \"checkout\"\n").unwrap();
+        assert_eq!(config.output.path, "-");
+        assert_eq!(config.run.batch_size, 1024);
+        assert!(config.plugins.is_empty());
+    }
+
+    #[test]
+    fn plugin_paths_resolve_against_the_config_folder() {
+        let config = parse(
+            "[run]\ntestplan = \"t\"\n[[plugins]]\npath = \"p/a.wasm\"\n[plugins.limits]\nmemory_mib = 8\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.plugin_path(&config.plugins[0]),
+            PathBuf::from("/cfg/p/a.wasm")
+        );
+        assert_eq!(config.plugins[0].limits.memory_mib, 8);
+        assert_eq!(config.plugins[0].limits.max_faults, 5);
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let error = parse("[run]\ntestplan = \"t\"\ncolour = \"red\"\n").unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("/cfg/swarmtel.toml"), "{text}");
+        assert!(text.contains("colour"), "{text}");
+        assert!(text.contains("line 3"), "{text}");
+    }
+
+    #[test]
+    fn unknown_limit_is_rejected() {
+        let error = parse(
+            "[run]\ntestplan = \"t\"\n[[plugins]]\npath = \"a.wasm\"\n[plugins.limits]\nfuel = 3\n",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("fuel"), "{error}");
+    }
+
+    #[test]
+    fn zero_limits_and_empty_roles_are_rejected() {
+        let error = parse("[run]\ntestplan = \"t\"\n[[plugins]]\npath = \"a.wasm\"\n[plugins.limits]\nmax_faults = 0\n")
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("plugins[0].limits.max_faults"),
+            "{error}"
+        );
+        let error = parse("[run]\ntestplan = \"t\"\n[[plugins]]\npath = \"a.wasm\"\nroles = []\n")
+            .unwrap_err();
+        assert!(error.to_string().contains("plugins[0].roles"), "{error}");
+    }
+
+    #[test]
+    fn a_wrong_role_name_is_rejected() {
+        let error =
+            parse("[run]\ntestplan = \"t\"\n[[plugins]]\npath = \"a.wasm\"\nroles = [\"boss\"]\n")
+                .unwrap_err();
+        assert!(error.to_string().contains("boss"), "{error}");
+    }
+
+    #[test]
+    fn missing_testplan_is_named() {
+        let error = parse("[run]\n").unwrap_err();
+        assert!(error.to_string().contains("testplan"), "{error}");
+    }
+}

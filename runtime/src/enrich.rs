@@ -1,0 +1,219 @@
+//! Enrichment: turns a validated item into the output line, adding the context the host owns.
+//!
+//! The shape is locust-telemetry's JSON log line, so its Loki/Promtail rules and Grafana
+//! dashboards keep working: top-level `time` (RFC 3339 UTC, milliseconds, `Z`), `level`,
+//! `name`, `message`, and a `telemetry` object with `telemetry_type`, `telemetry_name`,
+//! `source` (the role), `source_id` (the node), `run_id`, `testplan`, `plugin`, then the
+//! recorder's own fields. A guest cannot set any of the context keys (see [`crate::validate`]).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::config::RoleName;
+use crate::validate::{RejectedItem, ValidItem, type_name};
+
+/// The plugin id of the runtime's own telemetry (faults, rejections, summary).
+pub const SELF_PLUGIN_ID: &str = "swarmtel";
+
+/// The run's context, stamped on every line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunContext {
+    /// The run id.
+    pub run_id: String,
+    /// The test plan's name.
+    pub testplan: String,
+}
+
+/// Where an item came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The plugin id.
+    pub plugin: &'a str,
+    /// The recorder name.
+    pub recorder: &'a str,
+    /// The node's role.
+    pub role: RoleName,
+    /// The node id.
+    pub node: &'a str,
+    /// Event time the item belongs to (the last event of the batch), Unix seconds.
+    pub time: f64,
+}
+
+/// Severity of an output line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Level {
+    /// Normal telemetry.
+    Info,
+    /// The runtime's own warnings (rejections, faults).
+    Warning,
+    /// The runtime's own errors (a recorder disabled).
+    Error,
+}
+
+/// One telemetry output line.
+#[derive(Debug, Serialize)]
+pub struct TelemetryLine<'a> {
+    time: String,
+    level: Level,
+    name: String,
+    message: &'a str,
+    telemetry: TelemetryContext<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct TelemetryContext<'a> {
+    telemetry_type: &'static str,
+    telemetry_name: &'a str,
+    source: &'static str,
+    source_id: &'a str,
+    run_id: &'a str,
+    testplan: &'a str,
+    plugin: &'a str,
+    #[serde(flatten)]
+    fields: &'a Map<String, Value>,
+}
+
+/// Formats Unix seconds as RFC 3339 UTC with milliseconds and `Z`.
+pub fn format_time(unix_seconds: f64) -> String {
+    let time = if unix_seconds.is_finite() && unix_seconds >= 0.0 {
+        UNIX_EPOCH + Duration::from_secs_f64(unix_seconds)
+    } else {
+        UNIX_EPOCH
+    };
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+/// The current time in Unix seconds (for the runtime's own records outside any event).
+pub fn now_unix_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Builds the output line for a valid item.
+pub fn telemetry_line<'a>(
+    run: &'a RunContext,
+    origin: &Origin<'a>,
+    item: &'a ValidItem,
+    level: Level,
+) -> TelemetryLine<'a> {
+    TelemetryLine {
+        time: format_time(origin.time),
+        level,
+        name: format!("swarmtel.{}", origin.plugin),
+        message: &item.message,
+        telemetry: TelemetryContext {
+            telemetry_type: type_name(item.telemetry_type),
+            telemetry_name: &item.name,
+            source: origin.role.as_str(),
+            source_id: origin.node,
+            run_id: &run.run_id,
+            testplan: &run.testplan,
+            plugin: origin.plugin,
+            fields: &item.fields,
+        },
+    }
+}
+
+/// One dead-letter line: a rejected item, where it came from, and why.
+#[derive(Debug, Serialize)]
+pub struct DeadLetterLine<'a> {
+    time: String,
+    run_id: &'a str,
+    plugin: &'a str,
+    recorder: &'a str,
+    source: &'static str,
+    source_id: &'a str,
+    reason: String,
+    reason_kind: &'static str,
+    telemetry_type: &'static str,
+    telemetry_name: String,
+    message: String,
+    fields: String,
+}
+
+/// The most of a rejected item's text kept in the dead-letter line, per field.
+const DEAD_LETTER_TEXT_BYTES: usize = 4096;
+
+fn truncated(text: &str) -> String {
+    if text.len() <= DEAD_LETTER_TEXT_BYTES {
+        return text.to_owned();
+    }
+    let mut end = DEAD_LETTER_TEXT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[{} bytes]", &text[..end], text.len())
+}
+
+/// Builds the dead-letter line for a rejected item; long texts are truncated.
+pub fn dead_letter_line<'a>(
+    run: &'a RunContext,
+    origin: &Origin<'a>,
+    rejected: &RejectedItem,
+) -> DeadLetterLine<'a> {
+    DeadLetterLine {
+        time: format_time(origin.time),
+        run_id: &run.run_id,
+        plugin: origin.plugin,
+        recorder: origin.recorder,
+        source: origin.role.as_str(),
+        source_id: origin.node,
+        reason: rejected.reason.to_string(),
+        reason_kind: rejected.reason.label(),
+        telemetry_type: type_name(rejected.item.telemetry_type),
+        telemetry_name: truncated(&rejected.item.name),
+        message: truncated(&rejected.item.message),
+        fields: truncated(&rejected.item.fields),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::types as wit;
+
+    #[test]
+    fn formats_rfc3339_millis_utc() {
+        assert_eq!(format_time(1_700_000_000.1234), "2023-11-14T22:13:20.123Z");
+        assert_eq!(format_time(f64::NAN), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn line_has_the_locust_telemetry_shape() {
+        let run = RunContext {
+            run_id: "r1".into(),
+            testplan: "plan".into(),
+        };
+        let item = ValidItem {
+            telemetry_type: wit::TelemetryType::Event,
+            name: "CUSTOM_START".into(),
+            message: "started".into(),
+            fields: serde_json::from_str(r#"{"a":1}"#).unwrap(),
+        };
+        let origin = Origin {
+            plugin: "custom",
+            recorder: "rec",
+            role: RoleName::Worker,
+            node: "worker-1",
+            time: 1_700_000_000.0,
+        };
+        let line =
+            serde_json::to_string(&telemetry_line(&run, &origin, &item, Level::Info)).unwrap();
+        assert_eq!(
+            line,
+            r#"{"time":"2023-11-14T22:13:20.000Z","level":"INFO","name":"swarmtel.custom","message":"started","telemetry":{"telemetry_type":"event","telemetry_name":"CUSTOM_START","source":"worker","source_id":"worker-1","run_id":"r1","testplan":"plan","plugin":"custom","a":1}}"#
+        );
+    }
+
+    #[test]
+    fn dead_letter_truncates_long_text() {
+        let long = "x".repeat(10_000);
+        assert!(truncated(&long).ends_with("…[10000 bytes]"));
+        assert_eq!(truncated("short"), "short");
+    }
+}

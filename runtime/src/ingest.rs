@@ -1,0 +1,621 @@
+//! Ingest: decodes the NDJSON event stream into typed event records.
+//!
+//! One JSON object per line: `event` (the Locust hook's name), `role`, `node`, `time` (Unix
+//! seconds), then the hook's arguments under Locust's own names. The format is documented in
+//! `schemas/event-stream.schema.json`. Keys this decoder does not know are ignored, so a newer
+//! bridge can add arguments; a known key with the wrong type, or a missing required argument,
+//! makes the line an error that names the key.
+//!
+//! Decoding borrows strings from the line wherever JSON allows, so a request record costs no
+//! allocation; only rare events (stats snapshots, errors) build owned values.
+
+use std::borrow::Cow;
+use std::io::BufRead;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::bindings::types as wit;
+use crate::config::RoleName;
+
+/// One decoded line of the event stream.
+#[derive(Debug)]
+pub struct EventRecord<'a> {
+    /// The node that fired it: `master`, `worker-<n>` or `local`.
+    pub node: Cow<'a, str>,
+    /// The node's role.
+    pub role: RoleName,
+    /// When it fired, in Unix seconds.
+    pub time: f64,
+    /// What fired.
+    pub body: EventBody<'a>,
+}
+
+/// The event itself: a request (the volume, kept borrowed) or any other event.
+#[derive(Debug)]
+pub enum EventBody<'a> {
+    /// Locust `request`.
+    Request(RequestRecord<'a>),
+    /// Every other hook, and the stats snapshot.
+    Other(wit::Event),
+}
+
+impl EventBody<'_> {
+    /// The subscription kind of this event.
+    pub fn kind(&self) -> wit::EventKind {
+        match self {
+            EventBody::Request(_) => wit::EventKind::Request,
+            EventBody::Other(event) => event_kind(event),
+        }
+    }
+}
+
+/// The kind of a non-request event.
+pub fn event_kind(event: &wit::Event) -> wit::EventKind {
+    use wit::{Event as E, EventKind as K};
+    match event {
+        E::TestStart => K::TestStart,
+        E::TestStopping => K::TestStopping,
+        E::TestStop => K::TestStop,
+        E::SpawningComplete(_) => K::SpawningComplete,
+        E::UserError(_) => K::UserError,
+        E::CpuWarning(_) => K::CpuWarning,
+        E::UsageMonitor(_) => K::UsageMonitor,
+        E::WorkerConnect(_) => K::WorkerConnect,
+        E::WorkerReport(_) => K::WorkerReport,
+        E::HeartbeatSent(_) => K::HeartbeatSent,
+        E::HeartbeatReceived(_) => K::HeartbeatReceived,
+        E::ResetStats => K::ResetStats,
+        E::Quitting => K::Quitting,
+        E::Quit(_) => K::Quit,
+        E::StatsSnapshot(_) => K::StatsSnapshot,
+        E::Tick => K::Tick,
+    }
+}
+
+/// One Locust `request` event.
+#[derive(Debug)]
+pub struct RequestRecord<'a> {
+    /// `request_type`, such as `GET`.
+    pub request_type: Cow<'a, str>,
+    /// `name`.
+    pub name: Cow<'a, str>,
+    /// `response_time`, in milliseconds.
+    pub response_time_ms: f64,
+    /// `response_length`, in bytes (0 when Locust reported none).
+    pub response_length: u64,
+    /// `start_time`, in Unix seconds (the event's `time` when absent).
+    pub start_time: f64,
+    /// `status_code`, 0 when unknown.
+    pub status_code: u16,
+    /// `exception` text when the request failed.
+    pub exception: Option<Cow<'a, str>>,
+    /// `url`, when known.
+    pub url: Option<Cow<'a, str>>,
+    /// `context`, as raw JSON, when present and not empty.
+    pub context: Option<&'a RawValue>,
+}
+
+/// A line that could not be decoded.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// Not JSON, or a known key with the wrong type.
+    #[error("{0}")]
+    Json(String),
+    /// `event` names no hook this runtime knows.
+    #[error("unknown event `{0}`")]
+    UnknownEvent(String),
+    /// `role` is not master, worker or standalone.
+    #[error("unknown role `{0}` (expected master, worker or standalone)")]
+    UnknownRole(String),
+    /// An argument the event needs is missing.
+    #[error("event `{event}` needs `{field}`")]
+    MissingField {
+        /// The event.
+        event: String,
+        /// The missing argument.
+        field: &'static str,
+    },
+    /// A value is out of range.
+    #[error("`{field}`: {message}")]
+    Invalid {
+        /// The argument.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Deserialize)]
+struct RawLine<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(borrow)]
+    role: Cow<'a, str>,
+    #[serde(borrow)]
+    node: Cow<'a, str>,
+    time: f64,
+    #[serde(borrow, default)]
+    request_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default)]
+    response_time: Option<f64>,
+    #[serde(default)]
+    response_length: Option<u64>,
+    #[serde(borrow, default)]
+    exception: Option<Cow<'a, str>>,
+    #[serde(default)]
+    start_time: Option<f64>,
+    #[serde(borrow, default)]
+    url: Option<Cow<'a, str>>,
+    #[serde(default)]
+    status_code: Option<u16>,
+    #[serde(borrow, default)]
+    context: Option<&'a RawValue>,
+    #[serde(default)]
+    user_count: Option<u32>,
+    #[serde(borrow, default)]
+    user_instance: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tb: Option<Cow<'a, str>>,
+    #[serde(default)]
+    cpu_usage: Option<f64>,
+    #[serde(default)]
+    memory_usage: Option<u64>,
+    #[serde(borrow, default)]
+    client_id: Option<Cow<'a, str>>,
+    #[serde(default)]
+    timestamp: Option<f64>,
+    #[serde(default)]
+    exit_code: Option<i32>,
+    #[serde(default)]
+    entries: Option<Vec<RawStats>>,
+    #[serde(default)]
+    total: Option<RawStats>,
+}
+
+/// One `StatsEntry` as the bridge writes it.
+#[derive(Deserialize)]
+struct RawStats {
+    #[serde(default)]
+    request_type: String,
+    name: String,
+    num_requests: u64,
+    num_failures: u64,
+    total_response_time: f64,
+    #[serde(default)]
+    min_response_time: Option<f64>,
+    max_response_time: f64,
+    #[serde(default)]
+    total_content_length: u64,
+    #[serde(default)]
+    response_times: Vec<(f64, u64)>,
+    #[serde(default)]
+    current_rps: f64,
+    #[serde(default)]
+    current_fail_per_sec: f64,
+}
+
+impl From<RawStats> for wit::EndpointStats {
+    fn from(raw: RawStats) -> Self {
+        wit::EndpointStats {
+            request_type: raw.request_type,
+            name: raw.name,
+            num_requests: raw.num_requests,
+            num_failures: raw.num_failures,
+            total_response_time_ms: raw.total_response_time,
+            min_response_time_ms: raw.min_response_time.unwrap_or(0.0),
+            max_response_time_ms: raw.max_response_time,
+            total_content_length: raw.total_content_length,
+            response_times: raw
+                .response_times
+                .into_iter()
+                .map(|(ms, count)| (ms.max(0.0).round() as u32, count))
+                .collect(),
+            current_rps: raw.current_rps,
+            current_fail_per_sec: raw.current_fail_per_sec,
+        }
+    }
+}
+
+/// Decodes one line (without its newline).
+pub fn decode_line(line: &str) -> Result<EventRecord<'_>, DecodeError> {
+    let raw: RawLine<'_> =
+        serde_json::from_str(line).map_err(|error| DecodeError::Json(error.to_string()))?;
+    let role =
+        RoleName::parse(&raw.role).ok_or_else(|| DecodeError::UnknownRole(raw.role.to_string()))?;
+    if raw.node.is_empty() {
+        return Err(DecodeError::Invalid {
+            field: "node",
+            message: "must not be empty".into(),
+        });
+    }
+    if !raw.time.is_finite() || raw.time < 0.0 {
+        return Err(DecodeError::Invalid {
+            field: "time",
+            message: format!("must be Unix seconds, got {}", raw.time),
+        });
+    }
+    let event_name = raw.event.clone();
+    let missing = |field: &'static str| DecodeError::MissingField {
+        event: event_name.to_string(),
+        field,
+    };
+    let time = raw.time;
+    let body = match &*raw.event {
+        "request" => {
+            let response_time_ms = raw.response_time.ok_or_else(|| missing("response_time"))?;
+            if !response_time_ms.is_finite() || response_time_ms < 0.0 {
+                return Err(DecodeError::Invalid {
+                    field: "response_time",
+                    message: format!("must be milliseconds >= 0, got {response_time_ms}"),
+                });
+            }
+            let context = raw.context.filter(|raw| {
+                let text = raw.get().trim();
+                text != "{}" && text != "null"
+            });
+            EventBody::Request(RequestRecord {
+                request_type: raw.request_type.ok_or_else(|| missing("request_type"))?,
+                name: raw.name.ok_or_else(|| missing("name"))?,
+                response_time_ms,
+                response_length: raw.response_length.unwrap_or(0),
+                start_time: raw.start_time.unwrap_or(time),
+                status_code: raw.status_code.unwrap_or(0),
+                exception: raw.exception,
+                url: raw.url,
+                context,
+            })
+        }
+        other => EventBody::Other(match other {
+            "test_start" => wit::Event::TestStart,
+            "test_stopping" => wit::Event::TestStopping,
+            "test_stop" => wit::Event::TestStop,
+            "spawning_complete" => {
+                wit::Event::SpawningComplete(raw.user_count.ok_or_else(|| missing("user_count"))?)
+            }
+            "user_error" => wit::Event::UserError(wit::UserError {
+                user_instance: raw.user_instance.unwrap_or_default().into_owned(),
+                exception: raw
+                    .exception
+                    .ok_or_else(|| missing("exception"))?
+                    .into_owned(),
+                traceback: raw.tb.unwrap_or_default().into_owned(),
+            }),
+            "cpu_warning" => {
+                wit::Event::CpuWarning(raw.cpu_usage.ok_or_else(|| missing("cpu_usage"))?)
+            }
+            "usage_monitor" => wit::Event::UsageMonitor(wit::Usage {
+                cpu_usage: raw.cpu_usage.ok_or_else(|| missing("cpu_usage"))?,
+                memory_usage: raw.memory_usage.ok_or_else(|| missing("memory_usage"))?,
+            }),
+            "worker_connect" => wit::Event::WorkerConnect(
+                raw.client_id
+                    .ok_or_else(|| missing("client_id"))?
+                    .into_owned(),
+            ),
+            "worker_report" => wit::Event::WorkerReport(wit::WorkerReport {
+                client_id: raw
+                    .client_id
+                    .ok_or_else(|| missing("client_id"))?
+                    .into_owned(),
+                user_count: raw.user_count.unwrap_or(0),
+            }),
+            "heartbeat_sent" | "heartbeat_received" => {
+                let heartbeat = wit::Heartbeat {
+                    client_id: raw
+                        .client_id
+                        .ok_or_else(|| missing("client_id"))?
+                        .into_owned(),
+                    timestamp: raw.timestamp.unwrap_or(time),
+                };
+                if other == "heartbeat_sent" {
+                    wit::Event::HeartbeatSent(heartbeat)
+                } else {
+                    wit::Event::HeartbeatReceived(heartbeat)
+                }
+            }
+            "reset_stats" => wit::Event::ResetStats,
+            "quitting" => wit::Event::Quitting,
+            "quit" => wit::Event::Quit(raw.exit_code.unwrap_or(0)),
+            "stats" => wit::Event::StatsSnapshot(wit::StatsSnapshot {
+                user_count: raw.user_count.unwrap_or(0),
+                entries: raw
+                    .entries
+                    .ok_or_else(|| missing("entries"))?
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
+                total: raw.total.ok_or_else(|| missing("total"))?.into(),
+            }),
+            unknown => return Err(DecodeError::UnknownEvent(unknown.to_owned())),
+        }),
+    };
+    Ok(EventRecord {
+        node: raw.node,
+        role,
+        time,
+        body,
+    })
+}
+
+/// Reads an NDJSON stream line by line, reusing one buffer, and counts lines.
+pub struct LineReader<R> {
+    reader: R,
+    buffer: String,
+    line_number: u64,
+}
+
+impl<R: BufRead> LineReader<R> {
+    /// Wraps a buffered reader.
+    pub fn new(reader: R) -> Self {
+        Self {
+            reader,
+            buffer: String::with_capacity(1024),
+            line_number: 0,
+        }
+    }
+
+    /// The next line without its line ending, with its 1-based number; `None` at the end.
+    /// Blank lines are skipped (but counted).
+    pub fn next_line(&mut self) -> std::io::Result<Option<(u64, &str)>> {
+        loop {
+            self.buffer.clear();
+            if self.reader.read_line(&mut self.buffer)? == 0 {
+                return Ok(None);
+            }
+            self.line_number += 1;
+            if !self.buffer.trim().is_empty() {
+                break;
+            }
+        }
+        let line = self.buffer.trim_end_matches(['\n', '\r']);
+        Ok(Some((self.line_number, line)))
+    }
+}
+
+/// Size of the blocks the reader thread hands over.
+const CHUNK_BYTES: usize = 256 * 1024;
+
+/// What [`ChunkReader::next_chunk`] yields.
+pub enum Chunk {
+    /// Whole lines (the last without its trailing newline).
+    Data(Vec<u8>),
+    /// The stream ended.
+    End,
+    /// The stop flag was set while waiting.
+    Stopped,
+    /// Reading failed.
+    Failed(std::io::Error),
+}
+
+/// Reads a stream on its own thread in blocks of whole lines, so the pipeline can stop on a
+/// signal even while the input is idle, and reading overlaps processing.
+pub struct ChunkReader {
+    receiver: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+}
+
+impl ChunkReader {
+    /// Starts reading `input` on a background thread.
+    pub fn spawn(mut input: Box<dyn std::io::Read + Send>) -> Self {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(4);
+        std::thread::Builder::new()
+            .name("swarmtel-read".into())
+            .spawn(move || {
+                let mut carry: Vec<u8> = Vec::new();
+                loop {
+                    let mut block = std::mem::take(&mut carry);
+                    let start = block.len();
+                    block.resize(start + CHUNK_BYTES, 0);
+                    let read = match input.read(&mut block[start..]) {
+                        Ok(read) => read,
+                        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {
+                            block.truncate(start);
+                            carry = block;
+                            continue;
+                        }
+                        Err(error) => {
+                            let _ = sender.send(Err(error));
+                            return;
+                        }
+                    };
+                    block.truncate(start + read);
+                    if read == 0 {
+                        if !block.is_empty() && sender.send(Ok(block)).is_err() {
+                            return;
+                        }
+                        return;
+                    }
+                    // Hand over whole lines; keep a partial last line for the next block.
+                    match block.iter().rposition(|b| *b == b'\n') {
+                        Some(end) => {
+                            carry = block.split_off(end + 1);
+                            block.truncate(end);
+                            if sender.send(Ok(block)).is_err() {
+                                return;
+                            }
+                        }
+                        None => carry = block,
+                    }
+                }
+            })
+            .expect("spawn reader thread");
+        Self { receiver }
+    }
+
+    /// The next block, waiting until one is ready, the stream ends, or `stop` is set.
+    pub fn next_chunk(&self, stop: &std::sync::atomic::AtomicBool) -> Chunk {
+        loop {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Chunk::Stopped;
+            }
+            match self
+                .receiver
+                .recv_timeout(std::time::Duration::from_millis(50))
+            {
+                Ok(Ok(block)) => return Chunk::Data(block),
+                Ok(Err(error)) => return Chunk::Failed(error),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Chunk::End,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_request_without_copying_plain_strings() {
+        let line = r#"{"event":"request","role":"worker","node":"worker-0","time":1700000000.5,"request_type":"GET","name":"/items","response_time":12.5,"response_length":512,"exception":null,"start_time":1700000000.49,"url":"http://x/items","status_code":200,"context":{},"extra_key":1}"#;
+        let record = decode_line(line).unwrap();
+        assert_eq!(record.node, "worker-0");
+        assert!(matches!(record.node, Cow::Borrowed(_)));
+        assert_eq!(record.role, RoleName::Worker);
+        let EventBody::Request(request) = record.body else {
+            panic!("not a request")
+        };
+        assert_eq!(request.name, "/items");
+        assert_eq!(request.response_time_ms, 12.5);
+        assert_eq!(request.status_code, 200);
+        assert!(request.exception.is_none());
+        assert!(request.context.is_none(), "empty context is dropped");
+    }
+
+    #[test]
+    fn decodes_every_hook() {
+        let lines = [
+            (
+                r#"{"event":"test_start","role":"master","node":"master","time":1}"#,
+                wit::EventKind::TestStart,
+            ),
+            (
+                r#"{"event":"test_stopping","role":"master","node":"master","time":1}"#,
+                wit::EventKind::TestStopping,
+            ),
+            (
+                r#"{"event":"test_stop","role":"master","node":"master","time":1}"#,
+                wit::EventKind::TestStop,
+            ),
+            (
+                r#"{"event":"spawning_complete","role":"master","node":"master","time":1,"user_count":3}"#,
+                wit::EventKind::SpawningComplete,
+            ),
+            (
+                r#"{"event":"user_error","role":"worker","node":"worker-0","time":1,"user_instance":"U","exception":"boom","tb":"..."}"#,
+                wit::EventKind::UserError,
+            ),
+            (
+                r#"{"event":"cpu_warning","role":"worker","node":"worker-0","time":1,"cpu_usage":95.0}"#,
+                wit::EventKind::CpuWarning,
+            ),
+            (
+                r#"{"event":"usage_monitor","role":"worker","node":"worker-0","time":1,"cpu_usage":5.0,"memory_usage":1000}"#,
+                wit::EventKind::UsageMonitor,
+            ),
+            (
+                r#"{"event":"worker_connect","role":"master","node":"master","time":1,"client_id":"c"}"#,
+                wit::EventKind::WorkerConnect,
+            ),
+            (
+                r#"{"event":"worker_report","role":"master","node":"master","time":1,"client_id":"c","user_count":2}"#,
+                wit::EventKind::WorkerReport,
+            ),
+            (
+                r#"{"event":"heartbeat_sent","role":"master","node":"master","time":1,"client_id":"c","timestamp":1}"#,
+                wit::EventKind::HeartbeatSent,
+            ),
+            (
+                r#"{"event":"heartbeat_received","role":"worker","node":"worker-0","time":1,"client_id":"c","timestamp":1}"#,
+                wit::EventKind::HeartbeatReceived,
+            ),
+            (
+                r#"{"event":"reset_stats","role":"master","node":"master","time":1}"#,
+                wit::EventKind::ResetStats,
+            ),
+            (
+                r#"{"event":"quitting","role":"master","node":"master","time":1}"#,
+                wit::EventKind::Quitting,
+            ),
+            (
+                r#"{"event":"quit","role":"master","node":"master","time":1,"exit_code":1}"#,
+                wit::EventKind::Quit,
+            ),
+            (
+                r#"{"event":"stats","role":"master","node":"master","time":1,"user_count":2,"entries":[],"total":{"request_type":"","name":"Aggregated","num_requests":0,"num_failures":0,"total_response_time":0,"max_response_time":0,"response_times":[[1.0,2]]}}"#,
+                wit::EventKind::StatsSnapshot,
+            ),
+        ];
+        for (line, kind) in lines {
+            let record = decode_line(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(record.body.kind(), kind, "{line}");
+        }
+    }
+
+    #[test]
+    fn names_what_is_wrong() {
+        let cases = [
+            ("not json", "expected"),
+            (
+                r#"{"event":"request","role":"worker","node":"w","time":1,"name":"/","response_time":1}"#,
+                "event `request` needs `request_type`",
+            ),
+            (
+                r#"{"event":"teleport","role":"worker","node":"w","time":1}"#,
+                "unknown event `teleport`",
+            ),
+            (
+                r#"{"event":"test_start","role":"boss","node":"w","time":1}"#,
+                "unknown role `boss`",
+            ),
+            (
+                r#"{"event":"test_start","role":"master","node":"m"}"#,
+                "missing field `time`",
+            ),
+            (
+                r#"{"event":"test_start","role":"master","node":"m","time":"now"}"#,
+                "invalid type",
+            ),
+            (
+                r#"{"event":"request","role":"worker","node":"w","time":1,"request_type":"GET","name":"/","response_time":-4}"#,
+                "`response_time`",
+            ),
+            (
+                r#"{"event":"test_start","role":"master","node":"","time":1}"#,
+                "`node`",
+            ),
+        ];
+        for (line, expected) in cases {
+            let error = decode_line(line).unwrap_err().to_string();
+            assert!(error.contains(expected), "{line}: {error}");
+        }
+    }
+
+    #[test]
+    fn chunk_reader_hands_over_whole_lines() {
+        let text: String = (0..100_000).map(|i| format!("line {i}\n")).collect();
+        let reader = ChunkReader::spawn(Box::new(std::io::Cursor::new(text.clone().into_bytes())));
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let mut lines = Vec::new();
+        while let Chunk::Data(block) = reader.next_chunk(&stop) {
+            lines.extend(
+                String::from_utf8(block)
+                    .unwrap()
+                    .split('\n')
+                    .map(str::to_owned),
+            );
+        }
+        assert_eq!(lines.len(), 100_000);
+        assert_eq!(lines[99_999], "line 99999");
+    }
+
+    #[test]
+    fn line_reader_numbers_lines_and_skips_blanks() {
+        let mut reader = LineReader::new("a\n\nb\r\n".as_bytes());
+        assert_eq!(reader.next_line().unwrap(), Some((1, "a")));
+        assert_eq!(reader.next_line().unwrap(), Some((3, "b")));
+        assert_eq!(reader.next_line().unwrap(), None);
+    }
+}

@@ -1,0 +1,312 @@
+//! The `swarmtel` command: replay an event stream through sandboxed recorders, inspect a
+//! plugin, or check a config.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use swarmtel::bindings::types as wit;
+use swarmtel::config::Config;
+use swarmtel::pipeline::{self, Outputs, Pipeline, RunError};
+use swarmtel::plugin::{self, option_type_name, option_value_json};
+use swarmtel::sandbox::Sandbox;
+
+/// WebAssembly-sandboxed telemetry recorders for Locust load tests.
+#[derive(Debug, Parser)]
+#[command(name = "swarmtel", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Replay an NDJSON event stream through the config's plugins and print telemetry.
+    Replay {
+        /// The config file (TOML).
+        #[arg(long, env = "SWARMTEL_CONFIG")]
+        config: PathBuf,
+        /// The event stream: a file, or `-` for stdin.
+        #[arg(env = "SWARMTEL_EVENTS", default_value = "-")]
+        events: String,
+        /// Stop at the first malformed line instead of reporting and skipping it.
+        #[arg(long, env = "SWARMTEL_STRICT")]
+        strict: bool,
+    },
+    /// Work with plugin files.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// Check a config: parse it, load every plugin, resolve options, probe every recorder.
+    Check {
+        /// The config file (TOML).
+        #[arg(long, env = "SWARMTEL_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Print what a plugin says about itself: id, version, options, recorders, schemas.
+    Inspect {
+        /// The plugin's `.wasm` component.
+        plugin: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long, env = "SWARMTEL_JSON")]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay {
+            config,
+            events,
+            strict,
+        } => replay(&config, &events, strict),
+        Command::Plugin {
+            command: PluginCommand::Inspect { plugin, json },
+        } => inspect(&plugin, json),
+        Command::Check { config } => check(&config),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            if is_broken_pipe(&error) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("swarmtel: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            || matches!(
+                cause.downcast_ref::<RunError>(),
+                Some(RunError::Output { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe
+            )
+    })
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn replay(config_path: &Path, events: &str, strict: bool) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let sandbox = Arc::new(Sandbox::new()?);
+    let outputs = Outputs::from_config(&config)?;
+    let pipeline = Pipeline::new(sandbox, &config, outputs, &env_var)?;
+    let (input, source_name): (Box<dyn std::io::Read + Send>, String) = if events == "-" {
+        (Box::new(std::io::stdin()), "stdin".to_owned())
+    } else {
+        let file = std::fs::File::open(events)
+            .with_context(|| format!("cannot open event stream {events}"))?;
+        (Box::new(file), events.to_owned())
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            // A second Ctrl-C: the user wants out now.
+            std::process::exit(130);
+        }
+        eprintln!("swarmtel: interrupted; finishing recorders and flushing outputs (Ctrl-C again to abort)");
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    let summary = pipeline.run_stream(input, &source_name, strict, &stop)?;
+    eprint!("{}", summary.render());
+    Ok(if summary.interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The Locust name of an event kind, as in the event stream.
+fn event_name(kind: wit::EventKind) -> &'static str {
+    use wit::EventKind as K;
+    match kind {
+        K::TestStart => "test_start",
+        K::TestStopping => "test_stopping",
+        K::TestStop => "test_stop",
+        K::SpawningComplete => "spawning_complete",
+        K::Request => "request",
+        K::UserError => "user_error",
+        K::CpuWarning => "cpu_warning",
+        K::UsageMonitor => "usage_monitor",
+        K::WorkerConnect => "worker_connect",
+        K::WorkerReport => "worker_report",
+        K::HeartbeatSent => "heartbeat_sent",
+        K::HeartbeatReceived => "heartbeat_received",
+        K::ResetStats => "reset_stats",
+        K::Quitting => "quitting",
+        K::Quit => "quit",
+        K::StatsSnapshot => "stats",
+        K::Tick => "tick",
+    }
+}
+
+fn role_names(roles: &[wit::Role]) -> Vec<&'static str> {
+    roles
+        .iter()
+        .map(|role| match role {
+            wit::Role::Master => "master",
+            wit::Role::Worker => "worker",
+            wit::Role::Standalone => "standalone",
+        })
+        .collect()
+}
+
+fn describe_json(info: &wit::PluginInfo, path: &Path) -> serde_json::Value {
+    json!({
+        "path": path.display().to_string(),
+        "id": info.id,
+        "version": info.version,
+        "description": info.description,
+        "options": info.options.iter().map(|option| json!({
+            "name": option.name,
+            "type": option_type_name(option.option_type),
+            "default": option.default.as_ref().map(option_value_json),
+            "help": option.help,
+            "env_var": option.env_var,
+        })).collect::<Vec<_>>(),
+        "recorders": info.recorders.iter().map(|recorder| json!({
+            "name": recorder.name,
+            "roles": role_names(&recorder.roles),
+            "events": recorder.events.iter().map(|k| event_name(*k)).collect::<Vec<_>>(),
+            "tick_interval_ms": recorder.tick_interval_ms,
+            "request_url": recorder.request_extras.contains(wit::RequestExtras::URL),
+            "request_context": recorder.request_extras.contains(wit::RequestExtras::CONTEXT),
+        })).collect::<Vec<_>>(),
+        "schemas": info.schemas.iter().map(|schema| json!({
+            "name": schema.name,
+            "schema": serde_json::from_str::<serde_json::Value>(&schema.schema)
+                .unwrap_or_else(|_| schema.schema.clone().into()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn inspect(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
+    let sandbox = Arc::new(Sandbox::new()?);
+    let (info, _) = plugin::load_component(&sandbox, path)?;
+    let described = describe_json(&info, path);
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&described)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut text = format!(
+        "{} {}\n  {}\n  file: {}\n",
+        info.id,
+        info.version,
+        info.description,
+        path.display()
+    );
+    text.push_str("options:\n");
+    if info.options.is_empty() {
+        text.push_str("  (none)\n");
+    }
+    for option in &info.options {
+        let default = option
+            .default
+            .as_ref()
+            .map(|d| option_value_json(d).to_string())
+            .unwrap_or_else(|| "none".into());
+        let env = option.env_var.as_deref().unwrap_or("-");
+        text.push_str(&format!(
+            "  {}  ({}, default {default}, env {env})\n      {}\n",
+            option.name,
+            option_type_name(option.option_type),
+            option.help
+        ));
+    }
+    text.push_str("recorders:\n");
+    for recorder in &info.recorders {
+        let events: Vec<&str> = recorder.events.iter().map(|k| event_name(*k)).collect();
+        text.push_str(&format!(
+            "  {}\n      roles: {}\n      events: {}\n",
+            recorder.name,
+            role_names(&recorder.roles).join(", "),
+            events.join(", ")
+        ));
+        if let Some(ms) = recorder.tick_interval_ms {
+            text.push_str(&format!("      tick: every {ms} ms\n"));
+        }
+    }
+    text.push_str("schemas:\n");
+    if info.schemas.is_empty() {
+        text.push_str("  (none)\n");
+    }
+    for schema in &info.schemas {
+        text.push_str(&format!("  {}: {}\n", schema.name, schema.schema));
+    }
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(config_path)?;
+    let sandbox = Arc::new(Sandbox::new()?);
+    let plugins = pipeline::load_plugins(&sandbox, &config, &env_var)?;
+    println!(
+        "config {}: ok\n  testplan: {}\n  run_id: {}\n  output: {}\n  dead letter: {}\n  batch size: {}",
+        config_path.display(),
+        config.run.testplan,
+        config
+            .run
+            .run_id
+            .as_deref()
+            .unwrap_or("(generated per run)"),
+        config.output.path,
+        config.output.dead_letter,
+        config.run.batch_size
+    );
+    for loaded in &plugins {
+        let roles: Vec<&str> = loaded.roles.iter().map(|r| r.as_str()).collect();
+        println!(
+            "plugin {} {} ({})\n  roles: {}",
+            loaded.id(),
+            loaded.info.version,
+            loaded.path.display(),
+            roles.join(", ")
+        );
+        for setting in &loaded.options {
+            println!(
+                "  option {} = {}",
+                setting.name,
+                option_value_json(&setting.value)
+            );
+        }
+        let limits = &loaded.limits;
+        println!(
+            "  limits: cpu {} ms/call, memory {} MiB, {} items/call, {} bytes/item, {} bytes/call, {} faults, {} stdio bytes",
+            limits.cpu_ms_per_call,
+            limits.memory_mib,
+            limits.max_items_per_call,
+            limits.max_item_bytes,
+            limits.max_call_bytes,
+            limits.max_faults,
+            limits.stdio_bytes
+        );
+        println!(
+            "  capabilities: none granted (no files, network, environment, arguments or stdin; stdout/stderr captured)"
+        );
+    }
+    if std::io::stdout().is_terminal() && plugins.is_empty() {
+        println!("(no plugins listed)");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,804 @@
+//! The pipeline: loads plugins, creates recorder instances per node and role, and drives
+//! every event record through routing, the sandbox, validation, enrichment and the sinks.
+//!
+//! One recorder instance exists per (plugin, recorder, node), created when the node first
+//! appears, like locust-telemetry's recorders that live in each Locust process. A recorder that
+//! faults loses the batch it was handling and is re-instantiated on its next batch; after
+//! `max_faults` faults it is disabled for the rest of the run. Other recorders never notice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde_json::{Map, Value, json};
+
+use crate::bindings::types as wit;
+use crate::config::{Config, Limits, RoleName};
+use crate::enrich::{self, Level, Origin, RunContext, SELF_PLUGIN_ID};
+use crate::ingest::{self, DecodeError, EventBody, EventRecord};
+use crate::plugin::{self, LoadedPlugin, PluginError, RecorderManifest};
+use crate::route::{BatchBuilder, EndpointInterner, TickClock};
+use crate::sandbox::{EngineError, Fault, RecorderBackend, Sandbox, WasmRecorder};
+use crate::sink::{Console, JsonLinesSink};
+use crate::validate::{PluginSchemas, ValidItem, Validator};
+
+/// The run could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The engine could not be set up.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A plugin could not be loaded or configured.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// A plugin's declared schema does not compile.
+    #[error("plugin {id} ({path}): {source}")]
+    Schema {
+        /// The plugin id.
+        id: String,
+        /// The plugin file.
+        path: PathBuf,
+        /// The schema error.
+        source: crate::validate::SchemaError,
+    },
+    /// An output could not be opened or written.
+    #[error("output {path}: {source}")]
+    Output {
+        /// The output path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The event stream could not be read.
+    #[error("event stream {source_name}: {source}")]
+    Input {
+        /// The stream's name.
+        source_name: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A bad line, with `--strict`.
+    #[error("{source_name}:{line}: {error}")]
+    BadLine {
+        /// The stream's name.
+        source_name: String,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        error: String,
+    },
+}
+
+/// Per-plugin counters for the summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginCounters {
+    /// Events delivered to this plugin's recorders (one event to two recorders counts twice).
+    pub events_in: u64,
+    /// Events that could not be delivered (lost with a faulted batch, or to a disabled
+    /// recorder).
+    pub events_lost: u64,
+    /// Telemetry lines written.
+    pub telemetry_out: u64,
+    /// Items rejected, by reason.
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Faults, by kind.
+    pub faults: BTreeMap<&'static str, u64>,
+    /// Recorder instances disabled.
+    pub disabled: u64,
+}
+
+impl PluginCounters {
+    /// All rejected items.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    /// All faults.
+    pub fn faults_total(&self) -> u64 {
+        self.faults.values().sum()
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Lines read from the stream (including bad and blank ones).
+    pub lines: u64,
+    /// Events decoded.
+    pub events: u64,
+    /// Lines skipped as malformed.
+    pub bad_lines: u64,
+    /// Nodes seen, in order of appearance.
+    pub nodes: Vec<String>,
+    /// Counters per plugin id, in config order.
+    pub plugins: Vec<(String, PluginCounters)>,
+    /// Whether the run stopped early on a signal.
+    pub interrupted: bool,
+}
+
+impl Summary {
+    /// The summary as text for stderr.
+    pub fn render(&self) -> String {
+        let mut text = format!(
+            "swarmtel: {} lines, {} events, {} bad lines, {} nodes{}\n",
+            self.lines,
+            self.events,
+            self.bad_lines,
+            self.nodes.len(),
+            if self.interrupted {
+                " (interrupted)"
+            } else {
+                ""
+            }
+        );
+        text.push_str(&format!(
+            "{:<24} {:>10} {:>10} {:>10} {:>9} {:>7} {:>9}\n",
+            "plugin", "events_in", "lost", "telemetry", "rejected", "faults", "disabled"
+        ));
+        for (id, counters) in &self.plugins {
+            text.push_str(&format!(
+                "{:<24} {:>10} {:>10} {:>10} {:>9} {:>7} {:>9}\n",
+                id,
+                counters.events_in,
+                counters.events_lost,
+                counters.telemetry_out,
+                counters.rejected_total(),
+                counters.faults_total(),
+                counters.disabled
+            ));
+            for (reason, count) in &counters.rejected {
+                text.push_str(&format!("    rejected {reason}: {count}\n"));
+            }
+            for (kind, count) in &counters.faults {
+                text.push_str(&format!("    fault {kind}: {count}\n"));
+            }
+        }
+        text
+    }
+
+    /// Counters of one plugin.
+    pub fn plugin(&self, id: &str) -> Option<&PluginCounters> {
+        self.plugins
+            .iter()
+            .find(|(plugin, _)| plugin == id)
+            .map(|(_, counters)| counters)
+    }
+}
+
+/// A plugin in the running pipeline.
+struct PluginSlot {
+    loaded: Arc<LoadedPlugin>,
+    schemas: PluginSchemas,
+    counters: PluginCounters,
+}
+
+/// Makes recorder backends; the wasm sandbox in production, native code in benchmarks.
+pub type BackendFactory =
+    dyn Fn(&LoadedPlugin, &RecorderManifest, RoleName, &str) -> Box<dyn RecorderBackend>;
+
+/// One recorder instance serving one node.
+struct RecorderSlot {
+    plugin: usize,
+    recorder: usize,
+    node: usize,
+    backend: Box<dyn RecorderBackend>,
+    builder: BatchBuilder,
+    events: crate::plugin::EventMask,
+    tick: Option<TickClock>,
+    faults: u32,
+    disabled: bool,
+}
+
+struct Node {
+    name: String,
+    role: RoleName,
+    slots: Vec<usize>,
+    last_time: f64,
+}
+
+/// Validation, enrichment and output: where recorder results go.
+struct Emitter {
+    run: RunContext,
+    validator: Validator,
+    output: JsonLinesSink,
+    output_path: String,
+    dead_letter: JsonLinesSink,
+    dead_letter_path: String,
+}
+
+impl Emitter {
+    fn write_output<T: serde::Serialize>(&mut self, line: &T) -> Result<(), RunError> {
+        self.output.write(line).map_err(|source| RunError::Output {
+            path: self.output_path.clone(),
+            source,
+        })
+    }
+
+    /// Writes one of the runtime's own telemetry records.
+    fn self_telemetry(
+        &mut self,
+        level: Level,
+        telemetry_type: wit::TelemetryType,
+        name: &str,
+        message: String,
+        fields: Value,
+        origin: Origin<'_>,
+    ) -> Result<(), RunError> {
+        let Value::Object(fields) = fields else {
+            unreachable!("self-telemetry fields are objects")
+        };
+        let item = ValidItem {
+            telemetry_type,
+            name: name.to_owned(),
+            message,
+            fields,
+        };
+        let origin = Origin {
+            plugin: SELF_PLUGIN_ID,
+            ..origin
+        };
+        let run = self.run.clone();
+        self.write_output(&enrich::telemetry_line(&run, &origin, &item, level))
+    }
+}
+
+/// The whole runtime for one run.
+pub struct Pipeline {
+    plugins: Vec<PluginSlot>,
+    slots: Vec<RecorderSlot>,
+    nodes: Vec<Node>,
+    node_ids: HashMap<String, usize>,
+    interner: EndpointInterner,
+    emitter: Emitter,
+    batch_size: usize,
+    factory: Box<BackendFactory>,
+    summary: Summary,
+}
+
+/// Where the pipeline's outputs go.
+pub struct Outputs {
+    /// Telemetry lines.
+    pub output: JsonLinesSink,
+    /// Its name for messages.
+    pub output_path: String,
+    /// Dead-letter lines.
+    pub dead_letter: JsonLinesSink,
+    /// Its name for messages.
+    pub dead_letter_path: String,
+}
+
+impl Outputs {
+    /// Opens the outputs a config names.
+    pub fn from_config(config: &Config) -> Result<Self, RunError> {
+        let open = |path: &str, console| {
+            let resolved = config.resolve(Path::new(path));
+            JsonLinesSink::open(&resolved, console).map_err(|source| RunError::Output {
+                path: resolved.display().to_string(),
+                source,
+            })
+        };
+        Ok(Self {
+            output: open(&config.output.path, Console::Stdout)?,
+            output_path: config.output.path.clone(),
+            dead_letter: open(&config.output.dead_letter, Console::Stderr)?,
+            dead_letter_path: config.output.dead_letter.clone(),
+        })
+    }
+}
+
+/// Generates a run id: time-ordered and unique enough across machines.
+pub fn generate_run_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Loads every plugin of a config (in order), failing on the first that cannot be used.
+pub fn load_plugins(
+    sandbox: &Arc<Sandbox>,
+    config: &Config,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<LoadedPlugin>, RunError> {
+    let mut loaded = Vec::new();
+    for entry in &config.plugins {
+        let path = config.plugin_path(entry);
+        let plugin = plugin::load_plugin(sandbox, &path, entry, env)?;
+        if let Some(other) = loaded
+            .iter()
+            .find(|other: &&LoadedPlugin| other.id() == plugin.id())
+        {
+            return Err(RunError::Plugin(PluginError::Description {
+                path: path.clone(),
+                id: plugin.id().to_owned(),
+                message: format!("id already used by {}", other.path.display()),
+            }));
+        }
+        loaded.push(plugin);
+    }
+    Ok(loaded)
+}
+
+impl Pipeline {
+    /// Builds the pipeline for a config: loads the plugins into `sandbox`, opens nothing.
+    pub fn new(
+        sandbox: Arc<Sandbox>,
+        config: &Config,
+        outputs: Outputs,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, RunError> {
+        let plugins = load_plugins(&sandbox, config, env)?;
+        let factory = Box::new(
+            move |plugin: &LoadedPlugin, recorder: &RecorderManifest, role, node: &str| {
+                let config = plugin::recorder_config(plugin, recorder, role, node);
+                Box::new(WasmRecorder::new(
+                    sandbox.clone(),
+                    plugin.pre.clone(),
+                    plugin.id(),
+                    plugin.limits,
+                    config,
+                )) as Box<dyn RecorderBackend>
+            },
+        );
+        Self::with_backends(config, plugins, outputs, factory)
+    }
+
+    /// Builds the pipeline with recorder backends from `factory` (benchmarks use this to run
+    /// native recorders through the same routing, validation and output).
+    pub fn with_backends(
+        config: &Config,
+        plugins: Vec<LoadedPlugin>,
+        outputs: Outputs,
+        factory: Box<BackendFactory>,
+    ) -> Result<Self, RunError> {
+        let mut slots = Vec::new();
+        for loaded in plugins {
+            let schemas = PluginSchemas::compile(&loaded.info.schemas).map_err(|source| {
+                RunError::Schema {
+                    id: loaded.id().to_owned(),
+                    path: loaded.path.clone(),
+                    source,
+                }
+            })?;
+            slots.push(PluginSlot {
+                loaded: Arc::new(loaded),
+                schemas,
+                counters: PluginCounters::default(),
+            });
+        }
+        let run = RunContext {
+            run_id: config.run.run_id.clone().unwrap_or_else(generate_run_id),
+            testplan: config.run.testplan.clone(),
+        };
+        let summary = Summary {
+            plugins: slots
+                .iter()
+                .map(|p| (p.loaded.id().to_owned(), PluginCounters::default()))
+                .collect(),
+            ..Summary::default()
+        };
+        Ok(Self {
+            plugins: slots,
+            slots: Vec::new(),
+            nodes: Vec::new(),
+            node_ids: HashMap::new(),
+            interner: EndpointInterner::default(),
+            emitter: Emitter {
+                run,
+                validator: Validator::new(),
+                output: outputs.output,
+                output_path: outputs.output_path,
+                dead_letter: outputs.dead_letter,
+                dead_letter_path: outputs.dead_letter_path,
+            },
+            batch_size: config.run.batch_size,
+            factory,
+            summary,
+        })
+    }
+
+    /// The run's id and test plan.
+    pub fn run_context(&self) -> &RunContext {
+        &self.emitter.run
+    }
+
+    /// Reads an NDJSON stream to its end (or until `stop` is set), then finishes the run.
+    /// Malformed lines are reported on stderr with their number and skipped, or end the run
+    /// with `strict`.
+    pub fn run_stream(
+        mut self,
+        input: Box<dyn Read + Send>,
+        source_name: &str,
+        strict: bool,
+        stop: &AtomicBool,
+    ) -> Result<Summary, RunError> {
+        let chunks = ingest::ChunkReader::spawn(input);
+        let mut line_number = 0u64;
+        'read: loop {
+            let chunk = match chunks.next_chunk(stop) {
+                ingest::Chunk::Data(chunk) => chunk,
+                ingest::Chunk::End => break,
+                ingest::Chunk::Stopped => {
+                    self.summary.interrupted = true;
+                    break;
+                }
+                ingest::Chunk::Failed(source) => {
+                    // Keep what was delivered: finish and flush, then report.
+                    self.finish()?;
+                    return Err(RunError::Input {
+                        source_name: source_name.to_owned(),
+                        source,
+                    });
+                }
+            };
+            for raw in chunk.split(|b| *b == b'\n') {
+                line_number += 1;
+                if raw.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let result = std::str::from_utf8(raw)
+                    .map_err(|e| DecodeError::Json(format!("not UTF-8: {e}")))
+                    .and_then(|line| ingest::decode_line(line.trim_end_matches('\r')));
+                let outcome = match result {
+                    Ok(record) => self.process(&record),
+                    Err(error) => Err(error.to_string()),
+                };
+                if let Err(error) = outcome {
+                    self.summary.bad_lines += 1;
+                    if strict {
+                        self.summary.lines = line_number;
+                        self.finish()?;
+                        return Err(RunError::BadLine {
+                            source_name: source_name.to_owned(),
+                            line: line_number,
+                            error,
+                        });
+                    }
+                    eprintln!("swarmtel: {source_name}:{line_number}: {error}; line skipped");
+                }
+                if stop.load(Ordering::Relaxed) {
+                    self.summary.interrupted = true;
+                    break 'read;
+                }
+            }
+        }
+        self.summary.lines = line_number;
+        self.finish()
+    }
+
+    /// Routes one event record to the recorders that want it. An `Err` is a problem with the
+    /// record itself (a node changing role); recorder faults are handled, not returned.
+    pub fn process(&mut self, record: &EventRecord<'_>) -> Result<(), String> {
+        let node = self.node_for(&record.node, record.role)?;
+        self.summary.events += 1;
+        self.nodes[node].last_time = self.nodes[node].last_time.max(record.time);
+        let kind = record.body.kind();
+        let endpoint = match &record.body {
+            EventBody::Request(request) => {
+                Some(self.interner.intern(&request.request_type, &request.name))
+            }
+            EventBody::Other(_) => None,
+        };
+        for position in 0..self.nodes[node].slots.len() {
+            let slot_index = self.nodes[node].slots[position];
+            self.deliver_ticks(slot_index, record.time)
+                .map_err(|e| e.to_string())?;
+            let slot = &mut self.slots[slot_index];
+            if !slot.events.contains(kind) {
+                continue;
+            }
+            match (&record.body, endpoint) {
+                (EventBody::Request(request), Some(endpoint)) => {
+                    if slot.builder.has_events() {
+                        self.flush(slot_index).map_err(|e| e.to_string())?;
+                    }
+                    let slot = &mut self.slots[slot_index];
+                    slot.builder
+                        .push_request(endpoint, &self.interner, request, record.time);
+                    if slot.builder.request_count() >= self.batch_size {
+                        self.flush(slot_index).map_err(|e| e.to_string())?;
+                    }
+                }
+                (EventBody::Other(event), _) => {
+                    slot.builder.push_event(record.time, event.clone());
+                    self.flush(slot_index).map_err(|e| e.to_string())?;
+                }
+                (EventBody::Request(_), None) => unreachable!("requests are interned"),
+            }
+        }
+        Ok(())
+    }
+
+    fn deliver_ticks(&mut self, slot_index: usize, time: f64) -> Result<(), RunError> {
+        let Some(clock) = self.slots[slot_index].tick.as_mut() else {
+            return Ok(());
+        };
+        for tick in clock.due(time) {
+            self.slots[slot_index]
+                .builder
+                .push_event(tick, wit::Event::Tick);
+            self.flush(slot_index)?;
+        }
+        Ok(())
+    }
+
+    fn node_for(&mut self, name: &str, role: RoleName) -> Result<usize, String> {
+        if let Some(&index) = self.node_ids.get(name) {
+            let node = &self.nodes[index];
+            if node.role != role {
+                return Err(format!(
+                    "node `{name}` was {} and is now {}; a node keeps its role",
+                    node.role.as_str(),
+                    role.as_str()
+                ));
+            }
+            return Ok(index);
+        }
+        let index = self.nodes.len();
+        let mut slots = Vec::new();
+        for (plugin_index, plugin) in self.plugins.iter().enumerate() {
+            if !plugin.loaded.roles.contains(&role) {
+                continue;
+            }
+            for (recorder_index, recorder) in plugin.loaded.recorders.iter().enumerate() {
+                if !recorder.roles.contains(&role) {
+                    continue;
+                }
+                slots.push(self.slots.len());
+                self.slots.push(RecorderSlot {
+                    plugin: plugin_index,
+                    recorder: recorder_index,
+                    node: index,
+                    backend: (self.factory)(&plugin.loaded, recorder, role, name),
+                    builder: BatchBuilder::new(recorder.request_extras),
+                    events: recorder.events,
+                    tick: recorder.tick_interval_ms.map(TickClock::new),
+                    faults: 0,
+                    disabled: false,
+                });
+            }
+        }
+        self.nodes.push(Node {
+            name: name.to_owned(),
+            role,
+            slots,
+            last_time: f64::NEG_INFINITY,
+        });
+        self.node_ids.insert(name.to_owned(), index);
+        self.summary.nodes.push(name.to_owned());
+        Ok(index)
+    }
+
+    /// Delivers a slot's pending batch.
+    fn flush(&mut self, slot_index: usize) -> Result<(), RunError> {
+        if self.slots[slot_index].builder.is_empty() {
+            return Ok(());
+        }
+        let time = self.slots[slot_index].builder.last_time();
+        self.call(slot_index, time, |slot| {
+            let result = slot.backend.handle(slot.builder.batch());
+            result
+        })?;
+        self.slots[slot_index].builder.clear();
+        Ok(())
+    }
+
+    /// Runs one call into a recorder and handles its result: telemetry to validation and
+    /// output, a fault to the fault policy.
+    fn call(
+        &mut self,
+        slot_index: usize,
+        time: f64,
+        call: impl FnOnce(&mut RecorderSlot) -> Result<Vec<wit::Telemetry>, Fault>,
+    ) -> Result<(), RunError> {
+        let slot = &mut self.slots[slot_index];
+        let delivered = slot.builder.len() as u64;
+        let plugin = &mut self.plugins[slot.plugin];
+        if slot.disabled {
+            plugin.counters.events_lost += delivered;
+            return Ok(());
+        }
+        plugin.counters.events_in += delivered;
+        let result = call(slot);
+        let node = &self.nodes[slot.node];
+        let recorder = &plugin.loaded.recorders[slot.recorder];
+        let origin = Origin {
+            plugin: &plugin.loaded.info.id,
+            recorder: &recorder.name,
+            role: node.role,
+            node: &node.name,
+            time,
+        };
+        match result {
+            Ok(items) => {
+                let limits: Limits = plugin.loaded.limits;
+                let Emitter {
+                    run,
+                    validator,
+                    output,
+                    dead_letter,
+                    ..
+                } = &mut self.emitter;
+                let counters = &mut plugin.counters;
+                let mut failure = None;
+                let mut rejected_here = 0u64;
+                validator.check_call(items, &plugin.schemas, &limits, |outcome| {
+                    if failure.is_some() {
+                        return;
+                    }
+                    let written = match outcome {
+                        Ok(item) => {
+                            counters.telemetry_out += 1;
+                            output.write(&enrich::telemetry_line(run, &origin, &item, Level::Info))
+                        }
+                        Err(rejected) => {
+                            rejected_here += 1;
+                            *counters
+                                .rejected
+                                .entry(rejected.reason.label())
+                                .or_insert(0) += 1;
+                            dead_letter.write(&enrich::dead_letter_line(run, &origin, &rejected))
+                        }
+                    };
+                    if let Err(error) = written {
+                        failure = Some(error);
+                    }
+                });
+                if let Some(source) = failure {
+                    return Err(RunError::Output {
+                        path: self.emitter.output_path.clone(),
+                        source,
+                    });
+                }
+                if rejected_here > 0 {
+                    self.emitter.self_telemetry(
+                        Level::Warning,
+                        wit::TelemetryType::Event,
+                        "TELEMETRY_REJECTED",
+                        format!(
+                            "{rejected_here} telemetry items from plugin {} rejected; see the dead-letter output",
+                            origin.plugin
+                        ),
+                        json!({
+                            "subject_plugin": origin.plugin,
+                            "recorder": origin.recorder,
+                            "rejected": rejected_here,
+                        }),
+                        origin,
+                    )?;
+                }
+            }
+            Err(fault) => {
+                slot.faults += 1;
+                plugin.counters.events_lost += delivered;
+                plugin.counters.events_in -= delivered;
+                *plugin
+                    .counters
+                    .faults
+                    .entry(fault.kind.as_str())
+                    .or_insert(0) += 1;
+                let max_faults = plugin.loaded.limits.max_faults;
+                let disable = slot.faults >= max_faults;
+                eprintln!(
+                    "swarmtel: plugin {} recorder {} on {}: {fault}; {} events lost{}",
+                    origin.plugin,
+                    origin.recorder,
+                    origin.node,
+                    delivered,
+                    if disable {
+                        format!("; disabled after {max_faults} faults")
+                    } else {
+                        "; it will be restarted".to_owned()
+                    }
+                );
+                let faults = slot.faults;
+                if disable {
+                    slot.disabled = true;
+                    plugin.counters.disabled += 1;
+                }
+                self.emitter.self_telemetry(
+                    Level::Warning,
+                    wit::TelemetryType::Event,
+                    "PLUGIN_FAULT",
+                    format!(
+                        "plugin {} recorder {} faulted: {fault}",
+                        origin.plugin, origin.recorder
+                    ),
+                    json!({
+                        "subject_plugin": origin.plugin,
+                        "recorder": origin.recorder,
+                        "fault_kind": fault.kind.as_str(),
+                        "fault_message": fault.message,
+                        "faults": faults,
+                        "events_lost": delivered,
+                    }),
+                    origin,
+                )?;
+                if disable {
+                    self.emitter.self_telemetry(
+                        Level::Error,
+                        wit::TelemetryType::Event,
+                        "PLUGIN_DISABLED",
+                        format!(
+                            "plugin {} recorder {} disabled after {faults} faults",
+                            origin.plugin, origin.recorder
+                        ),
+                        json!({
+                            "subject_plugin": origin.plugin,
+                            "recorder": origin.recorder,
+                            "faults": faults,
+                        }),
+                        origin,
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the run: delivers pending batches, calls every recorder's `finish`, writes the
+    /// summary records and flushes the outputs.
+    pub fn finish(&mut self) -> Result<Summary, RunError> {
+        for slot_index in 0..self.slots.len() {
+            self.flush(slot_index)?;
+            let time = self.nodes[self.slots[slot_index].node].last_time;
+            self.call(slot_index, time, |slot| slot.backend.finish())?;
+        }
+        let time = self
+            .nodes
+            .iter()
+            .map(|n| n.last_time)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let time = if time.is_finite() {
+            time
+        } else {
+            enrich::now_unix_seconds()
+        };
+        for index in 0..self.plugins.len() {
+            let id = self.plugins[index].loaded.id().to_owned();
+            let counters = self.plugins[index].counters.clone();
+            let origin = Origin {
+                plugin: SELF_PLUGIN_ID,
+                recorder: "summary",
+                role: RoleName::Standalone,
+                node: "swarmtel",
+                time,
+            };
+            let mut fields = Map::new();
+            fields.insert("subject_plugin".into(), id.clone().into());
+            fields.insert("events_in".into(), counters.events_in.into());
+            fields.insert("events_lost".into(), counters.events_lost.into());
+            fields.insert("telemetry_out".into(), counters.telemetry_out.into());
+            fields.insert("rejected".into(), counters.rejected_total().into());
+            fields.insert("faults".into(), counters.faults_total().into());
+            fields.insert("disabled".into(), counters.disabled.into());
+            self.emitter.self_telemetry(
+                Level::Info,
+                wit::TelemetryType::Metric,
+                "PLUGIN_SUMMARY",
+                format!(
+                    "plugin {id}: {} events in, {} telemetry out, {} rejected, {} faults",
+                    counters.events_in,
+                    counters.telemetry_out,
+                    counters.rejected_total(),
+                    counters.faults_total()
+                ),
+                Value::Object(fields),
+                origin,
+            )?;
+            self.summary.plugins[index].1 = counters;
+        }
+        let emitter = &mut self.emitter;
+        emitter.output.flush().map_err(|source| RunError::Output {
+            path: emitter.output_path.clone(),
+            source,
+        })?;
+        emitter
+            .dead_letter
+            .flush()
+            .map_err(|source| RunError::Output {
+                path: emitter.dead_letter_path.clone(),
+                source,
+            })?;
+        Ok(self.summary.clone())
+    }
+}

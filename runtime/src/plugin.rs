@@ -1,0 +1,662 @@
+//! Plugin loading: reads a `.wasm`, checks it is a component of our contract, asks it to
+//! describe itself, and resolves its options from config, environment and defaults.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use wasmtime::component::types::ComponentItem;
+
+use crate::bindings::{self, RecorderPluginPre, types as wit};
+use crate::config::{Limits, PluginConfig, RoleName};
+use crate::sandbox::{GuestState, Sandbox};
+
+/// A plugin could not be loaded or configured. Every variant names the plugin file.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The file could not be read.
+    #[error("plugin {path}: cannot read: {source}")]
+    Read {
+        /// The plugin file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not WebAssembly at all.
+    #[error("plugin {path}: not a WebAssembly file (no `\\0asm` header)")]
+    NotWasm {
+        /// The plugin file.
+        path: PathBuf,
+    },
+    /// The file is a core module, not a component.
+    #[error(
+        "plugin {path}: a core WebAssembly module, not a component; build it for wasm32-wasip2 (or run `wasm-tools component new`)"
+    )]
+    CoreModule {
+        /// The plugin file.
+        path: PathBuf,
+    },
+    /// wasmtime refused to compile it (truncated, corrupt, unsupported feature).
+    #[error("plugin {path}: does not compile: {message}")]
+    Compile {
+        /// The plugin file.
+        path: PathBuf,
+        /// wasmtime's message.
+        message: String,
+    },
+    /// It does not export our plugin interface, or exports another version of it.
+    #[error("plugin {path}: {message}")]
+    Contract {
+        /// The plugin file.
+        path: PathBuf,
+        /// What it exports or imports instead.
+        message: String,
+    },
+    /// Instantiating or describing it failed.
+    #[error("plugin {path}: {stage} failed: {message}")]
+    Guest {
+        /// The plugin file.
+        path: PathBuf,
+        /// `instantiate` or `describe`.
+        stage: &'static str,
+        /// The trap or error.
+        message: String,
+    },
+    /// Its self-description is unusable.
+    #[error("plugin {path} ({id}): invalid description: {message}")]
+    Description {
+        /// The plugin file.
+        path: PathBuf,
+        /// The plugin id it reported.
+        id: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The config sets an option the plugin does not declare.
+    #[error(
+        "plugin {id} ({path}): unknown option `{key}` in [plugins.options]; it declares: {declared}"
+    )]
+    UnknownOption {
+        /// The plugin file.
+        path: PathBuf,
+        /// The plugin id.
+        id: String,
+        /// The unknown key.
+        key: String,
+        /// The declared option names.
+        declared: String,
+    },
+    /// An option value has the wrong type.
+    #[error("plugin {id} ({path}): option `{key}` from {origin}: expected {expected}, got {found}")]
+    OptionType {
+        /// The plugin file.
+        path: PathBuf,
+        /// The plugin id.
+        id: String,
+        /// The option.
+        key: String,
+        /// `config` or `env LOCUST_...`.
+        origin: String,
+        /// The declared type.
+        expected: &'static str,
+        /// What was given.
+        found: String,
+    },
+    /// The config asks for a role none of the plugin's recorders serve.
+    #[error("plugin {id} ({path}): roles: no recorder of this plugin serves `{role}`")]
+    RoleNotServed {
+        /// The plugin file.
+        path: PathBuf,
+        /// The plugin id.
+        id: String,
+        /// The role.
+        role: &'static str,
+    },
+    /// The plugin's recorder refused to be created with these options.
+    #[error("plugin {id} ({path}): recorder `{recorder}` for role {role} refused: {message}")]
+    Refused {
+        /// The plugin file.
+        path: PathBuf,
+        /// The plugin id.
+        id: String,
+        /// The recorder.
+        recorder: String,
+        /// The role.
+        role: &'static str,
+        /// The plugin's message.
+        message: String,
+    },
+}
+
+/// Bitset of [`wit::EventKind`]s.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventMask(u32);
+
+impl EventMask {
+    /// Whether `kind` is in the set.
+    #[inline]
+    pub fn contains(self, kind: wit::EventKind) -> bool {
+        self.0 & (1 << kind as u32) != 0
+    }
+
+    /// Adds `kind`.
+    pub fn insert(&mut self, kind: wit::EventKind) {
+        self.0 |= 1 << kind as u32;
+    }
+}
+
+/// One recorder the plugin can create, as it described it.
+#[derive(Debug, Clone)]
+pub struct RecorderManifest {
+    /// Recorder name.
+    pub name: String,
+    /// Roles it serves.
+    pub roles: Vec<RoleName>,
+    /// Events it wants.
+    pub events: EventMask,
+    /// Events it wants, in the order declared (for display).
+    pub event_list: Vec<wit::EventKind>,
+    /// Tick interval in ms of event time.
+    pub tick_interval_ms: Option<u32>,
+    /// Per-request details wanted.
+    pub request_extras: wit::RequestExtras,
+}
+
+/// A loaded, described and configured plugin, ready to make recorder instances.
+pub struct LoadedPlugin {
+    /// The `.wasm` file.
+    pub path: PathBuf,
+    /// What the plugin said about itself.
+    pub info: wit::PluginInfo,
+    /// Its recorders.
+    pub recorders: Vec<RecorderManifest>,
+    /// The roles it runs for in this run.
+    pub roles: Vec<RoleName>,
+    /// Resolved option values handed to every recorder.
+    pub options: Vec<wit::OptionSetting>,
+    /// Sandbox limits.
+    pub limits: Limits,
+    /// Linked component, for fast instantiation.
+    pub pre: RecorderPluginPre<GuestState>,
+}
+
+impl LoadedPlugin {
+    /// The plugin id.
+    pub fn id(&self) -> &str {
+        &self.info.id
+    }
+}
+
+/// Maps a config role to the contract's.
+pub fn wit_role(role: RoleName) -> wit::Role {
+    match role {
+        RoleName::Master => wit::Role::Master,
+        RoleName::Worker => wit::Role::Worker,
+        RoleName::Standalone => wit::Role::Standalone,
+    }
+}
+
+fn role_name(role: wit::Role) -> RoleName {
+    match role {
+        wit::Role::Master => RoleName::Master,
+        wit::Role::Worker => RoleName::Worker,
+        wit::Role::Standalone => RoleName::Standalone,
+    }
+}
+
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+/// Core modules carry version 1 and layer 0; components a different version and layer 1.
+const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
+
+/// Reads, compiles and describes a plugin file, without config.
+pub fn load_component(
+    sandbox: &Arc<Sandbox>,
+    path: &Path,
+) -> Result<(wit::PluginInfo, RecorderPluginPre<GuestState>), PluginError> {
+    let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if bytes.len() < 8 || &bytes[..4] != WASM_MAGIC {
+        return Err(PluginError::NotWasm {
+            path: path.to_owned(),
+        });
+    }
+    if bytes[4..8] == CORE_MODULE_VERSION {
+        return Err(PluginError::CoreModule {
+            path: path.to_owned(),
+        });
+    }
+    let component = sandbox
+        .compile(&bytes)
+        .map_err(|error| PluginError::Compile {
+            path: path.to_owned(),
+            message: format!("{error:#}"),
+        })?;
+    check_contract(sandbox, &component, path)?;
+    let pre = sandbox
+        .prepare(&component)
+        .map_err(|error| PluginError::Contract {
+            path: path.to_owned(),
+            message: format!("cannot be linked: {error:#}"),
+        })?;
+    let info = describe(sandbox, &pre, path)?;
+    Ok((info, pre))
+}
+
+/// Checks the component exports `swarmtel:telemetry/plugin@0.1.0`, and names what it exports
+/// instead when it does not.
+fn check_contract(
+    sandbox: &Sandbox,
+    component: &wasmtime::component::Component,
+    path: &Path,
+) -> Result<(), PluginError> {
+    let wanted = format!("{}/plugin@{}", bindings::PACKAGE, bindings::VERSION);
+    let ty = component.component_type();
+    let exports: Vec<String> = ty
+        .exports(sandbox.engine())
+        .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    if exports.iter().any(|name| name == &wanted) {
+        return Ok(());
+    }
+    let ours: Vec<&String> = exports
+        .iter()
+        .filter(|name| name.starts_with(&format!("{}/plugin", bindings::PACKAGE)))
+        .collect();
+    let message = if let Some(other) = ours.first() {
+        format!(
+            "targets `{other}`, but this runtime speaks `{wanted}`; rebuild the plugin against swarmtel-guest {}",
+            bindings::VERSION
+        )
+    } else {
+        format!(
+            "does not export `{wanted}` (exports: {}); is it a swarmtel plugin?",
+            if exports.is_empty() {
+                "nothing".to_owned()
+            } else {
+                exports.join(", ")
+            }
+        )
+    };
+    Err(PluginError::Contract {
+        path: path.to_owned(),
+        message,
+    })
+}
+
+fn describe(
+    sandbox: &Sandbox,
+    pre: &RecorderPluginPre<GuestState>,
+    path: &Path,
+) -> Result<wit::PluginInfo, PluginError> {
+    let limits = Limits::default();
+    let mut store = sandbox.new_store("(loading)", &limits);
+    store.set_epoch_deadline(Sandbox::deadline_epochs(&limits));
+    let guest_error = |stage: &'static str| {
+        move |error: wasmtime::Error| PluginError::Guest {
+            path: path.to_owned(),
+            stage,
+            message: format!("{error:#}").lines().next().unwrap_or("").to_owned(),
+        }
+    };
+    let instance = pre
+        .instantiate(&mut store)
+        .map_err(guest_error("instantiate"))?;
+    store.set_epoch_deadline(Sandbox::deadline_epochs(&limits));
+    instance
+        .swarmtel_telemetry_plugin()
+        .call_describe(&mut store)
+        .map_err(guest_error("describe"))
+}
+
+/// Loads a plugin listed in the config: describe, check the description, resolve options
+/// (config, then the option's env var, then its default) and roles, and check every recorder
+/// it will run accepts them.
+pub fn load_plugin(
+    sandbox: &Arc<Sandbox>,
+    path: &Path,
+    entry: &PluginConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<LoadedPlugin, PluginError> {
+    let (info, pre) = load_component(sandbox, path)?;
+    let recorders = check_description(&info, path)?;
+    let options = resolve_options(&info, path, entry, env)?;
+    let served: Vec<RoleName> = RoleName::ALL
+        .into_iter()
+        .filter(|role| recorders.iter().any(|r| r.roles.contains(role)))
+        .collect();
+    let roles = match &entry.roles {
+        Some(roles) => {
+            for role in roles {
+                if !served.contains(role) {
+                    return Err(PluginError::RoleNotServed {
+                        path: path.to_owned(),
+                        id: info.id.clone(),
+                        role: role.as_str(),
+                    });
+                }
+            }
+            let mut roles = roles.clone();
+            roles.sort();
+            roles.dedup();
+            roles
+        }
+        None => served,
+    };
+    let plugin = LoadedPlugin {
+        path: path.to_owned(),
+        info,
+        recorders,
+        roles,
+        options,
+        limits: entry.limits,
+        pre,
+    };
+    probe_recorders(sandbox, &plugin)?;
+    Ok(plugin)
+}
+
+/// Creates each recorder once per role it will serve, so a plugin that refuses its options
+/// fails at start-up with its message, not later mid-run.
+fn probe_recorders(sandbox: &Arc<Sandbox>, plugin: &LoadedPlugin) -> Result<(), PluginError> {
+    for recorder in &plugin.recorders {
+        for role in recorder.roles.iter().filter(|r| plugin.roles.contains(r)) {
+            let config = recorder_config(plugin, recorder, *role, "probe");
+            let mut instance = crate::sandbox::WasmRecorder::new(
+                sandbox.clone(),
+                plugin.pre.clone(),
+                plugin.id(),
+                plugin.limits,
+                config,
+            );
+            instance.start().map_err(|fault| PluginError::Refused {
+                path: plugin.path.clone(),
+                id: plugin.id().to_owned(),
+                recorder: recorder.name.clone(),
+                role: role.as_str(),
+                message: fault.to_string(),
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// The `create-recorder` argument for one recorder on one node.
+pub fn recorder_config(
+    plugin: &LoadedPlugin,
+    recorder: &RecorderManifest,
+    role: RoleName,
+    node: &str,
+) -> wit::RecorderConfig {
+    wit::RecorderConfig {
+        recorder: recorder.name.clone(),
+        role: wit_role(role),
+        node: node.to_owned(),
+        options: plugin.options.clone(),
+    }
+}
+
+fn check_description(
+    info: &wit::PluginInfo,
+    path: &Path,
+) -> Result<Vec<RecorderManifest>, PluginError> {
+    let bad = |message: String| PluginError::Description {
+        path: path.to_owned(),
+        id: info.id.clone(),
+        message,
+    };
+    let id_ok = !info.id.is_empty()
+        && info.id.len() <= 64
+        && info
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !id_ok {
+        return Err(bad(format!(
+            "id `{}` must be 1 to 64 of a-z, 0-9, `-`, `_`",
+            info.id
+        )));
+    }
+    if info.id == crate::enrich::SELF_PLUGIN_ID {
+        return Err(bad(format!("id `{}` is reserved for the runtime", info.id)));
+    }
+    let mut option_names = BTreeMap::new();
+    for option in &info.options {
+        if option.name.is_empty() || option_names.insert(&option.name, ()).is_some() {
+            return Err(bad(format!(
+                "option name `{}` is empty or repeated",
+                option.name
+            )));
+        }
+        if let Some(default) = &option.default
+            && option_type_name(option.option_type) != value_type_name(default)
+        {
+            return Err(bad(format!(
+                "option `{}` is {} but its default is {}",
+                option.name,
+                option_type_name(option.option_type),
+                value_type_name(default)
+            )));
+        }
+    }
+    if info.recorders.is_empty() {
+        return Err(bad("declares no recorder".into()));
+    }
+    let mut recorders = Vec::new();
+    for spec in &info.recorders {
+        if spec.name.is_empty()
+            || recorders
+                .iter()
+                .any(|r: &RecorderManifest| r.name == spec.name)
+        {
+            return Err(bad(format!(
+                "recorder name `{}` is empty or repeated",
+                spec.name
+            )));
+        }
+        if spec.roles.is_empty() {
+            return Err(bad(format!("recorder `{}` serves no role", spec.name)));
+        }
+        let mut events = EventMask::default();
+        for kind in &spec.events {
+            events.insert(*kind);
+        }
+        match spec.tick_interval_ms {
+            Some(0) => return Err(bad(format!("recorder `{}`: tick interval 0", spec.name))),
+            Some(_) if !events.contains(wit::EventKind::Tick) => {
+                return Err(bad(format!(
+                    "recorder `{}` sets a tick interval but does not subscribe to `tick`",
+                    spec.name
+                )));
+            }
+            None if events.contains(wit::EventKind::Tick) => {
+                return Err(bad(format!(
+                    "recorder `{}` subscribes to `tick` without a tick interval",
+                    spec.name
+                )));
+            }
+            _ => {}
+        }
+        let mut roles: Vec<RoleName> = spec.roles.iter().map(|r| role_name(*r)).collect();
+        roles.sort();
+        roles.dedup();
+        recorders.push(RecorderManifest {
+            name: spec.name.clone(),
+            roles,
+            events,
+            event_list: spec.events.clone(),
+            tick_interval_ms: spec.tick_interval_ms,
+            request_extras: spec.request_extras,
+        });
+    }
+    Ok(recorders)
+}
+
+/// The name of an option type, as written in errors and `plugin inspect`.
+pub fn option_type_name(option_type: wit::OptionType) -> &'static str {
+    match option_type {
+        wit::OptionType::Text => "text",
+        wit::OptionType::Integer => "integer",
+        wit::OptionType::Float => "float",
+        wit::OptionType::Boolean => "boolean",
+    }
+}
+
+fn value_type_name(value: &wit::OptionValue) -> &'static str {
+    match value {
+        wit::OptionValue::Text(_) => "text",
+        wit::OptionValue::Integer(_) => "integer",
+        wit::OptionValue::Float(_) => "float",
+        wit::OptionValue::Boolean(_) => "boolean",
+    }
+}
+
+/// An option value as JSON, for display.
+pub fn option_value_json(value: &wit::OptionValue) -> serde_json::Value {
+    match value {
+        wit::OptionValue::Text(text) => text.clone().into(),
+        wit::OptionValue::Integer(number) => (*number).into(),
+        wit::OptionValue::Float(number) => (*number).into(),
+        wit::OptionValue::Boolean(flag) => (*flag).into(),
+    }
+}
+
+fn resolve_options(
+    info: &wit::PluginInfo,
+    path: &Path,
+    entry: &PluginConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<wit::OptionSetting>, PluginError> {
+    for key in entry.options.keys() {
+        if !info.options.iter().any(|option| &option.name == key) {
+            let declared: Vec<&str> = info.options.iter().map(|o| o.name.as_str()).collect();
+            return Err(PluginError::UnknownOption {
+                path: path.to_owned(),
+                id: info.id.clone(),
+                key: key.clone(),
+                declared: if declared.is_empty() {
+                    "no options".to_owned()
+                } else {
+                    declared.join(", ")
+                },
+            });
+        }
+    }
+    let mut settings = Vec::new();
+    for option in &info.options {
+        let type_error = |origin: String, found: String| PluginError::OptionType {
+            path: path.to_owned(),
+            id: info.id.clone(),
+            key: option.name.clone(),
+            origin,
+            expected: option_type_name(option.option_type),
+            found,
+        };
+        let value = if let Some(value) = entry.options.get(&option.name) {
+            Some(from_toml(option.option_type, value).ok_or_else(|| {
+                type_error("config".into(), format!("{} `{value}`", value.type_str()))
+            })?)
+        } else if let Some((var, text)) = option
+            .env_var
+            .as_ref()
+            .and_then(|var| env(var).map(|text| (var, text)))
+        {
+            Some(
+                from_text(option.option_type, &text)
+                    .ok_or_else(|| type_error(format!("env {var}"), format!("`{text}`")))?,
+            )
+        } else {
+            option.default.clone()
+        };
+        if let Some(value) = value {
+            settings.push(wit::OptionSetting {
+                name: option.name.clone(),
+                value,
+            });
+        }
+    }
+    Ok(settings)
+}
+
+fn from_toml(option_type: wit::OptionType, value: &toml::Value) -> Option<wit::OptionValue> {
+    match (option_type, value) {
+        (wit::OptionType::Text, toml::Value::String(text)) => {
+            Some(wit::OptionValue::Text(text.clone()))
+        }
+        (wit::OptionType::Integer, toml::Value::Integer(number)) => {
+            Some(wit::OptionValue::Integer(*number))
+        }
+        (wit::OptionType::Float, toml::Value::Float(number)) => {
+            Some(wit::OptionValue::Float(*number))
+        }
+        (wit::OptionType::Float, toml::Value::Integer(number)) => {
+            Some(wit::OptionValue::Float(*number as f64))
+        }
+        (wit::OptionType::Boolean, toml::Value::Boolean(flag)) => {
+            Some(wit::OptionValue::Boolean(*flag))
+        }
+        _ => None,
+    }
+}
+
+fn from_text(option_type: wit::OptionType, text: &str) -> Option<wit::OptionValue> {
+    let text = text.trim();
+    match option_type {
+        wit::OptionType::Text => Some(wit::OptionValue::Text(text.to_owned())),
+        wit::OptionType::Integer => text.parse().ok().map(wit::OptionValue::Integer),
+        wit::OptionType::Float => text.parse().ok().map(wit::OptionValue::Float),
+        wit::OptionType::Boolean => match text.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Some(wit::OptionValue::Boolean(true)),
+            "false" | "0" | "no" | "off" => Some(wit::OptionValue::Boolean(false)),
+            _ => None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_text_parses_by_type() {
+        assert_eq!(
+            from_text(wit::OptionType::Integer, " 42 "),
+            Some(wit::OptionValue::Integer(42))
+        );
+        assert_eq!(from_text(wit::OptionType::Integer, "4.2"), None);
+        assert_eq!(
+            from_text(wit::OptionType::Boolean, "Yes"),
+            Some(wit::OptionValue::Boolean(true))
+        );
+        assert_eq!(from_text(wit::OptionType::Boolean, "maybe"), None);
+    }
+
+    #[test]
+    fn toml_values_must_match_the_declared_type() {
+        let int = toml::Value::Integer(3);
+        assert_eq!(
+            from_toml(wit::OptionType::Float, &int),
+            Some(wit::OptionValue::Float(3.0))
+        );
+        assert_eq!(from_toml(wit::OptionType::Text, &int), None);
+        assert_eq!(
+            from_toml(
+                wit::OptionType::Boolean,
+                &toml::Value::String("true".into())
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn event_mask_holds_kinds() {
+        let mut mask = EventMask::default();
+        mask.insert(wit::EventKind::Request);
+        mask.insert(wit::EventKind::Tick);
+        assert!(mask.contains(wit::EventKind::Request));
+        assert!(mask.contains(wit::EventKind::Tick));
+        assert!(!mask.contains(wit::EventKind::TestStart));
+    }
+}

@@ -1,0 +1,517 @@
+//! Sandbox: the wasmtime engine, and recorder instances that each live in their own `Store`.
+//!
+//! A guest gets no files, network, environment, arguments or inherited stdio: its WASI context
+//! is empty, its stdout and stderr are captured into a bounded buffer. Every call runs under an
+//! epoch deadline and a memory cap. A call that traps, overruns its deadline or hits the memory
+//! cap drops the instance (wasmtime forbids re-entering a trapped store); the next call
+//! instantiates it again from the shared `InstancePre`. Counting faults and disabling a
+//! recorder is the pipeline's policy, not this module's.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{RecorderPlugin, RecorderPluginPre, host, types as wit};
+use crate::config::Limits;
+
+/// How often the epoch advances; deadlines are whole epochs.
+const EPOCH_PERIOD: Duration = Duration::from_millis(2);
+
+/// Most diagnostic lines (host `log` calls) one instance may print before the rest are only
+/// counted.
+const MAX_LOG_LINES: u32 = 200;
+
+/// The engine could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the wasm engine: {0}")]
+pub struct EngineError(String);
+
+/// The shared engine, linker and epoch clock.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    _epoch: EpochTicker,
+}
+
+impl Sandbox {
+    /// One engine for the whole run: components, epoch interruption, no fuel.
+    pub fn new() -> Result<Self, EngineError> {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        // A guest's runaway recursion ends in a trap well before the host's stack is at risk.
+        config.max_wasm_stack(512 * 1024);
+        let engine = Engine::new(&config).map_err(|e| EngineError(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| EngineError(e.to_string()))?;
+        RecorderPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |state: &mut GuestState| state,
+        )
+        .map_err(|e| EngineError(e.to_string()))?;
+        let epoch = EpochTicker::start(engine.clone());
+        Ok(Self {
+            engine,
+            linker,
+            _epoch: epoch,
+        })
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles component bytes.
+    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+        Component::from_binary(&self.engine, bytes)
+    }
+
+    /// Links a compiled component against the host once; instances are made from the result.
+    pub fn prepare(
+        &self,
+        component: &Component,
+    ) -> wasmtime::Result<RecorderPluginPre<GuestState>> {
+        RecorderPluginPre::new(self.linker.instantiate_pre(component)?)
+    }
+
+    /// A fresh store for one instance of `plugin_id`, with `limits` applied.
+    pub fn new_store(&self, plugin_id: &str, limits: &Limits) -> Store<GuestState> {
+        let stdio = CapturedStdio::new(limits.stdio_bytes);
+        let wasi = WasiCtx::builder()
+            .stdout(stdio.clone())
+            .stderr(stdio.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        let memory_bytes = usize::try_from(limits.memory_mib * 1024 * 1024).unwrap_or(usize::MAX);
+        let state = GuestState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: GuestLimiter {
+                inner: StoreLimitsBuilder::new()
+                    .memory_size(memory_bytes)
+                    .instances(16)
+                    .tables(16)
+                    .memories(4)
+                    .table_elements(100_000)
+                    .build(),
+                memory_denied: false,
+            },
+            plugin_id: plugin_id.to_owned(),
+            log_lines: 0,
+            stdio,
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store
+    }
+
+    /// Number of epochs that make up `limits.cpu_ms_per_call`, at least one.
+    pub fn deadline_epochs(limits: &Limits) -> u64 {
+        let period_ms = EPOCH_PERIOD.as_millis() as u64;
+        limits.cpu_ms_per_call.div_ceil(period_ms).max(1)
+    }
+}
+
+/// Advances the engine's epoch on a background thread until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("swarmtel-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_PERIOD);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawn epoch thread");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Everything one guest instance's store holds.
+pub struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: GuestLimiter,
+    plugin_id: String,
+    log_lines: u32,
+    stdio: CapturedStdio,
+}
+
+impl GuestState {
+    /// The captured stdout/stderr of this instance.
+    pub fn stdio(&self) -> &CapturedStdio {
+        &self.stdio
+    }
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl crate::bindings::types::Host for GuestState {}
+
+impl host::Host for GuestState {
+    fn log(&mut self, level: host::LogLevel, message: String) {
+        self.log_lines += 1;
+        if self.log_lines <= MAX_LOG_LINES {
+            let message: String = message.chars().take(1024).collect();
+            eprintln!("[plugin {}] {level:?}: {message}", self.plugin_id);
+        } else if self.log_lines == MAX_LOG_LINES + 1 {
+            eprintln!(
+                "[plugin {}] more diagnostics suppressed (limit {MAX_LOG_LINES} lines)",
+                self.plugin_id
+            );
+        }
+    }
+}
+
+/// `StoreLimits`, remembering whether a memory growth was refused so a fault can say so.
+struct GuestLimiter {
+    inner: StoreLimits,
+    memory_denied: bool,
+}
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if !allowed {
+            self.memory_denied = true;
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
+/// A guest's stdout and stderr, kept up to a byte cap; bytes past it are dropped and counted.
+#[derive(Clone)]
+pub struct CapturedStdio(Arc<Mutex<StdioBuffer>>);
+
+#[derive(Default)]
+struct StdioBuffer {
+    kept: Vec<u8>,
+    capacity: usize,
+    dropped: u64,
+}
+
+impl CapturedStdio {
+    fn new(capacity: usize) -> Self {
+        Self(Arc::new(Mutex::new(StdioBuffer {
+            capacity,
+            ..StdioBuffer::default()
+        })))
+    }
+
+    fn write(&self, bytes: &[u8]) {
+        let mut buffer = self.0.lock().expect("stdio lock");
+        let room = buffer.capacity.saturating_sub(buffer.kept.len());
+        let keep = bytes.len().min(room);
+        buffer.kept.extend_from_slice(&bytes[..keep]);
+        buffer.dropped += (bytes.len() - keep) as u64;
+    }
+
+    /// The bytes kept so far, and how many were dropped past the cap.
+    pub fn contents(&self) -> (Vec<u8>, u64) {
+        let buffer = self.0.lock().expect("stdio lock");
+        (buffer.kept.clone(), buffer.dropped)
+    }
+}
+
+impl IsTerminal for CapturedStdio {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CapturedStdio {
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+}
+
+impl tokio::io::AsyncWrite for CapturedStdio {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.write(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl OutputStream for CapturedStdio {
+    fn write(&mut self, bytes: bytes::Bytes) -> Result<(), StreamError> {
+        CapturedStdio::write(self, &bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> Result<usize, StreamError> {
+        // Always accept: what does not fit is dropped and counted, never an error the guest
+        // could turn into a panic.
+        Ok(64 * 1024)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for CapturedStdio {
+    async fn ready(&mut self) {}
+}
+
+/// Why a recorder call failed. The instance is gone afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultKind {
+    /// The call ran past `cpu_ms_per_call`.
+    Deadline,
+    /// The guest wanted more memory than `memory_mib`.
+    Memory,
+    /// The guest exhausted its stack.
+    StackOverflow,
+    /// Any other trap: a panic, `unreachable`, an out-of-bounds access.
+    Trap,
+    /// The component could not be instantiated.
+    Instantiate,
+    /// `create-recorder` returned an error.
+    Refused,
+}
+
+impl FaultKind {
+    /// The kind's name in summaries and self-telemetry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Deadline => "deadline",
+            FaultKind::Memory => "memory",
+            FaultKind::StackOverflow => "stack_overflow",
+            FaultKind::Trap => "trap",
+            FaultKind::Instantiate => "instantiate",
+            FaultKind::Refused => "refused",
+        }
+    }
+}
+
+/// A failed recorder call.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{} fault: {message}", kind.as_str())]
+pub struct Fault {
+    /// What kind of failure.
+    pub kind: FaultKind,
+    /// wasmtime's or the guest's message.
+    pub message: String,
+}
+
+/// Something that records batches: a sandboxed guest, or (in benchmarks) native code.
+pub trait RecorderBackend {
+    /// Handles one batch; returns the telemetry it produced.
+    fn handle(&mut self, batch: &wit::EventBatch) -> Result<Vec<wit::Telemetry>, Fault>;
+    /// The stream ended; returns any last telemetry.
+    fn finish(&mut self) -> Result<Vec<wit::Telemetry>, Fault>;
+}
+
+/// A live instance: its store, bindings and recorder resource.
+struct Live {
+    store: Store<GuestState>,
+    bindings: RecorderPlugin,
+    recorder: ResourceAny,
+}
+
+/// One recorder of a plugin for one node, running in its own store.
+pub struct WasmRecorder {
+    sandbox: Arc<Sandbox>,
+    pre: RecorderPluginPre<GuestState>,
+    plugin_id: String,
+    limits: Limits,
+    config: wit::RecorderConfig,
+    live: Option<Live>,
+}
+
+impl WasmRecorder {
+    /// A recorder that instantiates on first use (or call [`WasmRecorder::start`]).
+    pub fn new(
+        sandbox: Arc<Sandbox>,
+        pre: RecorderPluginPre<GuestState>,
+        plugin_id: &str,
+        limits: Limits,
+        config: wit::RecorderConfig,
+    ) -> Self {
+        Self {
+            sandbox,
+            pre,
+            plugin_id: plugin_id.to_owned(),
+            limits,
+            config,
+            live: None,
+        }
+    }
+
+    /// Instantiates the component and creates the recorder now.
+    pub fn start(&mut self) -> Result<(), Fault> {
+        if self.live.is_none() {
+            self.live = Some(self.instantiate()?);
+        }
+        Ok(())
+    }
+
+    fn instantiate(&self) -> Result<Live, Fault> {
+        let mut store = self.sandbox.new_store(&self.plugin_id, &self.limits);
+        store.set_epoch_deadline(Sandbox::deadline_epochs(&self.limits));
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|error| classify(&store, &error, FaultKind::Instantiate))?;
+        store.set_epoch_deadline(Sandbox::deadline_epochs(&self.limits));
+        let created = bindings
+            .swarmtel_telemetry_plugin()
+            .call_create_recorder(&mut store, &self.config)
+            .map_err(|error| classify(&store, &error, FaultKind::Trap))?;
+        let recorder = created.map_err(|message| Fault {
+            kind: FaultKind::Refused,
+            message,
+        })?;
+        Ok(Live {
+            store,
+            bindings,
+            recorder,
+        })
+    }
+
+    fn call(
+        &mut self,
+        call: impl FnOnce(&mut Live) -> wasmtime::Result<Vec<wit::Telemetry>>,
+    ) -> Result<Vec<wit::Telemetry>, Fault> {
+        self.start()?;
+        let deadline = Sandbox::deadline_epochs(&self.limits);
+        let live = self.live.as_mut().expect("started");
+        live.store.set_epoch_deadline(deadline);
+        match call(live) {
+            Ok(items) => Ok(items),
+            Err(error) => {
+                let live = self.live.take().expect("started");
+                Err(classify(&live.store, &error, FaultKind::Trap))
+            }
+        }
+    }
+
+    /// The guest's captured stdout/stderr so far (of the current instance).
+    pub fn stdio(&self) -> Option<(Vec<u8>, u64)> {
+        self.live
+            .as_ref()
+            .map(|live| live.store.data().stdio().contents())
+    }
+}
+
+impl RecorderBackend for WasmRecorder {
+    fn handle(&mut self, batch: &wit::EventBatch) -> Result<Vec<wit::Telemetry>, Fault> {
+        self.call(|live| {
+            live.bindings
+                .swarmtel_telemetry_plugin()
+                .recorder()
+                .call_handle(&mut live.store, live.recorder, batch)
+        })
+    }
+
+    fn finish(&mut self) -> Result<Vec<wit::Telemetry>, Fault> {
+        self.call(|live| {
+            live.bindings
+                .swarmtel_telemetry_plugin()
+                .recorder()
+                .call_finish(&mut live.store, live.recorder)
+        })
+    }
+}
+
+/// Names the failure: deadline, memory cap, stack, or another trap.
+fn classify(store: &Store<GuestState>, error: &wasmtime::Error, otherwise: FaultKind) -> Fault {
+    let kind = match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => FaultKind::Deadline,
+        Some(Trap::StackOverflow) => FaultKind::StackOverflow,
+        _ if store.data().limiter.memory_denied => FaultKind::Memory,
+        Some(_) => FaultKind::Trap,
+        None => otherwise,
+    };
+    Fault {
+        kind,
+        message: format!("{error:#}").lines().next().unwrap_or("").to_owned(),
+    }
+}
