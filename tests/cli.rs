@@ -1,1 +1,289 @@
+//! The `swarmtel` command's error paths and its `plugin inspect` and `check` commands, run as
+//! a user would run them.
 
+mod support;
+
+use std::path::Path;
+use std::process::Output;
+
+use support::*;
+
+fn run(args: &[&str], config: &Path) -> Output {
+    swarmtel()
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .expect("run swarmtel")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `swarmtel check` on a config with one plugin entry; returns the failed output.
+fn check_fails_with(plugin_entry: &str) -> String {
+    let workspace = Workspace::new();
+    let config = workspace.write(
+        "swarmtel.toml",
+        format!("[run]\ntestplan = \"t\"\n{plugin_entry}\n"),
+    );
+    for command in [&["check"][..], &["replay"][..]] {
+        let output = run(command, &config);
+        assert!(
+            !output.status.success(),
+            "{command:?} should fail for:\n{plugin_entry}"
+        );
+        assert_eq!(output.status.code(), Some(1));
+    }
+    stderr(&run(&["check"], &config))
+}
+
+#[test]
+fn unknown_config_key_names_file_line_and_key() {
+    let workspace = Workspace::new();
+    let config = workspace.write(
+        "swarmtel.toml",
+        "[run]\ntestplan = \"t\"\n\n[output]\npaht = \"out.jsonl\"\n",
+    );
+    let error = stderr(&run(&["check"], &config));
+    assert!(error.contains("swarmtel.toml"), "{error}");
+    assert!(error.contains("paht"), "{error}");
+    assert!(error.contains("line 5"), "{error}");
+}
+
+#[test]
+fn missing_config_is_named() {
+    let workspace = Workspace::new();
+    let output = run(&["check"], &workspace.path("nope.toml"));
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("nope.toml"));
+}
+
+#[test]
+fn missing_plugin_file_is_named() {
+    let error = check_fails_with("[[plugins]]\npath = \"plugins/absent.wasm\"");
+    assert!(error.contains("plugins/absent.wasm"), "{error}");
+    assert!(error.contains("cannot read"), "{error}");
+}
+
+#[test]
+fn a_core_module_is_not_a_plugin() {
+    let workspace = Workspace::new();
+    // The smallest valid core module: magic and version 1.
+    let module = workspace.write("core.wasm", b"\0asm\x01\0\0\0");
+    let error = check_fails_with(&format!("[[plugins]]\npath = {}", toml_path(&module)));
+    assert!(
+        error.contains("core WebAssembly module, not a component"),
+        "{error}"
+    );
+    assert!(error.contains("core.wasm"), "{error}");
+}
+
+#[test]
+fn a_truncated_component_does_not_compile() {
+    let workspace = Workspace::new();
+    let bytes = std::fs::read(guest("request_stats")).unwrap();
+    let truncated = workspace.write("truncated.wasm", &bytes[..bytes.len() / 2]);
+    let error = check_fails_with(&format!("[[plugins]]\npath = {}", toml_path(&truncated)));
+    assert!(
+        error.contains("truncated.wasm: does not compile"),
+        "{error}"
+    );
+}
+
+#[test]
+fn random_bytes_are_not_webassembly() {
+    let workspace = Workspace::new();
+    let noise: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let random = workspace.write("random.wasm", noise);
+    let error = check_fails_with(&format!("[[plugins]]\npath = {}", toml_path(&random)));
+    assert!(
+        error.contains("random.wasm: not a WebAssembly file"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_component_for_another_wit_version_is_refused() {
+    let error = check_fails_with(&format!(
+        "[[plugins]]\npath = {}",
+        toml_path(&guest("other_version"))
+    ));
+    assert!(
+        error.contains("targets `swarmtel:telemetry/plugin@0.2.0`"),
+        "{error}"
+    );
+    assert!(error.contains("swarmtel:telemetry/plugin@0.1.0"), "{error}");
+}
+
+#[test]
+fn an_unknown_option_is_named_with_the_declared_ones() {
+    let error = check_fails_with(&format!(
+        "[[plugins]]\npath = {}\n[plugins.options]\ncustom-optoin = \"x\"",
+        toml_path(&guest("custom_telemetry"))
+    ));
+    assert!(error.contains("plugin custom-telemetry"), "{error}");
+    assert!(error.contains("unknown option `custom-optoin`"), "{error}");
+    assert!(error.contains("declares: custom-option"), "{error}");
+}
+
+#[test]
+fn a_wrongly_typed_option_is_named() {
+    let error = check_fails_with(&format!(
+        "[[plugins]]\npath = {}\n[plugins.options]\ncount = \"three\"",
+        toml_path(&guest("misbehave"))
+    ));
+    assert!(
+        error.contains("option `count` from config: expected integer, got string"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_role_the_plugin_does_not_serve_is_refused() {
+    let error = check_fails_with(&format!(
+        "[[plugins]]\npath = {}\nroles = [\"master\"]",
+        toml_path(&guest("request_stats"))
+    ));
+    assert!(error.contains("plugin request-stats"), "{error}");
+    assert!(
+        error.contains("no recorder of this plugin serves `master`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_recorder_that_refuses_its_options_fails_at_start() {
+    let error = check_fails_with(&format!(
+        "[[plugins]]\npath = {}\n[plugins.options]\nmode = \"refuse\"",
+        toml_path(&guest("misbehave"))
+    ));
+    assert!(error.contains("recorder `misbehaving_recorder`"), "{error}");
+    assert!(error.contains("this recorder refuses to start"), "{error}");
+}
+
+#[test]
+fn the_same_plugin_twice_is_refused() {
+    let path = toml_path(&guest("custom_telemetry"));
+    let error = check_fails_with(&format!(
+        "[[plugins]]\npath = {path}\n[[plugins]]\npath = {path}"
+    ));
+    assert!(error.contains("id already used"), "{error}");
+}
+
+#[test]
+fn check_lists_plugins_with_options_from_env_and_limits() {
+    let workspace = Workspace::new();
+    let config = workspace.write(
+        "swarmtel.toml",
+        format!(
+            "[run]\ntestplan = \"t\"\n[[plugins]]\npath = {}\n[plugins.limits]\nmemory_mib = 12\n",
+            toml_path(&guest("custom_telemetry"))
+        ),
+    );
+    let output = swarmtel()
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("LOCUST_CUSTOM_OPTION", "from-env")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("plugin custom-telemetry"), "{text}");
+    assert!(text.contains("roles: master, worker"), "{text}");
+    assert!(
+        text.contains("option custom-option = \"from-env\""),
+        "{text}"
+    );
+    assert!(text.contains("memory 12 MiB"), "{text}");
+    assert!(text.contains("capabilities: none granted"), "{text}");
+}
+
+#[test]
+fn an_option_env_var_of_the_wrong_type_is_named() {
+    let workspace = Workspace::new();
+    let config = workspace.write(
+        "swarmtel.toml",
+        format!(
+            "[run]\ntestplan = \"t\"\n[[plugins]]\npath = {}\n",
+            toml_path(&guest("request_stats"))
+        ),
+    );
+    let output = swarmtel()
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("SWARMTEL_REQUEST_STATS_PERIODIC", "sometimes")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let error = stderr(&output);
+    assert!(
+        error.contains(
+            "option `periodic` from env SWARMTEL_REQUEST_STATS_PERIODIC: expected boolean"
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_config_flag_has_an_env_var() {
+    let workspace = Workspace::new();
+    let config = workspace.write("swarmtel.toml", "[run]\ntestplan = \"t\"\n");
+    let output = swarmtel()
+        .arg("check")
+        .env("SWARMTEL_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[test]
+fn plugin_inspect_prints_the_description() {
+    let plugin = guest("request_stats");
+    let output = swarmtel()
+        .args(["plugin", "inspect"])
+        .arg(&plugin)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "request-stats 0.1.0",
+        "periodic  (boolean, default true, env SWARMTEL_REQUEST_STATS_PERIODIC)",
+        "request_stats_recorder",
+        "roles: worker, standalone",
+        "events: request, test_stop, reset_stats, tick",
+        "tick: every 5000 ms",
+        "request_stats: {",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+
+    let output = swarmtel()
+        .args(["plugin", "inspect", "--json"])
+        .arg(&plugin)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["id"], "request-stats");
+    assert_eq!(json["options"][0]["name"], "periodic");
+    assert_eq!(json["options"][0]["default"], true);
+    assert_eq!(json["recorders"][0]["tick_interval_ms"], 5000);
+    assert_eq!(json["schemas"][0]["schema"]["type"], "object");
+}
+
+#[test]
+fn plugin_inspect_of_a_bad_file_fails_clearly() {
+    let workspace = Workspace::new();
+    let text = workspace.write("notes.wasm", "hello");
+    let output = swarmtel()
+        .args(["plugin", "inspect"])
+        .arg(&text)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("notes.wasm: not a WebAssembly file"));
+}
