@@ -287,3 +287,59 @@ fn plugin_inspect_of_a_bad_file_fails_clearly() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("notes.wasm: not a WebAssembly file"));
 }
+
+#[test]
+fn ctrl_c_finishes_recorders_and_flushes_the_output() {
+    use std::io::Write;
+    use std::process::Stdio;
+
+    let workspace = Workspace::new();
+    let config = workspace.write(
+        "swarmtel.toml",
+        format!(
+            "[run]\ntestplan = \"t\"\n[[plugins]]\npath = {}\n",
+            toml_path(&guest("request_stats"))
+        ),
+    );
+    let mut child = swarmtel()
+        .args(["replay", "--config"])
+        .arg(&config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Requests but no test stop: only `finish` can report them. stdin stays open, as a live
+    // bridge's would.
+    let stream = String::from_utf8(swarmtel::synthetic::request_stream(1, 100)).unwrap();
+    let without_stop: Vec<&str> = stream
+        .lines()
+        .filter(|line| !line.contains("test_stop"))
+        .collect();
+    stdin
+        .write_all(format!("{}\n", without_stop.join("\n")).as_bytes())
+        .unwrap();
+    stdin.flush().unwrap();
+    // Give the process time to start and read what was sent; the assertion below does not
+    // depend on how long that takes, only on the signal arriving after the data.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    let stdout_lines = json_lines(&output.stdout);
+    let totals: Vec<_> = from_plugin(&stdout_lines, "request-stats")
+        .into_iter()
+        .filter(|line| line["telemetry"]["endpoint"] == "Aggregated")
+        .collect();
+    assert_eq!(totals.len(), 1, "the final report was flushed");
+    assert_eq!(totals[0]["telemetry"]["requests"], 100);
+    let error = stderr(&output);
+    assert!(error.contains("interrupted"), "{error}");
+    assert!(error.contains("request-stats"), "{error}");
+}

@@ -3,16 +3,17 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "recorder-plugin",
+    additional_derives: [PartialEq],
 });
 
 /// The contract's shared types (events, batches, telemetry, plugin description).
-pub use swarmtel::telemetry::types;
+pub use self::swarmtel::telemetry::types;
 
 /// The plugin interface a guest exports.
-pub use exports::swarmtel::telemetry::plugin;
+pub use self::exports::swarmtel::telemetry::plugin;
 
 /// The diagnostics interface the host offers.
-pub use swarmtel::telemetry::host;
+pub use self::swarmtel::telemetry::host;
 
 /// The WIT package this runtime speaks, as it appears in component import/export names.
 pub const PACKAGE: &str = "swarmtel:telemetry";

@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn formats_rfc3339_millis_utc() {
-        assert_eq!(format_time(1_700_000_000.1234), "2023-11-14T22:13:20.123Z");
+        assert_eq!(format_time(1_700_000_000.123_4), "2023-11-14T22:13:20.123Z");
         assert_eq!(format_time(f64::NAN), "1970-01-01T00:00:00.000Z");
     }
 

@@ -593,6 +593,48 @@ mod tests {
         }
     }
 
+    fn repo_file(path: &str) -> String {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        std::fs::read_to_string(root.join(path)).unwrap()
+    }
+
+    #[test]
+    fn the_sample_capture_matches_the_documented_schema_and_decodes() {
+        let schema: serde_json::Value =
+            serde_json::from_str(&repo_file("schemas/event-stream.schema.json")).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let sample = repo_file("examples/locust-run.ndjson");
+        let synthetic = String::from_utf8(crate::synthetic::request_stream(2, 50)).unwrap();
+        let mut lines = 0;
+        for line in sample.lines().chain(synthetic.lines()) {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let Err(error) = validator.validate(&value) {
+                panic!("{line}: {error}");
+            }
+            decode_line(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            lines += 1;
+        }
+        assert!(lines > 5_000);
+    }
+
+    #[test]
+    fn the_schema_refuses_what_the_decoder_refuses() {
+        let schema: serde_json::Value =
+            serde_json::from_str(&repo_file("schemas/event-stream.schema.json")).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        for line in [
+            r#"{"event":"request","role":"worker","node":"w","time":1,"name":"/","response_time":1}"#,
+            r#"{"event":"teleport","role":"worker","node":"w","time":1}"#,
+            r#"{"event":"test_start","role":"boss","node":"w","time":1}"#,
+            r#"{"event":"test_start","role":"master","node":"m"}"#,
+            r#"{"event":"spawning_complete","role":"master","node":"m","time":1}"#,
+        ] {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(!validator.is_valid(&value), "schema accepts {line}");
+            assert!(decode_line(line).is_err(), "decoder accepts {line}");
+        }
+    }
+
     #[test]
     fn chunk_reader_hands_over_whole_lines() {
         let text: String = (0..100_000).map(|i| format!("line {i}\n")).collect();

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
 use serde_json::{Map, Value, json};
 
@@ -32,7 +32,7 @@ pub enum RunError {
     Engine(#[from] EngineError),
     /// A plugin could not be loaded or configured.
     #[error(transparent)]
-    Plugin(#[from] PluginError),
+    Plugin(Box<PluginError>),
     /// A plugin's declared schema does not compile.
     #[error("plugin {id} ({path}): {source}")]
     Schema {
@@ -69,6 +69,12 @@ pub enum RunError {
         /// What is wrong.
         error: String,
     },
+}
+
+impl From<PluginError> for RunError {
+    fn from(error: PluginError) -> Self {
+        RunError::Plugin(Box::new(error))
+    }
 }
 
 /// Per-plugin counters for the summary.
@@ -307,11 +313,12 @@ pub fn load_plugins(
             .iter()
             .find(|other: &&LoadedPlugin| other.id() == plugin.id())
         {
-            return Err(RunError::Plugin(PluginError::Description {
+            return Err(PluginError::Description {
                 path: path.clone(),
                 id: plugin.id().to_owned(),
                 message: format!("id already used by {}", other.path.display()),
-            }));
+            }
+            .into());
         }
         loaded.push(plugin);
     }
@@ -401,7 +408,8 @@ impl Pipeline {
         &self.emitter.run
     }
 
-    /// Reads an NDJSON stream to its end (or until `stop` is set), then finishes the run.
+    /// Reads an NDJSON stream to its end (or until `stop` is set: lines already read are still
+    /// processed), then finishes the run.
     /// Malformed lines are reported on stderr with their number and skipped, or end the run
     /// with `strict`.
     pub fn run_stream(
@@ -413,7 +421,7 @@ impl Pipeline {
     ) -> Result<Summary, RunError> {
         let chunks = ingest::ChunkReader::spawn(input);
         let mut line_number = 0u64;
-        'read: loop {
+        loop {
             let chunk = match chunks.next_chunk(stop) {
                 ingest::Chunk::Data(chunk) => chunk,
                 ingest::Chunk::End => break,
@@ -454,10 +462,6 @@ impl Pipeline {
                         });
                     }
                     eprintln!("swarmtel: {source_name}:{line_number}: {error}; line skipped");
-                }
-                if stop.load(Ordering::Relaxed) {
-                    self.summary.interrupted = true;
-                    break 'read;
                 }
             }
         }
@@ -575,8 +579,7 @@ impl Pipeline {
         }
         let time = self.slots[slot_index].builder.last_time();
         self.call(slot_index, time, |slot| {
-            let result = slot.backend.handle(slot.builder.batch());
-            result
+            slot.backend.handle(slot.builder.batch())
         })?;
         self.slots[slot_index].builder.clear();
         Ok(())

@@ -1,6 +1,9 @@
 //! Plugin loading: reads a `.wasm`, checks it is a component of our contract, asks it to
 //! describe itself, and resolves its options from config, environment and defaults.
 
+// Loading is a cold path (once per plugin): errors carry every name a user needs, unboxed.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

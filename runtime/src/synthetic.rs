@@ -39,7 +39,7 @@ pub fn request_stream(workers: usize, requests: usize) -> Vec<u8> {
         let time = start + index as f64 / 1_000.0;
         let response_time =
             1.0 + (state >> 20) as f64 % 250.0 + ((state >> 8) % 1000) as f64 / 1000.0;
-        let failed = (state >> 32) % 50 == 0;
+        let failed = (state >> 32).is_multiple_of(50);
         let (exception, status) = if failed {
             (r#""HTTPError('500 Server Error')""#, 500)
         } else {

@@ -177,7 +177,7 @@ impl Validator {
         items: Vec<wit::Telemetry>,
         schemas: &PluginSchemas,
         limits: &Limits,
-        mut each: impl FnMut(Result<ValidItem, RejectedItem>),
+        mut each: impl FnMut(Result<ValidItem, Box<RejectedItem>>),
     ) {
         let mut call_bytes = 0usize;
         for (index, item) in items.into_iter().enumerate() {
@@ -200,7 +200,7 @@ impl Validator {
                 None
             };
             each(match early {
-                Some(reason) => Err(RejectedItem { reason, item }),
+                Some(reason) => Err(Box::new(RejectedItem { reason, item })),
                 None => self.check_item(item, schemas),
             });
         }
@@ -211,19 +211,19 @@ impl Validator {
         &self,
         item: wit::Telemetry,
         schemas: &PluginSchemas,
-    ) -> Result<ValidItem, RejectedItem> {
+    ) -> Result<ValidItem, Box<RejectedItem>> {
         let fields = match parse_fields(&item.fields) {
             Ok(fields) => fields,
-            Err(reason) => return Err(RejectedItem { reason, item }),
+            Err(reason) => return Err(Box::new(RejectedItem { reason, item })),
         };
         if let Some(key) = HOST_OWNED_KEYS
             .iter()
             .find(|key| fields.contains_key(**key))
         {
-            return Err(RejectedItem {
+            return Err(Box::new(RejectedItem {
                 reason: Rejection::HostOwnedKey((*key).to_owned()),
                 item,
-            });
+            }));
         }
         let envelope = Value::Object(Map::from_iter([
             (
@@ -236,7 +236,7 @@ impl Validator {
         ]));
         if let Err(error) = self.envelope.validate(&envelope) {
             let reason = Rejection::Envelope(describe_error(&error));
-            return Err(RejectedItem { reason, item });
+            return Err(Box::new(RejectedItem { reason, item }));
         }
         let Value::Object(mut envelope) = envelope else {
             unreachable!("built as an object")
@@ -249,7 +249,7 @@ impl Validator {
                 name: item.name.clone(),
                 message: describe_error(&error),
             };
-            return Err(RejectedItem { reason, item });
+            return Err(Box::new(RejectedItem { reason, item }));
         }
         let Value::Object(fields) = fields_value else {
             unreachable!("checked to be an object")

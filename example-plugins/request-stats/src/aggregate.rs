@@ -102,7 +102,7 @@ impl Histogram {
         let mut processed = 0;
         for (ms, count) in self.buckets().rev() {
             processed += count;
-            if total - processed <= wanted {
+            if total.saturating_sub(processed) <= wanted {
                 return ms;
             }
         }
@@ -307,7 +307,7 @@ mod tests {
         assert_eq!(histogram.percentile(10, 0.5), 6);
         assert_eq!(histogram.percentile(10, 0.9), 10);
         assert_eq!(histogram.percentile(10, 1.0), 10);
-        assert_eq!(histogram.percentile(0, 0.5), 0);
+        assert_eq!(Histogram::default().percentile(0, 0.5), 0);
     }
 
     #[test]

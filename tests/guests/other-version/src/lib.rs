@@ -13,6 +13,7 @@ wit_bindgen::generate!({
     "#,
 });
 
+#[allow(dead_code)]
 struct Future;
 
 impl exports::swarmtel::telemetry::plugin::Guest for Future {
@@ -21,4 +22,6 @@ impl exports::swarmtel::telemetry::plugin::Guest for Future {
     }
 }
 
+// The component ABI symbol names only link for wasm.
+#[cfg(target_arch = "wasm32")]
 export!(Future);
