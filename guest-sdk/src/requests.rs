@@ -24,20 +24,26 @@ impl EndpointId {
 /// A `BTreeMap`, not a `HashMap`: hashing's random seed would need the random capability.
 #[derive(Debug, Default)]
 pub(crate) struct EndpointTable {
-    by_key: BTreeMap<(String, String), EndpointId>,
+    /// request type → name → id: looked up by `&str`, so known endpoints cost no allocation.
+    by_key: BTreeMap<String, BTreeMap<String, EndpointId>>,
     endpoints: Vec<Endpoint>,
 }
 
 impl EndpointTable {
     pub(crate) fn intern(&mut self, endpoint: &Endpoint) -> EndpointId {
-        // Batches carry few distinct endpoints, so this runs a handful of times per batch.
-        let key = (endpoint.request_type.clone(), endpoint.name.clone());
-        if let Some(id) = self.by_key.get(&key) {
+        if let Some(id) = self
+            .by_key
+            .get(&endpoint.request_type)
+            .and_then(|names| names.get(&endpoint.name))
+        {
             return *id;
         }
         let id = EndpointId(self.endpoints.len() as u32);
         self.endpoints.push(endpoint.clone());
-        self.by_key.insert(key, id);
+        self.by_key
+            .entry(endpoint.request_type.clone())
+            .or_default()
+            .insert(endpoint.name.clone(), id);
         id
     }
 
@@ -154,6 +160,15 @@ impl<'a> Requests<'a> {
     /// How many distinct endpoints this recorder has seen so far (ids are below this).
     pub fn endpoint_count(&self) -> usize {
         self.table.len()
+    }
+
+    /// Every endpoint this recorder has seen so far, in id order.
+    pub fn endpoints(&self) -> impl Iterator<Item = (EndpointId, &'a Endpoint)> + 'a {
+        self.table
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(index, endpoint)| (EndpointId(index as u32), endpoint))
     }
 
     /// Every request of the batch, in order.

@@ -165,7 +165,9 @@ pub struct RecorderManifest {
     pub request_extras: wit::RequestExtras,
 }
 
-/// A loaded, described and configured plugin, ready to make recorder instances.
+/// A loaded, described and configured plugin, ready to make recorder instances. Cloning is
+/// cheap enough for benchmarks: the compiled code is shared.
+#[derive(Clone)]
 pub struct LoadedPlugin {
     /// The `.wasm` file.
     pub path: PathBuf,

@@ -226,6 +226,13 @@ impl RequestStats {
         }
     }
 
+    /// Zeroes every count, keeping the endpoints and their numbers (Locust `reset_stats`).
+    pub fn reset(&mut self) {
+        for endpoint in &mut self.endpoints {
+            *endpoint = EndpointStats::new(&endpoint.request_type, &endpoint.name);
+        }
+    }
+
     /// How many endpoint numbers are known.
     pub fn endpoint_count(&self) -> usize {
         self.endpoints.len()

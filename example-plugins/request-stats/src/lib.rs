@@ -98,12 +98,10 @@ impl RequestStatsRecorder {
 
 impl Recorder for RequestStatsRecorder {
     fn on_requests(&mut self, requests: &Requests<'_>, _out: &mut Output) {
-        for id in requests.endpoint_ids() {
-            if id.index() >= self.stats.endpoint_count() {
-                let endpoint = requests.endpoint(*id);
-                self.stats
-                    .ensure_endpoint(id.index(), &endpoint.request_type, &endpoint.name);
-            }
+        let known = self.stats.endpoint_count();
+        for (id, endpoint) in requests.endpoints().skip(known) {
+            self.stats
+                .ensure_endpoint(id.index(), &endpoint.request_type, &endpoint.name);
         }
         let ids = requests.endpoint_ids();
         for ((id, time), length) in ids
@@ -130,7 +128,7 @@ impl Recorder for RequestStatsRecorder {
     }
 
     fn on_reset_stats(&mut self, _time: Timestamp, _out: &mut Output) {
-        self.stats = RequestStats::default();
+        self.stats.reset();
     }
 
     fn on_finish(&mut self, out: &mut Output) {
@@ -182,13 +180,30 @@ mod tests {
     }
 
     #[test]
-    fn reset_stats_starts_over() {
+    fn reset_stats_starts_over_and_keeps_endpoint_names() {
         let mut harness =
             Harness::new::<RequestStatsPlugin>("request_stats_recorder", Role::Worker).unwrap();
-        harness.request("GET", "/", 1.0, 1, None);
+        harness.request("GET", "/a", 1.0, 1, None);
+        harness.request("GET", "/b", 1.0, 1, None);
         harness.event(1.0, Event::ResetStats);
-        harness.request("GET", "/", 1.0, 1, None);
+        // After the reset, the endpoint seen second comes first.
+        harness.request("GET", "/b", 1.0, 1, None);
+        harness.request("GET", "/a", 1.0, 1, None);
+        harness.request("GET", "/a", 1.0, 1, None);
         let items = harness.event(2.0, Event::TestStop);
-        assert_eq!(fields(&items[0])["requests"], 1);
+        let rows: Vec<(String, u64)> = items
+            .iter()
+            .map(|item| {
+                let row = fields(item);
+                (
+                    row["endpoint"].as_str().unwrap().to_owned(),
+                    row["requests"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![("/a".into(), 2), ("/b".into(), 1), ("Aggregated".into(), 3)]
+        );
     }
 }
