@@ -805,3 +805,45 @@ impl Pipeline {
         Ok(self.summary.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_renders_counts_reasons_and_faults() {
+        let mut counters = PluginCounters {
+            events_in: 10,
+            events_lost: 2,
+            telemetry_out: 3,
+            disabled: 1,
+            ..PluginCounters::default()
+        };
+        counters.rejected.insert("schema", 4);
+        counters.faults.insert("trap", 5);
+        let summary = Summary {
+            lines: 12,
+            events: 11,
+            bad_lines: 1,
+            nodes: vec!["worker-0".into()],
+            plugins: vec![("stats".into(), counters)],
+            interrupted: true,
+        };
+        let text = summary.render();
+        assert!(
+            text.starts_with("swarmtel: 12 lines, 11 events, 1 bad lines, 1 nodes (interrupted)"),
+            "{text}"
+        );
+        assert!(text.contains("    rejected schema: 4"), "{text}");
+        assert!(text.contains("    fault trap: 5"), "{text}");
+        let row = text.lines().nth(2).unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells, ["stats", "10", "2", "3", "4", "5", "1"]);
+        assert_eq!(summary.plugin("stats").unwrap().faults_total(), 5);
+    }
+
+    #[test]
+    fn run_ids_are_unique() {
+        assert_ne!(generate_run_id(), generate_run_id());
+    }
+}

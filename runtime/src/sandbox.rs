@@ -515,3 +515,44 @@ fn classify(store: &Store<GuestState>, error: &wasmtime::Error, otherwise: Fault
         message: format!("{error:#}").lines().next().unwrap_or("").to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captured_stdio_keeps_up_to_its_cap_and_counts_the_rest() {
+        let stdio = CapturedStdio::new(10);
+        stdio.write(b"hello ");
+        stdio.write(b"world, and more");
+        let (kept, dropped) = stdio.contents();
+        assert_eq!(kept, b"hello worl");
+        assert_eq!(dropped, 11);
+    }
+
+    #[test]
+    fn captured_stdio_never_refuses_a_write() {
+        let mut stream: Box<dyn OutputStream> = CapturedStdio::new(4).p2_stream();
+        for _ in 0..3 {
+            assert!(stream.check_write().unwrap() > 0);
+            stream.write(bytes::Bytes::from_static(b"abcdef")).unwrap();
+        }
+    }
+
+    #[test]
+    fn deadlines_round_up_to_whole_epochs() {
+        let limits = |cpu_ms_per_call| Limits {
+            cpu_ms_per_call,
+            ..Limits::default()
+        };
+        assert_eq!(Sandbox::deadline_epochs(&limits(1)), 1);
+        assert_eq!(Sandbox::deadline_epochs(&limits(3)), 2);
+        assert_eq!(Sandbox::deadline_epochs(&limits(200)), 100);
+    }
+
+    #[test]
+    fn a_core_module_does_not_compile_as_a_component() {
+        let sandbox = Sandbox::new().unwrap();
+        assert!(sandbox.compile(b"\0asm\x01\0\0\0").is_err());
+    }
+}
