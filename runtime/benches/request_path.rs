@@ -120,6 +120,7 @@ impl Setup {
                     plugin.pre.clone(),
                     plugin.id(),
                     plugin.limits,
+                    plugin.capabilities,
                     config,
                 )) as Box<dyn RecorderBackend>
             },
@@ -135,6 +136,7 @@ impl Setup {
             self.plugin.pre.clone(),
             self.plugin.id(),
             self.plugin.limits,
+            self.plugin.capabilities,
             config,
         );
         recorder.start().expect("start wasm recorder");
@@ -160,6 +162,7 @@ impl Setup {
             pre,
             &info.id,
             Limits::default(),
+            Default::default(),
             config,
         );
         recorder.start().expect("start custom-telemetry recorder");

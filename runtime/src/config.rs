@@ -52,6 +52,9 @@ pub struct Config {
     /// The plugins to load, in order.
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
+    /// The compile cache.
+    #[serde(default)]
+    pub cache: CacheConfig,
     /// The config file's folder; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -107,6 +110,31 @@ fn default_dead_letter_path() -> String {
     "-".to_owned()
 }
 
+/// `[cache]`: precompiled components, so a plugin is compiled once per version and engine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Whether to use the cache.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The cache folder; `$SWARMTEL_CACHE_DIR`, else `$XDG_CACHE_HOME/swarmtel`, else
+    /// `~/.cache/swarmtel` when absent.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: None,
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
 /// A role as written in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -157,6 +185,41 @@ pub struct PluginConfig {
     /// Sandbox limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Capabilities granted beyond the default of none.
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    /// Whether the run fails when this plugin cannot be loaded or ends disabled. By default a
+    /// broken plugin is reported and the run goes on without it.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// `[plugins.capabilities]`: what a plugin may see of the host. Nothing by default: without a
+/// grant, clocks read as the Unix epoch and random numbers are a fixed sequence, so a guest
+/// learns nothing about the host and behaves the same on every run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Capabilities {
+    /// The real wall clock (`wasi:clocks/wall-clock`).
+    pub wall_clock: bool,
+    /// The real monotonic clock (`wasi:clocks/monotonic-clock`).
+    pub monotonic_clock: bool,
+    /// Real random numbers (`wasi:random`).
+    pub random: bool,
+}
+
+impl Capabilities {
+    /// The granted capabilities by name, for `swarmtel check`.
+    pub fn granted(&self) -> Vec<&'static str> {
+        [
+            (self.wall_clock, "wall_clock"),
+            (self.monotonic_clock, "monotonic_clock"),
+            (self.random, "random"),
+        ]
+        .into_iter()
+        .filter_map(|(granted, name)| granted.then_some(name))
+        .collect()
+    }
 }
 
 /// `[plugins.limits]`: what one recorder instance may use.
@@ -173,10 +236,26 @@ pub struct Limits {
     pub max_item_bytes: usize,
     /// Largest total of one call's telemetry, in bytes; items past it are rejected.
     pub max_call_bytes: usize,
-    /// Faults (traps, deadline, memory) before the recorder is disabled for the run.
+    /// Faults (traps, deadline, memory, fuel) within `fault_window_seconds` of event time
+    /// that disable the recorder for the rest of the run.
     pub max_faults: u32,
+    /// The window in which faults count towards `max_faults`, in seconds of event time.
+    pub fault_window_seconds: u64,
+    /// Wait before the first restart after a fault, in ms of event time; doubles with each
+    /// further fault in a row. Events meanwhile are counted as lost.
+    pub restart_backoff_ms: u64,
+    /// Longest wait before a restart, in ms of event time.
+    pub restart_backoff_max_ms: u64,
+    /// Fuel (roughly, wasm instructions) per call, for deterministic budgets; off when absent.
+    pub fuel_per_call: Option<u64>,
     /// Captured stdout plus stderr kept per instance, in bytes; the rest is dropped.
     pub stdio_bytes: usize,
+    /// Most component and core instances one recorder instance may create.
+    pub max_instances: usize,
+    /// Most tables one recorder instance may create.
+    pub max_tables: usize,
+    /// Most elements in one table.
+    pub max_table_elements: usize,
 }
 
 impl Default for Limits {
@@ -188,7 +267,14 @@ impl Default for Limits {
             max_item_bytes: 16 * 1024,
             max_call_bytes: 1024 * 1024,
             max_faults: 5,
+            fault_window_seconds: 60,
+            restart_backoff_ms: 100,
+            restart_backoff_max_ms: 10_000,
+            fuel_per_call: None,
             stdio_bytes: 64 * 1024,
+            max_instances: 32,
+            max_tables: 16,
+            max_table_elements: 100_000,
         }
     }
 }
@@ -261,7 +347,7 @@ impl Config {
                 return Err(self.value_error(key("roles"), "must name at least one role"));
             }
             let limits = &plugin.limits;
-            let positive: [(&str, u64); 6] = [
+            let positive: [(&str, u64); 10] = [
                 ("limits.cpu_ms_per_call", limits.cpu_ms_per_call),
                 ("limits.memory_mib", limits.memory_mib),
                 (
@@ -271,6 +357,10 @@ impl Config {
                 ("limits.max_item_bytes", limits.max_item_bytes as u64),
                 ("limits.max_call_bytes", limits.max_call_bytes as u64),
                 ("limits.max_faults", u64::from(limits.max_faults)),
+                ("limits.fault_window_seconds", limits.fault_window_seconds),
+                ("limits.fuel_per_call", limits.fuel_per_call.unwrap_or(1)),
+                ("limits.max_instances", limits.max_instances as u64),
+                ("limits.max_tables", limits.max_tables as u64),
             ];
             for (field, value) in positive {
                 if value == 0 {
@@ -279,6 +369,12 @@ impl Config {
             }
             if limits.memory_mib > 4096 {
                 return Err(self.value_error(key("limits.memory_mib"), "must be at most 4096"));
+            }
+            if limits.restart_backoff_max_ms < limits.restart_backoff_ms {
+                return Err(self.value_error(
+                    key("limits.restart_backoff_max_ms"),
+                    "must not be below restart_backoff_ms",
+                ));
             }
         }
         Ok(())
@@ -352,6 +448,28 @@ mod tests {
             parse("[run]\ntestplan = \"t\"\n[[plugins]]\npath = \"a.wasm\"\nroles = [\"boss\"]\n")
                 .unwrap_err();
         assert!(error.to_string().contains("boss"), "{error}");
+    }
+
+    #[test]
+    fn capabilities_and_required_default_to_none() {
+        let config = parse("[run]\ntestplan = \"t\"\n[[plugins]]\npath = \"a.wasm\"\n").unwrap();
+        assert!(!config.plugins[0].required);
+        assert!(config.plugins[0].capabilities.granted().is_empty());
+        assert!(config.cache.enabled);
+        let config = parse(
+            "[run]\ntestplan = \"t\"\n[[plugins]]\npath = \"a.wasm\"\nrequired = true\n[plugins.capabilities]\nrandom = true\nwall_clock = true\n",
+        )
+        .unwrap();
+        assert!(config.plugins[0].required);
+        assert_eq!(
+            config.plugins[0].capabilities.granted(),
+            ["wall_clock", "random"]
+        );
+        let error = parse(
+            "[run]\ntestplan = \"t\"\n[[plugins]]\npath = \"a.wasm\"\n[plugins.capabilities]\nnetwork = true\n",
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("network"), "{error}");
     }
 
     #[test]

@@ -101,13 +101,22 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
+/// The engine for a config: fuel metering only when some plugin sets a fuel budget.
+fn sandbox_for(config: &Config) -> anyhow::Result<Sandbox> {
+    let fuel = config
+        .plugins
+        .iter()
+        .any(|plugin| plugin.limits.fuel_per_call.is_some());
+    Ok(Sandbox::with_fuel(fuel)?)
+}
+
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
 fn replay(config_path: &Path, events: &str, strict: bool) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
-    let sandbox = Arc::new(Sandbox::new()?);
+    let sandbox = Arc::new(sandbox_for(&config)?);
     let outputs = Outputs::from_config(&config)?;
     let pipeline = Pipeline::new(sandbox, &config, outputs, &env_var)?;
     let (input, source_name): (Box<dyn std::io::Read + Send>, String) = if events == "-" {
@@ -259,7 +268,7 @@ fn inspect(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
 
 fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
-    let sandbox = Arc::new(Sandbox::new()?);
+    let sandbox = Arc::new(sandbox_for(&config)?);
     let plugins = pipeline::load_plugins(&sandbox, &config, &env_var)?;
     println!(
         "config {}: ok\n  testplan: {}\n  run_id: {}\n  output: {}\n  dead letter: {}\n  batch size: {}",
@@ -274,7 +283,7 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
         config.output.dead_letter,
         config.run.batch_size
     );
-    for loaded in &plugins {
+    for loaded in &plugins.loaded {
         let roles: Vec<&str> = loaded.roles.iter().map(|r| r.as_str()).collect();
         println!(
             "plugin {} {} ({})\n  roles: {}",
@@ -292,21 +301,51 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
         }
         let limits = &loaded.limits;
         println!(
-            "  limits: cpu {} ms/call, memory {} MiB, {} items/call, {} bytes/item, {} bytes/call, {} faults, {} stdio bytes",
+            "  limits: cpu {} ms/call, fuel {}/call, memory {} MiB, {} items/call, {} bytes/item, {} bytes/call, {} stdio bytes, {} instances, {} tables of {} elements",
             limits.cpu_ms_per_call,
+            limits
+                .fuel_per_call
+                .map_or("unmetered".to_owned(), |fuel| fuel.to_string()),
             limits.memory_mib,
             limits.max_items_per_call,
             limits.max_item_bytes,
             limits.max_call_bytes,
-            limits.max_faults,
-            limits.stdio_bytes
+            limits.stdio_bytes,
+            limits.max_instances,
+            limits.max_tables,
+            limits.max_table_elements,
         );
         println!(
-            "  capabilities: none granted (no files, network, environment, arguments or stdin; stdout/stderr captured)"
+            "  faults: disabled after {} in {} s; restart backoff {} ms doubling to {} ms; {}",
+            limits.max_faults,
+            limits.fault_window_seconds,
+            limits.restart_backoff_ms,
+            limits.restart_backoff_max_ms,
+            if loaded.required {
+                "required: the run fails if it ends disabled"
+            } else {
+                "not required: the run goes on without it"
+            }
+        );
+        let granted = loaded.capabilities.granted();
+        println!(
+            "  capabilities: {} (never: files, network, environment, arguments, stdin; stdout/stderr captured)",
+            if granted.is_empty() {
+                "none granted".to_owned()
+            } else {
+                format!("granted {}", granted.join(", "))
+            }
         );
     }
-    if std::io::stdout().is_terminal() && plugins.is_empty() {
+    if std::io::stdout().is_terminal() && config.plugins.is_empty() {
         println!("(no plugins listed)");
     }
-    Ok(ExitCode::SUCCESS)
+    for (path, error) in &plugins.failed {
+        eprintln!("swarmtel: plugin {} cannot run: {error}", path.display());
+    }
+    Ok(if plugins.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -59,6 +59,14 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
+    /// A plugin marked `required` could not be loaded or ended disabled.
+    #[error("required plugin {id} failed: {reason}")]
+    RequiredPluginFailed {
+        /// The plugin id (or file, when it never described itself).
+        id: String,
+        /// What happened.
+        reason: String,
+    },
     /// A bad line, with `--strict`.
     #[error("{source_name}:{line}: {error}")]
     BadLine {
@@ -91,7 +99,9 @@ pub struct PluginCounters {
     pub rejected: BTreeMap<&'static str, u64>,
     /// Faults, by kind.
     pub faults: BTreeMap<&'static str, u64>,
-    /// Recorder instances disabled.
+    /// Recorder instances restarted after a fault.
+    pub restarts: u64,
+    /// Recorder instances disabled (a plugin that failed to load counts one).
     pub disabled: u64,
 }
 
@@ -120,6 +130,8 @@ pub struct Summary {
     pub nodes: Vec<String>,
     /// Counters per plugin id, in config order.
     pub plugins: Vec<(String, PluginCounters)>,
+    /// Plugins skipped because their code faulted while loading: (file, error).
+    pub failed_plugins: Vec<(String, String)>,
     /// Whether the run stopped early on a signal.
     pub interrupted: bool,
 }
@@ -140,18 +152,26 @@ impl Summary {
             }
         );
         text.push_str(&format!(
-            "{:<24} {:>10} {:>10} {:>10} {:>9} {:>7} {:>9}\n",
-            "plugin", "events_in", "lost", "telemetry", "rejected", "faults", "disabled"
+            "{:<24} {:>10} {:>10} {:>10} {:>9} {:>7} {:>9} {:>9}\n",
+            "plugin",
+            "events_in",
+            "lost",
+            "telemetry",
+            "rejected",
+            "faults",
+            "restarts",
+            "disabled"
         ));
         for (id, counters) in &self.plugins {
             text.push_str(&format!(
-                "{:<24} {:>10} {:>10} {:>10} {:>9} {:>7} {:>9}\n",
+                "{:<24} {:>10} {:>10} {:>10} {:>9} {:>7} {:>9} {:>9}\n",
                 id,
                 counters.events_in,
                 counters.events_lost,
                 counters.telemetry_out,
                 counters.rejected_total(),
                 counters.faults_total(),
+                counters.restarts,
                 counters.disabled
             ));
             for (reason, count) in &counters.rejected {
@@ -160,6 +180,9 @@ impl Summary {
             for (kind, count) in &counters.faults {
                 text.push_str(&format!("    fault {kind}: {count}\n"));
             }
+        }
+        for (path, error) in &self.failed_plugins {
+            text.push_str(&format!("plugin {path} not loaded: {error}\n"));
         }
         text
     }
@@ -193,7 +216,14 @@ struct RecorderSlot {
     builder: BatchBuilder,
     events: crate::plugin::EventMask,
     tick: Option<TickClock>,
-    faults: u32,
+    /// Event times of recent faults, within the plugin's fault window.
+    fault_times: std::collections::VecDeque<f64>,
+    /// Faults since the last successful call.
+    faults_in_a_row: u32,
+    /// No call before this event time (restart backoff).
+    restart_at: f64,
+    /// The instance faulted and has not yet run a call successfully since.
+    restarting: bool,
     disabled: bool,
 }
 
@@ -261,6 +291,8 @@ pub struct Pipeline {
     batch_size: usize,
     factory: Box<BackendFactory>,
     summary: Summary,
+    /// Set when a `required` plugin ends disabled: the run stops.
+    required_failure: Option<RunError>,
 }
 
 /// Where the pipeline's outputs go.
@@ -299,16 +331,42 @@ pub fn generate_run_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// Loads every plugin of a config (in order), failing on the first that cannot be used.
+/// Plugins a config lists: those loaded, and those skipped because their code faulted while
+/// loading (only plugins that are not `required` are skipped).
+pub struct LoadedPlugins {
+    /// Ready to run, in config order.
+    pub loaded: Vec<LoadedPlugin>,
+    /// Skipped: (plugin file, why).
+    pub failed: Vec<(PathBuf, PluginError)>,
+}
+
+/// Loads every plugin of a config, in order. A file or config problem fails the whole run; a
+/// plugin whose own code faults while loading is skipped with a warning, unless it is
+/// `required`.
 pub fn load_plugins(
     sandbox: &Arc<Sandbox>,
     config: &Config,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<LoadedPlugin>, RunError> {
+) -> Result<LoadedPlugins, RunError> {
     let mut loaded = Vec::new();
+    let mut failed = Vec::new();
     for entry in &config.plugins {
         let path = config.plugin_path(entry);
-        let plugin = plugin::load_plugin(sandbox, &path, entry, env)?;
+        let plugin = match plugin::load_plugin(sandbox, &path, entry, env) {
+            Ok(plugin) => plugin,
+            Err(error) if error.is_guest_fault() && !entry.required => {
+                eprintln!("swarmtel: warning: {error}; the run goes on without it");
+                failed.push((path, error));
+                continue;
+            }
+            Err(error) if error.is_guest_fault() => {
+                return Err(RunError::RequiredPluginFailed {
+                    id: path.display().to_string(),
+                    reason: error.to_string(),
+                });
+            }
+            Err(error) => return Err(error.into()),
+        };
         if let Some(other) = loaded
             .iter()
             .find(|other: &&LoadedPlugin| other.id() == plugin.id())
@@ -322,7 +380,7 @@ pub fn load_plugins(
         }
         loaded.push(plugin);
     }
-    Ok(loaded)
+    Ok(LoadedPlugins { loaded, failed })
 }
 
 impl Pipeline {
@@ -333,7 +391,7 @@ impl Pipeline {
         outputs: Outputs,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, RunError> {
-        let plugins = load_plugins(&sandbox, config, env)?;
+        let LoadedPlugins { loaded, failed } = load_plugins(&sandbox, config, env)?;
         let factory = Box::new(
             move |plugin: &LoadedPlugin, recorder: &RecorderManifest, role, node: &str| {
                 let config = plugin::recorder_config(plugin, recorder, role, node);
@@ -342,11 +400,53 @@ impl Pipeline {
                     plugin.pre.clone(),
                     plugin.id(),
                     plugin.limits,
+                    plugin.capabilities,
                     config,
                 )) as Box<dyn RecorderBackend>
             },
         );
-        Self::with_backends(config, plugins, outputs, factory)
+        let mut pipeline = Self::with_backends(config, loaded, outputs, factory)?;
+        for (path, error) in failed {
+            pipeline.report_failed_plugin(&path, &error)?;
+        }
+        Ok(pipeline)
+    }
+
+    /// Records a plugin that was skipped because it faulted while loading: in the summary and
+    /// as a `PLUGIN_DISABLED` self-telemetry record.
+    fn report_failed_plugin(&mut self, path: &Path, error: &PluginError) -> Result<(), RunError> {
+        let file = path.display().to_string();
+        let (stage, kind, message) = match error {
+            PluginError::Faulted { stage, fault, .. } => {
+                (stage.clone(), fault.kind.as_str(), fault.message.clone())
+            }
+            other => ("load".to_owned(), "error", other.to_string()),
+        };
+        self.summary
+            .failed_plugins
+            .push((file.clone(), error.to_string()));
+        let origin = Origin {
+            plugin: SELF_PLUGIN_ID,
+            recorder: "loader",
+            role: RoleName::Standalone,
+            node: "swarmtel",
+            time: enrich::now_unix_seconds(),
+        };
+        self.emitter.self_telemetry(
+            Level::Error,
+            wit::TelemetryType::Event,
+            "PLUGIN_DISABLED",
+            format!(
+                "plugin {file} not loaded: {stage} faulted ({kind}); the run goes on without it"
+            ),
+            json!({
+                "subject_plugin": file,
+                "stage": stage,
+                "fault_kind": kind,
+                "fault_message": message,
+            }),
+            origin,
+        )
     }
 
     /// Builds the pipeline with recorder backends from `factory` (benchmarks use this to run
@@ -400,6 +500,7 @@ impl Pipeline {
             batch_size: config.run.batch_size,
             factory,
             summary,
+            required_failure: None,
         })
     }
 
@@ -463,10 +564,23 @@ impl Pipeline {
                     }
                     eprintln!("swarmtel: {source_name}:{line_number}: {error}; line skipped");
                 }
+                if self.required_failure.is_some() {
+                    break;
+                }
+            }
+            if self.required_failure.is_some() {
+                break;
             }
         }
         self.summary.lines = line_number;
-        self.finish()
+        let summary = self.finish()?;
+        match self.required_failure.take() {
+            Some(error) => {
+                eprint!("{}", summary.render());
+                Err(error)
+            }
+            None => Ok(summary),
+        }
     }
 
     /// Routes one event record to the recorders that want it. An `Err` is a problem with the
@@ -488,6 +602,11 @@ impl Pipeline {
                 .map_err(|e| e.to_string())?;
             let slot = &mut self.slots[slot_index];
             if !slot.events.contains(kind) {
+                continue;
+            }
+            if slot.disabled || record.time < slot.restart_at {
+                // Disabled, or waiting out its restart backoff: lost to this recorder, counted.
+                self.plugins[slot.plugin].counters.events_lost += 1;
                 continue;
             }
             match (&record.body, endpoint) {
@@ -556,7 +675,10 @@ impl Pipeline {
                     builder: BatchBuilder::new(recorder.request_extras),
                     events: recorder.events,
                     tick: recorder.tick_interval_ms.map(TickClock::new),
-                    faults: 0,
+                    fault_times: std::collections::VecDeque::new(),
+                    faults_in_a_row: 0,
+                    restart_at: f64::NEG_INFINITY,
+                    restarting: false,
                     disabled: false,
                 });
             }
@@ -596,7 +718,8 @@ impl Pipeline {
         let slot = &mut self.slots[slot_index];
         let delivered = slot.builder.len() as u64;
         let plugin = &mut self.plugins[slot.plugin];
-        if slot.disabled {
+        if slot.disabled || time < slot.restart_at {
+            // Disabled, or waiting out its restart backoff: the batch is lost to it, counted.
             plugin.counters.events_lost += delivered;
             return Ok(());
         }
@@ -613,6 +736,24 @@ impl Pipeline {
         };
         match result {
             Ok(items) => {
+                slot.faults_in_a_row = 0;
+                if std::mem::take(&mut slot.restarting) {
+                    plugin.counters.restarts += 1;
+                    self.emitter.self_telemetry(
+                        Level::Info,
+                        wit::TelemetryType::Event,
+                        "PLUGIN_RESTARTED",
+                        format!(
+                            "plugin {} recorder {} restarted after a fault",
+                            origin.plugin, origin.recorder
+                        ),
+                        json!({
+                            "subject_plugin": origin.plugin,
+                            "recorder": origin.recorder,
+                        }),
+                        origin,
+                    )?;
+                }
                 let limits: Limits = plugin.loaded.limits;
                 let Emitter {
                     run,
@@ -671,7 +812,7 @@ impl Pipeline {
                 }
             }
             Err(fault) => {
-                slot.faults += 1;
+                let limits = plugin.loaded.limits;
                 plugin.counters.events_lost += delivered;
                 plugin.counters.events_in -= delivered;
                 *plugin
@@ -679,8 +820,24 @@ impl Pipeline {
                     .faults
                     .entry(fault.kind.as_str())
                     .or_insert(0) += 1;
-                let max_faults = plugin.loaded.limits.max_faults;
-                let disable = slot.faults >= max_faults;
+                // Fault policy: faults within the window disable at `max_faults`; before that,
+                // restart after a backoff that doubles with each fault in a row.
+                let window = limits.fault_window_seconds as f64;
+                slot.fault_times.push_back(time);
+                while slot
+                    .fault_times
+                    .front()
+                    .is_some_and(|first| time - first > window)
+                {
+                    slot.fault_times.pop_front();
+                }
+                slot.faults_in_a_row += 1;
+                let faults = slot.fault_times.len() as u32;
+                let disable = faults >= limits.max_faults;
+                let backoff_ms = limits
+                    .restart_backoff_ms
+                    .saturating_mul(1 << (slot.faults_in_a_row - 1).min(20))
+                    .min(limits.restart_backoff_max_ms);
                 eprintln!(
                     "swarmtel: plugin {} recorder {} on {}: {fault}; {} events lost{}",
                     origin.plugin,
@@ -688,15 +845,29 @@ impl Pipeline {
                     origin.node,
                     delivered,
                     if disable {
-                        format!("; disabled after {max_faults} faults")
+                        format!(
+                            "; disabled after {faults} faults in {}s",
+                            limits.fault_window_seconds
+                        )
                     } else {
-                        "; it will be restarted".to_owned()
+                        format!("; restarting after {backoff_ms} ms of event time")
                     }
                 );
-                let faults = slot.faults;
                 if disable {
                     slot.disabled = true;
                     plugin.counters.disabled += 1;
+                    if plugin.loaded.required && self.required_failure.is_none() {
+                        self.required_failure = Some(RunError::RequiredPluginFailed {
+                            id: origin.plugin.to_owned(),
+                            reason: format!(
+                                "recorder {} on {} disabled after {faults} faults; last: {fault}",
+                                origin.recorder, origin.node
+                            ),
+                        });
+                    }
+                } else {
+                    slot.restart_at = time + backoff_ms as f64 / 1_000.0;
+                    slot.restarting = true;
                 }
                 self.emitter.self_telemetry(
                     Level::Warning,
@@ -713,6 +884,7 @@ impl Pipeline {
                         "fault_message": fault.message,
                         "faults": faults,
                         "events_lost": delivered,
+                        "restart_backoff_ms": if disable { 0 } else { backoff_ms },
                     }),
                     origin,
                 )?;
@@ -773,6 +945,7 @@ impl Pipeline {
             fields.insert("telemetry_out".into(), counters.telemetry_out.into());
             fields.insert("rejected".into(), counters.rejected_total().into());
             fields.insert("faults".into(), counters.faults_total().into());
+            fields.insert("restarts".into(), counters.restarts.into());
             fields.insert("disabled".into(), counters.disabled.into());
             self.emitter.self_telemetry(
                 Level::Info,
@@ -816,6 +989,7 @@ mod tests {
             events_in: 10,
             events_lost: 2,
             telemetry_out: 3,
+            restarts: 7,
             disabled: 1,
             ..PluginCounters::default()
         };
@@ -828,6 +1002,7 @@ mod tests {
             nodes: vec!["worker-0".into()],
             plugins: vec![("stats".into(), counters)],
             interrupted: true,
+            failed_plugins: vec![("bad.wasm".into(), "describe faulted".into())],
         };
         let text = summary.render();
         assert!(
@@ -838,7 +1013,11 @@ mod tests {
         assert!(text.contains("    fault trap: 5"), "{text}");
         let row = text.lines().nth(2).unwrap();
         let cells: Vec<&str> = row.split_whitespace().collect();
-        assert_eq!(cells, ["stats", "10", "2", "3", "4", "5", "1"]);
+        assert_eq!(cells, ["stats", "10", "2", "3", "4", "5", "7", "1"]);
+        assert!(
+            text.ends_with("plugin bad.wasm not loaded: describe faulted\n"),
+            "{text}"
+        );
         assert_eq!(summary.plugin("stats").unwrap().faults_total(), 5);
     }
 

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use wasmtime::component::types::ComponentItem;
 
 use crate::bindings::{self, RecorderPluginPre, types as wit};
-use crate::config::{Limits, PluginConfig, RoleName};
-use crate::sandbox::{GuestState, Sandbox};
+use crate::config::{Capabilities, Limits, PluginConfig, RoleName};
+use crate::sandbox::{FaultKind, GuestState, Sandbox};
 
 /// A plugin could not be loaded or configured. Every variant names the plugin file.
 #[derive(Debug, thiserror::Error)]
@@ -55,15 +55,16 @@ pub enum PluginError {
         /// What it exports or imports instead.
         message: String,
     },
-    /// Instantiating or describing it failed.
-    #[error("plugin {path}: {stage} failed: {message}")]
-    Guest {
+    /// The guest faulted (trapped, overran its deadline or memory) while being instantiated,
+    /// described or created.
+    #[error("plugin {path}: {stage} faulted: {fault}")]
+    Faulted {
         /// The plugin file.
         path: PathBuf,
-        /// `instantiate` or `describe`.
-        stage: &'static str,
-        /// The trap or error.
-        message: String,
+        /// `instantiate`, `describe`, or `create recorder NAME for ROLE`.
+        stage: String,
+        /// What happened.
+        fault: crate::sandbox::Fault,
     },
     /// Its self-description is unusable.
     #[error("plugin {path} ({id}): invalid description: {message}")]
@@ -131,6 +132,14 @@ pub enum PluginError {
     },
 }
 
+impl PluginError {
+    /// Whether the plugin's own code failed (as opposed to the file or the config being
+    /// wrong): such a plugin is skipped unless it is `required`.
+    pub fn is_guest_fault(&self) -> bool {
+        matches!(self, PluginError::Faulted { .. })
+    }
+}
+
 /// Bitset of [`wit::EventKind`]s.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EventMask(u32);
@@ -181,6 +190,10 @@ pub struct LoadedPlugin {
     pub options: Vec<wit::OptionSetting>,
     /// Sandbox limits.
     pub limits: Limits,
+    /// Capabilities granted.
+    pub capabilities: Capabilities,
+    /// Whether the run fails when this plugin ends disabled.
+    pub required: bool,
     /// Linked component, for fast instantiation.
     pub pre: RecorderPluginPre<GuestState>,
 }
@@ -297,23 +310,26 @@ fn describe(
     path: &Path,
 ) -> Result<wit::PluginInfo, PluginError> {
     let limits = Limits::default();
-    let mut store = sandbox.new_store("(loading)", &limits);
-    store.set_epoch_deadline(Sandbox::deadline_epochs(&limits));
-    let guest_error = |stage: &'static str| {
-        move |error: wasmtime::Error| PluginError::Guest {
+    let mut store = sandbox.new_store("(loading)", &limits, &Capabilities::default());
+    let faulted = |store: &wasmtime::Store<GuestState>, stage: &str, error: wasmtime::Error| {
+        PluginError::Faulted {
             path: path.to_owned(),
-            stage,
-            message: format!("{error:#}").lines().next().unwrap_or("").to_owned(),
+            stage: stage.to_owned(),
+            fault: crate::sandbox::classify(store, &error, FaultKind::Instantiate),
         }
     };
-    let instance = pre
-        .instantiate(&mut store)
-        .map_err(guest_error("instantiate"))?;
-    store.set_epoch_deadline(Sandbox::deadline_epochs(&limits));
-    instance
+    let instance = match pre.instantiate(&mut store) {
+        Ok(instance) => instance,
+        Err(error) => return Err(faulted(&store, "instantiate", error)),
+    };
+    sandbox.arm(&mut store, &limits);
+    match instance
         .swarmtel_telemetry_plugin()
         .call_describe(&mut store)
-        .map_err(guest_error("describe"))
+    {
+        Ok(info) => Ok(info),
+        Err(error) => Err(faulted(&store, "describe", error)),
+    }
 }
 
 /// Loads a plugin listed in the config: describe, check the description, resolve options
@@ -357,6 +373,8 @@ pub fn load_plugin(
         roles,
         options,
         limits: entry.limits,
+        capabilities: entry.capabilities,
+        required: entry.required,
         pre,
     };
     probe_recorders(sandbox, &plugin)?;
@@ -374,14 +392,29 @@ fn probe_recorders(sandbox: &Arc<Sandbox>, plugin: &LoadedPlugin) -> Result<(), 
                 plugin.pre.clone(),
                 plugin.id(),
                 plugin.limits,
+                plugin.capabilities,
                 config,
             );
-            instance.start().map_err(|fault| PluginError::Refused {
-                path: plugin.path.clone(),
-                id: plugin.id().to_owned(),
-                recorder: recorder.name.clone(),
-                role: role.as_str(),
-                message: fault.to_string(),
+            instance.start().map_err(|fault| {
+                if fault.kind == FaultKind::Refused {
+                    PluginError::Refused {
+                        path: plugin.path.clone(),
+                        id: plugin.id().to_owned(),
+                        recorder: recorder.name.clone(),
+                        role: role.as_str(),
+                        message: fault.message,
+                    }
+                } else {
+                    PluginError::Faulted {
+                        path: plugin.path.clone(),
+                        stage: format!(
+                            "creating recorder `{}` for role {}",
+                            recorder.name,
+                            role.as_str()
+                        ),
+                        fault,
+                    }
+                }
             })?;
         }
     }

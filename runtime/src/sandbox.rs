@@ -19,7 +19,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{RecorderPlugin, RecorderPluginPre, host, types as wit};
-use crate::config::Limits;
+use crate::config::{Capabilities, Limits};
 
 /// How often the epoch advances; deadlines are whole epochs.
 const EPOCH_PERIOD: Duration = Duration::from_millis(2);
@@ -37,15 +37,23 @@ pub struct EngineError(String);
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<GuestState>,
+    fuel: bool,
     _epoch: EpochTicker,
 }
 
 impl Sandbox {
-    /// One engine for the whole run: components, epoch interruption, no fuel.
+    /// One engine for the whole run: components, epoch interruption, no fuel metering.
     pub fn new() -> Result<Self, EngineError> {
+        Self::with_fuel(false)
+    }
+
+    /// One engine for the whole run; `fuel` turns on fuel metering (it costs every guest some
+    /// speed, so it is on only when some plugin sets `fuel_per_call`).
+    pub fn with_fuel(fuel: bool) -> Result<Self, EngineError> {
         let mut config = wasmtime::Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
+        config.consume_fuel(fuel);
         // A guest's runaway recursion ends in a trap well before the host's stack is at risk.
         config.max_wasm_stack(512 * 1024);
         let engine = Engine::new(&config).map_err(|e| EngineError(e.to_string()))?;
@@ -61,8 +69,14 @@ impl Sandbox {
         Ok(Self {
             engine,
             linker,
+            fuel,
             _epoch: epoch,
         })
+    }
+
+    /// Whether fuel metering is on.
+    pub fn meters_fuel(&self) -> bool {
+        self.fuel
     }
 
     /// The engine.
@@ -83,16 +97,32 @@ impl Sandbox {
         RecorderPluginPre::new(self.linker.instantiate_pre(component)?)
     }
 
-    /// A fresh store for one instance of `plugin_id`, with `limits` applied.
-    pub fn new_store(&self, plugin_id: &str, limits: &Limits) -> Store<GuestState> {
+    /// A fresh store for one instance of `plugin_id`, with `limits` and `capabilities`.
+    pub fn new_store(
+        &self,
+        plugin_id: &str,
+        limits: &Limits,
+        capabilities: &Capabilities,
+    ) -> Store<GuestState> {
         let stdio = CapturedStdio::new(limits.stdio_bytes);
-        let wasi = WasiCtx::builder()
-            .stdout(stdio.clone())
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(stdio.clone())
             .stderr(stdio.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
+            .allow_ip_name_lookup(false);
+        if !capabilities.wall_clock {
+            wasi.wall_clock(FrozenClock);
+        }
+        if !capabilities.monotonic_clock {
+            wasi.monotonic_clock(FrozenClock);
+        }
+        if !capabilities.random {
+            wasi.secure_random(wasmtime_wasi::Deterministic::new(FIXED_RANDOM.to_vec()))
+                .insecure_random(wasmtime_wasi::Deterministic::new(FIXED_RANDOM.to_vec()))
+                .insecure_random_seed(0x5EED);
+        }
+        let wasi = wasi.build();
         let memory_bytes = usize::try_from(limits.memory_mib * 1024 * 1024).unwrap_or(usize::MAX);
         let state = GuestState {
             wasi,
@@ -100,10 +130,10 @@ impl Sandbox {
             limiter: GuestLimiter {
                 inner: StoreLimitsBuilder::new()
                     .memory_size(memory_bytes)
-                    .instances(16)
-                    .tables(16)
-                    .memories(4)
-                    .table_elements(100_000)
+                    .instances(limits.max_instances)
+                    .tables(limits.max_tables)
+                    .memories(limits.max_instances)
+                    .table_elements(limits.max_table_elements)
                     .build(),
                 memory_denied: false,
             },
@@ -113,13 +143,50 @@ impl Sandbox {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
+        self.arm(&mut store, limits);
         store
+    }
+
+    /// Sets the budget of the next call: its epoch deadline, and its fuel when metered.
+    pub fn arm(&self, store: &mut Store<GuestState>, limits: &Limits) {
+        store.set_epoch_deadline(Self::deadline_epochs(limits));
+        if self.fuel {
+            store
+                .set_fuel(limits.fuel_per_call.unwrap_or(u64::MAX))
+                .expect("fuel metering is on");
+        }
     }
 
     /// Number of epochs that make up `limits.cpu_ms_per_call`, at least one.
     pub fn deadline_epochs(limits: &Limits) -> u64 {
         let period_ms = EPOCH_PERIOD.as_millis() as u64;
         limits.cpu_ms_per_call.div_ceil(period_ms).max(1)
+    }
+}
+
+/// What a guest without the random capability gets: the same bytes, over and over.
+const FIXED_RANDOM: [u8; 8] = [0x9E, 0x37, 0x79, 0xB9, 0x7F, 0x4A, 0x7C, 0x15];
+
+/// What a guest without a clock capability reads: always the Unix epoch, always 0 ns.
+struct FrozenClock;
+
+impl wasmtime_wasi::HostWallClock for FrozenClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FrozenClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+
+    fn now(&self) -> u64 {
+        0
     }
 }
 
@@ -345,6 +412,8 @@ impl Pollable for CapturedStdio {
 pub enum FaultKind {
     /// The call ran past `cpu_ms_per_call`.
     Deadline,
+    /// The call used up `fuel_per_call`.
+    Fuel,
     /// The guest wanted more memory than `memory_mib`.
     Memory,
     /// The guest exhausted its stack.
@@ -362,6 +431,7 @@ impl FaultKind {
     pub fn as_str(self) -> &'static str {
         match self {
             FaultKind::Deadline => "deadline",
+            FaultKind::Fuel => "fuel",
             FaultKind::Memory => "memory",
             FaultKind::StackOverflow => "stack_overflow",
             FaultKind::Trap => "trap",
@@ -402,6 +472,7 @@ pub struct WasmRecorder {
     pre: RecorderPluginPre<GuestState>,
     plugin_id: String,
     limits: Limits,
+    capabilities: Capabilities,
     config: wit::RecorderConfig,
     live: Option<Live>,
 }
@@ -413,6 +484,7 @@ impl WasmRecorder {
         pre: RecorderPluginPre<GuestState>,
         plugin_id: &str,
         limits: Limits,
+        capabilities: Capabilities,
         config: wit::RecorderConfig,
     ) -> Self {
         Self {
@@ -420,6 +492,7 @@ impl WasmRecorder {
             pre,
             plugin_id: plugin_id.to_owned(),
             limits,
+            capabilities,
             config,
             live: None,
         }
@@ -434,13 +507,14 @@ impl WasmRecorder {
     }
 
     fn instantiate(&self) -> Result<Live, Fault> {
-        let mut store = self.sandbox.new_store(&self.plugin_id, &self.limits);
-        store.set_epoch_deadline(Sandbox::deadline_epochs(&self.limits));
+        let mut store = self
+            .sandbox
+            .new_store(&self.plugin_id, &self.limits, &self.capabilities);
         let bindings = self
             .pre
             .instantiate(&mut store)
             .map_err(|error| classify(&store, &error, FaultKind::Instantiate))?;
-        store.set_epoch_deadline(Sandbox::deadline_epochs(&self.limits));
+        self.sandbox.arm(&mut store, &self.limits);
         let created = bindings
             .swarmtel_telemetry_plugin()
             .call_create_recorder(&mut store, &self.config)
@@ -461,9 +535,8 @@ impl WasmRecorder {
         call: impl FnOnce(&mut Live) -> wasmtime::Result<Vec<wit::Telemetry>>,
     ) -> Result<Vec<wit::Telemetry>, Fault> {
         self.start()?;
-        let deadline = Sandbox::deadline_epochs(&self.limits);
         let live = self.live.as_mut().expect("started");
-        live.store.set_epoch_deadline(deadline);
+        self.sandbox.arm(&mut live.store, &self.limits);
         match call(live) {
             Ok(items) => Ok(items),
             Err(error) => {
@@ -501,10 +574,15 @@ impl RecorderBackend for WasmRecorder {
     }
 }
 
-/// Names the failure: deadline, memory cap, stack, or another trap.
-fn classify(store: &Store<GuestState>, error: &wasmtime::Error, otherwise: FaultKind) -> Fault {
+/// Names the failure: deadline, fuel, memory cap, stack, or another trap.
+pub(crate) fn classify(
+    store: &Store<GuestState>,
+    error: &wasmtime::Error,
+    otherwise: FaultKind,
+) -> Fault {
     let kind = match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => FaultKind::Deadline,
+        Some(Trap::OutOfFuel) => FaultKind::Fuel,
         Some(Trap::StackOverflow) => FaultKind::StackOverflow,
         _ if store.data().limiter.memory_denied => FaultKind::Memory,
         Some(_) => FaultKind::Trap,

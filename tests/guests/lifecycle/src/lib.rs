@@ -1,0 +1,114 @@
+//! Test guest: faults at a chosen point of its life, or reports what it can see of the host.
+//!
+//! Modes (option `mode`):
+//! - `loop-on-create`: never returns from `create-recorder`;
+//! - `panic-on-test-start`: panics on `test_start` only, then works: the host restarts it;
+//! - `burn`: spins for `spin` iterations on every request batch (fuel and deadline tests);
+//! - `report-host`: at `test_start`, reports the wall clock, the monotonic clock and a value
+//!   that depends on the random seed, as telemetry `HOST_VIEW`.
+//!
+//! Every mode counts requests and reports `REQUESTS_SEEN` at test stop.
+
+use std::hash::{BuildHasher, Hasher};
+
+use swarmtel_guest::{
+    EventKind, OptionSpec, Output, Plugin, PluginInfo, Recorder, RecorderContext, RecorderSpec,
+    Requests, Role, TelemetryData, Timestamp, export_plugin,
+};
+
+/// The plugin.
+pub struct Lifecycle;
+
+impl Plugin for Lifecycle {
+    fn describe() -> PluginInfo {
+        PluginInfo::new("lifecycle", "0.1.0", "Faults at a chosen point, for tests")
+            .option(
+                OptionSpec::text("mode")
+                    .default_text("report-host")
+                    .help("What to do"),
+            )
+            .option(
+                OptionSpec::integer("spin")
+                    .default_integer(0)
+                    .help("Spin iterations"),
+            )
+            .recorder(
+                RecorderSpec::new("lifecycle_recorder")
+                    .roles([Role::Worker, Role::Standalone])
+                    .events([
+                        EventKind::Request,
+                        EventKind::TestStart,
+                        EventKind::TestStop,
+                    ]),
+            )
+    }
+
+    fn create_recorder(ctx: &RecorderContext) -> Result<Box<dyn Recorder>, String> {
+        let mode = ctx.options().text("mode").unwrap_or_default().to_owned();
+        if mode == "loop-on-create" {
+            let mut spin = 0u64;
+            loop {
+                spin = std::hint::black_box(spin.wrapping_add(1));
+            }
+        }
+        Ok(Box::new(LifecycleRecorder {
+            mode,
+            spin: ctx.options().integer("spin").unwrap_or(0) as u64,
+            requests: 0,
+        }))
+    }
+}
+
+struct LifecycleRecorder {
+    mode: String,
+    spin: u64,
+    requests: u64,
+}
+
+impl Recorder for LifecycleRecorder {
+    fn on_requests(&mut self, requests: &Requests<'_>, _out: &mut Output) {
+        self.requests += requests.len() as u64;
+        if self.mode == "burn" {
+            let mut x = 0u64;
+            for i in 0..self.spin {
+                x = std::hint::black_box(x.wrapping_add(i));
+            }
+        }
+    }
+
+    fn on_test_start(&mut self, _time: Timestamp, out: &mut Output) {
+        match self.mode.as_str() {
+            "panic-on-test-start" => panic!("lifecycle: panic on test start"),
+            "report-host" => {
+                let wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(-1.0);
+                let start = std::time::Instant::now();
+                let elapsed_ns = start.elapsed().as_nanos() as u64;
+                let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+                hasher.write_u64(42);
+                out.log_telemetry_with(
+                    TelemetryData::event("HOST_VIEW"),
+                    "what the guest sees",
+                    serde_json::json!({
+                        "wall_clock_seconds": wall,
+                        "monotonic_elapsed_ns": elapsed_ns,
+                        "seeded_hash": hasher.finish().to_string(),
+                    }),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn on_test_stop(&mut self, _time: Timestamp, out: &mut Output) {
+        out.log_telemetry_with(
+            TelemetryData::metric("REQUESTS_SEEN"),
+            "requests seen",
+            serde_json::json!({"requests": self.requests, "mode": self.mode}),
+        );
+    }
+}
+
+export_plugin!(Lifecycle);
