@@ -15,6 +15,7 @@
 //! drives a run.
 
 pub mod bindings;
+pub mod cache;
 pub mod config;
 pub mod enrich;
 pub mod ingest;

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use swarmtel::bindings::types as wit;
+use swarmtel::cache::CompileCache;
 use swarmtel::config::Config;
 use swarmtel::pipeline::{self, Outputs, Pipeline, RunError};
 use swarmtel::plugin::{self, option_type_name, option_value_json};
@@ -50,6 +51,22 @@ enum Command {
         #[arg(long, env = "SWARMTEL_CONFIG")]
         config: PathBuf,
     },
+    /// Work with the compile cache of precompiled plugins.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+        /// The cache folder (default: $XDG_CACHE_HOME/swarmtel or ~/.cache/swarmtel).
+        #[arg(long, env = "SWARMTEL_CACHE_DIR", global = true)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CacheCommand {
+    /// List cached entries.
+    Ls,
+    /// Delete every cached entry.
+    Clear,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +93,7 @@ fn main() -> ExitCode {
             command: PluginCommand::Inspect { plugin, json },
         } => inspect(&plugin, json),
         Command::Check { config } => check(&config),
+        Command::Cache { command, dir } => cache(command, dir),
     };
     match result {
         Ok(code) => code,
@@ -101,13 +119,66 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
     })
 }
 
-/// The engine for a config: fuel metering only when some plugin sets a fuel budget.
+/// The engine for a config: fuel metering only when some plugin sets a fuel budget, and the
+/// compile cache unless the config turns it off. A cache folder that cannot be used is
+/// reported and the run goes on without it.
 fn sandbox_for(config: &Config) -> anyhow::Result<Sandbox> {
     let fuel = config
         .plugins
         .iter()
         .any(|plugin| plugin.limits.fuel_per_call.is_some());
-    Ok(Sandbox::with_fuel(fuel)?)
+    let mut sandbox = Sandbox::with_fuel(fuel)?;
+    if config.cache.enabled {
+        let dir = match &config.cache.dir {
+            Some(dir) => Ok(config.resolve(dir)),
+            None => CompileCache::default_dir(&env_var),
+        };
+        match dir.and_then(|dir| CompileCache::open(&dir)) {
+            Ok(cache) => sandbox.set_cache(cache),
+            Err(error) => eprintln!("swarmtel: warning: {error}; compiling without a cache"),
+        }
+    }
+    Ok(sandbox)
+}
+
+fn cache_report(sandbox: &Sandbox) {
+    if let Some(cache) = sandbox.cache() {
+        let stats = sandbox.cache_stats();
+        eprintln!(
+            "swarmtel: compile cache {}: {} hits, {} compiled, {} rejected",
+            cache.dir().display(),
+            stats.hits,
+            stats.compiled,
+            stats.rejected
+        );
+    }
+}
+
+fn cache(command: CacheCommand, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let dir = match dir {
+        Some(dir) => dir,
+        None => CompileCache::default_dir(&env_var)?,
+    };
+    let cache = CompileCache::open(&dir)?;
+    match command {
+        CacheCommand::Ls => {
+            let entries = cache.entries()?;
+            for entry in &entries {
+                println!("{:>12}  {}", entry.bytes, entry.name);
+            }
+            let total: u64 = entries.iter().map(|e| e.bytes).sum();
+            println!(
+                "{} entries, {total} bytes in {}",
+                entries.len(),
+                dir.display()
+            );
+        }
+        CacheCommand::Clear => {
+            let removed = cache.clear()?;
+            println!("removed {removed} entries from {}", dir.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn env_var(name: &str) -> Option<String> {
@@ -117,6 +188,7 @@ fn env_var(name: &str) -> Option<String> {
 fn replay(config_path: &Path, events: &str, strict: bool) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     let sandbox = Arc::new(sandbox_for(&config)?);
+    let sandbox_ref = sandbox.clone();
     let outputs = Outputs::from_config(&config)?;
     let pipeline = Pipeline::new(sandbox, &config, outputs, &env_var)?;
     let (input, source_name): (Box<dyn std::io::Read + Send>, String) = if events == "-" {
@@ -138,6 +210,7 @@ fn replay(config_path: &Path, events: &str, strict: bool) -> anyhow::Result<Exit
     .context("cannot install the Ctrl-C handler")?;
     let summary = pipeline.run_stream(input, &source_name, strict, &stop)?;
     eprint!("{}", summary.render());
+    cache_report(&sandbox_ref);
     Ok(if summary.interrupted {
         ExitCode::from(130)
     } else {
@@ -210,7 +283,11 @@ fn describe_json(info: &wit::PluginInfo, path: &Path) -> serde_json::Value {
 }
 
 fn inspect(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
-    let sandbox = Arc::new(Sandbox::new()?);
+    let mut sandbox = Sandbox::new()?;
+    if let Ok(cache) = CompileCache::default_dir(&env_var).and_then(|d| CompileCache::open(&d)) {
+        sandbox.set_cache(cache);
+    }
+    let sandbox = Arc::new(sandbox);
     let (info, _) = plugin::load_component(&sandbox, path)?;
     let described = describe_json(&info, path);
     if as_json {
@@ -270,6 +347,12 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(config_path)?;
     let sandbox = Arc::new(sandbox_for(&config)?);
     let plugins = pipeline::load_plugins(&sandbox, &config, &env_var)?;
+    println!(
+        "compile cache: {}",
+        sandbox
+            .cache()
+            .map_or("off".to_owned(), |cache| cache.dir().display().to_string())
+    );
     println!(
         "config {}: ok\n  testplan: {}\n  run_id: {}\n  output: {}\n  dead letter: {}\n  batch size: {}",
         config_path.display(),

@@ -19,6 +19,7 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{RecorderPlugin, RecorderPluginPre, host, types as wit};
+use crate::cache::{CacheOutcome, CompileCache};
 use crate::config::{Capabilities, Limits};
 
 /// How often the epoch advances; deadlines are whole epochs.
@@ -33,12 +34,25 @@ const MAX_LOG_LINES: u32 = 200;
 #[error("cannot set up the wasm engine: {0}")]
 pub struct EngineError(String);
 
-/// The shared engine, linker and epoch clock.
+/// The shared engine, linker, epoch clock and (optional) compile cache.
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<GuestState>,
     fuel: bool,
+    cache: Option<CompileCache>,
+    cache_stats: Mutex<CacheStats>,
     _epoch: EpochTicker,
+}
+
+/// What the compile cache did in this run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Components loaded from a valid entry.
+    pub hits: u64,
+    /// Components compiled (no entry yet).
+    pub compiled: u64,
+    /// Entries thrown away (failed integrity check or did not load) and recompiled.
+    pub rejected: u64,
 }
 
 impl Sandbox {
@@ -70,8 +84,25 @@ impl Sandbox {
             engine,
             linker,
             fuel,
+            cache: None,
+            cache_stats: Mutex::new(CacheStats::default()),
             _epoch: epoch,
         })
+    }
+
+    /// Uses `cache` for every later [`Sandbox::compile`].
+    pub fn set_cache(&mut self, cache: CompileCache) {
+        self.cache = Some(cache);
+    }
+
+    /// The compile cache in use, if any.
+    pub fn cache(&self) -> Option<&CompileCache> {
+        self.cache.as_ref()
+    }
+
+    /// What the compile cache did so far.
+    pub fn cache_stats(&self) -> CacheStats {
+        *self.cache_stats.lock().expect("cache stats lock")
     }
 
     /// Whether fuel metering is on.
@@ -84,9 +115,25 @@ impl Sandbox {
         &self.engine
     }
 
-    /// Compiles component bytes.
+    /// Compiles component bytes, or loads them precompiled from the cache.
     pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
-        Component::from_binary(&self.engine, bytes)
+        let Some(cache) = &self.cache else {
+            return Component::from_binary(&self.engine, bytes);
+        };
+        let (component, outcome) = cache.load_or_compile(&self.engine, bytes)?;
+        let mut stats = self.cache_stats.lock().expect("cache stats lock");
+        match outcome {
+            CacheOutcome::Hit => stats.hits += 1,
+            CacheOutcome::Compiled => stats.compiled += 1,
+            CacheOutcome::Rejected(reason) => {
+                stats.rejected += 1;
+                eprintln!(
+                    "swarmtel: warning: compile cache entry in {} discarded and recompiled: {reason}",
+                    cache.dir().display()
+                );
+            }
+        }
+        Ok(component)
     }
 
     /// Links a compiled component against the host once; instances are made from the result.

@@ -66,7 +66,8 @@ impl Workspace {
     }
 }
 
-/// The `swarmtel` binary, with a clean environment of our variables.
+/// The `swarmtel` binary, with a clean environment of our variables and a compile cache
+/// shared by the tests (under target/, so it never touches the user's).
 pub fn swarmtel() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_swarmtel"));
     for (key, _) in std::env::vars() {
@@ -75,21 +76,47 @@ pub fn swarmtel() -> Command {
             command.env_remove(key);
         }
     }
+    command.env("SWARMTEL_CACHE_DIR", test_cache_dir());
     command
+}
+
+/// The compile cache folder the tests share.
+pub fn test_cache_dir() -> PathBuf {
+    repo_root().join("target").join("test-compile-cache")
 }
 
 /// Runs `swarmtel replay --config CONFIG -` with `events` on stdin.
 pub fn replay(config: &Path, events: &[u8], extra_args: &[&str]) -> Output {
-    let mut child = swarmtel()
-        .args(["replay", "--config"])
-        .arg(config)
-        .args(extra_args)
+    replay_with(config, events, |command| {
+        command.args(extra_args);
+    })
+    .output
+}
+
+/// A finished `swarmtel replay`.
+pub struct Run {
+    /// Its exit status, stdout and stderr.
+    pub output: Output,
+    /// The most resident memory the process had, in KiB, read from `/proc` while it ran (0
+    /// where there is no `/proc`).
+    pub peak_rss_kib: u64,
+}
+
+/// Runs `swarmtel replay --config CONFIG [..] -` with `events` on stdin, after `customize` has
+/// added arguments, environment variables or a working folder to the command.
+pub fn replay_with(config: &Path, events: &[u8], customize: impl FnOnce(&mut Command)) -> Run {
+    let mut command = swarmtel();
+    command.args(["replay", "--config"]).arg(config);
+    customize(&mut command);
+    let mut child = command
         .arg("-")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start swarmtel");
+    let pid = child.id();
+    let watcher = std::thread::spawn(move || peak_rss_kib(pid));
     let mut stdin = child.stdin.take().unwrap();
     let events = events.to_vec();
     let writer = std::thread::spawn(move || {
@@ -97,7 +124,33 @@ pub fn replay(config: &Path, events: &[u8], extra_args: &[&str]) -> Output {
     });
     let output = child.wait_with_output().expect("wait for swarmtel");
     writer.join().unwrap();
-    output
+    Run {
+        output,
+        peak_rss_kib: watcher.join().unwrap(),
+    }
+}
+
+/// Polls the `VmHWM` (peak resident set) of process `pid` until it has exited; returns the
+/// last value read.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = format!("/proc/{pid}/status");
+    let mut peak = 0;
+    loop {
+        let Ok(text) = std::fs::read_to_string(&status) else {
+            return peak;
+        };
+        // A process that has exited (a zombie) has no memory lines.
+        let Some(line) = text.lines().find(|line| line.starts_with("VmHWM:")) else {
+            return peak;
+        };
+        let kib = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|value| value.parse().ok())
+            .unwrap_or(0);
+        peak = peak.max(kib);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// stdout as parsed JSON lines.
@@ -134,4 +187,115 @@ pub fn sample_stream() -> Vec<u8> {
 /// A TOML string literal.
 pub fn toml_path(path: &Path) -> String {
     format!("{:?}", path.display().to_string())
+}
+
+/// The stream the side-by-side runs replay: 2 workers, 20,000 requests, `test_start` and
+/// `test_stop` on each worker.
+pub fn side_by_side_stream() -> &'static [u8] {
+    static STREAM: OnceLock<Vec<u8>> = OnceLock::new();
+    STREAM.get_or_init(|| swarmtel::synthetic::request_stream(2, 20_000))
+}
+
+/// Events per worker in [`side_by_side_stream`]: its requests, `test_start` and `test_stop`.
+pub const EVENTS_PER_WORKER: u64 = 10_000 + 2;
+
+/// The healthy `request_stats` guest alone over [`side_by_side_stream`], run once per test
+/// binary: its stdout lines, and its peak memory.
+pub fn healthy_alone() -> &'static (Vec<Value>, u64) {
+    static ALONE: OnceLock<(Vec<Value>, u64)> = OnceLock::new();
+    ALONE.get_or_init(|| {
+        let workspace = Workspace::new();
+        let config = workspace.write(
+            "alone.toml",
+            format!(
+                "[run]\ntestplan = \"t\"\nrun_id = \"r\"\n[[plugins]]\npath = {}\n",
+                toml_path(&guest("request_stats"))
+            ),
+        );
+        let run = replay_with(&config, side_by_side_stream(), |_| {});
+        assert!(
+            run.output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.output.stderr)
+        );
+        (json_lines(&run.output.stdout), run.peak_rss_kib)
+    })
+}
+
+/// A run of `request_stats` and a misbehaving guest side by side.
+pub struct Beside {
+    /// The folder of the config and the dead-letter file.
+    pub workspace: Workspace,
+    /// Telemetry lines (stdout).
+    pub lines: Vec<Value>,
+    /// stdout as it was.
+    pub stdout: Vec<u8>,
+    /// stderr: diagnostics and the summary.
+    pub stderr: String,
+    /// The dead-letter lines.
+    pub dead_letters: Vec<Value>,
+    /// The process's peak memory, in KiB.
+    pub peak_rss_kib: u64,
+}
+
+/// Runs `request_stats` next to the guest `guest_name` over [`side_by_side_stream`]; the
+/// hostile plugin's entry gets `plugin_toml` after its `path` (options, limits), and the
+/// command goes through `customize`. Dead letters go to `rejected.jsonl`. Asserts that the run
+/// exits with 0: a faulty plugin must not fail the run.
+pub fn beside(guest_name: &str, plugin_toml: &str, customize: impl FnOnce(&mut Command)) -> Beside {
+    let workspace = Workspace::new();
+    let config = workspace.write(
+        "together.toml",
+        format!(
+            "[run]\ntestplan = \"t\"\nrun_id = \"r\"\n[output]\ndead_letter = \"rejected.jsonl\"\n\
+             [[plugins]]\npath = {stats}\n[[plugins]]\npath = {bad}\n{plugin_toml}\n",
+            stats = toml_path(&guest("request_stats")),
+            bad = toml_path(&guest(guest_name)),
+        ),
+    );
+    let run = replay_with(&config, side_by_side_stream(), customize);
+    let stderr = String::from_utf8_lossy(&run.output.stderr).into_owned();
+    assert_eq!(
+        run.output.status.code(),
+        Some(0),
+        "a faulty plugin must not fail the run: {stderr}"
+    );
+    let dead_letters = match std::fs::read(workspace.path("rejected.jsonl")) {
+        Ok(bytes) => json_lines(&bytes),
+        Err(_) => Vec::new(),
+    };
+    Beside {
+        lines: json_lines(&run.output.stdout),
+        stdout: run.output.stdout,
+        stderr,
+        dead_letters,
+        peak_rss_kib: run.peak_rss_kib,
+        workspace,
+    }
+}
+
+/// Runs request-stats alone, then next to the misbehave guest in `mode` with `limits`, and
+/// returns both outputs and the second run's stderr.
+pub fn healthy_beside(mode: &str, limits: &str) -> (Vec<Value>, Vec<Value>, String) {
+    let run = beside(
+        "misbehave",
+        &format!("[plugins.options]\nmode = \"{mode}\"\n[plugins.limits]\n{limits}\n"),
+        |_| {},
+    );
+    (healthy_alone().0.clone(), run.lines, run.stderr)
+}
+
+/// The healthy recorder's lines are the same with and without the misbehaving one beside it.
+pub fn assert_healthy_output_unchanged(alone: &[Value], together: &[Value]) {
+    let expected = from_plugin(alone, "request-stats");
+    assert!(!expected.is_empty());
+    assert_eq!(expected, from_plugin(together, "request-stats"));
+}
+
+/// The `fault_kind` of every `PLUGIN_FAULT` line, in order.
+pub fn fault_kinds(lines: &[Value]) -> Vec<String> {
+    self_telemetry(lines, "PLUGIN_FAULT")
+        .iter()
+        .map(|line| line["telemetry"]["fault_kind"].as_str().unwrap().to_owned())
+        .collect()
 }
