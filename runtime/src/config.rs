@@ -477,4 +477,83 @@ mod tests {
         let error = parse("[run]\n").unwrap_err();
         assert!(error.to_string().contains("testplan"), "{error}");
     }
+
+    mod fuzz {
+        //! Property tests: the config loader never panics on any text, and on TOML made of
+        //! the config's own keys with values of any type.
+
+        use super::*;
+        use proptest::prelude::*;
+
+        const KEYS: [&str; 16] = [
+            "testplan",
+            "run_id",
+            "batch_size",
+            "path",
+            "dead_letter",
+            "roles",
+            "required",
+            "memory_mib",
+            "cpu_ms_per_call",
+            "max_faults",
+            "fuel_per_call",
+            "random",
+            "enabled",
+            "dir",
+            "wall_clock",
+            "bogus",
+        ];
+
+        fn toml_value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<i64>().prop_map(|n| n.to_string()),
+                any::<bool>().prop_map(|b| b.to_string()),
+                "[a-z\\-/.]{0,10}".prop_map(|s| format!("{s:?}")),
+                Just("[\"master\", \"worker\"]".to_owned()),
+                Just("[]".to_owned()),
+                Just("1.5".to_owned()),
+            ]
+        }
+
+        fn table(name: &'static str) -> impl Strategy<Value = String> {
+            proptest::collection::vec((proptest::sample::select(&KEYS[..]), toml_value()), 0..5)
+                .prop_map(move |pairs| {
+                    let mut text = format!("{name}\n");
+                    let mut seen = std::collections::BTreeSet::new();
+                    for (key, value) in pairs {
+                        if seen.insert(key) {
+                            text.push_str(&format!("{key} = {value}\n"));
+                        }
+                    }
+                    text
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_text_never_panics(text in ".{0,400}") {
+                let _ = parse(&text);
+            }
+
+            #[test]
+            fn config_shaped_toml_never_panics(
+                run in table("[run]"),
+                output in table("[output]"),
+                plugin in table("[[plugins]]"),
+                limits in table("[plugins.limits]"),
+                capabilities in table("[plugins.capabilities]"),
+                cache in table("[cache]"),
+            ) {
+                let text = format!("{run}{output}{cache}{plugin}{limits}{capabilities}");
+                if let Ok(config) = parse(&text) {
+                    prop_assert!(!config.run.testplan.trim().is_empty());
+                    for plugin in &config.plugins {
+                        prop_assert!(plugin.limits.max_faults > 0);
+                    }
+                }
+            }
+        }
+    }
 }

@@ -660,4 +660,152 @@ mod tests {
         assert_eq!(reader.next_line().unwrap(), Some((3, "b")));
         assert_eq!(reader.next_line().unwrap(), None);
     }
+
+    mod fuzz {
+        //! Property tests: the decoder never panics, whatever the line, and what it accepts
+        //! is sane. Bounded so CI runs them in seconds.
+
+        use super::*;
+        use proptest::prelude::*;
+
+        const EVENTS: [&str; 18] = [
+            "test_start",
+            "test_stopping",
+            "test_stop",
+            "spawning_complete",
+            "request",
+            "user_error",
+            "cpu_warning",
+            "usage_monitor",
+            "worker_connect",
+            "worker_report",
+            "heartbeat_sent",
+            "heartbeat_received",
+            "reset_stats",
+            "quitting",
+            "quit",
+            "stats",
+            "tick",
+            "bogus",
+        ];
+        const KEYS: [&str; 26] = [
+            "event",
+            "role",
+            "node",
+            "time",
+            "request_type",
+            "name",
+            "response_time",
+            "response_length",
+            "exception",
+            "start_time",
+            "url",
+            "status_code",
+            "context",
+            "user_count",
+            "user_instance",
+            "tb",
+            "cpu_usage",
+            "memory_usage",
+            "client_id",
+            "timestamp",
+            "exit_code",
+            "entries",
+            "total",
+            "response_times",
+            "num_requests",
+            "x",
+        ];
+
+        fn json_value() -> impl Strategy<Value = serde_json::Value> {
+            let leaf = prop_oneof![
+                Just(serde_json::Value::Null),
+                any::<bool>().prop_map(Into::into),
+                any::<i64>().prop_map(Into::into),
+                any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+                    .map_or(serde_json::Value::Null, serde_json::Value::Number)),
+                ".{0,12}".prop_map(Into::into),
+                proptest::sample::select(&EVENTS[..]).prop_map(Into::into),
+                proptest::sample::select(&["master", "worker", "standalone", ""][..])
+                    .prop_map(Into::into),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Into::into),
+                    proptest::collection::btree_map(
+                        proptest::sample::select(&KEYS[..]).prop_map(str::to_owned),
+                        inner,
+                        0..5
+                    )
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        fn event_line() -> impl Strategy<Value = String> {
+            (
+                proptest::sample::select(&EVENTS[..]),
+                proptest::sample::select(&["master", "worker", "standalone", "boss"][..]),
+                proptest::collection::btree_map(
+                    proptest::sample::select(&KEYS[4..]).prop_map(str::to_owned),
+                    json_value(),
+                    0..8,
+                ),
+                prop_oneof![any::<f64>(), 0.0..2e9f64],
+            )
+                .prop_map(|(event, role, args, time)| {
+                    let mut object: serde_json::Map<String, serde_json::Value> =
+                        args.into_iter().collect();
+                    object.insert("event".into(), event.into());
+                    object.insert("role".into(), role.into());
+                    object.insert("node".into(), "worker-0".into());
+                    if let Some(time) = serde_json::Number::from_f64(time) {
+                        object.insert("time".into(), serde_json::Value::Number(time));
+                    }
+                    serde_json::Value::Object(object).to_string()
+                })
+        }
+
+        fn check(line: &str) {
+            if let Ok(record) = decode_line(line) {
+                assert!(record.time.is_finite() && record.time >= 0.0, "{line}");
+                assert!(!record.node.is_empty(), "{line}");
+                if let EventBody::Request(request) = &record.body {
+                    assert!(request.response_time_ms >= 0.0, "{line}");
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn arbitrary_text_never_panics(line in ".{0,300}") {
+                check(&line);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+                if let Ok(line) = std::str::from_utf8(&bytes) {
+                    check(line);
+                }
+            }
+
+            #[test]
+            fn event_shaped_json_never_panics(line in event_line()) {
+                check(&line);
+            }
+
+            #[test]
+            fn cut_real_lines_never_panic(cut in 0usize..400, index in 0usize..5_436) {
+                let sample = repo_file("examples/locust-run.ndjson");
+                let line = sample.lines().nth(index).unwrap_or("");
+                let mut end = cut.min(line.len());
+                while !line.is_char_boundary(end) {
+                    end -= 1;
+                }
+                check(&line[..end]);
+            }
+        }
+    }
 }

@@ -1025,4 +1025,57 @@ mod tests {
     fn run_ids_are_unique() {
         assert_ne!(generate_run_id(), generate_run_id());
     }
+
+    mod fuzz {
+        //! Property test: any mix of good, bad and binary lines is counted line by line, and
+        //! the stream's reader never panics.
+
+        use super::*;
+        use proptest::prelude::*;
+
+        fn empty_pipeline() -> Pipeline {
+            let config = Config::parse(
+                "[run]\ntestplan = \"t\"\n",
+                Path::new("t.toml"),
+                Path::new("."),
+            )
+            .unwrap();
+            let outputs = Outputs {
+                output: JsonLinesSink::new(Box::new(std::io::sink())),
+                output_path: "-".into(),
+                dead_letter: JsonLinesSink::new(Box::new(std::io::sink())),
+                dead_letter_path: "-".into(),
+            };
+            let factory: Box<BackendFactory> = Box::new(|_, _, _, _| unreachable!("no plugins"));
+            Pipeline::with_backends(&config, Vec::new(), outputs, factory).unwrap()
+        }
+
+        fn line() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                Just(br#"{"event":"test_start","role":"worker","node":"w","time":1}"#.to_vec()),
+                Just(br#"{"event":"request","role":"worker","node":"w","time":1,"request_type":"GET","name":"/","response_time":1}"#.to_vec()),
+                Just(br#"{"event":"request","role":"worker","node":"w","time":1}"#.to_vec()),
+                Just(br#"{"event":"test_stop","role":"master","node":"w","time":1}"#.to_vec()),
+                proptest::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 1..40),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+            #[test]
+            fn every_line_is_an_event_or_a_bad_line(lines in proptest::collection::vec(line(), 0..200)) {
+                let non_blank = lines
+                    .iter()
+                    .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+                    .count() as u64;
+                let mut input = lines.join(&b'\n');
+                input.push(b'\n');
+                let summary = empty_pipeline()
+                    .run_stream(Box::new(std::io::Cursor::new(input)), "fuzz", false, &AtomicBool::new(false))
+                    .unwrap();
+                prop_assert_eq!(summary.events + summary.bad_lines, non_blank);
+            }
+        }
+    }
 }
