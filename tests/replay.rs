@@ -151,51 +151,6 @@ fn replay_reads_a_file_argument_too() {
     assert_eq!(from_file.stdout, from_stdin.stdout);
 }
 
-/// Runs request-stats alone, then next to a misbehaving recorder, and returns both outputs.
-fn healthy_beside(mode: &str, limits: &str) -> (Vec<Value>, Vec<Value>, String) {
-    let workspace = Workspace::new();
-    let stats = toml_path(&guest("request_stats"));
-    let alone = workspace.write(
-        "alone.toml",
-        format!("[run]\ntestplan = \"t\"\nrun_id = \"r\"\n[[plugins]]\npath = {stats}\n"),
-    );
-    let together = workspace.write(
-        "together.toml",
-        format!(
-            "[run]\ntestplan = \"t\"\nrun_id = \"r\"\n[[plugins]]\npath = {stats}\n\
-             [[plugins]]\npath = {bad}\n[plugins.options]\nmode = \"{mode}\"\n[plugins.limits]\n{limits}\n",
-            bad = toml_path(&guest("misbehave")),
-        ),
-    );
-    let stream = swarmtel::synthetic::request_stream(2, 20_000);
-    let first = replay(&alone, &stream, &[]);
-    let second = replay(&together, &stream, &[]);
-    assert!(first.status.success());
-    assert!(
-        second.status.success(),
-        "a faulty plugin must not fail the run: {}",
-        String::from_utf8_lossy(&second.stderr)
-    );
-    (
-        json_lines(&first.stdout),
-        json_lines(&second.stdout),
-        String::from_utf8_lossy(&second.stderr).into_owned(),
-    )
-}
-
-fn assert_healthy_output_unchanged(alone: &[Value], together: &[Value]) {
-    let expected = from_plugin(alone, "request-stats");
-    assert!(!expected.is_empty());
-    assert_eq!(expected, from_plugin(together, "request-stats"));
-}
-
-fn fault_kinds(lines: &[Value]) -> Vec<String> {
-    self_telemetry(lines, "PLUGIN_FAULT")
-        .iter()
-        .map(|line| line["telemetry"]["fault_kind"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[test]
 fn a_trapping_guest_does_not_lose_another_recorders_output() {
     let (alone, together, stderr) = healthy_beside("panic-on-request", "max_faults = 3");

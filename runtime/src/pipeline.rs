@@ -101,6 +101,8 @@ pub struct PluginCounters {
     pub faults: BTreeMap<&'static str, u64>,
     /// Recorder instances restarted after a fault.
     pub restarts: u64,
+    /// Bytes of guest stdout/stderr dropped past `stdio_bytes`.
+    pub stdio_dropped_bytes: u64,
     /// Recorder instances disabled (a plugin that failed to load counts one).
     pub disabled: u64,
 }
@@ -179,6 +181,12 @@ impl Summary {
             }
             for (kind, count) in &counters.faults {
                 text.push_str(&format!("    fault {kind}: {count}\n"));
+            }
+            if counters.stdio_dropped_bytes > 0 {
+                text.push_str(&format!(
+                    "    stdout/stderr dropped past the cap: {} bytes\n",
+                    counters.stdio_dropped_bytes
+                ));
             }
         }
         for (path, error) in &self.failed_plugins {
@@ -917,6 +925,9 @@ impl Pipeline {
             self.flush(slot_index)?;
             let time = self.nodes[self.slots[slot_index].node].last_time;
             self.call(slot_index, time, |slot| slot.backend.finish())?;
+            let slot = &self.slots[slot_index];
+            self.plugins[slot.plugin].counters.stdio_dropped_bytes +=
+                slot.backend.stdio_dropped_bytes();
         }
         let time = self
             .nodes
@@ -946,6 +957,10 @@ impl Pipeline {
             fields.insert("rejected".into(), counters.rejected_total().into());
             fields.insert("faults".into(), counters.faults_total().into());
             fields.insert("restarts".into(), counters.restarts.into());
+            fields.insert(
+                "stdio_dropped_bytes".into(),
+                counters.stdio_dropped_bytes.into(),
+            );
             fields.insert("disabled".into(), counters.disabled.into());
             self.emitter.self_telemetry(
                 Level::Info,

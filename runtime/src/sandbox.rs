@@ -363,7 +363,10 @@ pub struct CapturedStdio(Arc<Mutex<StdioBuffer>>);
 
 #[derive(Default)]
 struct StdioBuffer {
-    kept: Vec<u8>,
+    /// Kept bytes not yet taken by [`CapturedStdio::drain`].
+    pending: Vec<u8>,
+    /// Bytes kept over the instance's life; the cap applies to this.
+    kept_total: usize,
     capacity: usize,
     dropped: u64,
 }
@@ -378,16 +381,17 @@ impl CapturedStdio {
 
     fn write(&self, bytes: &[u8]) {
         let mut buffer = self.0.lock().expect("stdio lock");
-        let room = buffer.capacity.saturating_sub(buffer.kept.len());
+        let room = buffer.capacity.saturating_sub(buffer.kept_total);
         let keep = bytes.len().min(room);
-        buffer.kept.extend_from_slice(&bytes[..keep]);
+        buffer.pending.extend_from_slice(&bytes[..keep]);
+        buffer.kept_total += keep;
         buffer.dropped += (bytes.len() - keep) as u64;
     }
 
-    /// The bytes kept so far, and how many were dropped past the cap.
-    pub fn contents(&self) -> (Vec<u8>, u64) {
-        let buffer = self.0.lock().expect("stdio lock");
-        (buffer.kept.clone(), buffer.dropped)
+    /// Takes the bytes kept since the last call, and the total dropped past the cap so far.
+    pub fn drain(&self) -> (Vec<u8>, u64) {
+        let mut buffer = self.0.lock().expect("stdio lock");
+        (std::mem::take(&mut buffer.pending), buffer.dropped)
     }
 }
 
@@ -504,6 +508,10 @@ pub trait RecorderBackend {
     fn handle(&mut self, batch: &wit::EventBatch) -> Result<Vec<wit::Telemetry>, Fault>;
     /// The stream ended; returns any last telemetry.
     fn finish(&mut self) -> Result<Vec<wit::Telemetry>, Fault>;
+    /// Bytes of the guest's stdout/stderr dropped past its cap, over all its instances.
+    fn stdio_dropped_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// A live instance: its store, bindings and recorder resource.
@@ -522,6 +530,10 @@ pub struct WasmRecorder {
     capabilities: Capabilities,
     config: wit::RecorderConfig,
     live: Option<Live>,
+    /// Dropped stdio bytes of instances already gone.
+    stdio_dropped_before: u64,
+    /// Dropped stdio bytes of the live instance, as last drained.
+    stdio_dropped_live: u64,
 }
 
 impl WasmRecorder {
@@ -542,6 +554,8 @@ impl WasmRecorder {
             capabilities,
             config,
             live: None,
+            stdio_dropped_before: 0,
+            stdio_dropped_live: 0,
         }
     }
 
@@ -553,19 +567,23 @@ impl WasmRecorder {
         Ok(())
     }
 
-    fn instantiate(&self) -> Result<Live, Fault> {
+    fn instantiate(&mut self) -> Result<Live, Fault> {
         let mut store = self
             .sandbox
             .new_store(&self.plugin_id, &self.limits, &self.capabilities);
-        let bindings = self
-            .pre
-            .instantiate(&mut store)
-            .map_err(|error| classify(&store, &error, FaultKind::Instantiate))?;
+        let bindings = match self.pre.instantiate(&mut store) {
+            Ok(bindings) => bindings,
+            Err(error) => return Err(self.fault(&store, &error, FaultKind::Instantiate)),
+        };
         self.sandbox.arm(&mut store, &self.limits);
-        let created = bindings
+        let created = match bindings
             .swarmtel_telemetry_plugin()
             .call_create_recorder(&mut store, &self.config)
-            .map_err(|error| classify(&store, &error, FaultKind::Trap))?;
+        {
+            Ok(created) => created,
+            Err(error) => return Err(self.fault(&store, &error, FaultKind::Trap)),
+        };
+        self.forward_stdio(&store);
         let recorder = created.map_err(|message| Fault {
             kind: FaultKind::Refused,
             message,
@@ -584,20 +602,47 @@ impl WasmRecorder {
         self.start()?;
         let live = self.live.as_mut().expect("started");
         self.sandbox.arm(&mut live.store, &self.limits);
-        match call(live) {
-            Ok(items) => Ok(items),
-            Err(error) => {
-                let live = self.live.take().expect("started");
-                Err(classify(&live.store, &error, FaultKind::Trap))
+        let result = call(live);
+        let live = self.live.take().expect("started");
+        match result {
+            Ok(items) => {
+                self.forward_stdio(&live.store);
+                self.live = Some(live);
+                Ok(items)
             }
+            Err(error) => Err(self.fault(&live.store, &error, FaultKind::Trap)),
         }
     }
 
-    /// The guest's captured stdout/stderr so far (of the current instance).
-    pub fn stdio(&self) -> Option<(Vec<u8>, u64)> {
-        self.live
-            .as_ref()
-            .map(|live| live.store.data().stdio().contents())
+    /// Describes a failure, with the last line the guest wrote (a Rust panic's message), and
+    /// accounts for the instance's captured output, which is gone with it.
+    fn fault(
+        &mut self,
+        store: &Store<GuestState>,
+        error: &wasmtime::Error,
+        otherwise: FaultKind,
+    ) -> Fault {
+        let mut fault = classify(store, error, otherwise);
+        let text = self.forward_stdio(store);
+        if let Some(last) = text.lines().rev().find(|line| !line.trim().is_empty()) {
+            let last: String = last.trim().chars().take(300).collect();
+            fault.message = format!("{}; guest said: {last}", fault.message);
+        }
+        self.stdio_dropped_before += self.stdio_dropped_live;
+        self.stdio_dropped_live = 0;
+        fault
+    }
+
+    /// Prints what the guest wrote to stdout/stderr since the last call on our stderr, as the
+    /// plugin's diagnostics, and returns it.
+    fn forward_stdio(&mut self, store: &Store<GuestState>) -> String {
+        let (bytes, dropped) = store.data().stdio().drain();
+        self.stdio_dropped_live = dropped;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        for line in text.lines().filter(|line| !line.trim().is_empty()) {
+            eprintln!("[plugin {} on {}] {line}", self.plugin_id, self.config.node);
+        }
+        text
     }
 }
 
@@ -619,6 +664,10 @@ impl RecorderBackend for WasmRecorder {
                 .call_finish(&mut live.store, live.recorder)
         })
     }
+
+    fn stdio_dropped_bytes(&self) -> u64 {
+        self.stdio_dropped_before + self.stdio_dropped_live
+    }
 }
 
 /// Names the failure: deadline, fuel, memory cap, stack, or another trap.
@@ -627,18 +676,40 @@ pub(crate) fn classify(
     error: &wasmtime::Error,
     otherwise: FaultKind,
 ) -> Fault {
-    let kind = match error.downcast_ref::<Trap>() {
+    let trap = error.downcast_ref::<Trap>();
+    let kind = match trap {
         Some(Trap::Interrupt) => FaultKind::Deadline,
         Some(Trap::OutOfFuel) => FaultKind::Fuel,
         Some(Trap::StackOverflow) => FaultKind::StackOverflow,
         _ if store.data().limiter.memory_denied => FaultKind::Memory,
+        Some(Trap::MemoryOutOfBounds) if shadow_stack_underflow(error) => FaultKind::StackOverflow,
         Some(_) => FaultKind::Trap,
         None => otherwise,
     };
-    Fault {
-        kind,
-        message: format!("{error:#}").lines().next().unwrap_or("").to_owned(),
-    }
+    let message = match (kind, trap) {
+        (FaultKind::StackOverflow, Some(Trap::MemoryOutOfBounds)) => {
+            "guest stack exhausted: its stack pointer ran below address 0 of linear memory".into()
+        }
+        (_, Some(trap)) => trap.to_string(),
+        (_, None) => error.root_cause().to_string(),
+    };
+    Fault { kind, message }
+}
+
+/// Whether an out-of-bounds access is a guest's own stack (kept in linear memory by Rust and
+/// C guests) running below address 0: the address then wraps past 4 GiB, which no ordinary
+/// access into a 32-bit memory reaches.
+fn shadow_stack_underflow(error: &wasmtime::Error) -> bool {
+    const MARK: &str = "memory fault at wasm address 0x";
+    let text = format!("{error:?}");
+    let Some(start) = text.find(MARK) else {
+        return false;
+    };
+    let hex: String = text[start + MARK.len()..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    u64::from_str_radix(&hex, 16).is_ok_and(|address| address > u64::from(u32::MAX))
 }
 
 #[cfg(test)]
@@ -649,10 +720,13 @@ mod tests {
     fn captured_stdio_keeps_up_to_its_cap_and_counts_the_rest() {
         let stdio = CapturedStdio::new(10);
         stdio.write(b"hello ");
+        assert_eq!(stdio.drain(), (b"hello ".to_vec(), 0));
         stdio.write(b"world, and more");
-        let (kept, dropped) = stdio.contents();
-        assert_eq!(kept, b"hello worl");
+        let (kept, dropped) = stdio.drain();
+        assert_eq!(kept, b"worl", "the cap is over the instance's life");
         assert_eq!(dropped, 11);
+        stdio.write(b"more");
+        assert_eq!(stdio.drain(), (Vec::new(), 15));
     }
 
     #[test]
