@@ -114,15 +114,8 @@ impl Setup {
         let sandbox = self.sandbox.clone();
         Box::new(
             move |plugin: &LoadedPlugin, recorder: &RecorderManifest, role, node: &str| {
-                let config = plugin::recorder_config(plugin, recorder, role, node);
-                Box::new(WasmRecorder::new(
-                    sandbox.clone(),
-                    plugin.pre.clone(),
-                    plugin.id(),
-                    plugin.limits,
-                    plugin.capabilities,
-                    config,
-                )) as Box<dyn RecorderBackend>
+                Box::new(plugin.wasm_recorder(&sandbox, recorder, role, node))
+                    as Box<dyn RecorderBackend>
             },
         )
     }

@@ -20,7 +20,7 @@ use crate::enrich::{self, Level, Origin, RunContext, SELF_PLUGIN_ID};
 use crate::ingest::{self, DecodeError, EventBody, EventRecord};
 use crate::plugin::{self, LoadedPlugin, PluginError, RecorderManifest};
 use crate::route::{BatchBuilder, EndpointInterner, TickClock};
-use crate::sandbox::{EngineError, Fault, RecorderBackend, Sandbox, WasmRecorder};
+use crate::sandbox::{EngineError, Fault, RecorderBackend, Sandbox};
 use crate::sink::{Console, JsonLinesSink};
 use crate::validate::{PluginSchemas, ValidItem, Validator};
 
@@ -402,15 +402,8 @@ impl Pipeline {
         let LoadedPlugins { loaded, failed } = load_plugins(&sandbox, config, env)?;
         let factory = Box::new(
             move |plugin: &LoadedPlugin, recorder: &RecorderManifest, role, node: &str| {
-                let config = plugin::recorder_config(plugin, recorder, role, node);
-                Box::new(WasmRecorder::new(
-                    sandbox.clone(),
-                    plugin.pre.clone(),
-                    plugin.id(),
-                    plugin.limits,
-                    plugin.capabilities,
-                    config,
-                )) as Box<dyn RecorderBackend>
+                Box::new(plugin.wasm_recorder(&sandbox, recorder, role, node))
+                    as Box<dyn RecorderBackend>
             },
         );
         let mut pipeline = Self::with_backends(config, loaded, outputs, factory)?;

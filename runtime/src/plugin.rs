@@ -12,7 +12,7 @@ use wasmtime::component::types::ComponentItem;
 
 use crate::bindings::{self, RecorderPluginPre, types as wit};
 use crate::config::{Capabilities, Limits, PluginConfig, RoleName};
-use crate::sandbox::{FaultKind, GuestState, Sandbox};
+use crate::sandbox::{FaultKind, GuestState, Sandbox, WasmRecorder};
 
 /// A plugin could not be loaded or configured. Every variant names the plugin file.
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +203,25 @@ impl LoadedPlugin {
     pub fn id(&self) -> &str {
         &self.info.id
     }
+
+    /// A sandboxed instance of one of its recorders for one node, with the plugin's options,
+    /// limits and capabilities; it instantiates on first use.
+    pub fn wasm_recorder(
+        &self,
+        sandbox: &Arc<Sandbox>,
+        recorder: &RecorderManifest,
+        role: RoleName,
+        node: &str,
+    ) -> WasmRecorder {
+        WasmRecorder::new(
+            sandbox.clone(),
+            self.pre.clone(),
+            self.id(),
+            self.limits,
+            self.capabilities,
+            recorder_config(self, recorder, role, node),
+        )
+    }
 }
 
 /// Maps a config role to the contract's.
@@ -386,15 +405,7 @@ pub fn load_plugin(
 fn probe_recorders(sandbox: &Arc<Sandbox>, plugin: &LoadedPlugin) -> Result<(), PluginError> {
     for recorder in &plugin.recorders {
         for role in recorder.roles.iter().filter(|r| plugin.roles.contains(r)) {
-            let config = recorder_config(plugin, recorder, *role, "probe");
-            let mut instance = crate::sandbox::WasmRecorder::new(
-                sandbox.clone(),
-                plugin.pre.clone(),
-                plugin.id(),
-                plugin.limits,
-                plugin.capabilities,
-                config,
-            );
+            let mut instance = plugin.wasm_recorder(sandbox, recorder, *role, "probe");
             instance.start().map_err(|fault| {
                 if fault.kind == FaultKind::Refused {
                     PluginError::Refused {
