@@ -198,3 +198,8 @@ macro_rules! export_plugin {
         };
     };
 }
+
+/// The README's Rust example, compiled as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExample;
