@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Write swarmtel telemetry recorders in plain Rust.
 //!
 //! swarmtel runs recorders as sandboxed WebAssembly components. This crate hides the

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! swarmtel: a WebAssembly-sandboxed telemetry recorder runtime for Locust load tests.
 //!
 //! Plugins are WebAssembly components (see `wit/telemetry.wit`) that describe themselves and
