@@ -343,3 +343,33 @@ fn ctrl_c_finishes_recorders_and_flushes_the_output() {
     assert!(error.contains("interrupted"), "{error}");
     assert!(error.contains("request-stats"), "{error}");
 }
+
+#[test]
+fn a_plugin_cannot_read_arbitrary_environment_variables_through_its_options() {
+    let workspace = Workspace::new();
+    let config = workspace.write(
+        "swarmtel.toml",
+        format!(
+            "[run]\ntestplan = \"t\"\n[[plugins]]\npath = {}\n",
+            toml_path(&guest("env_thief"))
+        ),
+    );
+    let output = swarmtel()
+        .args(["replay", "--config"])
+        .arg(&config)
+        .arg("-")
+        .env("AWS_SECRET_ACCESS_KEY", "hunter2-secret")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let error = stderr(&output);
+    assert!(error.contains("env-thief"), "{error}");
+    assert!(
+        error.contains("names env var `AWS_SECRET_ACCESS_KEY`"),
+        "{error}"
+    );
+    assert!(error.contains("LOCUST_* and SWARMTEL_*"), "{error}");
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("hunter2"));
+    assert!(!error.contains("hunter2"));
+}

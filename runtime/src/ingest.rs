@@ -10,7 +10,6 @@
 //! allocation; only rare events (stats snapshots, errors) build owned values.
 
 use std::borrow::Cow;
-use std::io::BufRead;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -340,41 +339,6 @@ pub fn decode_line(line: &str) -> Result<EventRecord<'_>, DecodeError> {
     })
 }
 
-/// Reads an NDJSON stream line by line, reusing one buffer, and counts lines.
-pub struct LineReader<R> {
-    reader: R,
-    buffer: String,
-    line_number: u64,
-}
-
-impl<R: BufRead> LineReader<R> {
-    /// Wraps a buffered reader.
-    pub fn new(reader: R) -> Self {
-        Self {
-            reader,
-            buffer: String::with_capacity(1024),
-            line_number: 0,
-        }
-    }
-
-    /// The next line without its line ending, with its 1-based number; `None` at the end.
-    /// Blank lines are skipped (but counted).
-    pub fn next_line(&mut self) -> std::io::Result<Option<(u64, &str)>> {
-        loop {
-            self.buffer.clear();
-            if self.reader.read_line(&mut self.buffer)? == 0 {
-                return Ok(None);
-            }
-            self.line_number += 1;
-            if !self.buffer.trim().is_empty() {
-                break;
-            }
-        }
-        let line = self.buffer.trim_end_matches(['\n', '\r']);
-        Ok(Some((self.line_number, line)))
-    }
-}
-
 /// Size of the blocks the reader thread hands over.
 const CHUNK_BYTES: usize = 256 * 1024;
 
@@ -651,14 +615,6 @@ mod tests {
         }
         assert_eq!(lines.len(), 100_000);
         assert_eq!(lines[99_999], "line 99999");
-    }
-
-    #[test]
-    fn line_reader_numbers_lines_and_skips_blanks() {
-        let mut reader = LineReader::new("a\n\nb\r\n".as_bytes());
-        assert_eq!(reader.next_line().unwrap(), Some((1, "a")));
-        assert_eq!(reader.next_line().unwrap(), Some((3, "b")));
-        assert_eq!(reader.next_line().unwrap(), None);
     }
 
     mod fuzz {

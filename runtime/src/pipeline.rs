@@ -85,10 +85,22 @@ impl From<PluginError> for RunError {
     }
 }
 
+/// Why one event record could not be processed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The record itself is wrong (a node changing role): report it, skip it, go on.
+    #[error("{0}")]
+    BadRecord(String),
+    /// The run cannot go on (an output cannot be written).
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
 /// Per-plugin counters for the summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PluginCounters {
-    /// Events delivered to this plugin's recorders (one event to two recorders counts twice).
+    /// Stream events delivered to this plugin's recorders (one event to two recorders counts
+    /// twice; the host's ticks do not count).
     pub events_in: u64,
     /// Events that could not be delivered (lost with a faulted batch, or to a disabled
     /// recorder).
@@ -103,7 +115,8 @@ pub struct PluginCounters {
     pub restarts: u64,
     /// Bytes of guest stdout/stderr dropped past `stdio_bytes`.
     pub stdio_dropped_bytes: u64,
-    /// Recorder instances disabled (a plugin that failed to load counts one).
+    /// Recorder instances disabled (plugins that failed to load are listed in
+    /// [`Summary::failed_plugins`] instead).
     pub disabled: u64,
 }
 
@@ -253,13 +266,6 @@ struct Emitter {
 }
 
 impl Emitter {
-    fn write_output<T: serde::Serialize>(&mut self, line: &T) -> Result<(), RunError> {
-        self.output.write(line).map_err(|source| RunError::Output {
-            path: self.output_path.clone(),
-            source,
-        })
-    }
-
     /// Writes one of the runtime's own telemetry records.
     fn self_telemetry(
         &mut self,
@@ -283,8 +289,11 @@ impl Emitter {
             plugin: SELF_PLUGIN_ID,
             ..origin
         };
-        let run = self.run.clone();
-        self.write_output(&enrich::telemetry_line(&run, &origin, &item, level))
+        let line = enrich::telemetry_line(&self.run, &origin, &item, level);
+        self.output.write(&line).map_err(|source| RunError::Output {
+            path: self.output_path.clone(),
+            source,
+        })
     }
 }
 
@@ -533,6 +542,7 @@ impl Pipeline {
                 }
                 ingest::Chunk::Failed(source) => {
                     // Keep what was delivered: finish and flush, then report.
+                    self.summary.lines = line_number;
                     self.finish()?;
                     return Err(RunError::Input {
                         source_name: source_name.to_owned(),
@@ -549,7 +559,11 @@ impl Pipeline {
                     .map_err(|e| DecodeError::Json(format!("not UTF-8: {e}")))
                     .and_then(|line| ingest::decode_line(line.trim_end_matches('\r')));
                 let outcome = match result {
-                    Ok(record) => self.process(&record),
+                    Ok(record) => match self.process(&record) {
+                        Ok(()) => Ok(()),
+                        Err(ProcessError::BadRecord(error)) => Err(error),
+                        Err(ProcessError::Run(error)) => return Err(error),
+                    },
                     Err(error) => Err(error.to_string()),
                 };
                 if let Err(error) = outcome {
@@ -584,10 +598,13 @@ impl Pipeline {
         }
     }
 
-    /// Routes one event record to the recorders that want it. An `Err` is a problem with the
-    /// record itself (a node changing role); recorder faults are handled, not returned.
-    pub fn process(&mut self, record: &EventRecord<'_>) -> Result<(), String> {
-        let node = self.node_for(&record.node, record.role)?;
+    /// Routes one event record to the recorders that want it. Recorder faults are handled,
+    /// not returned; an `Err` is either a problem with the record itself or an output that
+    /// cannot be written.
+    pub fn process(&mut self, record: &EventRecord<'_>) -> Result<(), ProcessError> {
+        let node = self
+            .node_for(&record.node, record.role)
+            .map_err(ProcessError::BadRecord)?;
         self.summary.events += 1;
         self.nodes[node].last_time = self.nodes[node].last_time.max(record.time);
         let kind = record.body.kind();
@@ -599,8 +616,7 @@ impl Pipeline {
         };
         for position in 0..self.nodes[node].slots.len() {
             let slot_index = self.nodes[node].slots[position];
-            self.deliver_ticks(slot_index, record.time)
-                .map_err(|e| e.to_string())?;
+            self.deliver_ticks(slot_index, record.time)?;
             let slot = &mut self.slots[slot_index];
             if !slot.events.contains(kind) {
                 continue;
@@ -612,19 +628,18 @@ impl Pipeline {
             }
             match (&record.body, endpoint) {
                 (EventBody::Request(request), Some(endpoint)) => {
-                    if slot.builder.has_events() {
-                        self.flush(slot_index).map_err(|e| e.to_string())?;
-                    }
-                    let slot = &mut self.slots[slot_index];
+                    // Every non-request event is delivered at once, so a batch being filled
+                    // holds requests only: "requests, then events" holds by construction.
+                    debug_assert!(!slot.builder.has_events());
                     slot.builder
                         .push_request(endpoint, &self.interner, request, record.time);
                     if slot.builder.request_count() >= self.batch_size {
-                        self.flush(slot_index).map_err(|e| e.to_string())?;
+                        self.flush(slot_index)?;
                     }
                 }
                 (EventBody::Other(event), _) => {
                     slot.builder.push_event(record.time, event.clone());
-                    self.flush(slot_index).map_err(|e| e.to_string())?;
+                    self.flush(slot_index)?;
                 }
                 (EventBody::Request(_), None) => unreachable!("requests are interned"),
             }
@@ -633,7 +648,11 @@ impl Pipeline {
     }
 
     fn deliver_ticks(&mut self, slot_index: usize, time: f64) -> Result<(), RunError> {
-        let Some(clock) = self.slots[slot_index].tick.as_mut() else {
+        let slot = &mut self.slots[slot_index];
+        if slot.disabled {
+            return Ok(());
+        }
+        let Some(clock) = slot.tick.as_mut() else {
             return Ok(());
         };
         for tick in clock.due(time) {
@@ -717,7 +736,7 @@ impl Pipeline {
         call: impl FnOnce(&mut RecorderSlot) -> Result<Vec<wit::Telemetry>, Fault>,
     ) -> Result<(), RunError> {
         let slot = &mut self.slots[slot_index];
-        let delivered = slot.builder.len() as u64;
+        let delivered = slot.builder.stream_event_count() as u64;
         let plugin = &mut self.plugins[slot.plugin];
         if slot.disabled || time < slot.restart_at {
             // Disabled, or waiting out its restart backoff: the batch is lost to it, counted.
@@ -760,11 +779,13 @@ impl Pipeline {
                     run,
                     validator,
                     output,
+                    output_path,
                     dead_letter,
-                    ..
+                    dead_letter_path,
                 } = &mut self.emitter;
                 let counters = &mut plugin.counters;
-                let mut failure = None;
+                // The first write that fails, and the output it failed on.
+                let mut failure: Option<(std::io::Error, &str)> = None;
                 let mut rejected_here = 0u64;
                 validator.check_call(items, &plugin.schemas, &limits, |outcome| {
                     if failure.is_some() {
@@ -773,7 +794,9 @@ impl Pipeline {
                     let written = match outcome {
                         Ok(item) => {
                             counters.telemetry_out += 1;
-                            output.write(&enrich::telemetry_line(run, &origin, &item, Level::Info))
+                            output
+                                .write(&enrich::telemetry_line(run, &origin, &item, Level::Info))
+                                .map_err(|error| (error, output_path.as_str()))
                         }
                         Err(rejected) => {
                             rejected_here += 1;
@@ -781,16 +804,18 @@ impl Pipeline {
                                 .rejected
                                 .entry(rejected.reason.label())
                                 .or_insert(0) += 1;
-                            dead_letter.write(&enrich::dead_letter_line(run, &origin, &rejected))
+                            dead_letter
+                                .write(&enrich::dead_letter_line(run, &origin, &rejected))
+                                .map_err(|error| (error, dead_letter_path.as_str()))
                         }
                     };
                     if let Err(error) = written {
                         failure = Some(error);
                     }
                 });
-                if let Some(source) = failure {
+                if let Some((source, path)) = failure {
                     return Err(RunError::Output {
-                        path: self.emitter.output_path.clone(),
+                        path: path.to_owned(),
                         source,
                     });
                 }

@@ -166,8 +166,6 @@ pub struct RecorderManifest {
     pub roles: Vec<RoleName>,
     /// Events it wants.
     pub events: EventMask,
-    /// Events it wants, in the order declared (for display).
-    pub event_list: Vec<wit::EventKind>,
     /// Tick interval in ms of event time.
     pub tick_interval_ms: Option<u32>,
     /// Per-request details wanted.
@@ -245,10 +243,21 @@ const WASM_MAGIC: &[u8; 4] = b"\0asm";
 /// Core modules carry version 1 and layer 0; components a different version and layer 1.
 const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
 
-/// Reads, compiles and describes a plugin file, without config.
+/// Reads, compiles and describes a plugin file, without config (default limits, no grants).
 pub fn load_component(
     sandbox: &Arc<Sandbox>,
     path: &Path,
+) -> Result<(wit::PluginInfo, RecorderPluginPre<GuestState>), PluginError> {
+    load_component_with(sandbox, path, &Limits::default(), &Capabilities::default())
+}
+
+/// Reads, compiles and describes a plugin file; `describe` runs under `limits` and
+/// `capabilities`.
+pub fn load_component_with(
+    sandbox: &Arc<Sandbox>,
+    path: &Path,
+    limits: &Limits,
+    capabilities: &Capabilities,
 ) -> Result<(wit::PluginInfo, RecorderPluginPre<GuestState>), PluginError> {
     let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
         path: path.to_owned(),
@@ -277,7 +286,7 @@ pub fn load_component(
             path: path.to_owned(),
             message: format!("cannot be linked: {error:#}"),
         })?;
-    let info = describe(sandbox, &pre, path)?;
+    let info = describe(sandbox, &pre, path, limits, capabilities)?;
     Ok((info, pre))
 }
 
@@ -327,9 +336,10 @@ fn describe(
     sandbox: &Sandbox,
     pre: &RecorderPluginPre<GuestState>,
     path: &Path,
+    limits: &Limits,
+    capabilities: &Capabilities,
 ) -> Result<wit::PluginInfo, PluginError> {
-    let limits = Limits::default();
-    let mut store = sandbox.new_store("(loading)", &limits, &Capabilities::default());
+    let mut store = sandbox.new_store("(loading)", limits, capabilities);
     let faulted = |store: &wasmtime::Store<GuestState>, stage: &str, error: wasmtime::Error| {
         PluginError::Faulted {
             path: path.to_owned(),
@@ -341,7 +351,7 @@ fn describe(
         Ok(instance) => instance,
         Err(error) => return Err(faulted(&store, "instantiate", error)),
     };
-    sandbox.arm(&mut store, &limits);
+    sandbox.arm(&mut store, limits);
     match instance
         .swarmtel_telemetry_plugin()
         .call_describe(&mut store)
@@ -360,7 +370,7 @@ pub fn load_plugin(
     entry: &PluginConfig,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<LoadedPlugin, PluginError> {
-    let (info, pre) = load_component(sandbox, path)?;
+    let (info, pre) = load_component_with(sandbox, path, &entry.limits, &entry.capabilities)?;
     let recorders = check_description(&info, path)?;
     let options = resolve_options(&info, path, entry, env)?;
     let served: Vec<RoleName> = RoleName::ALL
@@ -473,6 +483,14 @@ fn check_description(
     }
     let mut option_names = BTreeMap::new();
     for option in &info.options {
+        if let Some(var) = &option.env_var
+            && !option_env_var_allowed(var)
+        {
+            return Err(bad(format!(
+                "option `{}` names env var `{var}`; the host reads only LOCUST_* and SWARMTEL_* names for plugins (A-Z, 0-9, _)",
+                option.name
+            )));
+        }
         if option.name.is_empty() || option_names.insert(&option.name, ()).is_some() {
             return Err(bad(format!(
                 "option name `{}` is empty or repeated",
@@ -535,12 +553,24 @@ fn check_description(
             name: spec.name.clone(),
             roles,
             events,
-            event_list: spec.events.clone(),
             tick_interval_ms: spec.tick_interval_ms,
             request_extras: spec.request_extras,
         });
     }
     Ok(recorders)
+}
+
+/// Whether the host may read `name` on a plugin's behalf. The plugin chooses the name, so only
+/// variables meant for Locust tooling qualify; anything else could exfiltrate a secret through
+/// an option value.
+pub fn option_env_var_allowed(name: &str) -> bool {
+    let well_formed = name
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    let prefixed = ["LOCUST_", "SWARMTEL_"]
+        .iter()
+        .any(|prefix| name.len() > prefix.len() && name.starts_with(prefix));
+    well_formed && prefixed
 }
 
 /// The name of an option type, as written in errors and `plugin inspect`.
@@ -697,6 +727,22 @@ mod tests {
             ),
             None
         );
+    }
+
+    #[test]
+    fn only_locust_and_swarmtel_env_vars_are_read_for_plugins() {
+        assert!(option_env_var_allowed("LOCUST_CUSTOM_OPTION"));
+        assert!(option_env_var_allowed("SWARMTEL_REQUEST_STATS_PERIODIC"));
+        for name in [
+            "HOME",
+            "AWS_SECRET_ACCESS_KEY",
+            "LOCUST_",
+            "locust_x",
+            "LOCUST_A-B",
+            "",
+        ] {
+            assert!(!option_env_var_allowed(name), "{name}");
+        }
     }
 
     #[test]

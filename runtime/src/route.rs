@@ -60,6 +60,8 @@ pub struct BatchBuilder {
     local_of: Vec<u32>,
     /// Run-wide ids present in this batch's dictionary.
     used_globals: Vec<u32>,
+    /// Host ticks among the batch's events (not events of the stream).
+    ticks: usize,
     extras: wit::RequestExtras,
     last_time: f64,
 }
@@ -83,6 +85,7 @@ impl BatchBuilder {
             },
             local_of: Vec::new(),
             used_globals: Vec::new(),
+            ticks: 0,
             extras,
             last_time: f64::NEG_INFINITY,
         }
@@ -148,6 +151,9 @@ impl BatchBuilder {
 
     /// Appends a non-request event; the caller then delivers the batch.
     pub fn push_event(&mut self, time: f64, event: wit::Event) {
+        if matches!(event, wit::Event::Tick) {
+            self.ticks += 1;
+        }
         self.batch.events.push(wit::TimedEvent { time, event });
         self.last_time = self.last_time.max(time);
     }
@@ -165,6 +171,11 @@ impl BatchBuilder {
     /// Requests plus events in the batch.
     pub fn len(&self) -> usize {
         self.request_count() + self.batch.events.len()
+    }
+
+    /// Events of the stream in the batch: requests and events, without the host's ticks.
+    pub fn stream_event_count(&self) -> usize {
+        self.len() - self.ticks
     }
 
     /// Whether the batch is empty.
@@ -198,6 +209,7 @@ impl BatchBuilder {
         columns.failures.clear();
         columns.details.clear();
         self.batch.events.clear();
+        self.ticks = 0;
         self.last_time = f64::NEG_INFINITY;
     }
 }

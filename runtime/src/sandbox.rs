@@ -197,6 +197,8 @@ impl Sandbox {
     /// Sets the budget of the next call: its epoch deadline, and its fuel when metered.
     pub fn arm(&self, store: &mut Store<GuestState>, limits: &Limits) {
         store.set_epoch_deadline(Self::deadline_epochs(limits));
+        // A refused growth the guest handled in an earlier call says nothing about this one.
+        store.data_mut().limiter.memory_denied = false;
         if self.fuel {
             store
                 .set_fuel(limits.fuel_per_call.unwrap_or(u64::MAX))
@@ -300,12 +302,30 @@ impl WasiView for GuestState {
 
 impl crate::bindings::types::Host for GuestState {}
 
+/// Guest text made safe for a terminal: control characters (escape sequences, carriage
+/// returns that could overwrite our own lines) are shown escaped.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 impl host::Host for GuestState {
     fn log(&mut self, level: host::LogLevel, message: String) {
-        self.log_lines += 1;
+        self.log_lines = self.log_lines.saturating_add(1);
         if self.log_lines <= MAX_LOG_LINES {
             let message: String = message.chars().take(1024).collect();
-            eprintln!("[plugin {}] {level:?}: {message}", self.plugin_id);
+            eprintln!(
+                "[plugin {}] {level:?}: {}",
+                self.plugin_id,
+                printable(&message)
+            );
         } else if self.log_lines == MAX_LOG_LINES + 1 {
             eprintln!(
                 "[plugin {}] more diagnostics suppressed (limit {MAX_LOG_LINES} lines)",
@@ -584,10 +604,18 @@ impl WasmRecorder {
             Err(error) => return Err(self.fault(&store, &error, FaultKind::Trap)),
         };
         self.forward_stdio(&store);
-        let recorder = created.map_err(|message| Fault {
-            kind: FaultKind::Refused,
-            message,
-        })?;
+        let recorder = match created {
+            Ok(recorder) => recorder,
+            Err(message) => {
+                // The instance is gone: keep the count of what it dropped.
+                self.stdio_dropped_before += self.stdio_dropped_live;
+                self.stdio_dropped_live = 0;
+                return Err(Fault {
+                    kind: FaultKind::Refused,
+                    message,
+                });
+            }
+        };
         Ok(Live {
             store,
             bindings,
@@ -614,20 +642,18 @@ impl WasmRecorder {
         }
     }
 
-    /// Describes a failure, with the last line the guest wrote (a Rust panic's message), and
-    /// accounts for the instance's captured output, which is gone with it.
+    /// Describes a failure, and accounts for the instance's captured output, which is gone
+    /// with it.
     fn fault(
         &mut self,
         store: &Store<GuestState>,
         error: &wasmtime::Error,
         otherwise: FaultKind,
     ) -> Fault {
-        let mut fault = classify(store, error, otherwise);
-        let text = self.forward_stdio(store);
-        if let Some(last) = text.lines().rev().find(|line| !line.trim().is_empty()) {
-            let last: String = last.trim().chars().take(300).collect();
-            fault.message = format!("{}; guest said: {last}", fault.message);
-        }
+        // The guest's own words (a panic message) go to stderr with its other diagnostics,
+        // never into telemetry.
+        let fault = classify(store, error, otherwise);
+        self.forward_stdio(store);
         self.stdio_dropped_before += self.stdio_dropped_live;
         self.stdio_dropped_live = 0;
         fault
@@ -635,14 +661,18 @@ impl WasmRecorder {
 
     /// Prints what the guest wrote to stdout/stderr since the last call on our stderr, as the
     /// plugin's diagnostics, and returns it.
-    fn forward_stdio(&mut self, store: &Store<GuestState>) -> String {
+    fn forward_stdio(&mut self, store: &Store<GuestState>) {
         let (bytes, dropped) = store.data().stdio().drain();
         self.stdio_dropped_live = dropped;
-        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let text = String::from_utf8_lossy(&bytes);
         for line in text.lines().filter(|line| !line.trim().is_empty()) {
-            eprintln!("[plugin {} on {}] {line}", self.plugin_id, self.config.node);
+            eprintln!(
+                "[plugin {} on {}] {}",
+                self.plugin_id,
+                self.config.node,
+                printable(line)
+            );
         }
-        text
     }
 }
 
@@ -736,6 +766,15 @@ mod tests {
             assert!(stream.check_write().unwrap() > 0);
             stream.write(bytes::Bytes::from_static(b"abcdef")).unwrap();
         }
+    }
+
+    #[test]
+    fn guest_text_is_escaped_for_the_terminal() {
+        assert_eq!(
+            printable("ok \u{1b}[2Jwiped\rswarmtel:"),
+            "ok \\u{1b}[2Jwiped\\rswarmtel:"
+        );
+        assert_eq!(printable("plain text"), "plain text");
     }
 
     #[test]

@@ -71,8 +71,7 @@ impl Workspace {
 pub fn swarmtel() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_swarmtel"));
     for (key, _) in std::env::vars() {
-        if key.starts_with("SWARMTEL_") || key == "LOCUST_CUSTOM_OPTION" || key == "MISBEHAVE_MODE"
-        {
+        if key.starts_with("SWARMTEL_") || key.starts_with("LOCUST_") {
             command.env_remove(key);
         }
     }

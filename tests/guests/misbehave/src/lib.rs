@@ -53,7 +53,7 @@ impl Plugin for Misbehave {
                 OptionSpec::text("mode")
                     .default_text("healthy")
                     .help("What to do wrong")
-                    .env_var("MISBEHAVE_MODE"),
+                    .env_var("SWARMTEL_MISBEHAVE_MODE"),
             )
             .option(
                 OptionSpec::integer("count")
