@@ -134,6 +134,10 @@ pub struct DeadLetterLine<'a> {
     telemetry_name: String,
     message: String,
     fields: String,
+    /// On the line that stands for a call's items past its caps: how many more were dropped
+    /// without a line of their own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    more_items: Option<u64>,
 }
 
 /// The most of a rejected item's text kept in the dead-letter line, per field.
@@ -169,6 +173,32 @@ pub fn dead_letter_line<'a>(
         telemetry_name: truncated(&rejected.item.name),
         message: truncated(&rejected.item.message),
         fields: truncated(&rejected.item.fields),
+        more_items: None,
+    }
+}
+
+/// The dead-letter line that stands for `count` further items of one call rejected by the
+/// per-call caps, so a flood of items cannot become a flood of dead letters.
+pub fn over_cap_line<'a>(
+    run: &'a RunContext,
+    origin: &Origin<'a>,
+    reason_kind: &'static str,
+    count: u64,
+) -> DeadLetterLine<'a> {
+    DeadLetterLine {
+        time: format_time(origin.time),
+        run_id: &run.run_id,
+        plugin: origin.plugin,
+        recorder: origin.recorder,
+        source: origin.role.as_str(),
+        source_id: origin.node,
+        reason: format!("{count} more items of this call past the per-call caps, dropped"),
+        reason_kind,
+        telemetry_type: "event",
+        telemetry_name: String::new(),
+        message: String::new(),
+        fields: String::new(),
+        more_items: Some(count),
     }
 }
 

@@ -342,10 +342,16 @@ pub fn decode_line(line: &str) -> Result<EventRecord<'_>, DecodeError> {
 /// Size of the blocks the reader thread hands over.
 const CHUNK_BYTES: usize = 256 * 1024;
 
+/// The longest line the reader accepts; a longer one is skipped and reported, so one endless
+/// line cannot grow memory without bound.
+pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+
 /// What [`ChunkReader::next_chunk`] yields.
 pub enum Chunk {
     /// Whole lines (the last without its trailing newline).
     Data(Vec<u8>),
+    /// One line longer than [`MAX_LINE_BYTES`], skipped; its length in bytes.
+    Overlong(u64),
     /// The stream ended.
     End,
     /// The stop flag was set while waiting.
@@ -354,10 +360,16 @@ pub enum Chunk {
     Failed(std::io::Error),
 }
 
+/// What the reader thread sends.
+enum Piece {
+    Lines(Vec<u8>),
+    Overlong(u64),
+}
+
 /// Reads a stream on its own thread in blocks of whole lines, so the pipeline can stop on a
 /// signal even while the input is idle, and reading overlaps processing.
 pub struct ChunkReader {
-    receiver: std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>,
+    receiver: std::sync::mpsc::Receiver<std::io::Result<Piece>>,
 }
 
 impl ChunkReader {
@@ -367,40 +379,66 @@ impl ChunkReader {
         std::thread::Builder::new()
             .name("swarmtel-read".into())
             .spawn(move || {
+                // A partial last line, waiting for the rest.
                 let mut carry: Vec<u8> = Vec::new();
+                // Bytes of an overlong line skipped so far, while skipping it.
+                let mut skipping: Option<u64> = None;
+                let mut block = vec![0u8; CHUNK_BYTES];
                 loop {
-                    let mut block = std::mem::take(&mut carry);
-                    let start = block.len();
-                    block.resize(start + CHUNK_BYTES, 0);
-                    let read = match input.read(&mut block[start..]) {
+                    let read = match input.read(&mut block) {
                         Ok(read) => read,
-                        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {
-                            block.truncate(start);
-                            carry = block;
-                            continue;
-                        }
+                        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(error) => {
                             let _ = sender.send(Err(error));
                             return;
                         }
                     };
-                    block.truncate(start + read);
                     if read == 0 {
-                        if !block.is_empty() && sender.send(Ok(block)).is_err() {
-                            return;
+                        let last = match skipping {
+                            Some(skipped) => Some(Piece::Overlong(skipped)),
+                            None if !carry.is_empty() => Some(Piece::Lines(carry)),
+                            None => None,
+                        };
+                        if let Some(last) = last {
+                            let _ = sender.send(Ok(last));
                         }
                         return;
                     }
-                    // Hand over whole lines; keep a partial last line for the next block.
-                    match block.iter().rposition(|b| *b == b'\n') {
+                    let mut data = &block[..read];
+                    if let Some(skipped) = skipping {
+                        match data.iter().position(|b| *b == b'\n') {
+                            None => {
+                                skipping = Some(skipped + read as u64);
+                                continue;
+                            }
+                            Some(end) => {
+                                skipping = None;
+                                if sender
+                                    .send(Ok(Piece::Overlong(skipped + end as u64)))
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                                data = &data[end + 1..];
+                            }
+                        }
+                    }
+                    // Hand over whole lines; keep a partial last line for the next block. Only
+                    // the new bytes are scanned, so a long line costs no rescans.
+                    match data.iter().rposition(|b| *b == b'\n') {
                         Some(end) => {
-                            carry = block.split_off(end + 1);
-                            block.truncate(end);
-                            if sender.send(Ok(block)).is_err() {
+                            let mut lines = std::mem::take(&mut carry);
+                            lines.extend_from_slice(&data[..end]);
+                            carry.extend_from_slice(&data[end + 1..]);
+                            if sender.send(Ok(Piece::Lines(lines))).is_err() {
                                 return;
                             }
                         }
-                        None => carry = block,
+                        None => carry.extend_from_slice(data),
+                    }
+                    if carry.len() > MAX_LINE_BYTES {
+                        skipping = Some(carry.len() as u64);
+                        carry = Vec::new();
                     }
                 }
             })
@@ -418,7 +456,8 @@ impl ChunkReader {
                 .receiver
                 .recv_timeout(std::time::Duration::from_millis(50))
             {
-                Ok(Ok(block)) => return Chunk::Data(block),
+                Ok(Ok(Piece::Lines(block))) => return Chunk::Data(block),
+                Ok(Ok(Piece::Overlong(bytes))) => return Chunk::Overlong(bytes),
                 Ok(Err(error)) => return Chunk::Failed(error),
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Chunk::End,
@@ -597,6 +636,28 @@ mod tests {
             assert!(!validator.is_valid(&value), "schema accepts {line}");
             assert!(decode_line(line).is_err(), "decoder accepts {line}");
         }
+    }
+
+    #[test]
+    fn an_overlong_line_is_skipped_and_the_lines_around_it_kept() {
+        let mut text = b"first\n".to_vec();
+        text.extend(std::iter::repeat_n(b'x', 3 * MAX_LINE_BYTES));
+        text.extend_from_slice(b"\nlast\n");
+        let reader = ChunkReader::spawn(Box::new(std::io::Cursor::new(text)));
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let mut seen = Vec::new();
+        loop {
+            match reader.next_chunk(&stop) {
+                Chunk::Data(block) => seen.push(String::from_utf8(block).unwrap()),
+                Chunk::Overlong(bytes) => seen.push(format!("<{bytes}>")),
+                Chunk::End => break,
+                _ => panic!("unexpected chunk"),
+            }
+        }
+        assert_eq!(
+            seen,
+            ["first", &format!("<{}>", 3 * MAX_LINE_BYTES), "last"]
+        );
     }
 
     #[test]

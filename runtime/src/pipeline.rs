@@ -22,7 +22,7 @@ use crate::plugin::{self, LoadedPlugin, PluginError, RecorderManifest};
 use crate::route::{BatchBuilder, EndpointInterner, TickClock};
 use crate::sandbox::{EngineError, Fault, RecorderBackend, Sandbox};
 use crate::sink::{Console, JsonLinesSink};
-use crate::validate::{PluginSchemas, ValidItem, Validator};
+use crate::validate::{PluginSchemas, Rejection, ValidItem, Validator};
 
 /// The run could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -535,6 +535,25 @@ impl Pipeline {
         loop {
             let chunk = match chunks.next_chunk(stop) {
                 ingest::Chunk::Data(chunk) => chunk,
+                ingest::Chunk::Overlong(bytes) => {
+                    line_number += 1;
+                    self.summary.bad_lines += 1;
+                    let error = format!(
+                        "line of {bytes} bytes is longer than the {} byte limit",
+                        ingest::MAX_LINE_BYTES
+                    );
+                    if strict {
+                        self.summary.lines = line_number;
+                        self.finish()?;
+                        return Err(RunError::BadLine {
+                            source_name: source_name.to_owned(),
+                            line: line_number,
+                            error,
+                        });
+                    }
+                    eprintln!("swarmtel: {source_name}:{line_number}: {error}; line skipped");
+                    continue;
+                }
                 ingest::Chunk::End => break,
                 ingest::Chunk::Stopped => {
                     self.summary.interrupted = true;
@@ -787,6 +806,9 @@ impl Pipeline {
                 // The first write that fails, and the output it failed on.
                 let mut failure: Option<(std::io::Error, &str)> = None;
                 let mut rejected_here = 0u64;
+                // Items past the per-call caps: the first gets its own dead letter, the rest
+                // one line together.
+                let mut over_cap: Option<(&'static str, u64)> = None;
                 validator.check_call(items, &plugin.schemas, &limits, |outcome| {
                     if failure.is_some() {
                         return;
@@ -800,19 +822,40 @@ impl Pipeline {
                         }
                         Err(rejected) => {
                             rejected_here += 1;
-                            *counters
-                                .rejected
-                                .entry(rejected.reason.label())
-                                .or_insert(0) += 1;
-                            dead_letter
-                                .write(&enrich::dead_letter_line(run, &origin, &rejected))
-                                .map_err(|error| (error, dead_letter_path.as_str()))
+                            let label = rejected.reason.label();
+                            *counters.rejected.entry(label).or_insert(0) += 1;
+                            let past_cap = matches!(
+                                rejected.reason,
+                                Rejection::TooManyItems { .. } | Rejection::CallTooLarge { .. }
+                            );
+                            match &mut over_cap {
+                                Some((_, more)) if past_cap => {
+                                    *more += 1;
+                                    Ok(())
+                                }
+                                _ => {
+                                    if past_cap {
+                                        over_cap = Some((label, 0));
+                                    }
+                                    dead_letter
+                                        .write(&enrich::dead_letter_line(run, &origin, &rejected))
+                                        .map_err(|error| (error, dead_letter_path.as_str()))
+                                }
+                            }
                         }
                     };
                     if let Err(error) = written {
                         failure = Some(error);
                     }
                 });
+                if failure.is_none()
+                    && let Some((label, more)) = over_cap.filter(|(_, more)| *more > 0)
+                {
+                    failure = dead_letter
+                        .write(&enrich::over_cap_line(run, &origin, label, more))
+                        .err()
+                        .map(|error| (error, dead_letter_path.as_str()));
+                }
                 if let Some((source, path)) = failure {
                     return Err(RunError::Output {
                         path: path.to_owned(),
