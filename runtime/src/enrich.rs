@@ -161,19 +161,13 @@ pub fn dead_letter_line<'a>(
     rejected: &RejectedItem,
 ) -> DeadLetterLine<'a> {
     DeadLetterLine {
-        time: format_time(origin.time),
-        run_id: &run.run_id,
-        plugin: origin.plugin,
-        recorder: origin.recorder,
-        source: origin.role.as_str(),
-        source_id: origin.node,
         reason: rejected.reason.to_string(),
         reason_kind: rejected.reason.label(),
         telemetry_type: type_name(rejected.item.telemetry_type),
         telemetry_name: truncated(&rejected.item.name),
         message: truncated(&rejected.item.message),
         fields: truncated(&rejected.item.fields),
-        more_items: None,
+        ..DeadLetterLine::at(run, origin)
     }
 }
 
@@ -186,19 +180,31 @@ pub fn over_cap_line<'a>(
     count: u64,
 ) -> DeadLetterLine<'a> {
     DeadLetterLine {
-        time: format_time(origin.time),
-        run_id: &run.run_id,
-        plugin: origin.plugin,
-        recorder: origin.recorder,
-        source: origin.role.as_str(),
-        source_id: origin.node,
         reason: format!("{count} more items of this call past the per-call caps, dropped"),
         reason_kind,
-        telemetry_type: "event",
-        telemetry_name: String::new(),
-        message: String::new(),
-        fields: String::new(),
         more_items: Some(count),
+        ..DeadLetterLine::at(run, origin)
+    }
+}
+
+impl<'a> DeadLetterLine<'a> {
+    /// A line with where and when, and nothing else yet.
+    fn at(run: &'a RunContext, origin: &Origin<'a>) -> Self {
+        DeadLetterLine {
+            time: format_time(origin.time),
+            run_id: &run.run_id,
+            plugin: origin.plugin,
+            recorder: origin.recorder,
+            source: origin.role.as_str(),
+            source_id: origin.node,
+            reason: String::new(),
+            reason_kind: "",
+            telemetry_type: "event",
+            telemetry_name: String::new(),
+            message: String::new(),
+            fields: String::new(),
+            more_items: None,
+        }
     }
 }
 

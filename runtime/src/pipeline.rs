@@ -537,21 +537,11 @@ impl Pipeline {
                 ingest::Chunk::Data(chunk) => chunk,
                 ingest::Chunk::Overlong(bytes) => {
                     line_number += 1;
-                    self.summary.bad_lines += 1;
                     let error = format!(
                         "line of {bytes} bytes is longer than the {} byte limit",
                         ingest::MAX_LINE_BYTES
                     );
-                    if strict {
-                        self.summary.lines = line_number;
-                        self.finish()?;
-                        return Err(RunError::BadLine {
-                            source_name: source_name.to_owned(),
-                            line: line_number,
-                            error,
-                        });
-                    }
-                    eprintln!("swarmtel: {source_name}:{line_number}: {error}; line skipped");
+                    self.bad_line(source_name, line_number, error, strict)?;
                     continue;
                 }
                 ingest::Chunk::End => break,
@@ -586,17 +576,7 @@ impl Pipeline {
                     Err(error) => Err(error.to_string()),
                 };
                 if let Err(error) = outcome {
-                    self.summary.bad_lines += 1;
-                    if strict {
-                        self.summary.lines = line_number;
-                        self.finish()?;
-                        return Err(RunError::BadLine {
-                            source_name: source_name.to_owned(),
-                            line: line_number,
-                            error,
-                        });
-                    }
-                    eprintln!("swarmtel: {source_name}:{line_number}: {error}; line skipped");
+                    self.bad_line(source_name, line_number, error, strict)?;
                 }
                 if self.required_failure.is_some() {
                     break;
@@ -615,6 +595,29 @@ impl Pipeline {
             }
             None => Ok(summary),
         }
+    }
+
+    /// Counts a bad line and reports it on stderr; with `strict`, finishes the run (flushing
+    /// what came before) and returns the line as the run's error.
+    fn bad_line(
+        &mut self,
+        source_name: &str,
+        line: u64,
+        error: String,
+        strict: bool,
+    ) -> Result<(), RunError> {
+        self.summary.bad_lines += 1;
+        if !strict {
+            eprintln!("swarmtel: {source_name}:{line}: {error}; line skipped");
+            return Ok(());
+        }
+        self.summary.lines = line;
+        self.finish()?;
+        Err(RunError::BadLine {
+            source_name: source_name.to_owned(),
+            line,
+            error,
+        })
     }
 
     /// Routes one event record to the recorders that want it. Recorder faults are handled,
