@@ -658,3 +658,74 @@ fn a_config_with_an_unusable_plugin_file_is_refused() {
         );
     }
 }
+
+// 15. A slow but legal guest: every call takes a good share of its deadline, yet the same
+// plugin's instance on another node is served meanwhile, not after it.
+#[test]
+fn a_slow_guest_does_not_hold_up_other_recorders() {
+    let workspace = Workspace::new();
+    let config = workspace.write(
+        "swarmtel.toml",
+        format!(
+            "[run]\ntestplan = \"t\"\nrun_id = \"r\"\nbatch_size = 100\n\
+             [[plugins]]\npath = {}\n\
+             [plugins.options]\nmode = \"slow-on-worker-0\"\nspin = 1000000000\n\
+             [plugins.capabilities]\nwall_clock = true\n\
+             [plugins.limits]\ncpu_ms_per_call = 2000\n",
+            toml_path(&guest("lifecycle"))
+        ),
+    );
+    let mut events = String::new();
+    let start = 1_700_000_000.0;
+    for worker in 0..2 {
+        events.push_str(&format!(
+            "{{\"event\":\"test_start\",\"role\":\"worker\",\"node\":\"worker-{worker}\",\"time\":{start}}}\n"
+        ));
+    }
+    for index in 0..2_000 {
+        events.push_str(&format!(
+            "{{\"event\":\"request\",\"role\":\"worker\",\"node\":\"worker-{}\",\"time\":{},\"request_type\":\"GET\",\"name\":\"/\",\"response_time\":1}}\n",
+            index % 2,
+            start + f64::from(index) / 1_000.0
+        ));
+    }
+    for worker in 0..2 {
+        events.push_str(&format!(
+            "{{\"event\":\"test_stop\",\"role\":\"worker\",\"node\":\"worker-{worker}\",\"time\":{}}}\n",
+            start + 3.0
+        ));
+    }
+    let output = replay(&config, events.as_bytes(), &[]);
+    assert!(output.status.success());
+    let lines = json_lines(&output.stdout);
+    assert!(
+        self_telemetry(&lines, "PLUGIN_FAULT").is_empty(),
+        "the slow guest stays within its deadline"
+    );
+    let calls = |node: &str| -> Vec<(f64, f64)> {
+        let line = from_plugin(&lines, "lifecycle")
+            .into_iter()
+            .find(|l| {
+                l["telemetry"]["telemetry_name"] == "CALLS" && l["telemetry"]["source_id"] == node
+            })
+            .unwrap_or_else(|| panic!("no CALLS from {node}"));
+        serde_json::from_value(line["telemetry"]["calls"].clone()).unwrap()
+    };
+    let (slow, quick) = (calls("worker-0"), calls("worker-1"));
+    assert_eq!(
+        (slow.len(), quick.len()),
+        (10, 10),
+        "every batch was delivered"
+    );
+    assert!(
+        slow.iter().all(|(begin, end)| end - begin > 0.02),
+        "worker-0's calls are slow: {slow:?}"
+    );
+    // Served while the slow one was busy: some quick call lies inside a slow call. One after
+    // the other on a single thread, no call could.
+    let overlapped = quick.iter().any(|(quick_begin, quick_end)| {
+        slow.iter()
+            .any(|(slow_begin, slow_end)| slow_begin < quick_begin && quick_end < slow_end)
+    });
+    assert!(overlapped, "slow {slow:?}\nquick {quick:?}");
+}

@@ -41,12 +41,16 @@ fn summary_of<'a>(lines: &'a [Value], plugin: &str) -> &'a Value {
 #[test]
 fn a_recorder_that_faults_once_is_restarted_after_its_backoff() {
     let workspace = Workspace::new();
-    let path = config(
-        &workspace,
+    // Small batches: the backoff skips whole batches, so this makes it skip close to the
+    // events of the 500 ms.
+    let path = workspace.write(
         "c.toml",
-        &lifecycle_entry(
-            "panic-on-test-start",
-            "[plugins.limits]\nrestart_backoff_ms = 500",
+        format!(
+            "[run]\ntestplan = \"t\"\nrun_id = \"r\"\nbatch_size = 10\n{}",
+            lifecycle_entry(
+                "panic-on-test-start",
+                "[plugins.limits]\nrestart_backoff_ms = 500"
+            )
         ),
     );
     let output = replay(&path, &stream(), &[]);

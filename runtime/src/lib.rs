@@ -22,6 +22,7 @@ pub mod enrich;
 pub mod ingest;
 pub mod pipeline;
 pub mod plugin;
+pub mod recorder_task;
 pub mod route;
 pub mod sandbox;
 pub mod sink;

@@ -2,9 +2,11 @@
 //! every event record through routing, the sandbox, validation, enrichment and the sinks.
 //!
 //! One recorder instance exists per (plugin, recorder, node), created when the node first
-//! appears, like locust-telemetry's recorders that live in each Locust process. A recorder that
-//! faults loses the batch it was handling and is re-instantiated on its next batch; after
-//! `max_faults` faults it is disabled for the rest of the run. Other recorders never notice.
+//! appears, like locust-telemetry's recorders that live in each Locust process. Each runs on a
+//! [`RecorderTask`] of its own; this module hands it batches and emits the results in hand-over
+//! order. A recorder that faults loses the batch it was handling and is re-instantiated after
+//! its backoff; after `max_faults` faults it is disabled for the rest of the run. Other
+//! recorders never notice.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -19,8 +21,9 @@ use crate::config::{Config, Limits, RoleName};
 use crate::enrich::{self, Level, Origin, RunContext, SELF_PLUGIN_ID};
 use crate::ingest::{self, DecodeError, EventBody, EventRecord};
 use crate::plugin::{self, LoadedPlugin, PluginError, RecorderManifest};
+use crate::recorder_task::{Done, Job, Outcome, RecorderTask};
 use crate::route::{BatchBuilder, EndpointInterner, TickClock};
-use crate::sandbox::{EngineError, Fault, RecorderBackend, Sandbox};
+use crate::sandbox::{EngineError, RecorderBackend, Sandbox};
 use crate::sink::{Console, JsonLinesSink};
 use crate::validate::{PluginSchemas, Rejection, ValidItem, Validator};
 
@@ -228,25 +231,27 @@ struct PluginSlot {
 pub type BackendFactory =
     dyn Fn(&LoadedPlugin, &RecorderManifest, RoleName, &str) -> Box<dyn RecorderBackend>;
 
-/// One recorder instance serving one node.
+/// One recorder instance serving one node: its batch under construction here, its calls on
+/// its own task.
 struct RecorderSlot {
     plugin: usize,
     recorder: usize,
     node: usize,
-    backend: Box<dyn RecorderBackend>,
+    task: RecorderTask,
     builder: BatchBuilder,
+    /// Batches handed back by the task, for reuse.
+    spare: Vec<wit::EventBatch>,
     events: crate::plugin::EventMask,
     tick: Option<TickClock>,
-    /// Event times of recent faults, within the plugin's fault window.
-    fault_times: std::collections::VecDeque<f64>,
-    /// Faults since the last successful call.
-    faults_in_a_row: u32,
-    /// No call before this event time (restart backoff).
-    restart_at: f64,
-    /// The instance faulted and has not yet run a call successfully since.
-    restarting: bool,
+    /// The task reported the recorder disabled (events for it are no longer batched).
     disabled: bool,
+    /// The task's latest count of the guest's dropped stdio bytes.
+    stdio_dropped_bytes: u64,
 }
+
+/// Most batches handed to tasks and not yet emitted; past it the pipeline waits for the
+/// oldest, so a recorder that cannot keep up slows intake instead of growing memory.
+const MAX_PENDING: usize = 256;
 
 struct Node {
     name: String,
@@ -310,6 +315,8 @@ pub struct Pipeline {
     summary: Summary,
     /// Set when a `required` plugin ends disabled: the run stops.
     required_failure: Option<RunError>,
+    /// Slots of the batches handed to tasks, oldest first; results are emitted in this order.
+    pending: std::collections::VecDeque<usize>,
 }
 
 /// Where the pipeline's outputs go.
@@ -511,6 +518,7 @@ impl Pipeline {
             factory,
             summary,
             required_failure: None,
+            pending: std::collections::VecDeque::new(),
         })
     }
 
@@ -643,8 +651,9 @@ impl Pipeline {
             if !slot.events.contains(kind) {
                 continue;
             }
-            if slot.disabled || record.time < slot.restart_at {
-                // Disabled, or waiting out its restart backoff: lost to this recorder, counted.
+            if slot.disabled {
+                // Lost to this recorder, counted. (Batches in a restart backoff are skipped,
+                // and counted, by the recorder's task.)
                 self.plugins[slot.plugin].counters.events_lost += 1;
                 continue;
             }
@@ -709,19 +718,22 @@ impl Pipeline {
                     continue;
                 }
                 slots.push(self.slots.len());
+                let backend = (self.factory)(&plugin.loaded, recorder, role, name);
                 self.slots.push(RecorderSlot {
                     plugin: plugin_index,
                     recorder: recorder_index,
                     node: index,
-                    backend: (self.factory)(&plugin.loaded, recorder, role, name),
+                    task: RecorderTask::spawn(
+                        backend,
+                        plugin.loaded.limits,
+                        &format!("{}-{name}", plugin.loaded.id()),
+                    ),
                     builder: BatchBuilder::new(recorder.request_extras),
+                    spare: Vec::new(),
                     events: recorder.events,
                     tick: recorder.tick_interval_ms.map(TickClock::new),
-                    fault_times: std::collections::VecDeque::new(),
-                    faults_in_a_row: 0,
-                    restart_at: f64::NEG_INFINITY,
-                    restarting: false,
                     disabled: false,
+                    stdio_dropped_bytes: 0,
                 });
             }
         }
@@ -736,37 +748,85 @@ impl Pipeline {
         Ok(index)
     }
 
-    /// Delivers a slot's pending batch.
+    /// Hands a slot's batch, if it has one, to the slot's task.
     fn flush(&mut self, slot_index: usize) -> Result<(), RunError> {
-        if self.slots[slot_index].builder.is_empty() {
+        let slot = &mut self.slots[slot_index];
+        if slot.builder.is_empty() {
             return Ok(());
         }
-        let time = self.slots[slot_index].builder.last_time();
-        self.call(slot_index, time, |slot| {
-            slot.backend.handle(slot.builder.batch())
-        })?;
-        self.slots[slot_index].builder.clear();
+        let time = slot.builder.last_time();
+        let delivered = slot.builder.stream_event_count() as u64;
+        let spare = slot.spare.pop().unwrap_or_else(BatchBuilder::empty_batch);
+        let batch = slot.builder.take_batch(spare);
+        self.submit(
+            slot_index,
+            Job::Handle {
+                batch,
+                time,
+                delivered,
+            },
+        )
+    }
+
+    /// Hands a job to a slot's task, then emits whatever results are ready (waiting for the
+    /// oldest when too many are outstanding).
+    fn submit(&mut self, slot_index: usize, job: Job) -> Result<(), RunError> {
+        self.slots[slot_index].task.submit(job);
+        self.pending.push_back(slot_index);
+        self.emit_done(false)?;
+        while self.pending.len() > MAX_PENDING {
+            self.emit_one(true)?;
+        }
         Ok(())
     }
 
-    /// Runs one call into a recorder and handles its result: telemetry to validation and
-    /// output, a fault to the fault policy.
-    fn call(
-        &mut self,
-        slot_index: usize,
-        time: f64,
-        call: impl FnOnce(&mut RecorderSlot) -> Result<Vec<wit::Telemetry>, Fault>,
-    ) -> Result<(), RunError> {
-        let slot = &mut self.slots[slot_index];
-        let delivered = slot.builder.stream_event_count() as u64;
-        let plugin = &mut self.plugins[slot.plugin];
-        if slot.disabled || time < slot.restart_at {
-            // Disabled, or waiting out its restart backoff: the batch is lost to it, counted.
-            plugin.counters.events_lost += delivered;
-            return Ok(());
+    /// Emits finished results in hand-over order: those ready, or (`wait`) all outstanding.
+    fn emit_done(&mut self, wait: bool) -> Result<(), RunError> {
+        while !self.pending.is_empty() {
+            if !self.emit_one(wait)? {
+                break;
+            }
         }
-        plugin.counters.events_in += delivered;
-        let result = call(slot);
+        Ok(())
+    }
+
+    /// Emits the oldest outstanding result; returns false when it is not ready and `wait` is
+    /// off.
+    fn emit_one(&mut self, wait: bool) -> Result<bool, RunError> {
+        let Some(&slot_index) = self.pending.front() else {
+            return Ok(false);
+        };
+        let task = &self.slots[slot_index].task;
+        let done = if wait {
+            task.wait_done()
+        } else {
+            match task.try_done() {
+                Some(done) => done,
+                None => return Ok(false),
+            }
+        };
+        self.pending.pop_front();
+        self.handle_done(slot_index, done)?;
+        Ok(true)
+    }
+
+    /// Handles one finished call: telemetry to validation and output, a fault to the summary
+    /// and self-telemetry.
+    fn handle_done(&mut self, slot_index: usize, done: Done) -> Result<(), RunError> {
+        let Done {
+            outcome,
+            time,
+            delivered,
+            batch,
+            stdio_dropped_bytes,
+        } = done;
+        let slot = &mut self.slots[slot_index];
+        slot.stdio_dropped_bytes = stdio_dropped_bytes;
+        if let Some(mut batch) = batch {
+            BatchBuilder::recycle(&mut batch);
+            slot.spare.push(batch);
+        }
+        let plugin = &mut self.plugins[slot.plugin];
         let node = &self.nodes[slot.node];
         let recorder = &plugin.loaded.recorders[slot.recorder];
         let origin = Origin {
@@ -776,10 +836,14 @@ impl Pipeline {
             node: &node.name,
             time,
         };
-        match result {
-            Ok(items) => {
-                slot.faults_in_a_row = 0;
-                if std::mem::take(&mut slot.restarting) {
+        match outcome {
+            Outcome::Skipped => {
+                // Disabled, or waiting out its restart backoff: lost to it, counted.
+                plugin.counters.events_lost += delivered;
+            }
+            Outcome::Items { items, restarted } => {
+                plugin.counters.events_in += delivered;
+                if restarted {
                     plugin.counters.restarts += 1;
                     self.emitter.self_telemetry(
                         Level::Info,
@@ -883,33 +947,19 @@ impl Pipeline {
                     )?;
                 }
             }
-            Err(fault) => {
+            Outcome::Fault {
+                fault,
+                faults,
+                disabled: disable,
+                backoff_ms,
+            } => {
                 let limits = plugin.loaded.limits;
                 plugin.counters.events_lost += delivered;
-                plugin.counters.events_in -= delivered;
                 *plugin
                     .counters
                     .faults
                     .entry(fault.kind.as_str())
                     .or_insert(0) += 1;
-                // Fault policy: faults within the window disable at `max_faults`; before that,
-                // restart after a backoff that doubles with each fault in a row.
-                let window = limits.fault_window_seconds as f64;
-                slot.fault_times.push_back(time);
-                while slot
-                    .fault_times
-                    .front()
-                    .is_some_and(|first| time - first > window)
-                {
-                    slot.fault_times.pop_front();
-                }
-                slot.faults_in_a_row += 1;
-                let faults = slot.fault_times.len() as u32;
-                let disable = faults >= limits.max_faults;
-                let backoff_ms = limits
-                    .restart_backoff_ms
-                    .saturating_mul(1 << (slot.faults_in_a_row - 1).min(20))
-                    .min(limits.restart_backoff_max_ms);
                 eprintln!(
                     "swarmtel: plugin {} recorder {} on {}: {fault}; {} events lost{}",
                     origin.plugin,
@@ -937,9 +987,6 @@ impl Pipeline {
                             ),
                         });
                     }
-                } else {
-                    slot.restart_at = time + backoff_ms as f64 / 1_000.0;
-                    slot.restarting = true;
                 }
                 self.emitter.self_telemetry(
                     Level::Warning,
@@ -988,10 +1035,11 @@ impl Pipeline {
         for slot_index in 0..self.slots.len() {
             self.flush(slot_index)?;
             let time = self.nodes[self.slots[slot_index].node].last_time;
-            self.call(slot_index, time, |slot| slot.backend.finish())?;
-            let slot = &self.slots[slot_index];
-            self.plugins[slot.plugin].counters.stdio_dropped_bytes +=
-                slot.backend.stdio_dropped_bytes();
+            self.submit(slot_index, Job::Finish { time })?;
+        }
+        self.emit_done(true)?;
+        for slot in &self.slots {
+            self.plugins[slot.plugin].counters.stdio_dropped_bytes += slot.stdio_dropped_bytes;
         }
         let time = self
             .nodes

@@ -70,19 +70,7 @@ impl BatchBuilder {
     /// An empty builder; `extras` are the per-request details the recorder wants.
     pub fn new(extras: wit::RequestExtras) -> Self {
         Self {
-            batch: wit::EventBatch {
-                requests: wit::RequestColumns {
-                    endpoints: Vec::new(),
-                    endpoint: Vec::new(),
-                    start_time: Vec::new(),
-                    response_time_ms: Vec::new(),
-                    response_length: Vec::new(),
-                    status_code: Vec::new(),
-                    failures: Vec::new(),
-                    details: Vec::new(),
-                },
-                events: Vec::new(),
-            },
+            batch: Self::empty_batch(),
             local_of: Vec::new(),
             used_globals: Vec::new(),
             ticks: 0,
@@ -193,13 +181,26 @@ impl BatchBuilder {
         &self.batch
     }
 
-    /// Empties the batch, keeping its buffers.
-    pub fn clear(&mut self) {
-        // Reset only the dictionary entries this batch used.
-        for global in self.used_globals.drain(..) {
-            self.local_of[global as usize] = 0;
+    /// A batch with nothing in it.
+    pub fn empty_batch() -> wit::EventBatch {
+        wit::EventBatch {
+            requests: wit::RequestColumns {
+                endpoints: Vec::new(),
+                endpoint: Vec::new(),
+                start_time: Vec::new(),
+                response_time_ms: Vec::new(),
+                response_length: Vec::new(),
+                status_code: Vec::new(),
+                failures: Vec::new(),
+                details: Vec::new(),
+            },
+            events: Vec::new(),
         }
-        let columns = &mut self.batch.requests;
+    }
+
+    /// Empties a batch, keeping its buffers' capacity for reuse.
+    pub fn recycle(batch: &mut wit::EventBatch) {
+        let columns = &mut batch.requests;
         columns.endpoints.clear();
         columns.endpoint.clear();
         columns.start_time.clear();
@@ -208,7 +209,28 @@ impl BatchBuilder {
         columns.status_code.clear();
         columns.failures.clear();
         columns.details.clear();
-        self.batch.events.clear();
+        batch.events.clear();
+    }
+
+    /// Hands over the batch built so far and starts the next in `empty` (an empty batch,
+    /// ideally a recycled one).
+    pub fn take_batch(&mut self, empty: wit::EventBatch) -> wit::EventBatch {
+        let batch = std::mem::replace(&mut self.batch, empty);
+        self.reset();
+        batch
+    }
+
+    /// Empties the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        Self::recycle(&mut self.batch);
+        self.reset();
+    }
+
+    fn reset(&mut self) {
+        // Reset only the dictionary entries this batch used.
+        for global in self.used_globals.drain(..) {
+            self.local_of[global as usize] = 0;
+        }
         self.ticks = 0;
         self.last_time = f64::NEG_INFINITY;
     }

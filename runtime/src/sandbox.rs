@@ -522,8 +522,9 @@ pub struct Fault {
     pub message: String,
 }
 
-/// Something that records batches: a sandboxed guest, or (in benchmarks) native code.
-pub trait RecorderBackend {
+/// Something that records batches: a sandboxed guest, or (in benchmarks) native code. It runs
+/// on a recorder task's thread, hence `Send`.
+pub trait RecorderBackend: Send {
     /// Handles one batch; returns the telemetry it produced.
     fn handle(&mut self, batch: &wit::EventBatch) -> Result<Vec<wit::Telemetry>, Fault>;
     /// The stream ended; returns any last telemetry.

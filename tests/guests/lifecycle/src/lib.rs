@@ -5,7 +5,10 @@
 //! - `panic-on-test-start`: panics on `test_start` only, then works: the host restarts it;
 //! - `burn`: spins for `spin` iterations on every request batch (fuel and deadline tests);
 //! - `report-host`: at `test_start`, reports the wall clock, the monotonic clock and a value
-//!   that depends on the random seed, as telemetry `HOST_VIEW`.
+//!   that depends on the random seed, as telemetry `HOST_VIEW`;
+//! - `slow-on-worker-0`: on worker-0 only, spins for `spin` iterations on every request batch;
+//!   on every node, records the wall-clock interval of each request-batch call and reports
+//!   them at test stop as `CALLS` (needs the `wall_clock` capability).
 //!
 //! Every mode counts requests and reports `REQUESTS_SEEN` at test stop.
 
@@ -51,10 +54,16 @@ impl Plugin for Lifecycle {
                 spin = std::hint::black_box(spin.wrapping_add(1));
             }
         }
+        let spin = ctx.options().integer("spin").unwrap_or(0) as u64;
+        let spin = match mode.as_str() {
+            "slow-on-worker-0" if ctx.node() != "worker-0" => 0,
+            _ => spin,
+        };
         Ok(Box::new(LifecycleRecorder {
             mode,
-            spin: ctx.options().integer("spin").unwrap_or(0) as u64,
+            spin,
             requests: 0,
+            calls: Vec::new(),
         }))
     }
 }
@@ -63,16 +72,29 @@ struct LifecycleRecorder {
     mode: String,
     spin: u64,
     requests: u64,
+    /// Wall-clock (start, end) of each request-batch call, in Unix seconds.
+    calls: Vec<(f64, f64)>,
+}
+
+fn wall_clock() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(-1.0)
 }
 
 impl Recorder for LifecycleRecorder {
     fn on_requests(&mut self, requests: &Requests<'_>, _out: &mut Output) {
         self.requests += requests.len() as u64;
-        if self.mode == "burn" {
+        let start = wall_clock();
+        if self.mode == "burn" || self.mode == "slow-on-worker-0" {
             let mut x = 0u64;
             for i in 0..self.spin {
                 x = std::hint::black_box(x.wrapping_add(i));
             }
+        }
+        if self.mode == "slow-on-worker-0" {
+            self.calls.push((start, wall_clock()));
         }
     }
 
@@ -103,6 +125,13 @@ impl Recorder for LifecycleRecorder {
     }
 
     fn on_test_stop(&mut self, _time: Timestamp, out: &mut Output) {
+        if self.mode == "slow-on-worker-0" {
+            out.log_telemetry_with(
+                TelemetryData::metric("CALLS"),
+                "wall-clock intervals of request-batch calls",
+                serde_json::json!({ "calls": self.calls }),
+            );
+        }
         out.log_telemetry_with(
             TelemetryData::metric("REQUESTS_SEEN"),
             "requests seen",
