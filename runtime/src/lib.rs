@@ -25,6 +25,8 @@ pub mod plugin;
 pub mod recorder_task;
 pub mod route;
 pub mod sandbox;
+pub mod serve;
 pub mod sink;
 pub mod synthetic;
 pub mod validate;
+pub mod wire;

@@ -40,6 +40,42 @@ enum Command {
         #[arg(long, env = "SWARMTEL_STRICT")]
         strict: bool,
     },
+    /// Serve live Locust runs: accept bridge connections and run their events through the
+    /// config's plugins until SIGINT or SIGTERM.
+    Serve {
+        /// The config file (TOML).
+        #[arg(long, env = "SWARMTEL_CONFIG")]
+        config: PathBuf,
+        /// Where to listen: unix:/path, tcp:host:port or host:port; repeat for several
+        /// (default: unix:$XDG_RUNTIME_DIR/swarmtel/serve.sock or
+        /// unix:/tmp/swarmtel-<uid>/serve.sock).
+        #[arg(long, env = "SWARMTEL_LISTEN", value_delimiter = ',')]
+        listen: Vec<String>,
+        /// A shared secret every connection must present; required to listen beyond loopback.
+        #[arg(long, env = "SWARMTEL_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// When the recorders cannot keep up: block the connection (the bridge then drops
+        /// and counts on its side) or drop here and count.
+        #[arg(long, env = "SWARMTEL_OVERLOAD", value_enum, default_value = "block")]
+        overload: swarmtel::serve::Overload,
+        /// After SIGINT or SIGTERM, how long open connections may go on before they are
+        /// closed.
+        #[arg(long, env = "SWARMTEL_DRAIN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+        drain_timeout: std::time::Duration,
+        /// Chunks of lines (up to 64 KiB each) queued in front of the recorders.
+        #[arg(long, env = "SWARMTEL_QUEUE_DEPTH", default_value_t = 256)]
+        queue_depth: usize,
+        /// The run id for clients that send none (overrides the config's `run.run_id`).
+        #[arg(long, env = "SWARMTEL_RUN_ID")]
+        run_id: Option<String>,
+        /// The test plan for clients that name none (overrides the config's `run.testplan`).
+        #[arg(long, env = "SWARMTEL_TESTPLAN")]
+        testplan: Option<String>,
+        /// Progress on stderr: a live line on a terminal and a log line every 10 s otherwise
+        /// (auto), or always one of them, or neither.
+        #[arg(long, env = "SWARMTEL_STATUS", value_enum, default_value = "auto")]
+        status: swarmtel::serve::StatusMode,
+    },
     /// Work with plugin files.
     Plugin {
         #[command(subcommand)]
@@ -89,6 +125,29 @@ fn main() -> ExitCode {
             events,
             strict,
         } => replay(&config, &events, strict),
+        Command::Serve {
+            config,
+            listen,
+            token,
+            overload,
+            drain_timeout,
+            queue_depth,
+            run_id,
+            testplan,
+            status,
+        } => serve(
+            &config,
+            ServeArgs {
+                listen,
+                token,
+                overload,
+                drain_timeout,
+                queue_depth,
+                run_id,
+                testplan,
+                status,
+            },
+        ),
         Command::Plugin {
             command: PluginCommand::Inspect { plugin, json },
         } => inspect(&plugin, json),
@@ -216,6 +275,55 @@ fn replay(config_path: &Path, events: &str, strict: bool) -> anyhow::Result<Exit
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `serve`'s settings from the command line.
+struct ServeArgs {
+    listen: Vec<String>,
+    token: Option<String>,
+    overload: swarmtel::serve::Overload,
+    drain_timeout: std::time::Duration,
+    queue_depth: usize,
+    run_id: Option<String>,
+    testplan: Option<String>,
+    status: swarmtel::serve::StatusMode,
+}
+
+fn serve(config_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    use swarmtel::wire::Endpoint;
+    let mut config = Config::load(config_path)?;
+    if let Some(run_id) = args.run_id {
+        config.run.run_id = Some(run_id);
+    }
+    if let Some(testplan) = args.testplan {
+        config.run.testplan = testplan;
+    }
+    let listen = if args.listen.is_empty() {
+        vec![Endpoint::default_for(&env_var)]
+    } else {
+        args.listen
+            .iter()
+            .map(|text| Endpoint::parse(text))
+            .collect::<Result<_, _>>()?
+    };
+    let token = args.token.filter(|token| !token.is_empty());
+    let sandbox = Arc::new(sandbox_for(&config)?);
+    let sandbox_ref = sandbox.clone();
+    let outputs = Outputs::from_config(&config)?;
+    let pipeline = Pipeline::new(sandbox, &config, outputs, &env_var)?;
+    let options = swarmtel::serve::ServeOptions {
+        listen,
+        token,
+        overload: args.overload,
+        drain_timeout: args.drain_timeout,
+        queue_depth: args.queue_depth,
+        status: args.status,
+    };
+    let report = swarmtel::serve::serve(pipeline, options)?;
+    eprint!("{}", report.summary.render());
+    eprint!("{}", report.connections.render());
+    cache_report(&sandbox_ref);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The Locust name of an event kind, as in the event stream.

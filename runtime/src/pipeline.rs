@@ -227,9 +227,31 @@ struct PluginSlot {
     counters: PluginCounters,
 }
 
+/// Totals across plugins, for a live status line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Events decoded.
+    pub events: u64,
+    /// Telemetry lines written.
+    pub telemetry_out: u64,
+    /// Items rejected.
+    pub rejected: u64,
+    /// Recorder faults.
+    pub faults: u64,
+}
+
+/// A run registered with [`Pipeline::add_run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunHandle(usize);
+
+impl RunHandle {
+    /// The pipeline's own run (from the config, or generated).
+    pub const DEFAULT: RunHandle = RunHandle(0);
+}
+
 /// Makes recorder backends; the wasm sandbox in production, native code in benchmarks.
 pub type BackendFactory =
-    dyn Fn(&LoadedPlugin, &RecorderManifest, RoleName, &str) -> Box<dyn RecorderBackend>;
+    dyn Fn(&LoadedPlugin, &RecorderManifest, RoleName, &str) -> Box<dyn RecorderBackend> + Send;
 
 /// One recorder instance serving one node: its batch under construction here, its calls on
 /// its own task.
@@ -256,13 +278,14 @@ const MAX_PENDING: usize = 256;
 struct Node {
     name: String,
     role: RoleName,
+    /// Index into [`Pipeline::runs`].
+    run: usize,
     slots: Vec<usize>,
     last_time: f64,
 }
 
 /// Validation, enrichment and output: where recorder results go.
 struct Emitter {
-    run: RunContext,
     validator: Validator,
     output: JsonLinesSink,
     output_path: String,
@@ -272,8 +295,11 @@ struct Emitter {
 
 impl Emitter {
     /// Writes one of the runtime's own telemetry records.
+    // One argument per field of the record it writes.
+    #[allow(clippy::too_many_arguments)]
     fn self_telemetry(
         &mut self,
+        run: &RunContext,
         level: Level,
         telemetry_type: wit::TelemetryType,
         name: &str,
@@ -294,7 +320,7 @@ impl Emitter {
             plugin: SELF_PLUGIN_ID,
             ..origin
         };
-        let line = enrich::telemetry_line(&self.run, &origin, &item, level);
+        let line = enrich::telemetry_line(run, &origin, &item, level);
         self.output.write(&line).map_err(|source| RunError::Output {
             path: self.output_path.clone(),
             source,
@@ -307,7 +333,11 @@ pub struct Pipeline {
     plugins: Vec<PluginSlot>,
     slots: Vec<RecorderSlot>,
     nodes: Vec<Node>,
-    node_ids: HashMap<String, usize>,
+    /// Nodes by name, then (run, node index): the same node name in another run is another
+    /// node.
+    node_ids: HashMap<String, Vec<(usize, usize)>>,
+    /// The runs seen; the first is the pipeline's own (from the config, or generated).
+    runs: Vec<RunContext>,
     interner: EndpointInterner,
     emitter: Emitter,
     batch_size: usize,
@@ -450,6 +480,7 @@ impl Pipeline {
             time: enrich::now_unix_seconds(),
         };
         self.emitter.self_telemetry(
+            &self.runs[0],
             Level::Error,
             wit::TelemetryType::Event,
             "PLUGIN_DISABLED",
@@ -506,8 +537,8 @@ impl Pipeline {
             nodes: Vec::new(),
             node_ids: HashMap::new(),
             interner: EndpointInterner::default(),
+            runs: vec![run],
             emitter: Emitter {
-                run,
                 validator: Validator::new(),
                 output: outputs.output,
                 output_path: outputs.output_path,
@@ -524,7 +555,81 @@ impl Pipeline {
 
     /// The run's id and test plan.
     pub fn run_context(&self) -> &RunContext {
-        &self.emitter.run
+        &self.runs[0]
+    }
+
+    /// Registers a run (a live connection's run id and test plan) and returns its handle for
+    /// [`Pipeline::process_in_run`]. Registering the same run twice gives the same handle.
+    pub fn add_run(&mut self, run: RunContext) -> RunHandle {
+        match self.runs.iter().position(|known| *known == run) {
+            Some(index) => RunHandle(index),
+            None => {
+                self.runs.push(run);
+                RunHandle(self.runs.len() - 1)
+            }
+        }
+    }
+
+    /// Emits the results recorders have finished, without waiting, and flushes the outputs:
+    /// a live source calls this when it is idle, so telemetry does not wait for the next
+    /// event.
+    pub fn poll(&mut self) -> Result<(), RunError> {
+        self.emit_done(false)?;
+        let emitter = &mut self.emitter;
+        emitter.output.flush().map_err(|source| RunError::Output {
+            path: emitter.output_path.clone(),
+            source,
+        })?;
+        emitter
+            .dead_letter
+            .flush()
+            .map_err(|source| RunError::Output {
+                path: emitter.dead_letter_path.clone(),
+                source,
+            })
+    }
+
+    /// Totals across plugins so far, for a live status line.
+    pub fn totals(&self) -> Totals {
+        let mut totals = Totals {
+            events: self.summary.events,
+            ..Totals::default()
+        };
+        for plugin in &self.plugins {
+            totals.telemetry_out += plugin.counters.telemetry_out;
+            totals.rejected += plugin.counters.rejected_total();
+            totals.faults += plugin.counters.faults_total();
+        }
+        totals
+    }
+
+    /// Counts a line a live source skipped as bad (the source reports it).
+    pub fn count_bad_line(&mut self) {
+        self.summary.bad_lines += 1;
+    }
+
+    /// Counts lines a live source read (good, bad and blank).
+    pub fn count_lines(&mut self, lines: u64) {
+        self.summary.lines += lines;
+    }
+
+    /// The error to end the run with when a `required` plugin ended disabled.
+    pub fn required_failure(&mut self) -> Option<RunError> {
+        self.required_failure.take()
+    }
+
+    /// Whether a `required` plugin ended disabled (the run should stop).
+    pub fn has_required_failure(&self) -> bool {
+        self.required_failure.is_some()
+    }
+
+    /// The run whose context the runtime's own summary records carry: the one every node
+    /// belongs to, or the pipeline's own when nodes of several runs (or none) were seen.
+    fn summary_run(&self) -> usize {
+        match self.nodes.first() {
+            Some(first) if self.nodes.iter().all(|node| node.run == first.run) => first.run,
+            _ => 0,
+        }
     }
 
     /// Reads an NDJSON stream to its end (or until `stop` is set: lines already read are still
@@ -632,8 +737,17 @@ impl Pipeline {
     /// not returned; an `Err` is either a problem with the record itself or an output that
     /// cannot be written.
     pub fn process(&mut self, record: &EventRecord<'_>) -> Result<(), ProcessError> {
+        self.process_in_run(RunHandle::DEFAULT, record)
+    }
+
+    /// Like [`Pipeline::process`], for a record of the run `run` (from [`Pipeline::add_run`]).
+    pub fn process_in_run(
+        &mut self,
+        run: RunHandle,
+        record: &EventRecord<'_>,
+    ) -> Result<(), ProcessError> {
         let node = self
-            .node_for(&record.node, record.role)
+            .node_for(run.0, &record.node, record.role)
             .map_err(ProcessError::BadRecord)?;
         self.summary.events += 1;
         self.nodes[node].last_time = self.nodes[node].last_time.max(record.time);
@@ -695,8 +809,13 @@ impl Pipeline {
         Ok(())
     }
 
-    fn node_for(&mut self, name: &str, role: RoleName) -> Result<usize, String> {
-        if let Some(&index) = self.node_ids.get(name) {
+    fn node_for(&mut self, run: usize, name: &str, role: RoleName) -> Result<usize, String> {
+        let known = self.node_ids.get(name).and_then(|runs| {
+            runs.iter()
+                .find(|(node_run, _)| *node_run == run)
+                .map(|(_, index)| *index)
+        });
+        if let Some(index) = known {
             let node = &self.nodes[index];
             if node.role != role {
                 return Err(format!(
@@ -740,10 +859,14 @@ impl Pipeline {
         self.nodes.push(Node {
             name: name.to_owned(),
             role,
+            run,
             slots,
             last_time: f64::NEG_INFINITY,
         });
-        self.node_ids.insert(name.to_owned(), index);
+        self.node_ids
+            .entry(name.to_owned())
+            .or_default()
+            .push((run, index));
         self.summary.nodes.push(name.to_owned());
         Ok(index)
     }
@@ -846,6 +969,7 @@ impl Pipeline {
                 if restarted {
                     plugin.counters.restarts += 1;
                     self.emitter.self_telemetry(
+                        &self.runs[node.run],
                         Level::Info,
                         wit::TelemetryType::Event,
                         "PLUGIN_RESTARTED",
@@ -861,8 +985,8 @@ impl Pipeline {
                     )?;
                 }
                 let limits: Limits = plugin.loaded.limits;
+                let run = &self.runs[node.run];
                 let Emitter {
-                    run,
                     validator,
                     output,
                     output_path,
@@ -931,6 +1055,7 @@ impl Pipeline {
                 }
                 if rejected_here > 0 {
                     self.emitter.self_telemetry(
+                        &self.runs[node.run],
                         Level::Warning,
                         wit::TelemetryType::Event,
                         "TELEMETRY_REJECTED",
@@ -989,6 +1114,7 @@ impl Pipeline {
                     }
                 }
                 self.emitter.self_telemetry(
+                    &self.runs[node.run],
                     Level::Warning,
                     wit::TelemetryType::Event,
                     "PLUGIN_FAULT",
@@ -1009,6 +1135,7 @@ impl Pipeline {
                 )?;
                 if disable {
                     self.emitter.self_telemetry(
+                        &self.runs[node.run],
                         Level::Error,
                         wit::TelemetryType::Event,
                         "PLUGIN_DISABLED",
@@ -1032,6 +1159,7 @@ impl Pipeline {
     /// Ends the run: delivers pending batches, calls every recorder's `finish`, writes the
     /// summary records and flushes the outputs.
     pub fn finish(&mut self) -> Result<Summary, RunError> {
+        let summary_run = self.summary_run();
         for slot_index in 0..self.slots.len() {
             self.flush(slot_index)?;
             let time = self.nodes[self.slots[slot_index].node].last_time;
@@ -1075,6 +1203,7 @@ impl Pipeline {
             );
             fields.insert("disabled".into(), counters.disabled.into());
             self.emitter.self_telemetry(
+                &self.runs[summary_run],
                 Level::Info,
                 wit::TelemetryType::Metric,
                 "PLUGIN_SUMMARY",
