@@ -457,7 +457,7 @@ mod tests {
             Err(Refusal::Token)
         );
         assert_eq!(
-            accept_hello(&hello(r#","token":"s3cre"#), Some("s3cret")),
+            accept_hello(&hello(r#","token":"s3cre""#), Some("s3cret")),
             Err(Refusal::Token)
         );
         assert!(accept_hello(&hello(r#","token":"s3cret""#), Some("s3cret")).is_ok());
