@@ -75,6 +75,9 @@ enum Command {
         /// (auto), or always one of them, or neither.
         #[arg(long, env = "SWARMTEL_STATUS", value_enum, default_value = "auto")]
         status: swarmtel::serve::StatusMode,
+        /// How long a new connection has to send its hello.
+        #[arg(long, env = "SWARMTEL_HELLO_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+        hello_timeout: std::time::Duration,
     },
     /// Work with plugin files.
     Plugin {
@@ -135,6 +138,7 @@ fn main() -> ExitCode {
             run_id,
             testplan,
             status,
+            hello_timeout,
         } => serve(
             &config,
             ServeArgs {
@@ -146,6 +150,7 @@ fn main() -> ExitCode {
                 run_id,
                 testplan,
                 status,
+                hello_timeout,
             },
         ),
         Command::Plugin {
@@ -287,6 +292,7 @@ struct ServeArgs {
     run_id: Option<String>,
     testplan: Option<String>,
     status: swarmtel::serve::StatusMode,
+    hello_timeout: std::time::Duration,
 }
 
 fn serve(config_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -318,6 +324,7 @@ fn serve(config_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         drain_timeout: args.drain_timeout,
         queue_depth: args.queue_depth,
         status: args.status,
+        hello_timeout: args.hello_timeout,
     };
     let report = swarmtel::serve::serve(pipeline, options)?;
     eprint!("{}", report.summary.render());

@@ -26,9 +26,6 @@ use crate::ingest::{self, DecodeError};
 use crate::pipeline::{Pipeline, ProcessError, RunError, RunHandle, Summary};
 use crate::wire::{self, Endpoint, EndpointError, HelloReply, Peer, Refusal};
 
-/// How long a client has to send its hello.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Bad frames reported per connection before the rest are only counted.
 pub const BAD_FRAMES_REPORTED: u64 = 10;
 
@@ -72,6 +69,8 @@ pub struct ServeOptions {
     pub queue_depth: usize,
     /// Progress display.
     pub status: StatusMode,
+    /// How long a client has to send its hello.
+    pub hello_timeout: Duration,
 }
 
 /// Why `serve` could not start or had to stop.
@@ -275,6 +274,7 @@ async fn run(
     let shared = Arc::new(Shared {
         sender: sender.clone(),
         token: options.token.clone(),
+        hello_timeout: options.hello_timeout,
         overload: options.overload,
         default_run,
         live: live.clone(),
@@ -385,6 +385,7 @@ async fn run(
 struct Shared {
     sender: mpsc::Sender<Inbound>,
     token: Option<String>,
+    hello_timeout: Duration,
     overload: Overload,
     default_run: RunContext,
     live: Arc<Live>,
@@ -402,7 +403,8 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_line(&mut reader, &mut buffer)).await;
+    let hello =
+        tokio::time::timeout(shared.hello_timeout, read_line(&mut reader, &mut buffer)).await;
     let line = match hello {
         Ok(Ok(Some(end))) => end,
         Ok(Ok(None)) => return, // closed before saying anything: a port probe
@@ -418,7 +420,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             return;
         }
         Err(_) => {
-            let refusal = Refusal::Timeout(HELLO_TIMEOUT.as_secs());
+            let refusal = Refusal::Timeout(shared.hello_timeout);
             refuse(&mut writer, conn, &peer_name, &refusal, &refused).await;
             return;
         }
@@ -518,14 +520,31 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Overload::Drop => match shared.sender.try_send(chunk) {
                     Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) => {
+                    Err(mpsc::error::TrySendError::Full(Inbound::Lines { lines, .. })) => {
                         if dropped_here == 0 {
                             eprintln!(
                                 "swarmtel: connection {conn}: the pipeline is behind; dropping and counting this connection's events (--overload drop)"
                             );
                         }
-                        dropped_here += count;
-                        shared.live.dropped.fetch_add(count, Ordering::Relaxed);
+                        // Events are dropped; a bye frame is not (it carries the accounting).
+                        let bye = trailing_bye(&lines);
+                        let dropped = count - u64::from(bye.is_some());
+                        dropped_here += dropped;
+                        shared.live.dropped.fetch_add(dropped, Ordering::Relaxed);
+                        if let Some(bye) = bye {
+                            let lines = lines[bye..].to_vec();
+                            if shared
+                                .sender
+                                .send(Inbound::Lines { conn, lines })
+                                .await
+                                .is_err()
+                            {
+                                break Some("server stopping".to_owned());
+                            }
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        unreachable!("only lines are sent here")
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => {
                         break Some("server stopping".to_owned());
@@ -559,6 +578,16 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
             reason,
         })
         .await;
+}
+
+/// Where the chunk's last line starts, when that line is a bye frame.
+fn trailing_bye(lines: &[u8]) -> Option<usize> {
+    let body = lines.strip_suffix(b"\n").unwrap_or(lines);
+    let start = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    std::str::from_utf8(&body[start..])
+        .ok()
+        .and_then(wire::parse_bye)
+        .map(|_| start)
 }
 
 fn bytecount_lines(lines: &[u8]) -> u64 {
@@ -730,7 +759,13 @@ fn handle_inbound(
                 }
                 state.line += 1;
                 pipeline.count_lines(1);
-                if let Err(error) = process_frame(pipeline, state, raw) {
+                let result = if raw.len() > wire::MAX_FRAME_BYTES {
+                    totals.overlong += 1;
+                    Err(FrameError::Bad(overlong_message(raw.len())))
+                } else {
+                    process_frame(pipeline, state, raw)
+                };
+                if let Err(error) = result {
                     match error {
                         FrameError::Bad(message) => {
                             state.bad_frames += 1;
@@ -750,11 +785,7 @@ fn handle_inbound(
                 state.bad_frames += 1;
                 totals.bad_frames += 1;
                 pipeline.count_bad_line();
-                let message = format!(
-                    "line of more than {bytes} bytes is longer than the {} byte limit",
-                    wire::MAX_FRAME_BYTES
-                );
-                report_bad_frame(conn, state, &message);
+                report_bad_frame(conn, state, &overlong_message(bytes));
             }
         }
         Inbound::Close {
@@ -769,6 +800,13 @@ fn handle_inbound(
         Inbound::Idle => pipeline.poll()?,
     }
     Ok(())
+}
+
+fn overlong_message(bytes: usize) -> String {
+    format!(
+        "line of {bytes} bytes or more is longer than the {} byte limit",
+        wire::MAX_FRAME_BYTES
+    )
 }
 
 enum FrameError {
@@ -1114,6 +1152,19 @@ mod tests {
         assert_eq!(bytecount_lines(b""), 0);
         assert_eq!(bytecount_lines(b"a\nb\n"), 2);
         assert_eq!(bytecount_lines(b"a\nb"), 2);
+    }
+
+    #[test]
+    fn a_trailing_bye_is_found() {
+        assert_eq!(
+            trailing_bye(b"{\"event\":1}\n{\"bye\":true,\"sent\":1}\n"),
+            Some(13)
+        );
+        assert_eq!(trailing_bye(b"{\"bye\":true,\"sent\":1}"), Some(0));
+        assert_eq!(
+            trailing_bye(b"{\"bye\":true,\"sent\":1}\n{\"event\":1}\n"),
+            None
+        );
     }
 
     #[test]

@@ -195,8 +195,8 @@ pub enum Refusal {
     #[error("server shutting down")]
     ShuttingDown,
     /// No hello within the time allowed.
-    #[error("no hello within {0} seconds")]
-    Timeout(u64),
+    #[error("no hello within {}", humantime::format_duration(*.0))]
+    Timeout(std::time::Duration),
 }
 
 /// Checks a hello line against the server's token.

@@ -1,0 +1,693 @@
+//! `swarmtel serve` against real sockets: the hello, tokens, bad frames, back-pressure,
+//! the drain on SIGTERM, and the Unix socket's permissions. Each test runs the real binary
+//! and talks to it the way the bridge does (docs/wire-protocol.md).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::*;
+
+/// A running `swarmtel serve`.
+struct Server {
+    child: Child,
+    /// stderr lines as they arrive.
+    stderr: mpsc::Receiver<String>,
+    /// stderr so far.
+    log: Vec<String>,
+    /// The TCP address or Unix socket it announced first.
+    endpoint: String,
+}
+
+impl Server {
+    /// Starts `swarmtel serve --config CONFIG ARGS` and waits for its "serving on" line.
+    fn start(config: &Path, args: &[&str], env: &[(&str, &Path)]) -> Server {
+        let mut command = swarmtel();
+        command
+            .args(["serve", "--status", "off", "--config"])
+            .arg(config)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start swarmtel serve");
+        let (sender, stderr) = mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if sender.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut server = Server {
+            child,
+            stderr,
+            log: Vec::new(),
+            endpoint: String::new(),
+        };
+        let line = server.wait_for("serving on");
+        let listed = line
+            .split("serving on ")
+            .nth(1)
+            .and_then(|rest| rest.split([';', ',']).next())
+            .unwrap();
+        server.endpoint = listed.trim_end_matches(" (owner only)").to_owned();
+        server
+    }
+
+    /// Waits (up to 30 s) for a stderr line containing `text`, and returns it.
+    fn wait_for(&mut self, text: &str) -> String {
+        if let Some(line) = self.log.iter().find(|line| line.contains(text)) {
+            return line.clone();
+        }
+        loop {
+            match self.stderr.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no `{text}` on stderr; so far:\n{}", self.log.join("\n")),
+            }
+        }
+    }
+
+    fn tcp_port(&self) -> u16 {
+        self.endpoint
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a TCP endpoint: {}", self.endpoint))
+    }
+
+    fn connect(&self) -> Connection {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", self.tcp_port())).unwrap();
+        Connection::new(Box::new(stream.try_clone().unwrap()), Box::new(stream))
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// Sends SIGTERM and waits: (exit code, stdout, the whole stderr).
+    fn stop(mut self) -> (i32, Vec<u8>, String) {
+        self.signal(libc::SIGTERM);
+        let mut stdout = Vec::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_end(&mut stdout)
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(5)) {
+            self.log.push(line);
+        }
+        (status.code().unwrap_or(-1), stdout, self.log.join("\n"))
+    }
+}
+
+/// One client connection.
+struct Connection {
+    reader: BufReader<Box<dyn Read + Send>>,
+    writer: Box<dyn Write + Send>,
+}
+
+impl Connection {
+    fn new(reader: Box<dyn Read + Send>, writer: Box<dyn Write + Send>) -> Self {
+        Self {
+            reader: BufReader::new(reader),
+            writer,
+        }
+    }
+
+    fn unix(path: &Path) -> Connection {
+        let stream = UnixStream::connect(path).unwrap();
+        Connection::new(Box::new(stream.try_clone().unwrap()), Box::new(stream))
+    }
+
+    /// Sends a hello and returns the reply.
+    fn hello(&mut self, hello: Value) -> Value {
+        self.send(format!("{hello}\n").as_bytes());
+        self.reply()
+    }
+
+    fn reply(&mut self) -> Value {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"))
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).unwrap();
+    }
+}
+
+fn hello(role: &str, node: &str) -> Value {
+    json!({"hello": "swarmtel", "version": 1, "role": role, "node": node, "client": "test"})
+}
+
+fn example_config(workspace: &Workspace, output: &Path) -> PathBuf {
+    workspace.write(
+        "swarmtel.toml",
+        format!(
+            "[run]\ntestplan = \"swarmtel-example\"\nrun_id = \"example-run\"\n\
+             [output]\npath = {}\ndead_letter = \"-\"\n\
+             [[plugins]]\npath = {}\nroles = [\"master\", \"worker\"]\n\
+             [plugins.options]\ncustom-option = \"from-config\"\n\
+             [[plugins]]\npath = {}\n",
+            toml_path(output),
+            toml_path(&guest("custom_telemetry")),
+            toml_path(&guest("request_stats")),
+        ),
+    )
+}
+
+/// The sample stream's lines, per (role, node), in order.
+fn sample_by_node() -> BTreeMap<(String, String), Vec<u8>> {
+    let mut by_node: BTreeMap<(String, String), Vec<u8>> = BTreeMap::new();
+    for line in sample_stream().split_inclusive(|b| *b == b'\n') {
+        let record: Value = serde_json::from_slice(line).unwrap();
+        let key = (
+            record["role"].as_str().unwrap().to_owned(),
+            record["node"].as_str().unwrap().to_owned(),
+        );
+        by_node.entry(key).or_default().extend_from_slice(line);
+    }
+    by_node
+}
+
+fn sorted_lines(bytes: &[u8]) -> Vec<String> {
+    let mut lines: Vec<String> = String::from_utf8_lossy(bytes)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+// The sample run, sent live by three connections at once (a master and two workers), gives
+// exactly the telemetry its replay gives: the same lines, in an order that may differ across
+// nodes.
+#[test]
+fn live_connections_give_the_replays_telemetry() {
+    let workspace = Workspace::new();
+    let live_output = workspace.path("live.ndjson");
+    let config = example_config(&workspace, &live_output);
+    let server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let senders: Vec<_> = sample_by_node()
+        .into_iter()
+        .map(|((role, node), lines)| {
+            let mut connection = server.connect();
+            std::thread::spawn(move || {
+                let mut hello = hello(&role, &node);
+                hello["run_id"] = "example-run".into();
+                let reply = connection.hello(hello);
+                assert_eq!(reply["ok"], true, "{reply}");
+                assert_eq!(reply["run_id"], "example-run");
+                assert_eq!(reply["testplan"], "swarmtel-example");
+                let count = lines.iter().filter(|b| **b == b'\n').count();
+                connection.send(&lines);
+                connection.send(format!("{}\n", json!({"bye": true, "sent": count})).as_bytes());
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.join().unwrap();
+    }
+    let mut server = server;
+    for _ in 0..3 {
+        server.wait_for(") closed: ");
+    }
+    let (code, _, stderr) = server.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr
+            .contains("3 connections (1 master, 2 worker, 0 standalone), 0 refused; 0 bad frames"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("0 by bridges, 0 here, 0 lost in transit"),
+        "{stderr}"
+    );
+
+    let replay_output = workspace.path("replay.ndjson");
+    let replay_config = example_config(&workspace, &replay_output);
+    let replayed = replay(&replay_config, &sample_stream(), &[]);
+    assert!(replayed.status.success());
+    let live = std::fs::read(&live_output).unwrap();
+    assert_eq!(
+        sorted_lines(&live),
+        sorted_lines(&std::fs::read(&replay_output).unwrap())
+    );
+    assert_eq!(
+        json_lines(&live).len(),
+        6 + 36 + 2,
+        "6 custom, 36 stats, 2 summaries"
+    );
+}
+
+// Each connection's telemetry carries the run id its hello named; a hello without one gets
+// the server's.
+#[test]
+fn every_connection_keeps_its_own_run_id() {
+    let workspace = Workspace::new();
+    let output = workspace.path("out.ndjson");
+    let config = example_config(&workspace, &output);
+    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let start = "{\"event\":\"test_start\",\"role\":\"worker\",\"node\":\"worker-0\",\"time\":1}\n";
+    let mut named = server.connect();
+    let mut hello_named = hello("worker", "worker-0");
+    hello_named["run_id"] = "run-a".into();
+    hello_named["testplan"] = "plan-a".into();
+    let reply = named.hello(hello_named);
+    assert_eq!(
+        (reply["run_id"].clone(), reply["testplan"].clone()),
+        (json!("run-a"), json!("plan-a"))
+    );
+    named.send(start.as_bytes());
+    let mut unnamed = server.connect();
+    let reply = unnamed.hello(hello("worker", "worker-0"));
+    assert_eq!(reply["run_id"], "example-run");
+    unnamed.send(start.as_bytes());
+    drop((named, unnamed));
+    server.wait_for(") closed: ");
+    server.wait_for(") closed: ");
+    let (code, _, stderr) = server.stop();
+    assert_eq!(code, 0, "{stderr}");
+    let lines = json_lines(&std::fs::read(&output).unwrap());
+    let starts: Vec<(String, String)> = from_plugin(&lines, "custom-telemetry")
+        .iter()
+        .map(|line| {
+            (
+                line["telemetry"]["run_id"].as_str().unwrap().to_owned(),
+                line["telemetry"]["testplan"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let mut starts = starts;
+    starts.sort();
+    assert_eq!(
+        starts,
+        [
+            ("example-run".to_owned(), "swarmtel-example".to_owned()),
+            ("run-a".to_owned(), "plan-a".to_owned())
+        ],
+        "one recorder instance per (run, node), each stamped with its run"
+    );
+}
+
+#[test]
+fn listening_beyond_loopback_needs_a_token() {
+    let workspace = Workspace::new();
+    let config = example_config(&workspace, &workspace.path("out.ndjson"));
+    let output = swarmtel()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("tcp:0.0.0.0:0 is reachable from other machines: set a token"),
+        "{stderr}"
+    );
+}
+
+// With a token, every connection (loopback too) must present it; one without is refused with
+// the reason, in the reply and in the server's log.
+#[test]
+fn a_connection_without_the_token_is_refused_and_logged() {
+    let workspace = Workspace::new();
+    let output = workspace.path("out.ndjson");
+    let config = example_config(&workspace, &output);
+    let mut server = Server::start(
+        &config,
+        &["--listen", "0.0.0.0:0", "--token", "s3cret"],
+        &[],
+    );
+    for token in [None, Some("wrong")] {
+        let mut connection = server.connect();
+        let mut hello = hello("worker", "worker-0");
+        if let Some(token) = token {
+            hello["token"] = token.into();
+        }
+        let reply = connection.hello(hello);
+        assert_eq!(reply["ok"], false);
+        assert_eq!(reply["error"], "token missing or wrong");
+        let mut rest = String::new();
+        connection.reader.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "", "the server closes a refused connection");
+        server.wait_for("refused: token missing or wrong");
+    }
+    let mut connection = server.connect();
+    let mut good = hello("worker", "worker-0");
+    good["token"] = "s3cret".into();
+    assert_eq!(connection.hello(good)["ok"], true);
+    connection
+        .send(b"{\"event\":\"test_start\",\"role\":\"worker\",\"node\":\"worker-0\",\"time\":1}\n");
+    drop(connection);
+    server.wait_for(") closed: 1 events");
+    let (code, _, stderr) = server.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("1 connections (0 master, 1 worker, 0 standalone), 2 refused"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "the token is never logged");
+}
+
+#[test]
+fn hellos_that_are_wrong_or_late_are_refused() {
+    let workspace = Workspace::new();
+    let config = example_config(&workspace, &workspace.path("out.ndjson"));
+    let mut server = Server::start(
+        &config,
+        &["--listen", "127.0.0.1:0", "--hello-timeout", "300ms"],
+        &[],
+    );
+    let cases = [
+        (json!({"event": "test_start"}), "not a hello frame"),
+        (
+            json!({"hello": "swarmtel", "version": 2, "role": "worker", "node": "w"}),
+            "unsupported protocol version 2; this server speaks version 1",
+        ),
+        (
+            json!({"hello": "swarmtel", "version": 1, "role": "boss", "node": "w"}),
+            "unknown role `boss`",
+        ),
+    ];
+    for (hello, reason) in cases {
+        let reply = server.connect().hello(hello);
+        assert_eq!(reply["ok"], false);
+        assert!(reply["error"].as_str().unwrap().contains(reason), "{reply}");
+        server.wait_for(reason);
+    }
+    // Silent for longer than the hello timeout.
+    let mut silent = server.connect();
+    let reply = silent.reply();
+    assert_eq!(reply["error"], "no hello within 300ms");
+    let (code, _, stderr) = server.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("4 refused"), "{stderr}");
+}
+
+// Frames that do not parse, name another node, or run past the line cap are reported (the
+// first ten per connection), counted and skipped; the connection goes on and its good events
+// all count.
+#[test]
+fn bad_frames_are_counted_and_the_connection_goes_on() {
+    let workspace = Workspace::new();
+    let output = workspace.path("out.ndjson");
+    let config = example_config(&workspace, &output);
+    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let mut connection = server.connect();
+    assert_eq!(connection.hello(hello("worker", "worker-0"))["ok"], true);
+    let request = |time: u32| {
+        format!(
+            "{{\"event\":\"request\",\"role\":\"worker\",\"node\":\"worker-0\",\"time\":{time},\"request_type\":\"GET\",\"name\":\"/\",\"response_time\":5}}\n"
+        )
+    };
+    let mut stream = String::from(
+        "{\"event\":\"test_start\",\"role\":\"worker\",\"node\":\"worker-0\",\"time\":1}\n",
+    );
+    for index in 0..12 {
+        stream.push_str(&format!("not json {index}\n"));
+        stream.push_str(&request(2 + index));
+    }
+    stream.push_str(
+        "{\"event\":\"request\",\"role\":\"worker\",\"node\":\"worker-1\",\"time\":20}\n",
+    );
+    connection.send(stream.as_bytes());
+    connection.send(&vec![b'x'; swarmtel::wire::MAX_FRAME_BYTES + 10]);
+    connection.send(b"\n");
+    connection.send(request(30).as_bytes());
+    connection
+        .send(b"{\"event\":\"test_stop\",\"role\":\"worker\",\"node\":\"worker-0\",\"time\":31}\n");
+    drop(connection);
+    let closed = server.wait_for(") closed: ");
+    assert!(closed.contains("15 events, 14 bad frames"), "{closed}");
+    let (code, _, stderr) = server.stop();
+    assert_eq!(code, 0, "{stderr}");
+    let shown = stderr.matches("frame skipped").count();
+    assert_eq!(shown, 10, "the first ten are shown:\n{stderr}");
+    assert!(stderr.contains("further bad frames on this connection are counted, not shown"));
+    assert!(
+        stderr.contains("14 bad frames, 1 over-long lines"),
+        "{stderr}"
+    );
+    let lines = json_lines(&std::fs::read(&output).unwrap());
+    let finals: Vec<_> = from_plugin(&lines, "request-stats")
+        .into_iter()
+        .filter(|line| line["telemetry"]["final"] == true && line["telemetry"]["endpoint"] == "/")
+        .collect();
+    assert_eq!(finals.len(), 1);
+    assert_eq!(
+        finals[0]["telemetry"]["requests"], 13,
+        "every good request counted"
+    );
+}
+
+// The default endpoint: a Unix socket in a 0700 folder, itself 0600, removed at exit; a
+// second server on the same socket is refused, a stale socket file is replaced.
+#[test]
+fn the_default_unix_socket_is_owner_only() {
+    let workspace = Workspace::new();
+    let runtime_dir = workspace.dir.path().join("xdg");
+    let config = example_config(&workspace, &workspace.path("out.ndjson"));
+    let env = [("XDG_RUNTIME_DIR", runtime_dir.as_path())];
+    let server = Server::start(&config, &[], &env);
+    let socket = runtime_dir.join("swarmtel/serve.sock");
+    assert_eq!(server.endpoint, format!("unix:{}", socket.display()));
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&socket), 0o600);
+    assert_eq!(mode(socket.parent().unwrap()), 0o700);
+
+    let second = swarmtel()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("XDG_RUNTIME_DIR", &runtime_dir)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another swarmtel serve is listening"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
+    let mut connection = Connection::unix(&socket);
+    assert_eq!(connection.hello(hello("standalone", "local"))["ok"], true);
+    drop(connection);
+    let (code, _, stderr) = server.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!socket.exists(), "the socket is removed at exit");
+
+    // A socket file nobody listens on is stale: replaced.
+    let stale = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    drop(stale);
+    assert!(socket.exists());
+    let server = Server::start(&config, &[], &env);
+    let (code, _, stderr) = server.stop();
+    assert_eq!(code, 0, "{stderr}");
+}
+
+// SIGTERM: no new connections; an open one may go on until the drain timeout, then it is
+// closed; the recorders still finish and the telemetry of everything received is written.
+#[test]
+fn sigterm_drains_open_connections_then_finishes() {
+    let workspace = Workspace::new();
+    let output = workspace.path("out.ndjson");
+    let config = example_config(&workspace, &output);
+    let mut server = Server::start(
+        &config,
+        &["--listen", "127.0.0.1:0", "--drain-timeout", "1s"],
+        &[],
+    );
+    let port = server.tcp_port();
+    let mut connection = server.connect();
+    assert_eq!(connection.hello(hello("worker", "worker-0"))["ok"], true);
+    let mut events = String::new();
+    for time in 1..=50 {
+        events.push_str(&format!(
+            "{{\"event\":\"request\",\"role\":\"worker\",\"node\":\"worker-0\",\"time\":{time},\"request_type\":\"GET\",\"name\":\"/a\",\"response_time\":3}}\n"
+        ));
+    }
+    connection.send(events.as_bytes());
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(libc::SIGTERM);
+    server.wait_for("waiting up to 1s for 1 open connection(s)");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "no new connections while draining"
+    );
+    // Still read while draining.
+    connection.send(
+        b"{\"event\":\"request\",\"role\":\"worker\",\"node\":\"worker-0\",\"time\":51,\"request_type\":\"GET\",\"name\":\"/a\",\"response_time\":3}\n",
+    );
+    server.wait_for("closing 1 connection(s) still open at the drain deadline");
+    let (code, _, stderr) = server.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("closed: 51 events"), "{stderr}");
+    let lines = json_lines(&std::fs::read(&output).unwrap());
+    let last = from_plugin(&lines, "request-stats")
+        .last()
+        .map(|line| line["telemetry"]["requests"].clone());
+    assert_eq!(last, Some(json!(51)), "finish reported everything received");
+}
+
+/// A config with the lifecycle guest, slow on every call (for back-pressure).
+fn slow_config(workspace: &Workspace, output: &Path) -> PathBuf {
+    workspace.write(
+        "slow.toml",
+        format!(
+            "[run]\ntestplan = \"t\"\nrun_id = \"r\"\nbatch_size = 1\n\
+             [output]\npath = {}\n\
+             [[plugins]]\npath = {}\n\
+             [plugins.options]\nmode = \"slow-on-worker-0\"\nspin = 3000000\n\
+             [plugins.limits]\ncpu_ms_per_call = 2000\n",
+            toml_path(output),
+            toml_path(&guest("lifecycle")),
+        ),
+    )
+}
+
+fn request_lines(count: u32) -> Vec<u8> {
+    let mut lines = String::new();
+    for index in 0..count {
+        lines.push_str(&format!(
+            "{{\"event\":\"request\",\"role\":\"worker\",\"node\":\"worker-0\",\"time\":{},\"request_type\":\"GET\",\"name\":\"/\",\"response_time\":1}}\n",
+            f64::from(index) / 1000.0
+        ));
+    }
+    lines.into_bytes()
+}
+
+/// Sends `count` requests through a slow recorder under `overload`; returns the server's
+/// stderr once the connection has closed.
+fn overload_run(overload: &str, count: u32) -> String {
+    let workspace = Workspace::new();
+    let output = workspace.path("out.ndjson");
+    let config = slow_config(&workspace, &output);
+    let mut server = Server::start(
+        &config,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--overload",
+            overload,
+            "--queue-depth",
+            "1",
+        ],
+        &[],
+    );
+    let mut connection = server.connect();
+    assert_eq!(connection.hello(hello("worker", "worker-0"))["ok"], true);
+    connection.send(&request_lines(count));
+    // `dropped: 1` shows in the server's log only if the bye arrived.
+    connection.send(format!("{}\n", json!({"bye": true, "sent": count, "dropped": 1})).as_bytes());
+    drop(connection);
+    server.wait_for(") closed: ");
+    let (code, _, stderr) = server.stop();
+    assert_eq!(code, 0, "{stderr}");
+    stderr
+}
+
+fn closed_counts(stderr: &str) -> (u64, u64) {
+    let line = stderr
+        .lines()
+        .find(|line| line.contains(") closed: "))
+        .unwrap();
+    let number = |after: &str, before: &str| -> u64 {
+        line.split(before)
+            .next()
+            .and_then(|head| head.rsplit(after).next())
+            .map_or(0, |n| n.trim().parse().unwrap_or(0))
+    };
+    let received = number("closed: ", " events");
+    let dropped = if line.contains("events dropped here") {
+        number("; ", " events dropped here")
+    } else {
+        0
+    };
+    (received, dropped)
+}
+
+// When the recorders cannot keep up, `--overload drop` drops whole chunks and counts every
+// line it dropped: received + dropped = sent, nothing unaccounted.
+#[test]
+fn overload_drop_counts_every_dropped_event() {
+    let sent = 40_000;
+    let stderr = overload_run("drop", sent);
+    let (received, dropped) = closed_counts(&stderr);
+    assert!(
+        dropped > 0,
+        "the slow recorder made the server drop:\n{stderr}"
+    );
+    assert_eq!(received + dropped, u64::from(sent), "{stderr}");
+    assert!(
+        stderr.contains("the bridge dropped 1 events"),
+        "the bye frame is never dropped:\n{stderr}"
+    );
+    assert!(stderr.contains("dropping and counting this connection's events (--overload drop)"));
+    assert!(
+        stderr.contains(&format!("1 by bridges, {dropped} here, 0 lost in transit")),
+        "{stderr}"
+    );
+}
+
+// `--overload block` (the default) loses nothing: the connection waits instead.
+#[test]
+fn overload_block_loses_nothing() {
+    let sent = 2_000;
+    let stderr = overload_run("block", sent);
+    assert_eq!(closed_counts(&stderr), (u64::from(sent), 0), "{stderr}");
+    assert!(
+        stderr.contains("1 by bridges, 0 here, 0 lost in transit"),
+        "{stderr}"
+    );
+}
+
+// A bye that counts more events than arrived reports the difference as lost in transit.
+#[test]
+fn a_bye_with_more_than_arrived_counts_events_lost_in_transit() {
+    let workspace = Workspace::new();
+    let config = example_config(&workspace, &workspace.path("out.ndjson"));
+    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let mut connection = server.connect();
+    let mut first = hello("worker", "worker-0");
+    first["dropped"] = 4.into();
+    assert_eq!(connection.hello(first)["ok"], true);
+    connection.send(&request_lines(10));
+    connection.send(b"{\"bye\":true,\"sent\":13,\"dropped\":9}\n");
+    drop(connection);
+    let closed = server.wait_for(") closed: ");
+    assert!(
+        closed.contains(
+            "10 events, 0 bad frames; 3 sent events never arrived; the bridge dropped 9 events"
+        ),
+        "{closed}"
+    );
+    let (code, _, stderr) = server.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("events dropped: 9 by bridges, 0 here, 3 lost in transit"),
+        "{stderr}"
+    );
+}
