@@ -1,0 +1,12 @@
+"""swarmtel-locust: stream every Locust event of this process to ``swarmtel serve``.
+
+``import swarmtel_locust`` in a locustfile is all it takes: the import registers the
+bridge's command-line options and event listeners on ``locust.events``.
+"""
+__version__ = "0.1.0"
+
+from .plugin import BRIDGE, MSG_RUN, MSG_RUN_REQUEST, register  # noqa: E402
+
+register()
+
+__all__ = ["BRIDGE", "MSG_RUN", "MSG_RUN_REQUEST", "register", "__version__"]

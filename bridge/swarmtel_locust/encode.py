@@ -1,0 +1,130 @@
+"""Event items and their JSON line encoding.
+
+The encoding is exactly the one of ``examples/capture/locustfile.py`` and
+``schemas/event-stream.schema.json``: ``event``, ``role``, ``node``, ``time``, then the
+hook's arguments. Listeners build cheap *items* (tuples); the flusher encodes them.
+
+Items:
+
+* ``("request", time, request_type, name, response_time, response_length, exception,
+  start_time, url, status_code, context)`` (see :func:`request_item`)
+* ``(event, time, fields)`` for every other event, ``fields`` a dict of JSON-ready values.
+"""
+from __future__ import annotations
+
+import json
+import time as _time
+import traceback
+from typing import Any, Dict, Optional, Tuple
+
+MAX_LINE = 1024 * 1024  # protocol limit, newline excluded
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+class LineTooLong(ValueError):
+    """An encoded event line exceeds the protocol's 1 MiB limit."""
+
+
+def _json_safe(obj: Any, default: Any) -> Any:
+    try:
+        json.dumps(obj)
+        return obj
+    except (TypeError, ValueError):
+        return default
+
+
+def request_item(request_type, name, response_time, response_length, response=None, context=None,
+                 exception=None, start_time=None, url=None) -> Tuple:
+    """Build the cheap tuple the ``request`` listener buffers (no JSON, no I/O)."""
+    status = getattr(response, "status_code", None) if response is not None else None
+    return ("request", _time.time(), request_type, name, response_time, response_length,
+            str(exception) if exception is not None else None, start_time, url, status, context)
+
+
+def event_item(event: str, **fields: Any) -> Tuple[str, float, Dict[str, Any]]:
+    """Build the item of a non-request event; ``fields`` must already be JSON-ready."""
+    return (event, _time.time(), fields)
+
+
+def _request_fields(item: Tuple) -> Dict[str, Any]:
+    (_, _, request_type, name, response_time, response_length, exception, start_time, url,
+     status, context) = item
+    return {
+        "request_type": request_type,
+        "name": name,
+        "response_time": float(response_time) if response_time is not None else None,
+        "response_length": int(response_length or 0),
+        "exception": exception,
+        "start_time": start_time,
+        "url": str(url) if url is not None else None,
+        "status_code": int(status) if status is not None else None,
+        "context": _json_safe(context or {}, {}),
+    }
+
+
+def to_record(item: Tuple, role: str, node: str) -> Dict[str, Any]:
+    """The JSON object of one item, keys in the capture locustfile's order."""
+    rec = {"event": item[0], "role": role, "node": node, "time": item[1]}
+    if item[0] == "request":
+        rec.update(_request_fields(item))
+    else:
+        rec.update(item[2])
+    return rec
+
+
+def encode_line(item: Tuple, role: str, node: str) -> bytes:
+    """Encode one item as a UTF-8 JSON line ending in ``\\n``; raise :class:`LineTooLong`
+    past 1 MiB."""
+    line = _dumps(to_record(item, role, node)).encode("utf-8")
+    if len(line) > MAX_LINE:
+        raise LineTooLong(f"event line of {len(line)} bytes exceeds the 1 MiB limit")
+    return line + b"\n"
+
+
+# ------------------------------------------------------------------ hook arguments
+
+
+def user_error_fields(user_instance, exception, tb) -> Dict[str, Any]:
+    """``user_error`` arguments: the user as its class name, the traceback formatted."""
+    return {
+        "user_instance": type(user_instance).__name__,
+        "exception": str(exception),
+        "tb": "".join(traceback.format_tb(tb)) if tb is not None else "",
+    }
+
+
+def stats_entry(e: Any) -> Dict[str, Any]:
+    """One Locust ``StatsEntry`` as in the capture locustfile's ``_entry``."""
+    return {
+        "request_type": e.method or "",
+        "name": e.name,
+        "num_requests": e.num_requests,
+        "num_failures": e.num_failures,
+        "total_response_time": float(e.total_response_time),
+        "min_response_time": float(e.min_response_time or 0),
+        "max_response_time": float(e.max_response_time),
+        "total_content_length": int(e.total_content_length),
+        "response_times": [[float(k), int(v)] for k, v in sorted(e.response_times.items())],
+        "current_rps": float(e.current_rps),
+        "current_fail_per_sec": float(e.current_fail_per_sec),
+    }
+
+
+def stats_fields(runner: Any) -> Dict[str, Any]:
+    """A ``stats`` snapshot of a runner: ``user_count``, sorted ``entries``, ``total``."""
+    st = runner.stats
+    entries = [stats_entry(e) for _, e in sorted(st.entries.items(), key=lambda kv: (kv[0][0], kv[0][1]))]
+    return {"user_count": int(runner.user_count), "entries": entries, "total": stats_entry(st.total)}
+
+
+def worker_report_fields(client_id, data) -> Dict[str, Any]:
+    """``worker_report`` reduced to the worker's ``user_count``."""
+    return {"client_id": str(client_id), "user_count": int((data or {}).get("user_count", 0))}
+
+
+def stats_item(runner: Any) -> Optional[Tuple]:
+    """A ``stats`` item for ``runner``, or ``None`` without a runner."""
+    if runner is None:
+        return None
+    return event_item("stats", **stats_fields(runner))

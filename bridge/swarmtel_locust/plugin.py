@@ -1,0 +1,356 @@
+"""Wiring into Locust: options, roles, run id hand-out to workers, and one listener per hook."""
+from __future__ import annotations
+
+import atexit
+import logging
+from typing import Any, Optional, Tuple
+
+import gevent
+
+from . import encode
+from .buffer import EventBuffer
+from .child import ServerChild
+from .options import Settings, add_arguments
+from .runid import uuid7
+from .shipper import Shipper
+from .transport import Transport, parse_endpoint
+
+log = logging.getLogger("swarmtel_locust")
+
+#: Custom Locust message, master -> worker: ``{"run_id": str, "testplan": str | None}``.
+MSG_RUN = "swarmtel_run"
+#: Custom Locust message, worker -> master (no data): "send me ``swarmtel_run``".
+MSG_RUN_REQUEST = "swarmtel_run_request"
+
+FLUSH_TIMEOUT = 10.0
+CHILD_READY_TIMEOUT = 20.0
+CHILD_STOP_TIMEOUT = 20.0
+
+
+def _runner_kind(runner: Any) -> str:
+    from locust.runners import MasterRunner, WorkerRunner
+
+    if isinstance(runner, MasterRunner):
+        return "master"
+    if isinstance(runner, WorkerRunner):
+        return "worker"
+    return "standalone"
+
+
+class Bridge:
+    """The bridge's state for this Locust process (one per process: :data:`BRIDGE`)."""
+
+    def __init__(self) -> None:
+        self.env: Any = None
+        self.settings: Optional[Settings] = None
+        self.role = "standalone"
+        self.run_id: Optional[str] = None
+        self.testplan: Optional[str] = None
+        self.buffer: Optional[EventBuffer] = None
+        self.transport: Optional[Transport] = None
+        self.shipper: Optional[Shipper] = None
+        self.child: Optional[ServerChild] = None
+        self.flusher = None
+        self.stats_greenlet = None
+        self.done = False
+
+    # ---------------------------------------------------------------- identity
+
+    @property
+    def runner(self) -> Any:
+        return self.env.runner if self.env is not None else None
+
+    def node(self) -> str:
+        """``master``, ``worker-<index>`` or ``local``."""
+        if self.role == "master":
+            return "master"
+        if self.role == "worker":
+            r = self.runner
+            idx = getattr(r, "worker_index", -1)
+            return f"worker-{idx}" if idx is not None and idx >= 0 else f"worker-{r.client_id}"
+        return "local"
+
+    def identity(self) -> Tuple[str, str]:
+        return self.role, self.node()
+
+    def hello_fields(self) -> dict:
+        assert self.settings is not None
+        return {"role": self.role, "node": self.node(), "run_id": self.run_id,
+                "testplan": self.testplan, "token": self.settings.token}
+
+    def has_run(self) -> bool:
+        return self.run_id is not None
+
+    @property
+    def emits_stats(self) -> bool:
+        return self.role in ("master", "standalone")
+
+    # ---------------------------------------------------------------- setup
+
+    def setup(self, environment: Any) -> None:
+        """Start the bridge for this process (the ``init`` hook)."""
+        settings = Settings.from_options(getattr(environment, "parsed_options", None))
+        if settings.disable or environment.runner is None:
+            return
+        try:
+            parse_endpoint(settings.endpoint)
+        except ValueError as e:
+            log.error("swarmtel-locust: %s; bridge disabled", e)
+            return
+        self.env, self.settings = environment, settings
+        self.role = _runner_kind(environment.runner)
+        runner = environment.runner
+        self.buffer = EventBuffer(settings.buffer)
+        self.transport = Transport(settings.endpoint, self.hello_fields, lambda: self.buffer.dropped)
+        self.shipper = Shipper(self.buffer, self.transport, self.identity, can_connect=self.has_run,
+                               waiting_reason="no run id from the master yet (is swarmtel_locust "
+                                              "imported in the master's locustfile?)")
+        if self.role == "worker":
+            runner.register_message(MSG_RUN, self._on_run_message)
+            try:
+                runner.send_message(MSG_RUN_REQUEST)
+            except Exception as e:  # the master's replies on worker_connect / test_start still come
+                log.debug("swarmtel-locust: cannot ask the master for the run id: %s", e)
+        else:
+            self.run_id = settings.run_id or uuid7()
+            self.testplan = settings.testplan
+            if self.role == "master":
+                runner.register_message(MSG_RUN_REQUEST, self._on_run_request)
+            if settings.config:
+                self._start_child()
+        if settings.config and self.role == "worker":
+            log.info("swarmtel-locust: --swarmtel-config is ignored on workers (the master starts the runtime)")
+        self.flusher = gevent.spawn(self.shipper.run, settings.flush_interval)
+        atexit.register(self._atexit)
+        log.info("swarmtel-locust: %s %s sending to %s%s", self.role, self.node(), settings.endpoint,
+                 f" (run {self.run_id})" if self.run_id else "")
+
+    def _start_child(self) -> None:
+        s = self.settings
+        self.child = ServerChild(s.bin, s.config, s.endpoint, s.token)
+        if self.child.start():
+            self.child.wait_ready(lambda: self.transport.try_connect(force=True)
+                                  or self.transport.refused is not None, CHILD_READY_TIMEOUT)
+
+    # ---------------------------------------------------------------- run id hand-out
+
+    def run_message(self) -> dict:
+        return {"run_id": self.run_id, "testplan": self.testplan}
+
+    def send_run(self, client_id: Optional[str] = None) -> None:
+        """Master: send ``swarmtel_run`` to one worker, or to all when ``client_id`` is None."""
+        if self.role != "master" or self.run_id is None:
+            return
+        try:
+            if client_id is None:
+                self.runner.send_message(MSG_RUN, self.run_message())
+            else:
+                self.runner.send_message(MSG_RUN, self.run_message(), client_id=client_id)
+        except Exception as e:
+            log.warning("swarmtel-locust: cannot send the run id to worker %s: %s", client_id or "(all)", e)
+
+    def _on_run_request(self, environment: Any = None, msg: Any = None, **kwargs: Any) -> None:
+        self.send_run(getattr(msg, "node_id", None) or None)
+
+    def _on_run_message(self, environment: Any = None, msg: Any = None, **kwargs: Any) -> None:
+        data = getattr(msg, "data", None) or {}
+        run_id = data.get("run_id")
+        if not run_id:
+            return
+        if self.run_id is None:
+            self.run_id, self.testplan = str(run_id), data.get("testplan")
+            log.info("swarmtel-locust: %s joined run %s", self.node(), self.run_id)
+        elif self.run_id != run_id:
+            log.warning("swarmtel-locust: master sent run id %s but this worker already uses %s; keeping it",
+                        run_id, self.run_id)
+
+    # ---------------------------------------------------------------- events
+
+    def record(self, event: str, **fields: Any) -> None:
+        """Buffer a non-request event."""
+        if self.buffer is not None:
+            self.buffer.push_control(encode.event_item(event, **fields))
+
+    def record_stats(self) -> None:
+        if self.buffer is not None and self.emits_stats and not self.done:
+            try:
+                item = encode.stats_item(self.runner)
+            except Exception as e:
+                log.debug("swarmtel-locust: stats snapshot failed: %s", e)
+                self.buffer.count_dropped(1)
+                return
+            if item is not None:
+                self.buffer.push_control(item)
+
+    def _stats_loop(self) -> None:
+        while True:
+            gevent.sleep(self.settings.stats_interval)
+            self.record_stats()
+
+    def start_stats(self) -> None:
+        if (self.emits_stats and self.stats_greenlet is None and self.buffer is not None
+                and self.settings is not None):
+            self.stats_greenlet = gevent.spawn(self._stats_loop)
+
+    def stop_stats(self) -> None:
+        g, self.stats_greenlet = self.stats_greenlet, None
+        if g is not None:
+            g.kill(block=False)
+
+    def flush(self) -> None:
+        if self.shipper is not None and not self.done:
+            try:
+                self.shipper.flush(FLUSH_TIMEOUT)
+                self.shipper.report()
+            except Exception:
+                log.exception("swarmtel-locust: flush failed")
+
+    def finish(self) -> None:
+        """At ``quit``: final flush, bye, close, loss total, then stop the child."""
+        if self.shipper is None or self.done:
+            return
+        self.done = True
+        self.stop_stats()
+        try:
+            self.shipper.finish(FLUSH_TIMEOUT)
+        except Exception:
+            log.exception("swarmtel-locust: final flush failed")
+        if self.flusher is not None:
+            self.flusher.kill(block=False)
+        self.stop_child(CHILD_STOP_TIMEOUT)
+
+    def stop_child(self, timeout: float) -> None:
+        child, self.child = self.child, None
+        if child is not None:
+            child.stop(timeout)
+
+    def _atexit(self) -> None:
+        self.stop_child(5.0)
+
+
+BRIDGE = Bridge()
+
+
+# -------------------------------------------------------------------- listeners
+
+
+def _on_command_line_parser(parser: Any, **kwargs: Any) -> None:
+    add_arguments(parser)
+
+
+def _on_init(environment: Any, **kwargs: Any) -> None:
+    try:
+        BRIDGE.setup(environment)
+    except Exception:
+        log.exception("swarmtel-locust: setup failed; bridge disabled")
+
+
+def _on_request(request_type, name, response_time, response_length, response=None, context=None,
+                exception=None, start_time=None, url=None, **kwargs):
+    b = BRIDGE.buffer
+    if b is not None:
+        b.push(encode.request_item(request_type, name, response_time, response_length, response,
+                                   context, exception, start_time, url))
+
+
+def _on_test_start(**kwargs):
+    BRIDGE.record("test_start")
+    BRIDGE.send_run()
+    BRIDGE.start_stats()
+
+
+def _on_test_stopping(**kwargs):
+    BRIDGE.record("test_stopping")
+
+
+def _on_test_stop(**kwargs):
+    BRIDGE.record("test_stop")
+    BRIDGE.stop_stats()
+    BRIDGE.record_stats()
+    BRIDGE.flush()
+
+
+def _on_reset_stats(**kwargs):
+    BRIDGE.record("reset_stats")
+
+
+def _on_quitting(**kwargs):
+    BRIDGE.record("quitting")
+
+
+def _on_spawning_complete(user_count, **kwargs):
+    BRIDGE.record("spawning_complete", user_count=int(user_count))
+
+
+def _on_user_error(user_instance, exception, tb, **kwargs):
+    if BRIDGE.buffer is not None:
+        BRIDGE.record("user_error", **encode.user_error_fields(user_instance, exception, tb))
+
+
+def _on_cpu_warning(cpu_usage, **kwargs):
+    BRIDGE.record("cpu_warning", cpu_usage=float(cpu_usage))
+
+
+def _on_usage_monitor(cpu_usage, memory_usage, **kwargs):
+    BRIDGE.record("usage_monitor", cpu_usage=float(cpu_usage), memory_usage=int(memory_usage))
+
+
+def _on_worker_connect(client_id, **kwargs):
+    BRIDGE.record("worker_connect", client_id=str(client_id))
+    BRIDGE.send_run(str(client_id))
+
+
+def _on_worker_report(client_id, data, **kwargs):
+    BRIDGE.record("worker_report", **encode.worker_report_fields(client_id, data))
+
+
+def _on_heartbeat_sent(client_id, timestamp, **kwargs):
+    BRIDGE.record("heartbeat_sent", client_id=str(client_id), timestamp=float(timestamp))
+
+
+def _on_heartbeat_received(client_id, timestamp, **kwargs):
+    BRIDGE.record("heartbeat_received", client_id=str(client_id), timestamp=float(timestamp))
+
+
+def _on_quit(exit_code=0, **kwargs):
+    BRIDGE.record_stats()
+    BRIDGE.record("quit", exit_code=int(exit_code or 0))
+    BRIDGE.finish()
+
+
+LISTENERS = {
+    "init_command_line_parser": _on_command_line_parser,
+    "init": _on_init,
+    "request": _on_request,
+    "test_start": _on_test_start,
+    "test_stopping": _on_test_stopping,
+    "test_stop": _on_test_stop,
+    "reset_stats": _on_reset_stats,
+    "quitting": _on_quitting,
+    "spawning_complete": _on_spawning_complete,
+    "user_error": _on_user_error,
+    "cpu_warning": _on_cpu_warning,
+    "usage_monitor": _on_usage_monitor,
+    "worker_connect": _on_worker_connect,
+    "worker_report": _on_worker_report,
+    "heartbeat_sent": _on_heartbeat_sent,
+    "heartbeat_received": _on_heartbeat_received,
+    "quit": _on_quit,
+}
+
+_registered = False
+
+
+def register(events: Any = None) -> None:
+    """Add the bridge's listeners to ``events`` (default ``locust.events``); idempotent.
+    Hooks missing from an older Locust are skipped."""
+    global _registered
+    if _registered:
+        return
+    if events is None:
+        from locust import events as events
+    for name, listener in LISTENERS.items():
+        hook = getattr(events, name, None)
+        if hook is not None:
+            hook.add_listener(listener)
+    _registered = True

@@ -1,0 +1,143 @@
+"""A tiny `swarmtel serve` stand-in for the tests: Unix socket, hello / reply / lines / bye."""
+import json
+import os
+import socket
+import threading
+
+
+class ProtoServer:
+    """Accepts connections on a Unix socket. Each connection: read the hello, answer it
+    (``ok`` or ``refuse=<error>``), then record every line until EOF.
+    ``conns`` is a list of dicts: ``hello``, ``lines`` (parsed events), ``bye``, ``raw_bad``."""
+
+    def __init__(self, path, refuse=None, stall=False, rcvbuf=None):
+        self.path = path
+        self.refuse = refuse
+        self.stall = threading.Event()
+        if stall:
+            self.stall.set()
+        self.rcvbuf = rcvbuf
+        self.conns = []
+        self.sock = None
+        self.threads = []
+        self.client_socks = []
+        self.closed = False
+
+    def start(self):
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(16)
+        self.closed = False
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self.threads.append(t)
+        return self
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.rcvbuf:
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+            self.client_socks.append(c)
+            rec = {"hello": None, "lines": [], "bye": None, "raw_bad": [], "eof": False}
+            self.conns.append(rec)
+            t = threading.Thread(target=self._serve, args=(c, rec), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _serve(self, c, rec):
+        f = c.makefile("rb")
+        try:
+            line = f.readline()
+            if not line:
+                return
+            rec["hello"] = json.loads(line)
+            if self.refuse:
+                c.sendall((json.dumps({"hello": "swarmtel", "version": 1, "ok": False,
+                                       "error": self.refuse}) + "\n").encode())
+                c.close()
+                return
+            h = rec["hello"]
+            c.sendall((json.dumps({"hello": "swarmtel", "version": 1, "ok": True,
+                                   "run_id": h.get("run_id") or "server-run",
+                                   "testplan": h.get("testplan") or "server-plan"}) + "\n").encode())
+            while True:
+                while self.stall.is_set() and not self.closed:
+                    threading.Event().wait(0.01)
+                line = f.readline()
+                if not line:
+                    break
+                if not line.endswith(b"\n"):
+                    rec["raw_bad"].append(line)
+                    break
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    rec["raw_bad"].append(line)
+                    continue
+                if obj.get("bye") is True:
+                    rec["bye"] = obj
+                else:
+                    rec["lines"].append(obj)
+        except (OSError, ValueError):
+            pass
+        finally:
+            rec["eof"] = True
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def stop(self):
+        """Close the listener and every connection (a crash or restart of the runtime)."""
+        self.closed = True
+        self.stall.clear()
+        for c in self.client_socks:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                c.close()
+            except OSError:
+                pass
+        self.client_socks = []
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+
+if __name__ == "__main__":
+    # Used as a fake `swarmtel` binary: swarmtel serve --config OUT --listen unix:PATH
+    # Writes every connection record to OUT (JSON) on SIGTERM.
+    import signal
+    import sys
+    import time
+
+    argv = sys.argv[1:]
+    assert argv[0] == "serve", argv
+    out = argv[argv.index("--config") + 1]
+    listen = argv[argv.index("--listen") + 1]
+    assert listen.startswith("unix:")
+    srv = ProtoServer(listen[len("unix:"):])
+    done = threading.Event()
+
+    def term(*_):
+        done.set()
+
+    signal.signal(signal.SIGTERM, term)
+    time.sleep(float(os.environ.get("FAKE_SERVE_DELAY", "0")))
+    srv.start()
+    while not done.wait(0.05):
+        pass
+    time.sleep(0.2)
+    with open(out, "w") as fh:
+        json.dump({"argv": sys.argv, "token": os.environ.get("SWARMTEL_TOKEN"), "conns": srv.conns}, fh)
+    srv.stop()

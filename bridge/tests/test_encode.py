@@ -1,0 +1,178 @@
+"""Event lines match the capture locustfile's encoding and the event-stream schema."""
+import importlib.util
+import json
+import os
+import sys
+import types
+
+import pytest
+from locust.runners import LocalRunner
+from locust.stats import RequestStats
+
+import minischema
+from conftest import REPO
+from swarmtel_locust import encode, plugin
+from swarmtel_locust.buffer import EventBuffer
+
+SCHEMA = json.load(open(os.path.join(REPO, "schemas", "event-stream.schema.json")))
+
+
+class Resp:
+    status_code = 503
+
+
+class ShopUser:
+    pass
+
+
+class FakeLocalRunner(LocalRunner):
+    """A LocalRunner as far as isinstance goes, with fixed stats and user count."""
+    user_count = 4
+    stats = None
+    greenlet = None
+
+    def __init__(self, stats):
+        self._fake_stats = stats
+
+    stats = property(lambda self: self._fake_stats)
+
+
+def _tb():
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError as e:
+        return e, e.__traceback__
+
+
+def _calls():
+    """(hook name, kwargs) for every forwarded hook, with awkward values included."""
+    exc, tb = _tb()
+    return [
+        ("test_start", {}),
+        ("request", dict(request_type="GET", name="/items/[id]", response_time=12.5, response_length=321,
+                         response=Resp(), context={"user": 1}, exception=None, start_time=1700000000.25,
+                         url="http://h/items/7")),
+        ("request", dict(request_type="POST", name="/orders", response_time=3, response_length=None,
+                         response=None, context={"bad": object()}, exception=ValueError("nope"),
+                         start_time=1700000001.0, url=None)),
+        ("spawning_complete", dict(user_count=5)),
+        ("user_error", dict(user_instance=ShopUser(), exception=exc, tb=tb)),
+        ("cpu_warning", dict(cpu_usage=93.5)),
+        ("usage_monitor", dict(cpu_usage=12.0, memory_usage=123456789)),
+        ("worker_connect", dict(client_id="host_abc")),
+        ("worker_report", dict(client_id="host_abc", data={"user_count": 3, "stats": []})),
+        ("heartbeat_sent", dict(client_id="host_abc", timestamp=1700000002.5)),
+        ("heartbeat_received", dict(client_id="host_abc", timestamp=1700000003.5)),
+        ("reset_stats", {}),
+        ("test_stopping", {}),
+        ("test_stop", {}),
+        ("quitting", {}),
+        ("quit", dict(exit_code=1)),
+    ]
+
+
+@pytest.fixture
+def capture(tmp_path, monkeypatch):
+    """Load examples/capture/locustfile.py as a module writing to tmp_path."""
+    path = os.path.join(REPO, "examples", "capture", "locustfile.py")
+    spec = importlib.util.spec_from_file_location("swarmtel_capture_example", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    stats = RequestStats()
+    stats.log_request("GET", "/", 10, 100)
+    stats.log_request("GET", "/", 30, 50)
+    stats.log_request("POST", "/orders", 7, 0)
+    stats.log_error("POST", "/orders", "boom")
+    runner = FakeLocalRunner(stats)
+    mod.CAP.dir = str(tmp_path)
+    mod.CAP.env = types.SimpleNamespace(runner=runner)
+    # the bridge, standalone, with its own buffer
+    monkeypatch.setattr(plugin.BRIDGE, "env", types.SimpleNamespace(runner=runner))
+    monkeypatch.setattr(plugin.BRIDGE, "role", "standalone")
+    monkeypatch.setattr(plugin.BRIDGE, "buffer", EventBuffer(1000))
+    monkeypatch.setattr(plugin.BRIDGE, "settings", None)
+    monkeypatch.setattr(plugin.BRIDGE, "shipper", None)  # no flushing / finishing
+    yield mod
+    mod.CAP.close()
+    mod.CAP.dir = None
+    mod.CAP.env = None
+    g = mod.CAP.stats_greenlet
+    if g is not None:
+        g.kill()
+
+
+def _both(capture):
+    """Fire every hook through the capture listeners and the bridge listeners."""
+    cap_listener = {
+        "test_start": capture._on_test_start, "request": capture._on_request,
+        "spawning_complete": capture._on_spawning_complete, "user_error": capture._on_user_error,
+        "cpu_warning": capture._on_cpu_warning, "usage_monitor": capture._on_usage_monitor,
+        "worker_connect": capture._on_worker_connect, "worker_report": capture._on_worker_report,
+        "heartbeat_sent": capture._on_heartbeat_sent, "heartbeat_received": capture._on_heartbeat_received,
+        "reset_stats": capture._on_reset_stats, "test_stopping": capture._on_test_stopping,
+        "test_stop": capture._on_test_stop, "quitting": capture._on_quitting, "quit": capture._on_quit,
+    }
+    for name, kwargs in _calls():
+        cap_listener[name](**kwargs)
+        plugin.LISTENERS[name](**kwargs)
+        if name == "test_start":  # the capture's stats loop: stop it, ours is not started (no settings)
+            if capture.CAP.stats_greenlet is not None:
+                capture.CAP.stats_greenlet.kill()
+                capture.CAP.stats_greenlet = None
+    capture.CAP.close()
+    with open(os.path.join(capture.CAP.dir, "local.ndjson")) as fh:
+        theirs = [json.loads(line) for line in fh]
+    items = plugin.BRIDGE.buffer.drain(10000)
+    ours_raw = [encode.encode_line(it, "standalone", "local") for it in items]
+    return theirs, ours_raw
+
+
+def test_every_event_matches_capture_encoding(capture):
+    theirs, ours_raw = _both(capture)
+    ours = [json.loads(line) for line in ours_raw]
+    # the bridge adds one stats snapshot at quit (before the quit line)
+    assert [o["event"] for o in ours] == [t["event"] for t in theirs[:-1]] + ["stats", "quit"]
+    ours_cmp = [o for o in ours]
+    del ours_cmp[-2]
+    assert len(ours_cmp) == len(theirs)
+    for o, t in zip(ours_cmp, theirs):
+        assert list(o.keys()) == list(t.keys()), o["event"]
+        o2, t2 = dict(o), dict(t)
+        assert isinstance(o2.pop("time"), float)
+        t2.pop("time")
+        assert o2 == t2, o["event"]
+    req = ours[1]
+    assert req["status_code"] == 503 and req["response_time"] == 12.5 and req["context"] == {"user": 1}
+    assert ours[2]["exception"] == "nope" and ours[2]["context"] == {} and ours[2]["response_length"] == 0
+    stats = [o for o in ours if o["event"] == "stats"]
+    assert stats[0]["total"]["num_requests"] == 3 and stats[0]["total"]["num_failures"] == 1
+    assert [e["name"] for e in stats[0]["entries"]] == ["/", "/orders"]
+
+
+def test_lines_are_compact_newline_terminated_and_validate(capture):
+    _, ours_raw = _both(capture)
+    events = set()
+    for raw in ours_raw:
+        assert raw.endswith(b"\n") and raw.count(b"\n") == 1
+        assert b", " not in raw[:40] and b'": ' not in raw[:40]
+        obj = json.loads(raw)
+        assert list(obj)[:4] == ["event", "role", "node", "time"]
+        assert minischema.errors(obj, SCHEMA) == [], obj
+        events.add(obj["event"])
+    assert events == set(SCHEMA["properties"]["event"]["enum"])
+
+
+@pytest.mark.parametrize("bad", [
+    {"event": "request", "role": "standalone", "node": "local", "time": 1.0, "request_type": "GET", "name": "/"},
+    {"event": "stats", "role": "master", "node": "master", "time": 1.0, "entries": [], "total": {"name": "x"}},
+    {"event": "nope", "role": "master", "node": "master", "time": 1.0},
+    {"event": "quit", "role": "boss", "node": "master", "time": 1.0},
+])
+def test_minischema_rejects_bad_lines(bad):
+    assert minischema.errors(bad, SCHEMA)
+
+
+def test_line_too_long_is_refused():
+    item = encode.event_item("user_error", user_instance="U", exception="x" * (1024 * 1024), tb="")
+    with pytest.raises(encode.LineTooLong):
+        encode.encode_line(item, "standalone", "local")

@@ -1,0 +1,123 @@
+"""Real Locust runs with the bridge: standalone and master + worker, the runtime being the
+fake `swarmtel serve` of tests/protoserver.py started through --swarmtel-config."""
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import BRIDGE, HERE
+
+LOCUSTFILE = '''
+import time
+import swarmtel_locust
+from locust import User, constant, task
+
+class U(User):
+    wait_time = constant(0.05)
+
+    @task
+    def t(self):
+        self.environment.events.request.fire(request_type="GET", name="/x", response_time=1.5,
+            response_length=10, response=None, context={}, exception=None, start_time=time.time(),
+            url="http://x/x")
+'''
+
+UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
+@pytest.fixture
+def setup(tmp_path, sockdir):
+    lf = tmp_path / "locustfile.py"
+    lf.write_text(LOCUSTFILE)
+    fake = tmp_path / "fake-swarmtel"
+    fake.write_text(f"#!/bin/sh\nexec {sys.executable} {os.path.join(HERE, 'protoserver.py')} \"$@\"\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    out = tmp_path / "serve-out.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}
+    env.update(PYTHONPATH=BRIDGE, LOCUST_SWARMTEL_TOKEN="tok", LOCUST_SWARMTEL_STATS_INTERVAL="0.5")
+    endpoint = "unix:" + os.path.join(sockdir, "serve.sock")
+    return lf, fake, out, env, endpoint
+
+
+def _locust(*args):
+    return [sys.executable, "-m", "locust", *args]
+
+
+def test_standalone_with_child(setup):
+    lf, fake, out, env, endpoint = setup
+    p = subprocess.run(_locust("-f", str(lf), "--headless", "-u", "2", "-r", "2", "-t", "2s",
+                               "--swarmtel-endpoint", endpoint, "--swarmtel-config", str(out),
+                               "--swarmtel-bin", str(fake), "--swarmtel-testplan", "plan-a"),
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads(out.read_text())  # written by the fake server on SIGTERM, after our bye
+    assert res["argv"][1:] == ["serve", "--config", str(out), "--listen", endpoint]
+    assert res["token"] == "tok"  # token passed through the environment, not argv
+    assert len(res["conns"]) == 1
+    c = res["conns"][0]
+    h = c["hello"]
+    assert (h["role"], h["node"], h["testplan"], h["token"], h["version"]) == ("standalone", "local", "plan-a", "tok", 1)
+    assert UUID7.fullmatch(h["run_id"])
+    events = [line["event"] for line in c["lines"]]
+    assert events[0] == "test_start" and events[-2:] == ["stats", "quit"]
+    for e in ["spawning_complete", "request", "test_stopping", "test_stop", "quitting"]:
+        assert e in events
+    assert events.count("stats") >= 3  # periodic + test_stop + quit
+    final = [line for line in c["lines"] if line["event"] == "stats"][-1]
+    assert final["total"]["num_requests"] == events.count("request") > 10
+    assert c["bye"] == {"bye": True, "sent": len(c["lines"]), "dropped": 0}
+    assert "telemetry is being lost" not in p.stderr and "dropped" not in p.stderr
+
+
+def test_standalone_without_runtime_does_not_hurt(setup):
+    lf, fake, out, env, endpoint = setup
+    t0 = time.monotonic()
+    p = subprocess.run(_locust("-f", str(lf), "--headless", "-u", "2", "-r", "2", "-t", "2s",
+                               "--swarmtel-endpoint", endpoint, "--swarmtel-buffer", "20"),
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert time.monotonic() - t0 < 10
+    assert p.stderr.count("telemetry is being lost") == 1
+    assert re.search(r"\d+ events dropped in total", p.stderr)
+
+
+def test_master_and_worker_share_run_id(setup):
+    lf, fake, out, env, endpoint = setup
+    port = str(20000 + os.getpid() % 20000)
+    master = subprocess.Popen(_locust("-f", str(lf), "--master", "--headless", "--expect-workers", "1",
+                                      "-u", "2", "-r", "2", "-t", "2s", "--master-bind-port", port,
+                                      "--swarmtel-endpoint", endpoint, "--swarmtel-config", str(out),
+                                      "--swarmtel-bin", str(fake), "--swarmtel-run-id", "run-xyz"),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    worker = subprocess.Popen(_locust("-f", str(lf), "--worker", "--master-port", port,
+                                      "--swarmtel-endpoint", endpoint),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, merr = master.communicate(timeout=60)
+        _, werr = worker.communicate(timeout=30)
+    finally:
+        for p in (master, worker):
+            if p.poll() is None:
+                p.kill()
+    assert master.returncode == 0, merr[-3000:]
+    res = json.loads(out.read_text())
+    hellos = {c["hello"]["node"]: c for c in res["conns"]}
+    assert set(hellos) == {"master", "worker-0"}, [c["hello"] for c in res["conns"]]
+    assert hellos["master"]["hello"]["run_id"] == "run-xyz" == hellos["worker-0"]["hello"]["run_id"]
+    assert hellos["worker-0"]["hello"]["role"] == "worker"
+    w = hellos["worker-0"]
+    wev = [line["event"] for line in w["lines"]]
+    assert "request" in wev and "test_start" in wev and wev[-1] == "quit"
+    assert all(line["node"] == "worker-0" and line["role"] == "worker" for line in w["lines"])
+    assert w["bye"] == {"bye": True, "sent": len(w["lines"]), "dropped": 0}, werr[-2000:]
+    m = hellos["master"]
+    mev = [line["event"] for line in m["lines"]]
+    assert "worker_connect" in mev and "worker_report" in mev and mev[-2:] == ["stats", "quit"]
+    final = [line for line in m["lines"] if line["event"] == "stats"][-1]
+    assert final["total"]["num_requests"] == wev.count("request")

@@ -1,0 +1,74 @@
+"""The --swarmtel-* options exist, show in --help and the web UI, and read their env vars."""
+import os
+import pytest
+from locust import argument_parser
+
+from swarmtel_locust.options import Settings
+
+OPTIONS = {
+    "endpoint": ("--swarmtel-endpoint", "LOCUST_SWARMTEL_ENDPOINT", "tcp:127.0.0.1:9", "tcp:127.0.0.1:9"),
+    "config": ("--swarmtel-config", "LOCUST_SWARMTEL_CONFIG", "/etc/s.toml", "/etc/s.toml"),
+    "bin": ("--swarmtel-bin", "LOCUST_SWARMTEL_BIN", "/opt/swarmtel", "/opt/swarmtel"),
+    "testplan": ("--swarmtel-testplan", "LOCUST_SWARMTEL_TESTPLAN", "checkout", "checkout"),
+    "run_id": ("--swarmtel-run-id", "LOCUST_SWARMTEL_RUN_ID", "run-9", "run-9"),
+    "token": ("--swarmtel-token", "LOCUST_SWARMTEL_TOKEN", "t0k", "t0k"),
+    "stats_interval": ("--swarmtel-stats-interval", "LOCUST_SWARMTEL_STATS_INTERVAL", "5", 5.0),
+    "flush_interval": ("--swarmtel-flush-interval", "LOCUST_SWARMTEL_FLUSH_INTERVAL", "0.5", 0.5),
+    "buffer": ("--swarmtel-buffer", "LOCUST_SWARMTEL_BUFFER", "77", 77),
+    "disable": ("--swarmtel-disable", "LOCUST_SWARMTEL_DISABLE", "true", True),
+}
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for _, env, _, _ in OPTIONS.values():
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    return monkeypatch
+
+
+def parse(args=()):
+    parser = argument_parser.get_parser(default_config_files=[])
+    return parser, parser.parse_args(["-f", "x.py", *args])
+
+
+def test_defaults(clean_env):
+    _, opts = parse()
+    s = Settings.from_options(opts)
+    assert s.endpoint == f"unix:/tmp/swarmtel-{os.getuid()}/serve.sock"
+    assert (s.config, s.bin, s.testplan, s.run_id, s.token) == (None, "swarmtel", None, None, None)
+    assert (s.stats_interval, s.flush_interval, s.buffer, s.disable) == (2.0, 0.2, 100000, False)
+
+
+@pytest.mark.parametrize("key", sorted(OPTIONS))
+def test_env_var_sets_option(clean_env, key):
+    flag, env, raw, expected = OPTIONS[key]
+    clean_env.setenv(env, raw)
+    _, opts = parse()
+    assert getattr(opts, "swarmtel_" + key) == expected
+    assert getattr(Settings.from_options(opts), key) == expected
+
+
+@pytest.mark.parametrize("key", sorted(k for k in OPTIONS if k != "disable"))
+def test_command_line_sets_option(clean_env, key):
+    flag, _, raw, expected = OPTIONS[key]
+    _, opts = parse([flag, raw])
+    assert getattr(opts, "swarmtel_" + key) == expected
+
+
+def test_web_ui_and_secret(clean_env):
+    parser, _ = parse()
+    ui = parser.args_included_in_web_ui
+    for key in OPTIONS:
+        assert "swarmtel_" + key in ui
+    assert set(k for k in parser.secret_args_included_in_web_ui if k.startswith("swarmtel")) == {"swarmtel_token"}
+
+
+def test_help_lists_options_and_env_vars(clean_env):
+    # Locust 2.47 prints `locust --help` before importing the locustfile, so plugin options
+    # only show in the help of the parser built after the import (and in the web UI).
+    parser, _ = parse()
+    out = parser.format_help()
+    for flag, env_var, _, _ in OPTIONS.values():
+        assert flag in out
+        assert env_var in out

@@ -1,0 +1,116 @@
+"""Roles, node names, run id hand-out to workers, and the child process."""
+import logging
+import os
+import stat
+import time
+import types
+
+from swarmtel_locust import plugin
+from swarmtel_locust.child import ServerChild, serve_argv
+
+
+class FakeRunner:
+    def __init__(self):
+        self.sent = []
+        self.registered = {}
+
+    def send_message(self, msg_type, data=None, client_id=None):
+        self.sent.append((msg_type, data, client_id))
+
+    def register_message(self, msg_type, listener, concurrent=False):
+        self.registered[msg_type] = listener
+
+
+def _bridge(role, runner, run_id=None):
+    b = plugin.Bridge()
+    b.env = types.SimpleNamespace(runner=runner)
+    b.role = role
+    b.run_id = run_id
+    b.testplan = "plan" if run_id else None
+    return b
+
+
+def test_node_names():
+    r = FakeRunner()
+    assert _bridge("master", r).node() == "master"
+    assert _bridge("standalone", r).node() == "local"
+    r.worker_index, r.client_id = 2, "h_abc"
+    assert _bridge("worker", r).identity() == ("worker", "worker-2")
+    r.worker_index = -1
+    assert _bridge("worker", r).node() == "worker-h_abc"
+
+
+def test_master_sends_run_on_worker_connect_test_start_and_request():
+    r = FakeRunner()
+    b = _bridge("master", r, run_id="run-1")
+    b.send_run("w1")
+    b.send_run()
+    b._on_run_request(msg=types.SimpleNamespace(node_id="w2", data=None))
+    data = {"run_id": "run-1", "testplan": "plan"}
+    assert r.sent == [(plugin.MSG_RUN, data, "w1"), (plugin.MSG_RUN, data, None), (plugin.MSG_RUN, data, "w2")]
+    assert plugin.MSG_RUN == "swarmtel_run" and plugin.MSG_RUN_REQUEST == "swarmtel_run_request"
+    _bridge("worker", r, run_id="x").send_run("w1")  # workers never hand out run ids
+    assert len(r.sent) == 3
+
+
+def test_worker_takes_first_run_id_only(caplog):
+    r = FakeRunner()
+    r.worker_index = 0
+    b = _bridge("worker", r)
+    assert not b.has_run()
+    b._on_run_message(msg=types.SimpleNamespace(data={"run_id": "run-7", "testplan": "tp"}))
+    assert b.has_run() and (b.run_id, b.testplan) == ("run-7", "tp")
+    with caplog.at_level(logging.WARNING, logger="swarmtel_locust"):
+        b._on_run_message(msg=types.SimpleNamespace(data={"run_id": "run-8", "testplan": "tp"}))
+    assert b.run_id == "run-7" and "run-8" in caplog.text
+
+
+def _script(tmp_path, body):
+    p = tmp_path / "fake-bin"
+    p.write_text("#!/bin/sh\n" + body)
+    p.chmod(p.stat().st_mode | stat.S_IXUSR)
+    return str(p)
+
+
+def test_child_argv():
+    assert serve_argv("swarmtel", "/c.toml", "unix:/s") == ["swarmtel", "serve", "--config", "/c.toml",
+                                                             "--listen", "unix:/s"]
+
+
+def test_child_sigkill_after_ignored_sigterm(tmp_path, caplog):
+    ready = tmp_path / "ready"
+    binary = _script(tmp_path, f"trap '' TERM\ntouch {ready}\nwhile true; do sleep 0.05; done\n")
+    c = ServerChild(binary, "/c", "unix:/s")
+    assert c.start()
+    deadline = time.monotonic() + 5
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with caplog.at_level(logging.WARNING, logger="swarmtel_locust"):
+        t0 = time.monotonic()
+        code = c.stop(timeout=0.5)
+    assert code == -9 and time.monotonic() - t0 < 5
+    assert "killing it" in caplog.text
+
+
+def test_child_sigterm_exits_cleanly(tmp_path, caplog):
+    binary = _script(tmp_path, "exec sleep 30\n")
+    c = ServerChild(binary, "/c", "unix:/s")
+    assert c.start()
+    with caplog.at_level(logging.WARNING, logger="swarmtel_locust"):
+        assert c.stop(timeout=5) == -15
+    assert "killing" not in caplog.text
+
+
+def test_child_exiting_early_is_reported(tmp_path, caplog):
+    binary = _script(tmp_path, "echo bad config >&2\nexit 3\n")
+    c = ServerChild(binary, "/c", "unix:/s")
+    assert c.start()
+    with caplog.at_level(logging.ERROR, logger="swarmtel_locust"):
+        assert c.wait_ready(lambda: False, timeout=5, interval=0.02) is False
+    assert "exited with code 3" in caplog.text
+
+
+def test_child_missing_binary(caplog):
+    with caplog.at_level(logging.ERROR, logger="swarmtel_locust"):
+        assert ServerChild("/nonexistent/swarmtel", "/c", "unix:/s").start() is False
+    assert "cannot start" in caplog.text
