@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Tiny stdlib-only HTTP target for the swarmtel Locust capture.
 
-Usage: python3 target.py [PORT]   (binds 127.0.0.1, default port 8089)
+Usage: python3 target.py [PORT]   (binds 127.0.0.1, default port 8089; 0 for any free port,
+printed as `listening on 127.0.0.1:<port>`)
 """
 import json
 import random
@@ -74,6 +75,8 @@ def main():
     ThreadingHTTPServer.request_queue_size = 128
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
+    # Port 0 picks a free port: say which, for the scripts that start us.
+    print(f"listening on 127.0.0.1:{server.server_address[1]}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate examples/locust-run.ndjson from a real distributed Locust run
-# (1 master + 2 workers) against the local stdlib target in target.py.
+# (1 master + 2 workers) against the local stdlib target in ../target.py.
 # All traffic stays on 127.0.0.1.
 #
 # Env overrides: LOCUST_VENV (default /tmp/locust-venv), TARGET_PORT (8089),
@@ -45,7 +45,7 @@ cleanup() {
 trap cleanup EXIT
 
 # 1. target
-python3 "$HERE/target.py" "$TARGET_PORT" >"$LOG_DIR/target.log" 2>&1 &
+python3 "$HERE/../target.py" "$TARGET_PORT" >"$LOG_DIR/target.log" 2>&1 &
 TARGET_PID=$!
 PIDS+=("$TARGET_PID")
 python3 - "$TARGET_PORT" <<'PY'
