@@ -691,3 +691,35 @@ fn a_bye_with_more_than_arrived_counts_events_lost_in_transit() {
         "{stderr}"
     );
 }
+
+// The connection cap: past it a connection is refused with the reason, before its hello is
+// read; once one closes, a new one is taken again.
+#[test]
+fn connections_past_the_cap_are_refused() {
+    let workspace = Workspace::new();
+    let config = example_config(&workspace, &workspace.path("out.ndjson"));
+    let mut server = Server::start(
+        &config,
+        &["--listen", "127.0.0.1:0", "--max-connections", "2"],
+        &[],
+    );
+    let mut first = server.connect();
+    assert_eq!(first.hello(hello("worker", "worker-0"))["ok"], true);
+    let mut second = server.connect();
+    assert_eq!(second.hello(hello("worker", "worker-1"))["ok"], true);
+    let reply = server.connect().reply();
+    assert_eq!(reply["ok"], false);
+    assert_eq!(
+        reply["error"],
+        "too many connections: this server takes 2 at a time"
+    );
+    server.wait_for("refused: too many connections");
+    drop(first);
+    server.wait_for("(worker-0) closed");
+    let mut third = server.connect();
+    assert_eq!(third.hello(hello("worker", "worker-2"))["ok"], true);
+    drop((second, third));
+    let (code, _, stderr) = server.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("3 connections (0 master, 3 worker, 0 standalone), 1 refused"), "{stderr}");
+}

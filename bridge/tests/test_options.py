@@ -72,3 +72,21 @@ def test_help_lists_options_and_env_vars(clean_env):
     for flag, env_var, _, _ in OPTIONS.values():
         assert flag in out
         assert env_var in out
+
+
+def test_python_m_swarmtel_locust_help_lists_every_option_and_env_var():
+    # `locust --help` is printed before the locustfile is imported, so this is where the
+    # bridge's options can be read.
+    import subprocess
+    import sys
+
+    from conftest import BRIDGE
+
+    env = dict(os.environ, PYTHONPATH=BRIDGE)
+    out = subprocess.run([sys.executable, "-m", "swarmtel_locust", "--help"], capture_output=True,
+                         text=True, check=True, env=env).stdout
+    flat = " ".join(out.split())
+    for option, env, _, _ in OPTIONS.values():
+        assert option in flat, option
+        assert f"[env {env}]" in flat, env
+    assert "Examples:" not in out, "Locust's own epilog is not repeated"

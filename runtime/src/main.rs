@@ -78,6 +78,9 @@ enum Command {
         /// How long a new connection has to send its hello.
         #[arg(long, env = "SWARMTEL_HELLO_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
         hello_timeout: std::time::Duration,
+        /// Most connections open at once; more are refused with the reason.
+        #[arg(long, env = "SWARMTEL_MAX_CONNECTIONS", default_value_t = 256)]
+        max_connections: usize,
     },
     /// Work with plugin files.
     Plugin {
@@ -139,6 +142,7 @@ fn main() -> ExitCode {
             testplan,
             status,
             hello_timeout,
+            max_connections,
         } => serve(
             &config,
             ServeArgs {
@@ -151,6 +155,7 @@ fn main() -> ExitCode {
                 testplan,
                 status,
                 hello_timeout,
+                max_connections,
             },
         ),
         Command::Plugin {
@@ -293,6 +298,7 @@ struct ServeArgs {
     testplan: Option<String>,
     status: swarmtel::serve::StatusMode,
     hello_timeout: std::time::Duration,
+    max_connections: usize,
 }
 
 fn serve(config_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -325,6 +331,7 @@ fn serve(config_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         queue_depth: args.queue_depth,
         status: args.status,
         hello_timeout: args.hello_timeout,
+        max_connections: args.max_connections,
     };
     let report = swarmtel::serve::serve(pipeline, options)?;
     eprint!("{}", report.summary.render());

@@ -71,6 +71,9 @@ pub struct ServeOptions {
     pub status: StatusMode,
     /// How long a client has to send its hello.
     pub hello_timeout: Duration,
+    /// Most connections open at once; more are refused (each open connection holds up to
+    /// 64 KiB plus one 1 MiB line of buffer).
+    pub max_connections: usize,
 }
 
 /// Why `serve` could not start or had to stop.
@@ -286,6 +289,8 @@ async fn run(
     let mut idle_tick = tokio::time::interval(Duration::from_millis(200));
     let mut next_conn = 0u64;
     let refused = Arc::new(AtomicU64::new(0));
+    // Connections whose task has not ended (JoinSet::len lags until a task is joined).
+    let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     tokio::pin!(shutdown);
 
     // Serve until the shutdown signal, or until the pipeline thread stops on its own (an
@@ -305,7 +310,20 @@ async fn run(
                 let shared = shared.clone();
                 let closing = closing_rx.clone();
                 let refused = Arc::clone(&refused);
+                if active.load(Ordering::Relaxed) >= options.max_connections {
+                    let refusal = Refusal::TooManyConnections(options.max_connections);
+                    // Answered without reading a hello; the task is not kept.
+                    tokio::spawn(async move {
+                        match stream {
+                            Stream::Unix(mut stream) => refuse(&mut stream, next_conn, &peer_name, &refusal, &refused).await,
+                            Stream::Tcp(mut stream) => refuse(&mut stream, next_conn, &peer_name, &refusal, &refused).await,
+                        }
+                    });
+                    continue;
+                }
+                let guard = ActiveGuard::enter(&active);
                 connections.spawn(async move {
+                    let _guard = guard;
                     match stream {
                         Stream::Unix(stream) => connection(stream, next_conn, peer_name, shared, closing, refused).await,
                         Stream::Tcp(stream) => connection(stream, next_conn, peer_name, shared, closing, refused).await,
@@ -379,6 +397,22 @@ async fn run(
     };
     report.connections.refused = refused;
     Ok(report)
+}
+
+/// Counts a connection as active from accept until its task ends.
+struct ActiveGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl ActiveGuard {
+    fn enter(active: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        active.fetch_add(1, Ordering::Relaxed);
+        Self(active.clone())
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What every connection task needs.

@@ -191,9 +191,9 @@ pub enum Refusal {
     /// The token is missing or wrong.
     #[error("token missing or wrong")]
     Token,
-    /// The server is shutting down.
-    #[error("server shutting down")]
-    ShuttingDown,
+    /// As many connections are open as the server allows.
+    #[error("too many connections: this server takes {0} at a time")]
+    TooManyConnections(usize),
     /// No hello within the time allowed.
     #[error("no hello within {}", humantime::format_duration(*.0))]
     Timeout(std::time::Duration),
