@@ -592,7 +592,7 @@ fn overload_run(overload: &str, count: u32) -> String {
             "127.0.0.1:0",
             "--overload",
             overload,
-            "--queue-depth",
+            "--queue-mib",
             "1",
         ],
         &[],
@@ -721,5 +721,165 @@ fn connections_past_the_cap_are_refused() {
     drop((second, third));
     let (code, _, stderr) = server.stop();
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("3 connections (0 master, 3 worker, 0 standalone), 1 refused"), "{stderr}");
+    assert!(
+        stderr.contains("3 connections (0 master, 3 worker, 0 standalone), 1 refused"),
+        "{stderr}"
+    );
+}
+
+// A connection blocked behind a full queue at the drain deadline stops, counts the lines it
+// could not queue as dropped here, and the server still finishes and exits 0.
+#[test]
+fn the_drain_deadline_counts_what_a_blocked_connection_could_not_queue() {
+    let workspace = Workspace::new();
+    let output = workspace.path("out.ndjson");
+    let config = slow_config(&workspace, &output);
+    let mut server = Server::start(
+        &config,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--queue-mib",
+            "1",
+            "--drain-timeout",
+            "500ms",
+        ],
+        &[],
+    );
+    let mut connection = server.connect();
+    assert_eq!(connection.hello(hello("worker", "worker-0"))["ok"], true);
+    let writer = std::thread::spawn(move || {
+        // Far more than the slow recorder gets through before the deadline; the write
+        // blocks once the server stops reading, and fails when it closes.
+        let _ = connection.writer.write_all(&request_lines(200_000));
+    });
+    server.wait_for("the recorders are behind");
+    let started = std::time::Instant::now();
+    let (code, _, stderr) = server.stop();
+    writer.join().unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the drain is bounded"
+    );
+    assert!(
+        stderr.contains("closing 1 connection(s) still open at the drain deadline"),
+        "{stderr}"
+    );
+    let (received, dropped) = closed_counts(&stderr);
+    assert!(received > 0 && dropped > 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!("0 by bridges, {dropped} here, 0 lost in transit")),
+        "{stderr}"
+    );
+}
+
+// A stream that ends in the middle of a line: those bytes are a bad frame, not an event
+// (the bridge sends a cut line again on its next connection).
+#[test]
+fn a_line_cut_by_the_end_of_the_stream_is_not_processed() {
+    let workspace = Workspace::new();
+    let config = example_config(&workspace, &workspace.path("out.ndjson"));
+    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let mut connection = server.connect();
+    assert_eq!(connection.hello(hello("worker", "worker-0"))["ok"], true);
+    connection.send(&request_lines(3));
+    // A complete JSON object, but no newline: it may be the start of a longer line.
+    connection
+        .send(b"{\"event\":\"test_start\",\"role\":\"worker\",\"node\":\"worker-0\",\"time\":1}");
+    drop(connection);
+    let closed = server.wait_for(") closed: ");
+    assert!(closed.contains("3 events, 1 bad frames"), "{closed}");
+    let (code, _, stderr) = server.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(
+            "line 5: the connection ended in the middle of a line (65 bytes without a newline)"
+        ),
+        "{stderr}"
+    );
+}
+
+// Hellos and byes carry the bridge's lifetime drop count: a bridge that reconnects is
+// counted once, at its highest count.
+#[test]
+fn a_reconnecting_bridges_drops_are_counted_once() {
+    let workspace = Workspace::new();
+    let config = example_config(&workspace, &workspace.path("out.ndjson"));
+    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let mut first = server.connect();
+    let mut hello_first = hello("worker", "worker-0");
+    hello_first["run_id"] = "r".into();
+    hello_first["dropped"] = 5.into();
+    assert_eq!(first.hello(hello_first.clone())["ok"], true);
+    drop(first);
+    server.wait_for(") closed: ");
+    let mut second = server.connect();
+    hello_first["dropped"] = 8.into();
+    assert_eq!(second.hello(hello_first)["ok"], true);
+    second.send(b"{\"bye\":true,\"sent\":0,\"dropped\":9}\n");
+    drop(second);
+    server.wait_for("the bridge dropped 9 events");
+    let (code, _, stderr) = server.stop();
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("events dropped: 9 by bridges"), "{stderr}");
+}
+
+// One connection per node and run: a second one is refused as worth retrying, and is taken
+// once the first has closed.
+#[test]
+fn a_node_connects_once_per_run() {
+    let workspace = Workspace::new();
+    let config = example_config(&workspace, &workspace.path("out.ndjson"));
+    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let mut first = server.connect();
+    assert_eq!(first.hello(hello("worker", "worker-0"))["ok"], true);
+    let reply = server.connect().hello(hello("worker", "worker-0"));
+    assert_eq!(reply["ok"], false);
+    assert_eq!(reply["retry"], true);
+    assert_eq!(
+        reply["error"],
+        "node `worker-0` of this run is already connected"
+    );
+    let mut other_run = hello("worker", "worker-0");
+    other_run["run_id"] = "another-run".into();
+    assert_eq!(
+        server.connect().hello(other_run)["ok"],
+        true,
+        "another run's node is another node"
+    );
+    drop(first);
+    server.wait_for("(worker-0) closed");
+    assert_eq!(
+        server.connect().hello(hello("worker", "worker-0"))["ok"],
+        true
+    );
+    let (code, _, stderr) = server.stop();
+    assert_eq!(code, 0, "{stderr}");
+}
+
+// A socket folder others can write is refused: they could swap the socket.
+#[test]
+fn a_socket_folder_others_can_write_is_refused() {
+    let workspace = Workspace::new();
+    let runtime_dir = workspace.dir.path().join("xdg");
+    let folder = runtime_dir.join("swarmtel");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let config = example_config(&workspace, &workspace.path("out.ndjson"));
+    let output = swarmtel()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("XDG_RUNTIME_DIR", &runtime_dir)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}: group or others can write it (mode 777), so they could replace the socket",
+            folder.display()
+        )),
+        "{stderr}"
+    );
 }

@@ -73,7 +73,13 @@ class Backoff:
 
 
 class HelloRefused(Exception):
-    """The server answered the hello with ``ok:false``."""
+    """The server answered the hello with ``ok:false``. ``retry``: the server said the
+    refusal is temporary (too many connections, or this node's previous connection is still
+    open there)."""
+
+    def __init__(self, message: str, retry: bool = False):
+        super().__init__(message)
+        self.retry = retry
 
 
 class Transport:
@@ -83,7 +89,8 @@ class Transport:
     and ``token`` (``None`` values are left out); ``dropped()`` returns the events lost so
     far, sent in each hello. Errors never escape: they close the socket, set
     :attr:`last_error` and schedule a reconnect with :class:`Backoff`. A refused hello
-    sets :attr:`refused` and the transport never connects again.
+    sets :attr:`refused` and the transport never connects again, unless the server marked the
+    refusal ``retry`` (then it backs off and tries again).
     """
 
     def __init__(self, endpoint: str, hello_fields: Callable[[], Dict], dropped: Callable[[], int],
@@ -138,7 +145,7 @@ class Transport:
         if not isinstance(reply, dict) or reply.get("hello") != "swarmtel":
             raise ConnectionError(f"bad hello reply: {line[:200]!r}")
         if reply.get("ok") is not True:
-            raise HelloRefused(str(reply.get("error") or "no reason given"))
+            raise HelloRefused(str(reply.get("error") or "no reason given"), reply.get("retry") is True)
         return reply
 
     def try_connect(self, force: bool = False) -> bool:
@@ -161,6 +168,9 @@ class Transport:
         except HelloRefused as e:
             if sock is not None:
                 sock.close()
+            if e.retry:
+                self._schedule(f"runtime asked to retry: {e}")
+                return False
             self.refused = str(e)
             self.last_error = f"runtime refused the hello: {e}"
             log.error("swarmtel-locust: the runtime at %s refused the hello: %s; "

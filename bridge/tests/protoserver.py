@@ -10,9 +10,11 @@ class ProtoServer:
     (``ok`` or ``refuse=<error>``), then record every line until EOF.
     ``conns`` is a list of dicts: ``hello``, ``lines`` (parsed events), ``bye``, ``raw_bad``."""
 
-    def __init__(self, path, refuse=None, stall=False, rcvbuf=None):
+    def __init__(self, path, refuse=None, stall=False, rcvbuf=None, refuse_retry=0):
         self.path = path
         self.refuse = refuse
+        # Refuse this many hellos with "retry": true, then accept.
+        self.refuse_retry = refuse_retry
         self.stall = threading.Event()
         if stall:
             self.stall.set()
@@ -58,9 +60,14 @@ class ProtoServer:
                 return
             rec["hello"] = json.loads(line)
             if self.refuse:
-                c.sendall((json.dumps({"hello": "swarmtel", "version": 1, "ok": False,
-                                       "error": self.refuse}) + "\n").encode())
+                reply = {"hello": "swarmtel", "version": 1, "ok": False, "error": self.refuse}
+                if self.refuse_retry > 0:
+                    self.refuse_retry -= 1
+                    reply["retry"] = True
+                c.sendall((json.dumps(reply) + "\n").encode())
                 c.close()
+                if self.refuse_retry == 0 and reply.get("retry"):
+                    self.refuse = None  # the next connection is taken
                 return
             h = rec["hello"]
             c.sendall((json.dumps({"hello": "swarmtel", "version": 1, "ok": True,

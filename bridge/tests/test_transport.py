@@ -111,6 +111,28 @@ def test_loss_warning_logged_exactly_once(sockdir, clock, caplog):
     assert buf.dropped == 40
 
 
+def test_a_refusal_marked_retry_backs_off_and_tries_again(sockdir, clock, caplog):
+    path = os.path.join(sockdir, "s.sock")
+    srv = ProtoServer(path, refuse="too many connections: this server takes 2 at a time",
+                      refuse_retry=2).start()
+    try:
+        buf, t, s = make(path, clock)
+        push(buf, 5)
+        with caplog.at_level(logging.INFO, logger="swarmtel_locust"):
+            assert s.flush_once() == 0
+            assert t.refused is None, "a retry refusal is not final"
+            assert s.flush_once() == 0, "still backing off"
+            clock.advance(60)
+            assert s.flush_once() == 0  # the second refusal
+            clock.advance(60)
+            assert s.flush_once() == 5  # taken on the third hello
+        assert len(srv.conns) == 3
+        assert not [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert buf.dropped == 0
+    finally:
+        srv.stop()
+
+
 def test_hello_refused_stops_trying_and_logs(sockdir, clock, caplog):
     path = os.path.join(sockdir, "s.sock")
     srv = ProtoServer(path, refuse="token missing or wrong").start()

@@ -62,9 +62,10 @@ enum Command {
         /// closed.
         #[arg(long, env = "SWARMTEL_DRAIN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
         drain_timeout: std::time::Duration,
-        /// Chunks of lines (up to 64 KiB each) queued in front of the recorders.
-        #[arg(long, env = "SWARMTEL_QUEUE_DEPTH", default_value_t = 256)]
-        queue_depth: usize,
+        /// MiB of read event lines queued in front of the recorders, across all connections;
+        /// past it the overload policy applies.
+        #[arg(long, env = "SWARMTEL_QUEUE_MIB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        queue_mib: u32,
         /// The run id for clients that send none (overrides the config's `run.run_id`).
         #[arg(long, env = "SWARMTEL_RUN_ID")]
         run_id: Option<String>,
@@ -137,7 +138,7 @@ fn main() -> ExitCode {
             token,
             overload,
             drain_timeout,
-            queue_depth,
+            queue_mib,
             run_id,
             testplan,
             status,
@@ -150,7 +151,7 @@ fn main() -> ExitCode {
                 token,
                 overload,
                 drain_timeout,
-                queue_depth,
+                queue_mib,
                 run_id,
                 testplan,
                 status,
@@ -293,7 +294,7 @@ struct ServeArgs {
     token: Option<String>,
     overload: swarmtel::serve::Overload,
     drain_timeout: std::time::Duration,
-    queue_depth: usize,
+    queue_mib: u32,
     run_id: Option<String>,
     testplan: Option<String>,
     status: swarmtel::serve::StatusMode,
@@ -328,7 +329,7 @@ fn serve(config_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         token,
         overload: args.overload,
         drain_timeout: args.drain_timeout,
-        queue_depth: args.queue_depth,
+        queue_bytes: args.queue_mib as usize * 1024 * 1024,
         status: args.status,
         hello_timeout: args.hello_timeout,
         max_connections: args.max_connections,

@@ -241,7 +241,7 @@ pub struct Totals {
 }
 
 /// A run registered with [`Pipeline::add_run`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RunHandle(usize);
 
 impl RunHandle {

@@ -110,7 +110,8 @@ impl Endpoint {
     }
 }
 
-fn is_loopback(ip: IpAddr) -> bool {
+/// Whether `ip` is a loopback address (IPv4-mapped IPv6 included).
+pub fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
         IpAddr::V6(v6) => {
@@ -194,6 +195,17 @@ pub enum Refusal {
     /// As many connections are open as the server allows.
     #[error("too many connections: this server takes {0} at a time")]
     TooManyConnections(usize),
+    /// Another connection of the same run already speaks for this node.
+    #[error("node `{}` of this run is already connected", .0.escape_debug())]
+    NodeConnected(String),
+    /// A run id or test plan that cannot be stamped on telemetry.
+    #[error("bad {field}: {reason}")]
+    Field {
+        /// `run_id` or `testplan`.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// No hello within the time allowed.
     #[error("no hello within {}", humantime::format_duration(*.0))]
     Timeout(std::time::Duration),
@@ -201,11 +213,14 @@ pub enum Refusal {
 
 /// Checks a hello line against the server's token.
 pub fn accept_hello(line: &[u8], token: Option<&str>) -> Result<Peer, Refusal> {
+    // The error names the position, never the input: a hello can carry the token.
     let hello: Hello = serde_json::from_slice(line).map_err(|error| {
-        let shown = String::from_utf8_lossy(&line[..line.len().min(80)])
-            .escape_debug()
-            .to_string();
-        Refusal::NotHello(format!("{error} in `{shown}`"))
+        let what = match error.classify() {
+            serde_json::error::Category::Data => "a key is missing or has the wrong type",
+            serde_json::error::Category::Eof => "the JSON ends early",
+            _ => "not JSON",
+        };
+        Refusal::NotHello(format!("{what} (column {})", error.column()))
     })?;
     if hello.hello != "swarmtel" {
         return Err(Refusal::NotHello(format!(
@@ -225,6 +240,11 @@ pub fn accept_hello(line: &[u8], token: Option<&str>) -> Result<Peer, Refusal> {
     let role = RoleName::parse(&hello.role)
         .ok_or_else(|| Refusal::Role(hello.role.escape_debug().to_string()))?;
     check_node(&hello.node)?;
+    for (field, value) in [("run_id", &hello.run_id), ("testplan", &hello.testplan)] {
+        if let Some(value) = value {
+            check_label(value).map_err(|reason| Refusal::Field { field, reason })?;
+        }
+    }
     Ok(Peer {
         role,
         node: hello.node,
@@ -242,16 +262,17 @@ fn check_node(node: &str) -> Result<(), Refusal> {
     if node.is_empty() {
         return Err(Refusal::Node("empty".to_owned()));
     }
-    if node.chars().count() > MAX_NODE_CHARS {
-        return Err(Refusal::Node(format!(
-            "longer than {MAX_NODE_CHARS} characters"
-        )));
+    check_label(node).map_err(Refusal::Node)
+}
+
+/// A node name, run id or test plan: at most [`MAX_NODE_CHARS`] characters, none of them
+/// control characters (they end up in logs and on every telemetry line).
+fn check_label(value: &str) -> Result<(), String> {
+    if value.chars().count() > MAX_NODE_CHARS {
+        return Err(format!("longer than {MAX_NODE_CHARS} characters"));
     }
-    if node.chars().any(char::is_control) {
-        return Err(Refusal::Node(format!(
-            "`{}` has control characters",
-            node.escape_debug()
-        )));
+    if value.chars().any(char::is_control) {
+        return Err(format!("`{}` has control characters", value.escape_debug()));
     }
     Ok(())
 }
@@ -286,6 +307,9 @@ pub struct HelloReply {
     /// Why not (when refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The refusal is temporary: the same hello may succeed after a backoff.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry: bool,
 }
 
 impl HelloReply {
@@ -298,6 +322,7 @@ impl HelloReply {
             run_id: Some(run_id.to_owned()),
             testplan: Some(testplan.to_owned()),
             error: None,
+            retry: false,
         }
     }
 
@@ -310,6 +335,10 @@ impl HelloReply {
             run_id: None,
             testplan: None,
             error: Some(refusal.to_string()),
+            retry: matches!(
+                refusal,
+                Refusal::TooManyConnections(_) | Refusal::NodeConnected(_)
+            ),
         }
     }
 
@@ -333,9 +362,10 @@ pub struct Bye {
     pub dropped: u64,
 }
 
-/// Reads a bye frame, if `line` is one. Cheap on event lines: they start with `{"event"`.
+/// Reads a bye frame, if `line` is one: an object with `"bye": true` and `sent`, keys in any
+/// order. Event lines are told apart cheaply: they have no `"bye"` key.
 pub fn parse_bye(line: &str) -> Option<Bye> {
-    if !line.trim_start().starts_with("{\"bye\"") {
+    if !line.contains("\"bye\"") {
         return None;
     }
     serde_json::from_str::<Bye>(line).ok().filter(|bye| bye.bye)
@@ -451,6 +481,38 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_hello_never_echoes_its_input() {
+        // A wrong type next to the token: the message must not repeat the token.
+        let line =
+            br#"{"hello":"swarmtel","token":"s3cret","version":"1","role":"worker","node":"w"}"#;
+        let message = accept_hello(line, Some("s3cret")).unwrap_err().to_string();
+        assert!(
+            message.starts_with("not a hello frame: a key is missing or has the wrong type"),
+            "{message}"
+        );
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+
+    #[test]
+    fn run_ids_and_test_plans_are_checked_like_node_names() {
+        assert!(matches!(
+            accept_hello(&hello(r#","run_id":"a\u001b[2Jb""#), None),
+            Err(Refusal::Field {
+                field: "run_id",
+                ..
+            })
+        ));
+        let long_plan = format!(r#","testplan":"{}""#, "p".repeat(MAX_NODE_CHARS + 1));
+        assert!(matches!(
+            accept_hello(&hello(&long_plan), None),
+            Err(Refusal::Field {
+                field: "testplan",
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn the_token_must_match_when_the_server_has_one() {
         assert_eq!(
             accept_hello(&hello(""), Some("s3cret")),
@@ -479,6 +541,13 @@ mod tests {
             refused,
             b"{\"hello\":\"swarmtel\",\"version\":1,\"ok\":false,\"error\":\"token missing or wrong\"}\n"
         );
+        let busy = HelloReply::refused(&Refusal::TooManyConnections(2));
+        assert!(busy.retry, "a full server is worth retrying");
+        assert!(
+            String::from_utf8(busy.to_line())
+                .unwrap()
+                .ends_with(",\"retry\":true}\n")
+        );
     }
 
     #[test]
@@ -491,7 +560,17 @@ mod tests {
                 dropped: 2
             })
         );
+        assert_eq!(
+            parse_bye(r#"{ "sent": 3, "bye" : true }"#).map(|bye| bye.sent),
+            Some(3),
+            "any key order and spacing"
+        );
         assert_eq!(parse_bye(r#"{"event":"quit","role":"master"}"#), None);
+        assert_eq!(
+            parse_bye(r#"{"event":"request","name":"bye","role":"worker"}"#),
+            None,
+            "an event that mentions bye is still an event"
+        );
         assert_eq!(parse_bye(r#"{"bye":false,"sent":1}"#), None);
     }
 }

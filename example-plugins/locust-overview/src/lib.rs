@@ -173,7 +173,8 @@ mod tests {
 
     #[test]
     fn usage_samples_become_node_usage_metrics() {
-        let mut harness = Harness::new::<LocustOverviewPlugin>("usage_recorder", Role::Worker).unwrap();
+        let mut harness =
+            Harness::new::<LocustOverviewPlugin>("usage_recorder", Role::Worker).unwrap();
         let items = harness.event(
             1.0,
             Event::UsageMonitor(Usage {
@@ -184,33 +185,46 @@ mod tests {
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].name, "node_usage");
         assert_eq!(items[0].message, "CPU 12.5%, memory 64 MiB");
-        assert_eq!(items[0].fields, r#"{"cpu_percent":12.5,"memory_bytes":67108864}"#);
+        assert_eq!(
+            items[0].fields,
+            r#"{"cpu_percent":12.5,"memory_bytes":67108864}"#
+        );
         let warning = harness.event(2.0, Event::CpuWarning(95.0));
         assert_eq!(warning[0].name, "CPU_WARNING");
     }
 
     #[test]
     fn the_last_snapshot_is_logged_again_as_final() {
-        let mut harness = Harness::new::<LocustOverviewPlugin>("stats_recorder", Role::Master).unwrap();
+        let mut harness =
+            Harness::new::<LocustOverviewPlugin>("stats_recorder", Role::Master).unwrap();
         let snapshot = |requests| StatsSnapshot {
             user_count: 3,
             entries: vec![row("/a", requests, 1)],
             total: row("Aggregated", requests, 1),
         };
         let first = harness.event(1.0, Event::StatsSnapshot(snapshot(10)));
-        assert!(first[0].fields.contains(r#""requests":10"#), "{}", first[0].fields);
+        assert!(
+            first[0].fields.contains(r#""requests":10"#),
+            "{}",
+            first[0].fields
+        );
         assert!(first[0].fields.contains(r#""final":false"#));
         harness.event(2.0, Event::StatsSnapshot(snapshot(25)));
         let last = harness.finish();
         assert_eq!(last.len(), 1);
-        assert!(last[0].fields.contains(r#""requests":25"#), "{}", last[0].fields);
+        assert!(
+            last[0].fields.contains(r#""requests":25"#),
+            "{}",
+            last[0].fields
+        );
         assert!(last[0].fields.contains(r#""failures":1"#));
         assert!(last[0].fields.contains(r#""final":true"#));
     }
 
     #[test]
     fn no_snapshot_no_final_line() {
-        let mut harness = Harness::new::<LocustOverviewPlugin>("stats_recorder", Role::Master).unwrap();
+        let mut harness =
+            Harness::new::<LocustOverviewPlugin>("stats_recorder", Role::Master).unwrap();
         assert!(harness.finish().is_empty());
     }
 }

@@ -1,0 +1,459 @@
+//! One connection's task: the hello, then the event lines, in chunks of whole lines, to the
+//! pipeline thread under the queue's byte budget.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+use super::Overload;
+use super::intake::{ConnectionCounters, Inbound, line_count};
+use super::status::{Live, role_index};
+use crate::enrich::RunContext;
+use crate::wire::{self, HelloReply, Refusal};
+
+/// How much a connection reads at a time.
+pub(super) const READ_CHUNK: usize = 64 * 1024;
+
+/// The queue's byte budget is counted in units of this many bytes.
+pub(super) const BUDGET_UNIT: usize = 1024;
+
+/// What every connection task shares.
+pub(super) struct Shared {
+    pub sender: mpsc::UnboundedSender<Inbound>,
+    /// The queue's byte budget, in [`BUDGET_UNIT`]s.
+    pub budget: Arc<Semaphore>,
+    pub budget_units: usize,
+    pub token: Option<String>,
+    pub hello_timeout: Duration,
+    pub overload: Overload,
+    pub default_run: RunContext,
+    pub live: Arc<Live>,
+    /// Refused hellos.
+    pub refused: AtomicU64,
+    /// (run id, node) of every connection past its hello: one connection per node and run.
+    pub connected: Mutex<HashSet<(String, String)>>,
+    /// Connection tasks not yet ended.
+    pub active: AtomicUsize,
+}
+
+/// Counts a connection as active from accept until its task ends.
+pub(super) struct ActiveGuard(Arc<Shared>);
+
+impl ActiveGuard {
+    /// Counts one more active connection.
+    pub(super) fn enter(shared: &Arc<Shared>) -> Self {
+        shared.active.fetch_add(1, Ordering::Relaxed);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Holds a (run, node) as connected until the connection ends.
+struct NodeGuard<'a> {
+    shared: &'a Shared,
+    key: (String, String),
+}
+
+impl Drop for NodeGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut connected) = self.shared.connected.lock() {
+            connected.remove(&self.key);
+        }
+    }
+}
+
+/// Answers a connection past the connection cap: reads its hello (briefly, so closing does
+/// not reset the connection before the reply is read), then refuses it.
+pub(super) async fn refuse_over_cap<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    conn: u64,
+    peer_name: String,
+    shared: Arc<Shared>,
+    cap: usize,
+) {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut buffer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(1), read_line(&mut reader, &mut buffer)).await;
+    refuse(
+        &mut writer,
+        conn,
+        &peer_name,
+        &Refusal::TooManyConnections(cap),
+        &shared,
+    )
+    .await;
+}
+
+/// One connection, from hello to end of stream (or the drain deadline).
+pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    conn: u64,
+    peer_name: String,
+    shared: Arc<Shared>,
+    closing: watch::Receiver<bool>,
+) {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let hello =
+        tokio::time::timeout(shared.hello_timeout, read_line(&mut reader, &mut buffer)).await;
+    let refusal = match hello {
+        Ok(Ok(Some(_))) => None,
+        Ok(Ok(None)) => return, // closed before saying anything: a port probe
+        Ok(Err(error)) => Some(Refusal::NotHello(error)),
+        Err(_) => Some(Refusal::Timeout(shared.hello_timeout)),
+    };
+    if let Some(refusal) = refusal {
+        refuse(&mut writer, conn, &peer_name, &refusal, &shared).await;
+        return;
+    }
+    let end = buffer
+        .iter()
+        .position(|b| *b == b'\n')
+        .expect("read_line found a newline");
+    let peer = match wire::accept_hello(&buffer[..end], shared.token.as_deref()) {
+        Ok(peer) => peer,
+        Err(refusal) => {
+            refuse(&mut writer, conn, &peer_name, &refusal, &shared).await;
+            return;
+        }
+    };
+    buffer.drain(..=end);
+    let run_id = peer
+        .run_id
+        .clone()
+        .unwrap_or_else(|| shared.default_run.run_id.clone());
+    let testplan = peer
+        .testplan
+        .clone()
+        .unwrap_or_else(|| shared.default_run.testplan.clone());
+    let key = (run_id.clone(), peer.node.clone());
+    let newly_connected = shared
+        .connected
+        .lock()
+        .map(|mut connected| connected.insert(key.clone()))
+        .unwrap_or(false);
+    if !newly_connected {
+        let refusal = Refusal::NodeConnected(peer.node.clone());
+        refuse(&mut writer, conn, &peer_name, &refusal, &shared).await;
+        return;
+    }
+    let _node = NodeGuard {
+        shared: &shared,
+        key,
+    };
+    if writer
+        .write_all(&HelloReply::accepted(&run_id, &testplan).to_line())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    eprintln!(
+        "swarmtel: connection {conn} from {peer_name}: {} {} ({}), run {}",
+        peer.role.as_str(),
+        peer.node.escape_debug(),
+        peer.client.escape_debug(),
+        run_id.escape_debug(),
+    );
+    let role = peer.role;
+    let counters = Arc::new(ConnectionCounters::default());
+    shared.live.open[role_index(role)].fetch_add(1, Ordering::Relaxed);
+    let opened = shared.sender.send(Inbound::Open {
+        conn,
+        peer: Box::new(peer),
+        counters: counters.clone(),
+    });
+    let reason = match opened {
+        Ok(()) => read_lines(&mut reader, buffer, conn, &shared, &counters, closing).await,
+        Err(_) => Some("server stopping".to_owned()),
+    };
+    shared.live.open[role_index(role)].fetch_sub(1, Ordering::Relaxed);
+    let _ = shared.sender.send(Inbound::Close { conn, reason });
+}
+
+/// Reads event lines until the end of the stream; returns why it stopped early, if it did.
+async fn read_lines<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    mut buffer: Vec<u8>,
+    conn: u64,
+    shared: &Shared,
+    counters: &ConnectionCounters,
+    mut closing: watch::Receiver<bool>,
+) -> Option<String> {
+    let mut skipping = false;
+    let mut warned = false;
+    loop {
+        if buffer.capacity() - buffer.len() < READ_CHUNK / 4 {
+            buffer.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
+            read = reader.read_buf(&mut buffer) => read,
+            _ = closing.wait_for(|closing| *closing) => {
+                return Some("closed at the drain deadline".to_owned());
+            }
+        };
+        let end_of_stream = match read {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(error) => return Some(error.to_string()),
+        };
+        if skipping {
+            match buffer.iter().position(|b| *b == b'\n') {
+                Some(newline) => {
+                    buffer.drain(..=newline);
+                    skipping = false;
+                }
+                None => {
+                    buffer.clear();
+                    if end_of_stream {
+                        return None;
+                    }
+                    continue;
+                }
+            }
+        }
+        // Whole lines go to the pipeline; a partial last line waits for more.
+        let cut = buffer
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        if cut > 0 {
+            let rest = buffer.split_off(cut);
+            let lines = std::mem::replace(&mut buffer, rest);
+            // Charged by capacity: what the chunk really holds in memory.
+            let units = lines
+                .capacity()
+                .div_ceil(BUDGET_UNIT)
+                .clamp(1, shared.budget_units);
+            let permit = match shared.overload {
+                Overload::Block => {
+                    let ready = shared
+                        .budget
+                        .clone()
+                        .try_acquire_many_owned(units as u32)
+                        .ok();
+                    if ready.is_none() && !warned {
+                        warned = true;
+                        eprintln!(
+                            "swarmtel: connection {conn}: the recorders are behind; reading this connection only as fast as they go (--overload block)"
+                        );
+                    }
+                    let acquired = if ready.is_some() {
+                        ready
+                    } else {
+                        tokio::select! {
+                            permit = shared.budget.clone().acquire_many_owned(units as u32) => permit.ok(),
+                            _ = closing.wait_for(|closing| *closing) => None,
+                        }
+                    };
+                    match acquired {
+                        Some(permit) => Some(permit),
+                        None => {
+                            drop_lines(
+                                &lines,
+                                conn,
+                                shared,
+                                counters,
+                                &mut warned,
+                                "the server stopped",
+                            );
+                            return Some("closed at the drain deadline".to_owned());
+                        }
+                    }
+                }
+                Overload::Drop => shared
+                    .budget
+                    .clone()
+                    .try_acquire_many_owned(units as u32)
+                    .ok(),
+            };
+            match permit {
+                Some(permit) => {
+                    if !send_lines(shared, conn, lines, permit) {
+                        return Some("server stopping".to_owned());
+                    }
+                }
+                None => {
+                    // Events are dropped; a bye frame is not (it carries the accounting).
+                    let (events, bye) = split_trailing_bye(lines);
+                    drop_lines(
+                        &events,
+                        conn,
+                        shared,
+                        counters,
+                        &mut warned,
+                        "--overload drop",
+                    );
+                    if let Some(bye) = bye {
+                        let permit = shared.budget.clone().acquire_many_owned(1).await.ok();
+                        if let Some(permit) = permit
+                            && !send_lines(shared, conn, bye, permit)
+                        {
+                            return Some("server stopping".to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        if end_of_stream {
+            if !buffer.is_empty() {
+                let bytes = buffer.len();
+                let _ = shared.sender.send(Inbound::Truncated { conn, bytes });
+            }
+            return None;
+        }
+        if buffer.len() > wire::MAX_FRAME_BYTES {
+            let bytes = buffer.len();
+            buffer = Vec::with_capacity(READ_CHUNK);
+            skipping = true;
+            if shared
+                .sender
+                .send(Inbound::Overlong { conn, bytes })
+                .is_err()
+            {
+                return Some("server stopping".to_owned());
+            }
+        }
+    }
+}
+
+fn send_lines(shared: &Shared, conn: u64, lines: Vec<u8>, permit: OwnedSemaphorePermit) -> bool {
+    shared
+        .sender
+        .send(Inbound::Lines {
+            conn,
+            lines,
+            permit,
+        })
+        .is_ok()
+}
+
+/// Counts lines the server could not queue.
+fn drop_lines(
+    lines: &[u8],
+    conn: u64,
+    shared: &Shared,
+    counters: &ConnectionCounters,
+    warned: &mut bool,
+    why: &str,
+) {
+    let count = line_count(lines);
+    if count == 0 {
+        return;
+    }
+    if !*warned {
+        *warned = true;
+        eprintln!(
+            "swarmtel: connection {conn}: the recorders are behind; dropping and counting this connection's events ({why})"
+        );
+    }
+    counters.dropped_here.fetch_add(count, Ordering::Relaxed);
+    shared.live.dropped.fetch_add(count, Ordering::Relaxed);
+}
+
+/// Splits a chunk's last non-blank line off when it is a bye frame.
+fn split_trailing_bye(mut lines: Vec<u8>) -> (Vec<u8>, Option<Vec<u8>>) {
+    let trimmed = lines
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    let start = lines[..trimmed]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
+    let is_bye = std::str::from_utf8(&lines[start..trimmed])
+        .ok()
+        .and_then(wire::parse_bye)
+        .is_some();
+    if !is_bye {
+        return (lines, None);
+    }
+    let bye = lines.split_off(start);
+    (lines, Some(bye))
+}
+
+/// Reads until the first newline; returns its index, `None` at a clean end of stream before
+/// any byte, or why the line is unusable.
+pub(super) async fn read_line<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buffer: &mut Vec<u8>,
+) -> Result<Option<usize>, String> {
+    loop {
+        if let Some(newline) = buffer.iter().position(|b| *b == b'\n') {
+            return Ok(Some(newline));
+        }
+        if buffer.len() > wire::MAX_FRAME_BYTES {
+            return Err(format!(
+                "no newline in the first {} bytes",
+                wire::MAX_FRAME_BYTES
+            ));
+        }
+        buffer.reserve(READ_CHUNK);
+        match reader.read_buf(buffer).await {
+            Ok(0) if buffer.is_empty() => return Ok(None),
+            Ok(0) => return Err("connection closed in the middle of the hello".to_owned()),
+            Ok(_) => {}
+            Err(error) => return Err(error.to_string()),
+        }
+    }
+}
+
+async fn refuse<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    conn: u64,
+    peer_name: &str,
+    refusal: &Refusal,
+    shared: &Shared,
+) {
+    shared.refused.fetch_add(1, Ordering::Relaxed);
+    eprintln!("swarmtel: connection {conn} from {peer_name} refused: {refusal}");
+    let _ = writer
+        .write_all(&HelloReply::refused(refusal).to_line())
+        .await;
+    let _ = writer.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trailing_bye_is_split_off() {
+        let (events, bye) =
+            split_trailing_bye(b"{\"event\":1}\n{\"bye\":true,\"sent\":1}\n\n".to_vec());
+        assert_eq!(events, b"{\"event\":1}\n");
+        assert_eq!(bye.unwrap(), b"{\"bye\":true,\"sent\":1}\n\n");
+        let input = b"{\"bye\":true,\"sent\":1}\n{\"e\":1}\n".to_vec();
+        let (events, bye) = split_trailing_bye(input.clone());
+        assert_eq!(events, input, "a bye that is not last is left in place");
+        assert!(bye.is_none());
+    }
+
+    #[tokio::test]
+    async fn read_line_finds_the_hello_and_refuses_overlong_ones() {
+        let mut buffer = Vec::new();
+        let mut input: &[u8] = b"{\"hello\":1}\nrest";
+        assert_eq!(read_line(&mut input, &mut buffer).await, Ok(Some(11)));
+        let mut empty: &[u8] = b"";
+        assert_eq!(read_line(&mut empty, &mut Vec::new()).await, Ok(None));
+        let mut cut: &[u8] = b"{\"hel";
+        assert!(read_line(&mut cut, &mut Vec::new()).await.is_err());
+        let long = vec![b'x'; wire::MAX_FRAME_BYTES + 2];
+        let mut long_input: &[u8] = &long;
+        assert!(
+            read_line(&mut long_input, &mut Vec::new())
+                .await
+                .unwrap_err()
+                .contains("no newline")
+        );
+    }
+}

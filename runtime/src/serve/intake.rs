@@ -1,0 +1,374 @@
+//! The pipeline thread: takes what connections read, decodes each connection's lines in
+//! order, processes them, and keeps the connection accounting.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+
+use super::status::{Live, role_index};
+use super::{BAD_FRAMES_REPORTED, ConnectionTotals, ServeError, ServeReport};
+use crate::enrich::RunContext;
+use crate::ingest::{self, DecodeError};
+use crate::pipeline::{Pipeline, ProcessError, RunError, RunHandle};
+use crate::wire::{self, Peer};
+
+/// What a connection's task counts on its side, read by the pipeline thread when the
+/// connection ends (or when the server stops first).
+#[derive(Debug, Default)]
+pub(super) struct ConnectionCounters {
+    /// Event lines dropped by the server (`--overload drop`, or queued work cut at shutdown).
+    pub dropped_here: AtomicU64,
+}
+
+/// What connection tasks hand the pipeline thread.
+pub(super) enum Inbound {
+    /// A hello was accepted.
+    Open {
+        conn: u64,
+        peer: Box<Peer>,
+        counters: Arc<ConnectionCounters>,
+    },
+    /// Whole lines, each ending in `\n`, holding their share of the queue's byte budget.
+    Lines {
+        conn: u64,
+        lines: Vec<u8>,
+        permit: OwnedSemaphorePermit,
+    },
+    /// A line longer than the frame cap was skipped unread.
+    Overlong { conn: u64, bytes: usize },
+    /// The stream ended in the middle of a line; those bytes are not an event.
+    Truncated { conn: u64, bytes: usize },
+    /// The connection ended.
+    Close { conn: u64, reason: Option<String> },
+    /// Nothing new: emit finished results and flush the outputs.
+    Idle,
+}
+
+/// A connection's state on the pipeline thread.
+struct ConnectionState {
+    peer: Box<Peer>,
+    run: RunHandle,
+    counters: Arc<ConnectionCounters>,
+    /// Lines read so far (the hello is line 1), for messages.
+    line: u64,
+    received: u64,
+    bad_frames: u64,
+    bye: Option<wire::Bye>,
+}
+
+/// The pipeline thread's loop: runs until every sender is gone (or the run must stop), then
+/// finishes the run.
+pub(super) fn run(
+    mut pipeline: Pipeline,
+    mut receiver: mpsc::UnboundedReceiver<Inbound>,
+    live: &Live,
+) -> Result<ServeReport, ServeError> {
+    let mut intake = Intake::default();
+    let mut last_poll = Instant::now();
+    let mut failure: Option<RunError> = None;
+    while let Some(message) = receiver.blocking_recv() {
+        let result = intake.handle(&mut pipeline, message);
+        if last_poll.elapsed() >= Duration::from_millis(200) {
+            last_poll = Instant::now();
+            if let Err(error) = pipeline.poll() {
+                failure.get_or_insert(error);
+            }
+        }
+        if let Err(error) = result {
+            failure.get_or_insert(error);
+        }
+        if failure.is_some() || pipeline.has_required_failure() {
+            break;
+        }
+        let now = pipeline.totals();
+        live.events.store(now.events, Ordering::Relaxed);
+        live.telemetry_out
+            .store(now.telemetry_out, Ordering::Relaxed);
+        live.rejected.store(now.rejected, Ordering::Relaxed);
+        live.faults.store(now.faults, Ordering::Relaxed);
+        live.bad_frames
+            .store(intake.totals.bad_frames, Ordering::Relaxed);
+    }
+    // Whatever is still queued when the run must stop is not processed: say how much.
+    receiver.close();
+    let mut unprocessed = 0u64;
+    while let Ok(message) = receiver.try_recv() {
+        if let Inbound::Lines { lines, .. } = message {
+            unprocessed += line_count(&lines);
+        }
+    }
+    if unprocessed > 0 {
+        eprintln!("swarmtel: {unprocessed} queued event lines not processed: the run stopped");
+    }
+    let open: Vec<u64> = intake.states.keys().copied().collect();
+    for conn in open {
+        intake.close(conn, Some("still open when the server stopped".to_owned()));
+    }
+    let totals = intake.finish_totals();
+    if let Some(error) = failure {
+        // Keep what was delivered: finish and flush before reporting.
+        let _ = pipeline.finish();
+        return Err(error.into());
+    }
+    let summary = pipeline.finish()?;
+    if let Some(error) = pipeline.required_failure() {
+        eprint!("{}", summary.render());
+        eprint!("{}", totals.render());
+        return Err(error.into());
+    }
+    Ok(ServeReport {
+        summary,
+        connections: totals,
+    })
+}
+
+#[derive(Default)]
+struct Intake {
+    states: HashMap<u64, ConnectionState>,
+    totals: ConnectionTotals,
+    /// Per (run, node): the most events its bridge said it dropped over its life. Hellos and
+    /// byes carry lifetime counts, so a reconnecting bridge is counted once.
+    client_drops: HashMap<(RunHandle, String), u64>,
+}
+
+impl Intake {
+    fn handle(&mut self, pipeline: &mut Pipeline, message: Inbound) -> Result<(), RunError> {
+        match message {
+            Inbound::Open {
+                conn,
+                peer,
+                counters,
+            } => {
+                let default = pipeline.run_context().clone();
+                let run = pipeline.add_run(RunContext {
+                    run_id: peer.run_id.clone().unwrap_or(default.run_id),
+                    testplan: peer.testplan.clone().unwrap_or(default.testplan),
+                });
+                self.totals.accepted[role_index(peer.role)] += 1;
+                self.note_client_drops(run, &peer.node, peer.dropped_before);
+                self.states.insert(
+                    conn,
+                    ConnectionState {
+                        peer,
+                        run,
+                        counters,
+                        line: 1,
+                        received: 0,
+                        bad_frames: 0,
+                        bye: None,
+                    },
+                );
+            }
+            Inbound::Lines {
+                conn,
+                lines,
+                permit,
+            } => {
+                let result = self.lines(pipeline, conn, &lines);
+                // The byte budget comes back once the lines are processed.
+                drop(permit);
+                result?;
+            }
+            Inbound::Overlong { conn, bytes } => {
+                self.totals.overlong += 1;
+                self.bad_frame(pipeline, conn, &overlong_message(bytes), true);
+            }
+            Inbound::Truncated { conn, bytes } => {
+                let message = format!(
+                    "the connection ended in the middle of a line ({bytes} bytes without a newline)"
+                );
+                self.bad_frame(pipeline, conn, &message, true);
+            }
+            Inbound::Close { conn, reason } => self.close(conn, reason),
+            Inbound::Idle => pipeline.poll()?,
+        }
+        Ok(())
+    }
+
+    fn lines(&mut self, pipeline: &mut Pipeline, conn: u64, lines: &[u8]) -> Result<(), RunError> {
+        let body = lines.strip_suffix(b"\n").unwrap_or(lines);
+        for raw in body.split(|b| *b == b'\n') {
+            let Some(state) = self.states.get_mut(&conn) else {
+                return Ok(());
+            };
+            state.line += 1;
+            pipeline.count_lines(1);
+            let result = if raw.len() > wire::MAX_FRAME_BYTES {
+                self.totals.overlong += 1;
+                Err(FrameError::Bad(overlong_message(raw.len())))
+            } else {
+                process_frame(pipeline, state, raw)
+            };
+            match result {
+                Ok(Frame::Event) => state.received += 1,
+                Ok(Frame::Blank) => {}
+                Ok(Frame::Bye(bye)) => {
+                    state.bye = Some(bye);
+                    let (run, node) = (state.run, state.peer.node.clone());
+                    self.note_client_drops(run, &node, bye.dropped);
+                }
+                Err(FrameError::Bad(message)) => {
+                    self.bad_frame(pipeline, conn, &message, false);
+                }
+                Err(FrameError::Run(error)) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts and reports a bad frame; `new_line` when it was not counted as a line yet
+    /// (skipped unread).
+    fn bad_frame(&mut self, pipeline: &mut Pipeline, conn: u64, message: &str, new_line: bool) {
+        let Some(state) = self.states.get_mut(&conn) else {
+            return;
+        };
+        if new_line {
+            state.line += 1;
+            pipeline.count_lines(1);
+        }
+        state.bad_frames += 1;
+        self.totals.bad_frames += 1;
+        pipeline.count_bad_line();
+        if state.bad_frames <= BAD_FRAMES_REPORTED {
+            eprintln!(
+                "swarmtel: connection {conn} ({}) line {}: {message}; frame skipped{}",
+                state.peer.node.escape_debug(),
+                state.line,
+                if state.bad_frames == BAD_FRAMES_REPORTED {
+                    "; further bad frames on this connection are counted, not shown"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+
+    fn note_client_drops(&mut self, run: RunHandle, node: &str, lifetime: u64) {
+        let most = self.client_drops.entry((run, node.to_owned())).or_insert(0);
+        *most = (*most).max(lifetime);
+    }
+
+    /// Ends a connection's accounting and logs its line.
+    fn close(&mut self, conn: u64, reason: Option<String>) {
+        let Some(state) = self.states.remove(&conn) else {
+            return;
+        };
+        let dropped_here = state.counters.dropped_here.load(Ordering::Relaxed);
+        self.totals.dropped_here = self.totals.dropped_here.saturating_add(dropped_here);
+        let mut notes = Vec::new();
+        if let Some(bye) = state.bye {
+            let arrived = state
+                .received
+                .saturating_add(state.bad_frames)
+                .saturating_add(dropped_here);
+            if bye.sent > arrived {
+                let lost = bye.sent - arrived;
+                self.totals.lost_in_transit = self.totals.lost_in_transit.saturating_add(lost);
+                notes.push(format!("{lost} sent events never arrived"));
+            }
+            if bye.dropped > 0 {
+                notes.push(format!("the bridge dropped {} events", bye.dropped));
+            }
+        }
+        if dropped_here > 0 {
+            notes.push(format!("{dropped_here} events dropped here"));
+        }
+        if let Some(reason) = reason {
+            notes.push(reason);
+        }
+        eprintln!(
+            "swarmtel: connection {conn} ({}) closed: {} events, {} bad frames{}",
+            state.peer.node.escape_debug(),
+            state.received,
+            state.bad_frames,
+            if notes.is_empty() {
+                String::new()
+            } else {
+                format!("; {}", notes.join("; "))
+            }
+        );
+    }
+
+    fn finish_totals(&mut self) -> ConnectionTotals {
+        let mut totals = std::mem::take(&mut self.totals);
+        totals.dropped_by_clients = self
+            .client_drops
+            .values()
+            .fold(0u64, |sum, dropped| sum.saturating_add(*dropped));
+        totals
+    }
+}
+
+/// What one line turned out to be.
+enum Frame {
+    Event,
+    Blank,
+    Bye(wire::Bye),
+}
+
+enum FrameError {
+    Bad(String),
+    Run(RunError),
+}
+
+fn overlong_message(bytes: usize) -> String {
+    format!(
+        "line of {bytes} bytes or more is longer than the {} byte limit",
+        wire::MAX_FRAME_BYTES
+    )
+}
+
+fn process_frame(
+    pipeline: &mut Pipeline,
+    state: &mut ConnectionState,
+    raw: &[u8],
+) -> Result<Frame, FrameError> {
+    let line = std::str::from_utf8(raw)
+        .map_err(|error| {
+            FrameError::Bad(DecodeError::Json(format!("not UTF-8: {error}")).to_string())
+        })?
+        .trim_end_matches('\r');
+    if line.trim().is_empty() {
+        return Ok(Frame::Blank);
+    }
+    if let Some(bye) = wire::parse_bye(line) {
+        return Ok(Frame::Bye(bye));
+    }
+    let record = ingest::decode_line(line).map_err(|error| FrameError::Bad(error.to_string()))?;
+    if record.node != state.peer.node || record.role != state.peer.role {
+        return Err(FrameError::Bad(format!(
+            "event from {} {} on the connection of {} {}",
+            record.role.as_str(),
+            record.node.escape_debug(),
+            state.peer.role.as_str(),
+            state.peer.node.escape_debug()
+        )));
+    }
+    match pipeline.process_in_run(state.run, &record) {
+        Ok(()) => Ok(Frame::Event),
+        Err(ProcessError::BadRecord(message)) => Err(FrameError::Bad(message)),
+        Err(ProcessError::Run(error)) => Err(FrameError::Run(error)),
+    }
+}
+
+/// Lines in a chunk, a last line without its newline included.
+pub(super) fn line_count(lines: &[u8]) -> u64 {
+    let newlines = lines.iter().filter(|b| **b == b'\n').count() as u64;
+    newlines + u64::from(lines.last().is_some_and(|b| *b != b'\n'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_counts_include_a_partial_last_line() {
+        assert_eq!(line_count(b""), 0);
+        assert_eq!(line_count(b"a\nb\n"), 2);
+        assert_eq!(line_count(b"a\nb"), 2);
+        assert_eq!(line_count(b"\n\n"), 2);
+    }
+}

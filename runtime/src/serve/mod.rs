@@ -1,0 +1,376 @@
+//! `swarmtel serve`: the live source. Accepts bridge connections (Unix socket or TCP), checks
+//! each one's hello, and feeds its event lines to the pipeline.
+//!
+//! - [`listen`]: the sockets, and who may connect;
+//! - [`connection`]: one task per connection: hello, then chunks of whole lines;
+//! - [`intake`]: the pipeline thread: decodes, processes and accounts per connection;
+//! - [`status`]: the live status line or periodic log.
+//!
+//! Threads: the network side is one tokio (current-thread) runtime on the calling thread; the
+//! pipeline runs on a thread of its own; each recorder instance runs on its own task thread
+//! behind the pipeline (see [`crate::pipeline`]).
+//!
+//! Back-pressure: read lines wait for the pipeline under one byte budget shared by all
+//! connections (`queue_bytes`). When it is spent, a connection either waits
+//! (`Overload::Block`, so TCP flow control pushes back on the client) or drops the chunk and
+//! counts its lines (`Overload::Drop`).
+
+mod connection;
+mod intake;
+mod listen;
+mod status;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::pipeline::{Pipeline, RunError, Summary};
+use crate::wire::{Endpoint, EndpointError};
+use connection::{ActiveGuard, BUDGET_UNIT, Shared};
+use listen::{Listener, Stream, accept_any};
+use status::{Live, Status};
+
+/// Bad frames reported per connection before the rest are only counted.
+pub const BAD_FRAMES_REPORTED: u64 = 10;
+
+/// What a connection does when the pipeline's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Overload {
+    /// Stop reading the connection until there is room; the client's buffer absorbs the wait.
+    Block,
+    /// Drop what cannot be queued and count it.
+    Drop,
+}
+
+/// How the server shows its progress on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StatusMode {
+    /// A live status line on a terminal, a log line every 10 s otherwise.
+    Auto,
+    /// Always the live status line.
+    Line,
+    /// Always the periodic log line.
+    Log,
+    /// Neither (connections and errors are still logged).
+    Off,
+}
+
+/// Settings for one `serve` run.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where to listen.
+    pub listen: Vec<Endpoint>,
+    /// The shared secret every connection must present, if any.
+    pub token: Option<String>,
+    /// The policy when the pipeline cannot keep up.
+    pub overload: Overload,
+    /// How long open connections may go on after a shutdown signal before they are closed.
+    pub drain_timeout: Duration,
+    /// Bytes of read lines queued in front of the recorders, across all connections.
+    pub queue_bytes: usize,
+    /// Progress display.
+    pub status: StatusMode,
+    /// How long a client has to send its hello.
+    pub hello_timeout: Duration,
+    /// Most connections open at once; more are refused (each open connection holds up to
+    /// 64 KiB plus one 1 MiB line of read buffer, outside the queue).
+    pub max_connections: usize,
+}
+
+/// Why `serve` could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// An endpoint is malformed or does not resolve.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// Listening beyond this machine without a token.
+    #[error(
+        "{endpoint} is reachable from other machines: set a token (--token or SWARMTEL_TOKEN) that every connection must present"
+    )]
+    TokenRequired {
+        /// The endpoint.
+        endpoint: Endpoint,
+    },
+    /// Another server already listens on the socket.
+    #[error("{0}: another swarmtel serve is listening there")]
+    InUse(Endpoint),
+    /// The socket's folder or path cannot be used safely.
+    #[error("{path}: {reason}")]
+    UnsafeSocketPath {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Binding failed.
+    #[error("cannot listen on {endpoint}: {source}")]
+    Bind {
+        /// The endpoint.
+        endpoint: Endpoint,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The runtime's I/O driver could not start.
+    #[error("cannot start the network runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The pipeline failed (an output cannot be written, a required plugin failed).
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// Connection counters, for the summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionTotals {
+    /// Connections accepted, by role (master, worker, standalone).
+    pub accepted: [u64; 3],
+    /// Connections refused at hello.
+    pub refused: u64,
+    /// Frames that did not parse or named another node.
+    pub bad_frames: u64,
+    /// Events the bridges said they dropped (from hello and bye frames).
+    pub dropped_by_clients: u64,
+    /// Event lines dropped here under `Overload::Drop`.
+    pub dropped_here: u64,
+    /// Event lines a bye frame counted that never arrived.
+    pub lost_in_transit: u64,
+    /// Over-long lines skipped.
+    pub overlong: u64,
+}
+
+impl ConnectionTotals {
+    /// The totals as text for stderr.
+    pub fn render(&self) -> String {
+        let [master, worker, standalone] = self.accepted;
+        format!(
+            "swarmtel serve: {} connections ({master} master, {worker} worker, {standalone} standalone), {} refused; {} bad frames, {} over-long lines; events dropped: {} by bridges, {} here, {} lost in transit\n",
+            master + worker + standalone,
+            self.refused,
+            self.bad_frames,
+            self.overlong,
+            self.dropped_by_clients,
+            self.dropped_here,
+            self.lost_in_transit,
+        )
+    }
+}
+
+/// What a `serve` run ends with.
+#[derive(Debug, Clone)]
+pub struct ServeReport {
+    /// The pipeline's summary.
+    pub summary: Summary,
+    /// The connections' counters.
+    pub connections: ConnectionTotals,
+}
+
+/// Runs the server until SIGINT or SIGTERM, then drains: stops accepting, lets open
+/// connections finish (up to the drain timeout, or a second signal), finishes the recorders
+/// and flushes.
+pub fn serve(pipeline: Pipeline, options: ServeOptions) -> Result<ServeReport, ServeError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ServeError::Runtime)?;
+    runtime.block_on(async {
+        let signals = count_signals().map_err(ServeError::Runtime)?;
+        let after = |wanted: u32| {
+            let mut signals = signals.clone();
+            async move {
+                let _ = signals.wait_for(|count| *count >= wanted).await;
+            }
+        };
+        run(pipeline, options, after(1), after(2)).await
+    })
+}
+
+/// Counts SIGINT and SIGTERM from now on (the process no longer dies of them).
+fn count_signals() -> std::io::Result<watch::Receiver<u32>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let (sender, receiver) = watch::channel(0u32);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+            sender.send_modify(|count| *count += 1);
+        }
+    });
+    Ok(receiver)
+}
+
+async fn run(
+    pipeline: Pipeline,
+    options: ServeOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain_now: impl std::future::Future<Output = ()>,
+) -> Result<ServeReport, ServeError> {
+    let mut listeners = Vec::new();
+    for endpoint in &options.listen {
+        listeners.push(Listener::bind(endpoint, options.token.is_some())?);
+    }
+    let default_run = pipeline.run_context().clone();
+    let names: Vec<String> = listeners.iter().map(Listener::describe).collect();
+    eprintln!(
+        "swarmtel: serving on {}; run {}, testplan {}; SIGINT or SIGTERM to finish",
+        names.join(", "),
+        default_run.run_id.escape_debug(),
+        default_run.testplan.escape_debug()
+    );
+
+    let live = Arc::new(Live::default());
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let pipeline_thread = {
+        let live = live.clone();
+        std::thread::Builder::new()
+            .name("swarmtel-pipeline".into())
+            .spawn(move || intake::run(pipeline, receiver, &live))
+            .expect("cannot start the pipeline thread")
+    };
+    let budget_units = (options.queue_bytes / BUDGET_UNIT).clamp(1, Semaphore::MAX_PERMITS);
+    let shared = Arc::new(Shared {
+        sender: sender.clone(),
+        budget: Arc::new(Semaphore::new(budget_units)),
+        budget_units,
+        token: options.token.clone(),
+        hello_timeout: options.hello_timeout,
+        overload: options.overload,
+        default_run,
+        live: live.clone(),
+        refused: Default::default(),
+        connected: Default::default(),
+        active: Default::default(),
+    });
+    let (closing_tx, closing_rx) = watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let status = Status::new(options.status, live.clone());
+    let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut idle_tick = tokio::time::interval(Duration::from_millis(200));
+    let mut next_conn = 0u64;
+    tokio::pin!(shutdown);
+
+    // Serve until the shutdown signal, or until the pipeline thread stops on its own (an
+    // output failed).
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = accept_any(&listeners) => {
+                let (stream, peer_name) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors, say: do not spin on it.
+                        eprintln!("swarmtel: accept failed: {error}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                next_conn += 1;
+                let conn = next_conn;
+                let shared = shared.clone();
+                if shared.active.load(Ordering::Relaxed) >= options.max_connections {
+                    let cap = options.max_connections;
+                    // Not kept in the set: it only answers and ends.
+                    tokio::spawn(async move {
+                        match stream {
+                            Stream::Unix(s) => connection::refuse_over_cap(s, conn, peer_name, shared, cap).await,
+                            Stream::Tcp(s) => connection::refuse_over_cap(s, conn, peer_name, shared, cap).await,
+                        }
+                    });
+                    continue;
+                }
+                let guard = ActiveGuard::enter(&shared);
+                let closing = closing_rx.clone();
+                connections.spawn(async move {
+                    let _guard = guard;
+                    match stream {
+                        Stream::Unix(s) => connection::serve(s, conn, peer_name, shared, closing).await,
+                        Stream::Tcp(s) => connection::serve(s, conn, peer_name, shared, closing).await,
+                    }
+                });
+            }
+            _ = status_tick.tick() => status.show(),
+            _ = idle_tick.tick() => {
+                let _ = sender.send(intake::Inbound::Idle);
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+        if sender.is_closed() {
+            break;
+        }
+    }
+
+    // Drain: stop accepting, let connections end on their own until the deadline.
+    for listener in &listeners {
+        listener.close();
+    }
+    drop(listeners);
+    let open = connections.len();
+    if open > 0 && !sender.is_closed() {
+        eprintln!(
+            "{}swarmtel: shutting down: no new connections; waiting up to {} for {open} open connection(s) to finish",
+            status.clear_code(),
+            humantime::format_duration(options.drain_timeout)
+        );
+        let deadline = tokio::time::sleep(options.drain_timeout);
+        tokio::pin!(deadline);
+        tokio::pin!(drain_now);
+        loop {
+            tokio::select! {
+                joined = connections.join_next() => if joined.is_none() { break },
+                () = &mut deadline => break,
+                () = &mut drain_now => break,
+                _ = status_tick.tick() => status.show(),
+            }
+        }
+    }
+    // Connections still open stop reading, count what they could not queue, and end.
+    let _ = closing_tx.send(true);
+    if !connections.is_empty() {
+        eprintln!(
+            "{}swarmtel: closing {} connection(s) still open at the drain deadline",
+            status.clear_code(),
+            connections.len()
+        );
+        while connections.join_next().await.is_some() {}
+    }
+    status.finish();
+    let refused = shared.refused.load(Ordering::Relaxed);
+    drop(shared);
+    drop(sender);
+    let result = tokio::task::spawn_blocking(move || pipeline_thread.join())
+        .await
+        .expect("the join task does not panic");
+    let mut report = match result {
+        Ok(result) => result?,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    report.connections.refused = refused;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn totals_render_every_counter() {
+        let totals = ConnectionTotals {
+            accepted: [1, 2, 0],
+            refused: 3,
+            bad_frames: 4,
+            dropped_by_clients: 5,
+            dropped_here: 6,
+            lost_in_transit: 7,
+            overlong: 8,
+        };
+        assert_eq!(
+            totals.render(),
+            "swarmtel serve: 3 connections (1 master, 2 worker, 0 standalone), 3 refused; 4 bad frames, 8 over-long lines; events dropped: 5 by bridges, 6 here, 7 lost in transit\n"
+        );
+    }
+}
