@@ -176,3 +176,40 @@ def test_line_too_long_is_refused():
     item = encode.event_item("user_error", user_instance="U", exception="x" * (1024 * 1024), tb="")
     with pytest.raises(encode.LineTooLong):
         encode.encode_line(item, "standalone", "local")
+
+
+def test_the_fast_request_encoding_is_byte_for_byte_the_general_one():
+    # encode_line builds request lines without a dict; it must write exactly what
+    # to_record + json.dumps write, for every kind of value a listener can see.
+    import itertools
+    import random
+
+    from swarmtel_locust import encode
+
+    class Response:
+        def __init__(self, status):
+            self.status_code = status
+
+    rng = random.Random(7)
+    names = ["/", "/items/[id]", 'quote " and \\ backslash', "tab\tnew\nline", "ünïcödé ✓", "😀 emoji",
+             "\x00\x1f control", ""]
+    times = [0.0, 1.5, 12, None, 1e-7, 123456789.125]
+    statuses = [None, 200, 500]
+    fast_hits = 0
+    for name, response_time, status in itertools.product(names, times, statuses):
+        item = encode.request_item(
+            rng.choice(["GET", "POST", "ünï"]), name, response_time, rng.choice([0, None, 154]),
+            None if status is None else Response(status), None,
+            rng.choice([None, ValueError("boom \"x\""), "plain"]),
+            rng.choice([None, 1795557122.6012345]), rng.choice([None, "http://h/p?q=1&r=ü"]))
+        for role, node in [("worker", "worker-0"), ("standalone", "local")]:
+            general = (encode._dumps(encode.to_record(item, role, node)) + "\n").encode("utf-8")
+            assert encode.encode_line(item, role, node) == general, item
+            fast_hits += encode._fast_request_line(item, role, node) is not None
+    assert fast_hits == len(names) * len(times) * len(statuses) * 2, "every ordinary request takes the fast path"
+    # Unusual values go the general way and still encode the same.
+    with_context = encode.request_item("GET", "/", 1.0, 1, None, {"user": 3}, None, None, None)
+    assert encode._fast_request_line(with_context, "worker", "w") is None
+    assert b'"context":{"user":3}' in encode.encode_line(with_context, "worker", "w")
+    not_finite = encode.request_item("GET", "/", float("nan"), 1, None, None, None, None, None)
+    assert encode._fast_request_line(not_finite, "worker", "w") is None
