@@ -883,3 +883,70 @@ fn a_socket_folder_others_can_write_is_refused() {
         "{stderr}"
     );
 }
+
+/// Threads of process `pid`.
+fn threads(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))
+        .and_then(|count| count.trim().parse().ok())
+        .unwrap()
+}
+
+// A node that quit and closed its connection has its recorders finished right away and
+// their threads freed, so a long-lived server does not pile up finished runs; the same node
+// name in a later connection starts afresh.
+#[test]
+fn a_node_that_quit_frees_its_recorders_when_it_disconnects() {
+    let workspace = Workspace::new();
+    let output = workspace.path("out.ndjson");
+    let config = example_config(&workspace, &output);
+    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let pid = server.child.id();
+    let run = |server: &mut Server, quit: bool| {
+        server.log.clear();
+        let mut connection = server.connect();
+        assert_eq!(connection.hello(hello("worker", "worker-0"))["ok"], true);
+        connection.send(
+            b"{\"event\":\"test_start\",\"role\":\"worker\",\"node\":\"worker-0\",\"time\":1}\n",
+        );
+        connection.send(&request_lines(5));
+        if quit {
+            connection.send(b"{\"event\":\"quit\",\"role\":\"worker\",\"node\":\"worker-0\",\"time\":2,\"exit_code\":0}\n");
+        }
+        drop(connection);
+        server.wait_for(if quit {
+            "the node quit: its recorders finished"
+        } else {
+            ") closed: "
+        });
+    };
+    run(&mut server, false);
+    let with_recorders = threads(pid);
+    run(&mut server, true);
+    // The second connection is the same (run, node): its recorders are the first ones, one
+    // thread each (custom-telemetry, request-stats).
+    assert_eq!(
+        threads(pid),
+        with_recorders - 2,
+        "finished recorders' threads are gone"
+    );
+    // Their final telemetry is out before the server stops.
+    std::thread::sleep(Duration::from_millis(500));
+    let lines = json_lines(&std::fs::read(&output).unwrap());
+    assert!(
+        from_plugin(&lines, "request-stats").iter().any(|line| {
+            line["telemetry"]["endpoint"] == "/" && line["telemetry"]["requests"] == 10
+        }),
+        "the finished recorder reported all ten requests"
+    );
+    run(&mut server, false);
+    assert_eq!(
+        threads(pid),
+        with_recorders,
+        "a later connection starts new instances"
+    );
+    let (code, _, stderr) = server.stop();
+    assert_eq!(code, 0, "{stderr}");
+}

@@ -269,6 +269,8 @@ struct RecorderSlot {
     disabled: bool,
     /// The task's latest count of the guest's dropped stdio bytes.
     stdio_dropped_bytes: u64,
+    /// Its node ended ([`Pipeline::finish_node`]): finished, task stopped.
+    retired: bool,
 }
 
 /// Most batches handed to tasks and not yet emitted; past it the pipeline waits for the
@@ -623,6 +625,45 @@ impl Pipeline {
         self.required_failure.is_some()
     }
 
+    /// Ends a node whose Locust process has quit: its recorders get what is batched and
+    /// their `finish` call (their telemetry is written now), then their instances and threads
+    /// are freed. A later event from the same run and node name starts new instances. A
+    /// long-lived `serve` calls this so finished runs do not pile up.
+    pub fn finish_node(&mut self, run: RunHandle, name: &str) -> Result<(), RunError> {
+        let Some(index) = self.node_ids.get(name).and_then(|runs| {
+            runs.iter()
+                .find(|(node_run, _)| *node_run == run.0)
+                .map(|(_, index)| *index)
+        }) else {
+            return Ok(());
+        };
+        let slots = self.nodes[index].slots.clone();
+        let time = self.nodes[index].last_time;
+        for &slot in &slots {
+            self.flush(slot)?;
+            self.submit(slot, Job::Finish { time })?;
+        }
+        self.emit_done(true)?;
+        for &slot in &slots {
+            let slot = &mut self.slots[slot];
+            slot.retired = true;
+            slot.task.stop();
+            slot.spare = Vec::new();
+        }
+        if let Some(runs) = self.node_ids.get_mut(name) {
+            runs.retain(|(_, node)| *node != index);
+            if runs.is_empty() {
+                self.node_ids.remove(name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Recorder instances still running (not retired with their node).
+    pub fn live_instances(&self) -> usize {
+        self.slots.iter().filter(|slot| !slot.retired).count()
+    }
+
     /// The run whose context the runtime's own summary records carry: the one every node
     /// belongs to, or the pipeline's own when nodes of several runs (or none) were seen.
     fn summary_run(&self) -> usize {
@@ -853,6 +894,7 @@ impl Pipeline {
                     tick: recorder.tick_interval_ms.map(TickClock::new),
                     disabled: false,
                     stdio_dropped_bytes: 0,
+                    retired: false,
                 });
             }
         }
@@ -1161,6 +1203,9 @@ impl Pipeline {
     pub fn finish(&mut self) -> Result<Summary, RunError> {
         let summary_run = self.summary_run();
         for slot_index in 0..self.slots.len() {
+            if self.slots[slot_index].retired {
+                continue;
+            }
             self.flush(slot_index)?;
             let time = self.nodes[self.slots[slot_index].node].last_time;
             self.submit(slot_index, Job::Finish { time })?;

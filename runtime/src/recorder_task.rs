@@ -229,13 +229,21 @@ impl RecorderTask {
     }
 }
 
-impl Drop for RecorderTask {
-    fn drop(&mut self) {
+impl RecorderTask {
+    /// Ends the task: closes its queue and waits for its thread, which drops the recorder
+    /// (and its sandbox). Results not yet taken are lost; nothing may be submitted after.
+    pub fn stop(&mut self) {
         // Closing the queue ends the thread's loop.
         self.jobs.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+    }
+}
+
+impl Drop for RecorderTask {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

@@ -57,6 +57,8 @@ struct ConnectionState {
     received: u64,
     bad_frames: u64,
     bye: Option<wire::Bye>,
+    /// The node sent `quit`: when the connection closes, its recorders are finished.
+    quit: bool,
 }
 
 /// The pipeline thread's loop: runs until every sender is gone (or the run must stop), then
@@ -105,7 +107,12 @@ pub(super) fn run(
     }
     let open: Vec<u64> = intake.states.keys().copied().collect();
     for conn in open {
-        intake.close(conn, Some("still open when the server stopped".to_owned()));
+        // Their recorders finish with everyone else's below.
+        intake.close(
+            conn,
+            Some("still open when the server stopped".to_owned()),
+            None,
+        )?;
     }
     let totals = intake.finish_totals();
     if let Some(error) = failure {
@@ -159,6 +166,7 @@ impl Intake {
                         received: 0,
                         bad_frames: 0,
                         bye: None,
+                        quit: false,
                     },
                 );
             }
@@ -182,7 +190,7 @@ impl Intake {
                 );
                 self.bad_frame(pipeline, conn, &message, true);
             }
-            Inbound::Close { conn, reason } => self.close(conn, reason),
+            Inbound::Close { conn, reason } => self.close(conn, reason, Some(pipeline))?,
             Inbound::Idle => pipeline.poll()?,
         }
         Ok(())
@@ -203,7 +211,10 @@ impl Intake {
                 process_frame(pipeline, state, raw)
             };
             match result {
-                Ok(Frame::Event) => state.received += 1,
+                Ok(Frame::Event { quit }) => {
+                    state.received += 1;
+                    state.quit |= quit;
+                }
                 Ok(Frame::Blank) => {}
                 Ok(Frame::Bye(bye)) => {
                     state.bye = Some(bye);
@@ -251,10 +262,24 @@ impl Intake {
         *most = (*most).max(lifetime);
     }
 
-    /// Ends a connection's accounting and logs its line.
-    fn close(&mut self, conn: u64, reason: Option<String>) {
+    /// Ends a connection's accounting and logs its line. When the node had quit, its
+    /// recorders are finished and freed first (with `pipeline`; at the end of the run they
+    /// finish with everyone else's).
+    fn close(
+        &mut self,
+        conn: u64,
+        reason: Option<String>,
+        pipeline: Option<&mut Pipeline>,
+    ) -> Result<(), RunError> {
         let Some(state) = self.states.remove(&conn) else {
-            return;
+            return Ok(());
+        };
+        let finished = match pipeline {
+            Some(pipeline) if state.quit => {
+                pipeline.finish_node(state.run, &state.peer.node)?;
+                true
+            }
+            _ => false,
         };
         let dropped_here = state.counters.dropped_here.load(Ordering::Relaxed);
         self.totals.dropped_here = self.totals.dropped_here.saturating_add(dropped_here);
@@ -279,6 +304,9 @@ impl Intake {
         if let Some(reason) = reason {
             notes.push(reason);
         }
+        if finished {
+            notes.push("the node quit: its recorders finished".to_owned());
+        }
         eprintln!(
             "swarmtel: connection {conn} ({}) closed: {} events, {} bad frames{}",
             state.peer.node.escape_debug(),
@@ -290,6 +318,7 @@ impl Intake {
                 format!("; {}", notes.join("; "))
             }
         );
+        Ok(())
     }
 
     fn finish_totals(&mut self) -> ConnectionTotals {
@@ -304,7 +333,10 @@ impl Intake {
 
 /// What one line turned out to be.
 enum Frame {
-    Event,
+    /// An event, processed; `quit` when it was Locust's `quit`.
+    Event {
+        quit: bool,
+    },
     Blank,
     Bye(wire::Bye),
 }
@@ -347,8 +379,9 @@ fn process_frame(
             state.peer.node.escape_debug()
         )));
     }
+    let quit = record.body.kind() == crate::bindings::types::EventKind::Quit;
     match pipeline.process_in_run(state.run, &record) {
-        Ok(()) => Ok(Frame::Event),
+        Ok(()) => Ok(Frame::Event { quit }),
         Err(ProcessError::BadRecord(message)) => Err(FrameError::Bad(message)),
         Err(ProcessError::Run(error)) => Err(FrameError::Run(error)),
     }
