@@ -104,6 +104,13 @@ impl Server {
         assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
     }
 
+    /// Sends SIGTERM, waits, checks the exit code is 0, and returns the whole stderr.
+    fn stop_ok(self) -> String {
+        let (code, _, stderr) = self.stop();
+        assert_eq!(code, 0, "{stderr}");
+        stderr
+    }
+
     /// Sends SIGTERM and waits: (exit code, stdout, the whole stderr).
     fn stop(mut self) -> (i32, Vec<u8>, String) {
         self.signal(libc::SIGTERM);
@@ -234,8 +241,7 @@ fn live_connections_give_the_replays_telemetry() {
     for _ in 0..3 {
         server.wait_for(") closed: ");
     }
-    let (code, _, stderr) = server.stop();
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = server.stop_ok();
     assert!(
         stderr
             .contains("3 connections (1 master, 2 worker, 0 standalone), 0 refused; 0 bad frames"),
@@ -288,8 +294,7 @@ fn every_connection_keeps_its_own_run_id() {
     drop((named, unnamed));
     server.wait_for(") closed: ");
     server.wait_for(") closed: ");
-    let (code, _, stderr) = server.stop();
-    assert_eq!(code, 0, "{stderr}");
+    server.stop_ok();
     let lines = json_lines(&std::fs::read(&output).unwrap());
     let starts: Vec<(String, String)> = from_plugin(&lines, "custom-telemetry")
         .iter()
@@ -364,8 +369,7 @@ fn a_connection_without_the_token_is_refused_and_logged() {
         .send(b"{\"event\":\"test_start\",\"role\":\"worker\",\"node\":\"worker-0\",\"time\":1}\n");
     drop(connection);
     server.wait_for(") closed: 1 events");
-    let (code, _, stderr) = server.stop();
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = server.stop_ok();
     assert!(
         stderr.contains("1 connections (0 master, 1 worker, 0 standalone), 2 refused"),
         "{stderr}"
@@ -403,8 +407,7 @@ fn hellos_that_are_wrong_or_late_are_refused() {
     let mut silent = server.connect();
     let reply = silent.reply();
     assert_eq!(reply["error"], "no hello within 300ms");
-    let (code, _, stderr) = server.stop();
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = server.stop_ok();
     assert!(stderr.contains("4 refused"), "{stderr}");
 }
 
@@ -443,8 +446,7 @@ fn bad_frames_are_counted_and_the_connection_goes_on() {
     drop(connection);
     let closed = server.wait_for(") closed: ");
     assert!(closed.contains("15 events, 14 bad frames"), "{closed}");
-    let (code, _, stderr) = server.stop();
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = server.stop_ok();
     let shown = stderr.matches("frame skipped").count();
     assert_eq!(shown, 10, "the first ten are shown:\n{stderr}");
     assert!(stderr.contains("further bad frames on this connection are counted, not shown"));
@@ -495,8 +497,7 @@ fn the_default_unix_socket_is_owner_only() {
     let mut connection = Connection::unix(&socket);
     assert_eq!(connection.hello(hello("standalone", "local"))["ok"], true);
     drop(connection);
-    let (code, _, stderr) = server.stop();
-    assert_eq!(code, 0, "{stderr}");
+    server.stop_ok();
     assert!(!socket.exists(), "the socket is removed at exit");
 
     // A socket file nobody listens on is stale: replaced.
@@ -504,8 +505,7 @@ fn the_default_unix_socket_is_owner_only() {
     drop(stale);
     assert!(socket.exists());
     let server = Server::start(&config, &[], &env);
-    let (code, _, stderr) = server.stop();
-    assert_eq!(code, 0, "{stderr}");
+    server.stop_ok();
 }
 
 // SIGTERM: no new connections; an open one may go on until the drain timeout, then it is
@@ -542,8 +542,7 @@ fn sigterm_drains_open_connections_then_finishes() {
         b"{\"event\":\"request\",\"role\":\"worker\",\"node\":\"worker-0\",\"time\":51,\"request_type\":\"GET\",\"name\":\"/a\",\"response_time\":3}\n",
     );
     server.wait_for("closing 1 connection(s) still open at the drain deadline");
-    let (code, _, stderr) = server.stop();
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = server.stop_ok();
     assert!(stderr.contains("closed: 51 events"), "{stderr}");
     let lines = json_lines(&std::fs::read(&output).unwrap());
     let last = from_plugin(&lines, "request-stats")
@@ -604,9 +603,7 @@ fn overload_run(overload: &str, count: u32) -> String {
     connection.send(format!("{}\n", json!({"bye": true, "sent": count, "dropped": 1})).as_bytes());
     drop(connection);
     server.wait_for(") closed: ");
-    let (code, _, stderr) = server.stop();
-    assert_eq!(code, 0, "{stderr}");
-    stderr
+    server.stop_ok()
 }
 
 fn closed_counts(stderr: &str) -> (u64, u64) {
@@ -684,8 +681,7 @@ fn a_bye_with_more_than_arrived_counts_events_lost_in_transit() {
         ),
         "{closed}"
     );
-    let (code, _, stderr) = server.stop();
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = server.stop_ok();
     assert!(
         stderr.contains("events dropped: 9 by bridges, 0 here, 3 lost in transit"),
         "{stderr}"
@@ -719,8 +715,7 @@ fn connections_past_the_cap_are_refused() {
     let mut third = server.connect();
     assert_eq!(third.hello(hello("worker", "worker-2"))["ok"], true);
     drop((second, third));
-    let (code, _, stderr) = server.stop();
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = server.stop_ok();
     assert!(
         stderr.contains("3 connections (0 master, 3 worker, 0 standalone), 1 refused"),
         "{stderr}"
@@ -790,8 +785,7 @@ fn a_line_cut_by_the_end_of_the_stream_is_not_processed() {
     drop(connection);
     let closed = server.wait_for(") closed: ");
     assert!(closed.contains("3 events, 1 bad frames"), "{closed}");
-    let (code, _, stderr) = server.stop();
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = server.stop_ok();
     assert!(
         stderr.contains(
             "line 5: the connection ended in the middle of a line (65 bytes without a newline)"
@@ -820,8 +814,7 @@ fn a_reconnecting_bridges_drops_are_counted_once() {
     second.send(b"{\"bye\":true,\"sent\":0,\"dropped\":9}\n");
     drop(second);
     server.wait_for("the bridge dropped 9 events");
-    let (code, _, stderr) = server.stop();
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = server.stop_ok();
     assert!(stderr.contains("events dropped: 9 by bridges"), "{stderr}");
 }
 
@@ -854,8 +847,7 @@ fn a_node_connects_once_per_run() {
         server.connect().hello(hello("worker", "worker-0"))["ok"],
         true
     );
-    let (code, _, stderr) = server.stop();
-    assert_eq!(code, 0, "{stderr}");
+    server.stop_ok();
 }
 
 // A socket folder others can write is refused: they could swap the socket.
@@ -947,6 +939,5 @@ fn a_node_that_quit_frees_its_recorders_when_it_disconnects() {
         with_recorders,
         "a later connection starts new instances"
     );
-    let (code, _, stderr) = server.stop();
-    assert_eq!(code, 0, "{stderr}");
+    server.stop_ok();
 }

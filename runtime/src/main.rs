@@ -46,42 +46,8 @@ enum Command {
         /// The config file (TOML).
         #[arg(long, env = "SWARMTEL_CONFIG")]
         config: PathBuf,
-        /// Where to listen: unix:/path, tcp:host:port or host:port; repeat for several
-        /// (default: unix:$XDG_RUNTIME_DIR/swarmtel/serve.sock or
-        /// unix:/tmp/swarmtel-<uid>/serve.sock).
-        #[arg(long, env = "SWARMTEL_LISTEN", value_delimiter = ',')]
-        listen: Vec<String>,
-        /// A shared secret every connection must present; required to listen beyond loopback.
-        #[arg(long, env = "SWARMTEL_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// When the recorders cannot keep up: block the connection (the bridge then drops
-        /// and counts on its side) or drop here and count.
-        #[arg(long, env = "SWARMTEL_OVERLOAD", value_enum, default_value = "block")]
-        overload: swarmtel::serve::Overload,
-        /// After SIGINT or SIGTERM, how long open connections may go on before they are
-        /// closed.
-        #[arg(long, env = "SWARMTEL_DRAIN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
-        drain_timeout: std::time::Duration,
-        /// MiB of read event lines queued in front of the recorders, across all connections;
-        /// past it the overload policy applies.
-        #[arg(long, env = "SWARMTEL_QUEUE_MIB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
-        queue_mib: u32,
-        /// The run id for clients that send none (overrides the config's `run.run_id`).
-        #[arg(long, env = "SWARMTEL_RUN_ID")]
-        run_id: Option<String>,
-        /// The test plan for clients that name none (overrides the config's `run.testplan`).
-        #[arg(long, env = "SWARMTEL_TESTPLAN")]
-        testplan: Option<String>,
-        /// Progress on stderr: a live line on a terminal and a log line every 10 s otherwise
-        /// (auto), or always one of them, or neither.
-        #[arg(long, env = "SWARMTEL_STATUS", value_enum, default_value = "auto")]
-        status: swarmtel::serve::StatusMode,
-        /// How long a new connection has to send its hello.
-        #[arg(long, env = "SWARMTEL_HELLO_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-        hello_timeout: std::time::Duration,
-        /// Most connections open at once; more are refused with the reason.
-        #[arg(long, env = "SWARMTEL_MAX_CONNECTIONS", default_value_t = 256)]
-        max_connections: usize,
+        #[command(flatten)]
+        args: ServeArgs,
     },
     /// Work with plugin files.
     Plugin {
@@ -132,33 +98,7 @@ fn main() -> ExitCode {
             events,
             strict,
         } => replay(&config, &events, strict),
-        Command::Serve {
-            config,
-            listen,
-            token,
-            overload,
-            drain_timeout,
-            queue_mib,
-            run_id,
-            testplan,
-            status,
-            hello_timeout,
-            max_connections,
-        } => serve(
-            &config,
-            ServeArgs {
-                listen,
-                token,
-                overload,
-                drain_timeout,
-                queue_mib,
-                run_id,
-                testplan,
-                status,
-                hello_timeout,
-                max_connections,
-            },
-        ),
+        Command::Serve { config, args } => serve(&config, args),
         Command::Plugin {
             command: PluginCommand::Inspect { plugin, json },
         } => inspect(&plugin, json),
@@ -289,16 +229,43 @@ fn replay(config_path: &Path, events: &str, strict: bool) -> anyhow::Result<Exit
 }
 
 /// `serve`'s settings from the command line.
+#[derive(Debug, clap::Args)]
 struct ServeArgs {
+    /// Where to listen: unix:/path, tcp:host:port or host:port; repeat for several
+    /// (default: unix:$XDG_RUNTIME_DIR/swarmtel/serve.sock or
+    /// unix:/tmp/swarmtel-<uid>/serve.sock).
+    #[arg(long, env = "SWARMTEL_LISTEN", value_delimiter = ',')]
     listen: Vec<String>,
+    /// A shared secret every connection must present; required to listen beyond loopback.
+    #[arg(long, env = "SWARMTEL_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// When the recorders cannot keep up: block the connection (the bridge then drops
+    /// and counts on its side) or drop here and count.
+    #[arg(long, env = "SWARMTEL_OVERLOAD", value_enum, default_value = "block")]
     overload: swarmtel::serve::Overload,
+    /// After SIGINT or SIGTERM, how long open connections may go on before they are
+    /// closed.
+    #[arg(long, env = "SWARMTEL_DRAIN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     drain_timeout: std::time::Duration,
+    /// MiB of read event lines queued in front of the recorders, across all connections;
+    /// past it the overload policy applies.
+    #[arg(long, env = "SWARMTEL_QUEUE_MIB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     queue_mib: u32,
+    /// The run id for clients that send none (overrides the config's `run.run_id`).
+    #[arg(long, env = "SWARMTEL_RUN_ID")]
     run_id: Option<String>,
+    /// The test plan for clients that name none (overrides the config's `run.testplan`).
+    #[arg(long, env = "SWARMTEL_TESTPLAN")]
     testplan: Option<String>,
+    /// Progress on stderr: a live line on a terminal and a log line every 10 s otherwise
+    /// (auto), or always one of them, or neither.
+    #[arg(long, env = "SWARMTEL_STATUS", value_enum, default_value = "auto")]
     status: swarmtel::serve::StatusMode,
+    /// How long a new connection has to send its hello.
+    #[arg(long, env = "SWARMTEL_HELLO_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     hello_timeout: std::time::Duration,
+    /// Most connections open at once; more are refused with the reason.
+    #[arg(long, env = "SWARMTEL_MAX_CONNECTIONS", default_value_t = 256)]
     max_connections: usize,
 }
 

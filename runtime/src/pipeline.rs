@@ -296,6 +296,18 @@ struct Emitter {
 }
 
 impl Emitter {
+    /// Flushes both outputs.
+    fn flush(&mut self) -> Result<(), RunError> {
+        self.output.flush().map_err(|source| RunError::Output {
+            path: self.output_path.clone(),
+            source,
+        })?;
+        self.dead_letter.flush().map_err(|source| RunError::Output {
+            path: self.dead_letter_path.clone(),
+            source,
+        })
+    }
+
     /// Writes one of the runtime's own telemetry records.
     // One argument per field of the record it writes.
     #[allow(clippy::too_many_arguments)]
@@ -577,18 +589,7 @@ impl Pipeline {
     /// event.
     pub fn poll(&mut self) -> Result<(), RunError> {
         self.emit_done(false)?;
-        let emitter = &mut self.emitter;
-        emitter.output.flush().map_err(|source| RunError::Output {
-            path: emitter.output_path.clone(),
-            source,
-        })?;
-        emitter
-            .dead_letter
-            .flush()
-            .map_err(|source| RunError::Output {
-                path: emitter.dead_letter_path.clone(),
-                source,
-            })
+        self.emitter.flush()
     }
 
     /// Totals across plugins so far, for a live status line.
@@ -1264,18 +1265,7 @@ impl Pipeline {
             )?;
             self.summary.plugins[index].1 = counters;
         }
-        let emitter = &mut self.emitter;
-        emitter.output.flush().map_err(|source| RunError::Output {
-            path: emitter.output_path.clone(),
-            source,
-        })?;
-        emitter
-            .dead_letter
-            .flush()
-            .map_err(|source| RunError::Output {
-                path: emitter.dead_letter_path.clone(),
-                source,
-            })?;
+        self.emitter.flush()?;
         Ok(self.summary.clone())
     }
 }
