@@ -941,3 +941,110 @@ fn a_node_that_quit_frees_its_recorders_when_it_disconnects() {
     );
     server.stop_ok();
 }
+
+// The live status line (forced here; `auto` picks it on a terminal): connections by role,
+// rates, rejected, faults, bad frames and drops, redrawn in place every second.
+#[test]
+fn the_status_line_shows_connections_by_role() {
+    let workspace = Workspace::new();
+    let config = example_config(&workspace, &workspace.path("out.ndjson"));
+    let mut command = swarmtel();
+    command
+        .args([
+            "serve",
+            "--status",
+            "line",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    // The status line has no newline: read bytes, not lines.
+    let (sender, received) = mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 4096];
+        while let Ok(read) = stderr.read(&mut buffer) {
+            if read == 0 || sender.send(buffer[..read].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_for = |text: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !String::from_utf8_lossy(&seen).contains(text) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match received.recv_timeout(left) {
+                Ok(bytes) => seen.extend(bytes),
+                Err(_) => panic!("no `{text}` in:\n{}", String::from_utf8_lossy(&seen)),
+            }
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    };
+    let text = wait_for("; run ");
+    let port: u16 = text
+        .split("serving on tcp:127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(';').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut master = Connection::new(Box::new(stream.try_clone().unwrap()), Box::new(stream));
+    assert_eq!(master.hello(hello("master", "master"))["ok"], true);
+    let shown = wait_for("connections: 1 master, 0 worker, 0 standalone | in ");
+    assert!(
+        shown.contains("\r\x1b[2Kswarmtel: "),
+        "redrawn in place: {shown:?}"
+    );
+    assert!(
+        shown.contains("| rejected 0 | faults 0 | bad frames 0 | dropped 0"),
+        "{shown}"
+    );
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    drop(master);
+    assert!(child.wait().unwrap().success());
+}
+
+// Without a terminal (`auto` when stderr is a pipe) the status is a plain log line every 10 s.
+#[test]
+fn without_a_terminal_the_status_is_a_log_line_every_ten_seconds() {
+    let workspace = Workspace::new();
+    let config = example_config(&workspace, &workspace.path("out.ndjson"));
+    let mut command = swarmtel();
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let started = std::time::Instant::now();
+    let mut status = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("connections: 0 master, 0 worker, 0 standalone") {
+            status = Some(line);
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    let status = status.expect("a status log line");
+    assert!(
+        !status.contains('\x1b'),
+        "no terminal codes in a log: {status:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_secs(9),
+        "the first log line comes after about 10 s, not every second ({elapsed:?})"
+    );
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
+}
