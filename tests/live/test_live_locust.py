@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -143,33 +144,46 @@ def check_run(tmp_path, server_log, nodes, testplan):
     return lines
 
 
-def test_master_and_two_workers(tmp_path, swarmtel_bin, target):
+def test_master_and_workers_one_joining_late(tmp_path, swarmtel_bin, target):
+    """A master and two workers, and a third worker that joins after the test started: it gets
+    the run id from the master through Locust's messages, and users through rebalancing."""
     config = write_config(tmp_path)
     endpoint = f"unix:{tmp_path / 'serve.sock'}"
     port = free_port()
     env = clean_env()
     master = subprocess.Popen(
         locust("--headless", "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-               "--expect-workers", "2", "-u", "10", "-r", "10", "-t", "15s", "--host", target,
+               "--expect-workers", "2", "--enable-rebalancing", "-u", "12", "-r", "12", "-t", "18s",
+               "--host", target,
                "--json-file", str(tmp_path / "locust"), "--only-summary",
                "--swarmtel-config", str(config), "--swarmtel-bin", swarmtel_bin,
                "--swarmtel-endpoint", endpoint, "--swarmtel-testplan", "e2e-distributed"),
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    workers = [
-        subprocess.Popen(
+    def worker():
+        return subprocess.Popen(
             locust("--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
                    "--swarmtel-endpoint", endpoint),
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for _ in range(2)
-    ]
+
+    workers = [worker(), worker()]
+    # The master's test_start telemetry is out: the test runs. Then the third worker joins
+    # (early enough to live past its first 10 s usage sample).
+    output, deadline = tmp_path / "telemetry.ndjson", time.monotonic() + 60
+    while '"CUSTOM_START","source":"master"' not in (output.read_text() if output.exists() else ""):
+        assert time.monotonic() < deadline and master.poll() is None, "the test never started"
+        time.sleep(0.2)
+    time.sleep(1)
+    workers.append(worker())
     master_log, _ = master.communicate(timeout=120)
     worker_logs = [w.communicate(timeout=60)[0] for w in workers]
     assert master.returncode in (0, 1), master_log[-3000:]  # 1: /flaky fails on purpose
     for log in worker_logs:
         assert "telemetry is being lost" not in log, log[-3000:]
         assert "dropped" not in log, log[-3000:]
-    assert "3 connections (1 master, 2 worker, 0 standalone), 0 refused" in master_log, master_log[-3000:]
-    check_run(tmp_path, master_log, ["master", "worker-0", "worker-1"], "e2e-distributed")
+    assert "4 connections (1 master, 3 worker, 0 standalone), 0 refused" in master_log, master_log[-3000:]
+    lines = check_run(tmp_path, master_log, ["master", "worker-0", "worker-1", "worker-2"], "e2e-distributed")
+    late = [l for l in telemetry(lines, "request_stats", "worker-2") if l["telemetry"]["final"]]
+    assert late and all(l["telemetry"]["requests"] > 0 for l in late), "the late worker ran users"
 
 
 def test_standalone(tmp_path, swarmtel_bin, target):
