@@ -1048,3 +1048,33 @@ fn without_a_terminal_the_status_is_a_log_line_every_ten_seconds() {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(child.wait().unwrap().success(), "{rest:?}");
 }
+
+// `swarmtel serve 2>&1 | head`: stderr closes early. Log lines are lost, telemetry is not,
+// and the server still drains and exits 0.
+#[test]
+fn a_closed_stderr_loses_log_lines_not_telemetry() {
+    let workspace = Workspace::new();
+    let output = workspace.path("out.ndjson");
+    let config = example_config(&workspace, &output);
+    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    // Stop reading stderr: the reader thread ends at the next line and closes the pipe, so
+    // every later write to it fails (EPIPE).
+    server.stderr = mpsc::channel().1;
+    let mut connection = server.connect();
+    assert_eq!(connection.hello(hello("worker", "worker-0"))["ok"], true);
+    connection.send(b"not json\n");
+    connection.send(&request_lines(7));
+    connection
+        .send(b"{\"event\":\"test_stop\",\"role\":\"worker\",\"node\":\"worker-0\",\"time\":9}\n");
+    drop(connection);
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, _, _) = server.stop();
+    assert_eq!(code, 0, "the server survives its stderr closing");
+    let lines = json_lines(&std::fs::read(&output).unwrap());
+    assert!(
+        from_plugin(&lines, "request-stats")
+            .iter()
+            .any(|line| line["telemetry"]["endpoint"] == "/" && line["telemetry"]["requests"] == 7),
+        "telemetry written"
+    );
+}

@@ -15,6 +15,26 @@
 //! [`config`] reads the config file, [`plugin`] loads and describes plugins, and [`pipeline`]
 //! drives a run.
 
+/// Like `eprintln!`, for the runtime's diagnostics, except that a closed or broken stderr is
+/// ignored instead of panicking: losing a log line must never stop a run or lose telemetry
+/// (`swarmtel serve 2>&1 | head` closes stderr early).
+#[macro_export]
+macro_rules! diag {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// Like `eprint!`, with [`diag!`]'s tolerance of a closed stderr.
+#[macro_export]
+macro_rules! diag_text {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::write!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod bindings;
 pub mod cache;
 pub mod config;

@@ -111,7 +111,7 @@ fn main() -> ExitCode {
             if is_broken_pipe(&error) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("swarmtel: error: {error:#}");
+            swarmtel::diag!("swarmtel: error: {error:#}");
             ExitCode::FAILURE
         }
     }
@@ -145,7 +145,7 @@ fn sandbox_for(config: &Config) -> anyhow::Result<Sandbox> {
         };
         match dir.and_then(|dir| CompileCache::open(&dir)) {
             Ok(cache) => sandbox.set_cache(cache),
-            Err(error) => eprintln!("swarmtel: warning: {error}; compiling without a cache"),
+            Err(error) => swarmtel::diag!("swarmtel: warning: {error}; compiling without a cache"),
         }
     }
     Ok(sandbox)
@@ -154,7 +154,7 @@ fn sandbox_for(config: &Config) -> anyhow::Result<Sandbox> {
 fn cache_report(sandbox: &Sandbox) {
     if let Some(cache) = sandbox.cache() {
         let stats = sandbox.cache_stats();
-        eprintln!(
+        swarmtel::diag!(
             "swarmtel: compile cache {}: {} hits, {} compiled, {} rejected",
             cache.dir().display(),
             stats.hits,
@@ -215,11 +215,11 @@ fn replay(config_path: &Path, events: &str, strict: bool) -> anyhow::Result<Exit
             // A second Ctrl-C: the user wants out now.
             std::process::exit(130);
         }
-        eprintln!("swarmtel: interrupted; finishing recorders and flushing outputs (Ctrl-C again to abort)");
+        swarmtel::diag!("swarmtel: interrupted; finishing recorders and flushing outputs (Ctrl-C again to abort)");
     })
     .context("cannot install the Ctrl-C handler")?;
     let summary = pipeline.run_stream(input, &source_name, strict, &stop)?;
-    eprint!("{}", summary.render());
+    swarmtel::diag_text!("{}", summary.render());
     cache_report(&sandbox_ref);
     Ok(if summary.interrupted {
         ExitCode::from(130)
@@ -302,8 +302,8 @@ fn serve(config_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         max_connections: args.max_connections,
     };
     let report = swarmtel::serve::serve(pipeline, options)?;
-    eprint!("{}", report.summary.render());
-    eprint!("{}", report.connections.render());
+    swarmtel::diag_text!("{}", report.summary.render());
+    swarmtel::diag_text!("{}", report.connections.render());
     cache_report(&sandbox_ref);
     Ok(ExitCode::SUCCESS)
 }
@@ -514,7 +514,7 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
         println!("(no plugins listed)");
     }
     for (path, error) in &plugins.failed {
-        eprintln!("swarmtel: plugin {} cannot run: {error}", path.display());
+        swarmtel::diag!("swarmtel: plugin {} cannot run: {error}", path.display());
     }
     Ok(if plugins.failed.is_empty() {
         ExitCode::SUCCESS

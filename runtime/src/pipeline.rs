@@ -423,7 +423,7 @@ pub fn load_plugins(
         let plugin = match plugin::load_plugin(sandbox, &path, entry, env) {
             Ok(plugin) => plugin,
             Err(error) if error.is_guest_fault() && !entry.required => {
-                eprintln!("swarmtel: warning: {error}; the run goes on without it");
+                crate::diag!("swarmtel: warning: {error}; the run goes on without it");
                 failed.push((path, error));
                 continue;
             }
@@ -745,7 +745,7 @@ impl Pipeline {
         let summary = self.finish()?;
         match self.required_failure.take() {
             Some(error) => {
-                eprint!("{}", summary.render());
+                crate::diag_text!("{}", summary.render());
                 Err(error)
             }
             None => Ok(summary),
@@ -763,7 +763,7 @@ impl Pipeline {
     ) -> Result<(), RunError> {
         self.summary.bad_lines += 1;
         if !strict {
-            eprintln!("swarmtel: {source_name}:{line}: {error}; line skipped");
+            crate::diag!("swarmtel: {source_name}:{line}: {error}; line skipped");
             return Ok(());
         }
         self.summary.lines = line;
@@ -1128,7 +1128,7 @@ impl Pipeline {
                     .faults
                     .entry(fault.kind.as_str())
                     .or_insert(0) += 1;
-                eprintln!(
+                crate::diag!(
                     "swarmtel: plugin {} recorder {} on {}: {fault}; {} events lost{}",
                     origin.plugin,
                     origin.recorder,

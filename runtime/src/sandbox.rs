@@ -127,7 +127,7 @@ impl Sandbox {
             CacheOutcome::Compiled => stats.compiled += 1,
             CacheOutcome::Rejected(reason) => {
                 stats.rejected += 1;
-                eprintln!(
+                crate::diag!(
                     "swarmtel: warning: compile cache entry in {} discarded and recompiled: {reason}",
                     cache.dir().display()
                 );
@@ -321,13 +321,13 @@ impl host::Host for GuestState {
         self.log_lines = self.log_lines.saturating_add(1);
         if self.log_lines <= MAX_LOG_LINES {
             let message: String = message.chars().take(1024).collect();
-            eprintln!(
+            crate::diag!(
                 "[plugin {}] {level:?}: {}",
                 self.plugin_id,
                 printable(&message)
             );
         } else if self.log_lines == MAX_LOG_LINES + 1 {
-            eprintln!(
+            crate::diag!(
                 "[plugin {}] more diagnostics suppressed (limit {MAX_LOG_LINES} lines)",
                 self.plugin_id
             );
@@ -667,7 +667,7 @@ impl WasmRecorder {
         self.stdio_dropped_live = dropped;
         let text = String::from_utf8_lossy(&bytes);
         for line in text.lines().filter(|line| !line.trim().is_empty()) {
-            eprintln!(
+            crate::diag!(
                 "[plugin {} on {}] {}",
                 self.plugin_id,
                 self.config.node,

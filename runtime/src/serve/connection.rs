@@ -157,7 +157,7 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     {
         return;
     }
-    eprintln!(
+    crate::diag!(
         "swarmtel: connection {conn} from {peer_name}: {} {} ({}), run {}",
         peer.role.as_str(),
         peer.node.escape_debug(),
@@ -243,7 +243,7 @@ async fn read_lines<R: AsyncRead + Unpin>(
                         .ok();
                     if ready.is_none() && !warned {
                         warned = true;
-                        eprintln!(
+                        crate::diag!(
                             "swarmtel: connection {conn}: the recorders are behind; reading this connection only as fast as they go (--overload block)"
                         );
                     }
@@ -352,7 +352,7 @@ fn drop_lines(
     }
     if !*warned {
         *warned = true;
-        eprintln!(
+        crate::diag!(
             "swarmtel: connection {conn}: the recorders are behind; dropping and counting this connection's events ({why})"
         );
     }
@@ -415,7 +415,7 @@ async fn refuse<W: AsyncWrite + Unpin>(
     shared: &Shared,
 ) {
     shared.refused.fetch_add(1, Ordering::Relaxed);
-    eprintln!("swarmtel: connection {conn} from {peer_name} refused: {refusal}");
+    crate::diag!("swarmtel: connection {conn} from {peer_name} refused: {refusal}");
     let _ = writer
         .write_all(&HelloReply::refused(refusal).to_line())
         .await;

@@ -103,7 +103,7 @@ pub(super) fn run(
         }
     }
     if unprocessed > 0 {
-        eprintln!("swarmtel: {unprocessed} queued event lines not processed: the run stopped");
+        crate::diag!("swarmtel: {unprocessed} queued event lines not processed: the run stopped");
     }
     let open: Vec<u64> = intake.states.keys().copied().collect();
     for conn in open {
@@ -122,8 +122,8 @@ pub(super) fn run(
     }
     let summary = pipeline.finish()?;
     if let Some(error) = pipeline.required_failure() {
-        eprint!("{}", summary.render());
-        eprint!("{}", totals.render());
+        crate::diag_text!("{}", summary.render());
+        crate::diag_text!("{}", totals.render());
         return Err(error.into());
     }
     Ok(ServeReport {
@@ -244,7 +244,7 @@ impl Intake {
         self.totals.bad_frames += 1;
         pipeline.count_bad_line();
         if state.bad_frames <= BAD_FRAMES_REPORTED {
-            eprintln!(
+            crate::diag!(
                 "swarmtel: connection {conn} ({}) line {}: {message}; frame skipped{}",
                 state.peer.node.escape_debug(),
                 state.line,
@@ -307,7 +307,7 @@ impl Intake {
         if finished {
             notes.push("the node quit: its recorders finished".to_owned());
         }
-        eprintln!(
+        crate::diag!(
             "swarmtel: connection {conn} ({}) closed: {} events, {} bad frames{}",
             state.peer.node.escape_debug(),
             state.received,

@@ -216,7 +216,7 @@ async fn run(
     }
     let default_run = pipeline.run_context().clone();
     let names: Vec<String> = listeners.iter().map(Listener::describe).collect();
-    eprintln!(
+    crate::diag!(
         "swarmtel: serving on {}; run {}, testplan {}; SIGINT or SIGTERM to finish",
         names.join(", "),
         default_run.run_id.escape_debug(),
@@ -264,7 +264,7 @@ async fn run(
                     Ok(accepted) => accepted,
                     Err(error) => {
                         // Out of file descriptors, say: do not spin on it.
-                        eprintln!("swarmtel: accept failed: {error}");
+                        crate::diag!("swarmtel: accept failed: {error}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
@@ -311,7 +311,7 @@ async fn run(
     drop(listeners);
     let open = connections.len();
     if open > 0 && !sender.is_closed() {
-        eprintln!(
+        crate::diag!(
             "{}swarmtel: shutting down: no new connections; waiting up to {} for {open} open connection(s) to finish",
             status.clear_code(),
             humantime::format_duration(options.drain_timeout)
@@ -331,7 +331,7 @@ async fn run(
     // Connections still open stop reading, count what they could not queue, and end.
     let _ = closing_tx.send(true);
     if !connections.is_empty() {
-        eprintln!(
+        crate::diag!(
             "{}swarmtel: closing {} connection(s) still open at the drain deadline",
             status.clear_code(),
             connections.len()

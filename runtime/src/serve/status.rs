@@ -114,7 +114,7 @@ impl Status {
     /// Ends the status line so the summary starts on a line of its own.
     pub(super) fn finish(&self) {
         if self.shown.get() {
-            eprintln!();
+            crate::diag!();
         }
     }
 }
