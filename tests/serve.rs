@@ -818,22 +818,30 @@ fn a_reconnecting_bridges_drops_are_counted_once() {
     assert!(stderr.contains("events dropped: 9 by bridges"), "{stderr}");
 }
 
-// One connection per node and run: a second one is refused as worth retrying, and is taken
-// once the first has closed.
+// One connection per node and run. A bridge that reconnects while its old connection is
+// still open on the server (it may be half-open and never close) takes over: the old one
+// hands over what it read and is closed, then the new one goes on, so nothing is lost and the
+// node's events stay in order.
 #[test]
-fn a_node_connects_once_per_run() {
+fn a_reconnecting_node_takes_over_its_old_connection() {
     let workspace = Workspace::new();
-    let config = example_config(&workspace, &workspace.path("out.ndjson"));
+    let output = workspace.path("out.ndjson");
+    let config = example_config(&workspace, &output);
     let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
-    let mut first = server.connect();
-    assert_eq!(first.hello(hello("worker", "worker-0"))["ok"], true);
-    let reply = server.connect().hello(hello("worker", "worker-0"));
-    assert_eq!(reply["ok"], false);
-    assert_eq!(reply["retry"], true);
-    assert_eq!(
-        reply["error"],
-        "node `worker-0` of this run is already connected"
-    );
+    let mut old = server.connect();
+    assert_eq!(old.hello(hello("worker", "worker-0"))["ok"], true);
+    old.send(&request_lines(4));
+    let mut new = server.connect();
+    assert_eq!(new.hello(hello("worker", "worker-0"))["ok"], true);
+    let replaced = server.wait_for("replaced by a newer connection of the same node");
+    assert!(replaced.contains("closed: 4 events"), "{replaced}");
+    server.log.clear();
+    // The server closed the old connection.
+    let mut rest = String::new();
+    old.reader.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "");
+    new.send(&request_lines(3));
+    new.send(b"{\"event\":\"test_stop\",\"role\":\"worker\",\"node\":\"worker-0\",\"time\":9}\n");
     let mut other_run = hello("worker", "worker-0");
     other_run["run_id"] = "another-run".into();
     assert_eq!(
@@ -841,13 +849,17 @@ fn a_node_connects_once_per_run() {
         true,
         "another run's node is another node"
     );
-    drop(first);
-    server.wait_for("(worker-0) closed");
-    assert_eq!(
-        server.connect().hello(hello("worker", "worker-0"))["ok"],
-        true
-    );
+    drop(new);
+    let closed = server.wait_for("closed: 4 events, 0 bad frames");
+    assert!(!closed.contains("replaced"), "{closed}");
     server.stop_ok();
+    let lines = json_lines(&std::fs::read(&output).unwrap());
+    assert!(
+        from_plugin(&lines, "request-stats").iter().any(|line| {
+            line["telemetry"]["endpoint"] == "/" && line["telemetry"]["requests"] == 7
+        }),
+        "one recorder saw both connections' requests"
+    );
 }
 
 // A socket folder others can write is refused: they could swap the socket.

@@ -74,8 +74,7 @@ class Backoff:
 
 class HelloRefused(Exception):
     """The server answered the hello with ``ok:false``. ``retry``: the server said the
-    refusal is temporary (too many connections, or this node's previous connection is still
-    open there)."""
+    refusal is temporary (too many connections)."""
 
     def __init__(self, message: str, retry: bool = False):
         super().__init__(message)

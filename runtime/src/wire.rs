@@ -195,9 +195,6 @@ pub enum Refusal {
     /// As many connections are open as the server allows.
     #[error("too many connections: this server takes {0} at a time")]
     TooManyConnections(usize),
-    /// Another connection of the same run already speaks for this node.
-    #[error("node `{}` of this run is already connected", .0.escape_debug())]
-    NodeConnected(String),
     /// A run id or test plan that cannot be stamped on telemetry.
     #[error("bad {field}: {reason}")]
     Field {
@@ -335,10 +332,7 @@ impl HelloReply {
             run_id: None,
             testplan: None,
             error: Some(refusal.to_string()),
-            retry: matches!(
-                refusal,
-                Refusal::TooManyConnections(_) | Refusal::NodeConnected(_)
-            ),
+            retry: matches!(refusal, Refusal::TooManyConnections(_)),
         }
     }
 

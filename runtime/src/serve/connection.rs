@@ -1,13 +1,13 @@
 //! One connection's task: the hello, then the event lines, in chunks of whole lines, to the
 //! pipeline thread under the queue's byte budget.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
 use super::Overload;
 use super::intake::{ConnectionCounters, Inbound, line_count};
@@ -35,7 +35,7 @@ pub(super) struct Shared {
     /// Refused hellos.
     pub refused: AtomicU64,
     /// (run id, node) of every connection past its hello: one connection per node and run.
-    pub connected: Mutex<HashSet<(String, String)>>,
+    pub connected: Mutex<HashMap<(String, String), Holder>>,
     /// Connection tasks not yet ended.
     pub active: AtomicUsize,
 }
@@ -57,16 +57,71 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// Holds a (run, node) as connected until the connection ends.
+/// The connection that speaks for a (run, node), and how to make it let go.
+pub(super) struct Holder {
+    conn: u64,
+    /// Tells the connection a newer one of the same node replaces it.
+    evict: Arc<Notify>,
+    /// Fires when it has handed over what it read and ended.
+    released: Option<oneshot::Receiver<()>>,
+}
+
+/// Holds a (run, node) for a connection until it ends.
 struct NodeGuard<'a> {
     shared: &'a Shared,
     key: (String, String),
+    conn: u64,
+    released: Option<oneshot::Sender<()>>,
+}
+
+impl NodeGuard<'_> {
+    /// Takes the (run, node) for `conn`. A connection already holding it (the same bridge
+    /// before a reconnect, possibly a half-open TCP connection that will never close) is told
+    /// to stop; once it has handed over what it read (or after 5 s), the new one goes on, so
+    /// the node's events stay in order.
+    async fn take<'a>(
+        shared: &'a Shared,
+        key: (String, String),
+        conn: u64,
+        evict: Arc<Notify>,
+    ) -> NodeGuard<'a> {
+        let (released, released_rx) = oneshot::channel();
+        let previous = shared.connected.lock().ok().and_then(|mut connected| {
+            connected.insert(
+                key.clone(),
+                Holder {
+                    conn,
+                    evict,
+                    released: Some(released_rx),
+                },
+            )
+        });
+        if let Some(mut previous) = previous {
+            previous.evict.notify_one();
+            if let Some(released) = previous.released.take() {
+                let _ = tokio::time::timeout(Duration::from_secs(5), released).await;
+            }
+        }
+        NodeGuard {
+            shared,
+            key,
+            conn,
+            released: Some(released),
+        }
+    }
 }
 
 impl Drop for NodeGuard<'_> {
     fn drop(&mut self) {
-        if let Ok(mut connected) = self.shared.connected.lock() {
+        if let Ok(mut connected) = self.shared.connected.lock()
+            && connected
+                .get(&self.key)
+                .is_some_and(|holder| holder.conn == self.conn)
+        {
             connected.remove(&self.key);
+        }
+        if let Some(released) = self.released.take() {
+            let _ = released.send(());
         }
     }
 }
@@ -136,20 +191,8 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         .clone()
         .unwrap_or_else(|| shared.default_run.testplan.clone());
     let key = (run_id.clone(), peer.node.clone());
-    let newly_connected = shared
-        .connected
-        .lock()
-        .map(|mut connected| connected.insert(key.clone()))
-        .unwrap_or(false);
-    if !newly_connected {
-        let refusal = Refusal::NodeConnected(peer.node.clone());
-        refuse(&mut writer, conn, &peer_name, &refusal, &shared).await;
-        return;
-    }
-    let _node = NodeGuard {
-        shared: &shared,
-        key,
-    };
+    let evict = Arc::new(Notify::new());
+    let _node = NodeGuard::take(&shared, key, conn, evict.clone()).await;
     if writer
         .write_all(&HelloReply::accepted(&run_id, &testplan).to_line())
         .await
@@ -173,11 +216,32 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         counters: counters.clone(),
     });
     let reason = match opened {
-        Ok(()) => read_lines(&mut reader, buffer, conn, &shared, &counters, closing).await,
+        Ok(()) => {
+            let stop = Stop { closing, evict };
+            read_lines(&mut reader, buffer, conn, &shared, &counters, stop).await
+        }
         Err(_) => Some("server stopping".to_owned()),
     };
     shared.live.open[role_index(role)].fetch_sub(1, Ordering::Relaxed);
     let _ = shared.sender.send(Inbound::Close { conn, reason });
+}
+
+/// Why a connection must stop reading before its stream ends.
+struct Stop {
+    /// The drain deadline passed.
+    closing: watch::Receiver<bool>,
+    /// A newer connection of the same node replaces this one.
+    evict: Arc<Notify>,
+}
+
+impl Stop {
+    /// Resolves when the connection must stop, with the reason.
+    async fn signalled(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.closing.wait_for(|closing| *closing) => "closed at the drain deadline",
+            () = self.evict.notified() => "replaced by a newer connection of the same node",
+        }
+    }
 }
 
 /// Reads event lines until the end of the stream; returns why it stopped early, if it did.
@@ -187,7 +251,7 @@ async fn read_lines<R: AsyncRead + Unpin>(
     conn: u64,
     shared: &Shared,
     counters: &ConnectionCounters,
-    mut closing: watch::Receiver<bool>,
+    mut stop: Stop,
 ) -> Option<String> {
     let mut skipping = false;
     let mut warned = false;
@@ -197,9 +261,7 @@ async fn read_lines<R: AsyncRead + Unpin>(
         }
         let read = tokio::select! {
             read = reader.read_buf(&mut buffer) => read,
-            _ = closing.wait_for(|closing| *closing) => {
-                return Some("closed at the drain deadline".to_owned());
-            }
+            reason = stop.signalled() => return Some(reason.to_owned()),
         };
         let end_of_stream = match read {
             Ok(0) => true,
@@ -250,9 +312,11 @@ async fn read_lines<R: AsyncRead + Unpin>(
                     let acquired = if ready.is_some() {
                         ready
                     } else {
+                        // Only the drain deadline stops the wait: lines already read are
+                        // still queued when a newer connection replaces this one.
                         tokio::select! {
                             permit = shared.budget.clone().acquire_many_owned(units as u32) => permit.ok(),
-                            _ = closing.wait_for(|closing| *closing) => None,
+                            _ = stop.closing.wait_for(|closing| *closing) => None,
                         }
                     };
                     match acquired {
