@@ -1090,3 +1090,39 @@ fn a_closed_stderr_loses_log_lines_not_telemetry() {
         "telemetry written"
     );
 }
+
+// Connections that say nothing hold at most MAX_AWAITING_HELLO slots: past that, a new one
+// is refused as worth retrying, and a bridge that says hello gets in once a slot frees.
+#[test]
+fn silent_connections_cannot_take_every_slot() {
+    let workspace = Workspace::new();
+    let config = example_config(&workspace, &workspace.path("out.ndjson"));
+    let server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let port = server.tcp_port();
+    let mut silent: Vec<std::net::TcpStream> = (0..swarmtel::serve::MAX_AWAITING_HELLO)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    // Make sure the server has accepted them all before the next one.
+    std::thread::sleep(Duration::from_millis(300));
+    let reply = server.connect().hello(hello("worker", "worker-0"));
+    assert_eq!(reply["ok"], false);
+    assert_eq!(reply["retry"], true);
+    assert_eq!(
+        reply["error"],
+        format!(
+            "too many connections waiting to say hello: this server takes {} at a time",
+            swarmtel::serve::MAX_AWAITING_HELLO
+        )
+    );
+    // One of the silent ones finally says hello: it no longer waits, a slot frees.
+    let first = silent.remove(0);
+    let mut speaking = Connection::new(Box::new(first.try_clone().unwrap()), Box::new(first));
+    assert_eq!(speaking.hello(hello("worker", "worker-1"))["ok"], true);
+    assert_eq!(
+        server.connect().hello(hello("worker", "worker-0"))["ok"],
+        true
+    );
+    drop(silent);
+    let stderr = server.stop_ok();
+    assert!(stderr.contains("1 refused"), "{stderr}");
+}

@@ -195,6 +195,9 @@ pub enum Refusal {
     /// As many connections are open as the server allows.
     #[error("too many connections: this server takes {0} at a time")]
     TooManyConnections(usize),
+    /// As many connections are waiting to say hello as the server allows.
+    #[error("too many connections waiting to say hello: this server takes {0} at a time")]
+    TooManyAwaitingHello(usize),
     /// A run id or test plan that cannot be stamped on telemetry.
     #[error("bad {field}: {reason}")]
     Field {
@@ -332,7 +335,10 @@ impl HelloReply {
             run_id: None,
             testplan: None,
             error: Some(refusal.to_string()),
-            retry: matches!(refusal, Refusal::TooManyConnections(_)),
+            retry: matches!(
+                refusal,
+                Refusal::TooManyConnections(_) | Refusal::TooManyAwaitingHello(_)
+            ),
         }
     }
 

@@ -38,6 +38,8 @@ pub(super) struct Shared {
     pub connected: Mutex<HashMap<(String, String), Holder>>,
     /// Connection tasks not yet ended.
     pub active: AtomicUsize,
+    /// Connections that have not sent their hello yet.
+    pub awaiting_hello: AtomicUsize,
 }
 
 /// Counts a connection as active from accept until its task ends.
@@ -54,6 +56,23 @@ impl ActiveGuard {
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a connection as awaiting its hello from accept until the hello is read (or not).
+pub(super) struct AwaitingHelloGuard(Arc<Shared>);
+
+impl AwaitingHelloGuard {
+    /// Counts one more connection awaiting its hello.
+    pub(super) fn enter(shared: &Arc<Shared>) -> Self {
+        shared.awaiting_hello.fetch_add(1, Ordering::Relaxed);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for AwaitingHelloGuard {
+    fn drop(&mut self) {
+        self.0.awaiting_hello.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -126,25 +145,22 @@ impl Drop for NodeGuard<'_> {
     }
 }
 
-/// Answers a connection past the connection cap: reads its hello (briefly, so closing does
-/// not reset the connection before the reply is read), then refuses it.
+/// Answers a connection past a cap without reading its hello: the refusal, then our side
+/// closed, then what the client sends is read and discarded (one small buffer, at most 1 s)
+/// so the close does not reset the connection before the client has read the reply.
 pub(super) async fn refuse_over_cap<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     conn: u64,
     peer_name: String,
     shared: Arc<Shared>,
-    cap: usize,
+    refusal: Refusal,
 ) {
     let (mut reader, mut writer) = tokio::io::split(stream);
-    let mut buffer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(1), read_line(&mut reader, &mut buffer)).await;
-    refuse(
-        &mut writer,
-        conn,
-        &peer_name,
-        &Refusal::TooManyConnections(cap),
-        &shared,
-    )
+    refuse(&mut writer, conn, &peer_name, &refusal, &shared).await;
+    let mut discard = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while matches!(reader.read(&mut discard).await, Ok(read) if read > 0) {}
+    })
     .await;
 }
 
@@ -155,11 +171,13 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     peer_name: String,
     shared: Arc<Shared>,
     closing: watch::Receiver<bool>,
+    awaiting_hello: AwaitingHelloGuard,
 ) {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let hello =
         tokio::time::timeout(shared.hello_timeout, read_line(&mut reader, &mut buffer)).await;
+    drop(awaiting_hello);
     let refusal = match hello {
         Ok(Ok(Some(_))) => None,
         Ok(Ok(None)) => return, // closed before saying anything: a port probe

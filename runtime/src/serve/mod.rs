@@ -28,10 +28,15 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::pipeline::{Pipeline, RunError, Summary};
+use crate::wire::Refusal;
 use crate::wire::{Endpoint, EndpointError};
-use connection::{ActiveGuard, BUDGET_UNIT, Shared};
+use connection::{ActiveGuard, AwaitingHelloGuard, BUDGET_UNIT, Shared};
 use listen::{Listener, Stream, accept_any};
 use status::{Live, Status};
+
+/// Most connections that may be waiting to send their hello at once (a peer that opens
+/// connections and says nothing cannot take every slot); more are refused with `retry`.
+pub const MAX_AWAITING_HELLO: usize = 32;
 
 /// Bad frames reported per connection before the rest are only counted.
 pub const BAD_FRAMES_REPORTED: u64 = 10;
@@ -245,6 +250,7 @@ async fn run(
         refused: Default::default(),
         connected: Default::default(),
         active: Default::default(),
+        awaiting_hello: Default::default(),
     });
     let (closing_tx, closing_rx) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
@@ -272,24 +278,31 @@ async fn run(
                 next_conn += 1;
                 let conn = next_conn;
                 let shared = shared.clone();
-                if shared.active.load(Ordering::Relaxed) >= options.max_connections {
-                    let cap = options.max_connections;
+                let over_cap = if shared.active.load(Ordering::Relaxed) >= options.max_connections {
+                    Some(Refusal::TooManyConnections(options.max_connections))
+                } else if shared.awaiting_hello.load(Ordering::Relaxed) >= MAX_AWAITING_HELLO {
+                    Some(Refusal::TooManyAwaitingHello(MAX_AWAITING_HELLO))
+                } else {
+                    None
+                };
+                if let Some(refusal) = over_cap {
                     // Not kept in the set: it only answers and ends.
                     tokio::spawn(async move {
                         match stream {
-                            Stream::Unix(s) => connection::refuse_over_cap(s, conn, peer_name, shared, cap).await,
-                            Stream::Tcp(s) => connection::refuse_over_cap(s, conn, peer_name, shared, cap).await,
+                            Stream::Unix(s) => connection::refuse_over_cap(s, conn, peer_name, shared, refusal).await,
+                            Stream::Tcp(s) => connection::refuse_over_cap(s, conn, peer_name, shared, refusal).await,
                         }
                     });
                     continue;
                 }
                 let guard = ActiveGuard::enter(&shared);
+                let awaiting_hello = AwaitingHelloGuard::enter(&shared);
                 let closing = closing_rx.clone();
                 connections.spawn(async move {
                     let _guard = guard;
                     match stream {
-                        Stream::Unix(s) => connection::serve(s, conn, peer_name, shared, closing).await,
-                        Stream::Tcp(s) => connection::serve(s, conn, peer_name, shared, closing).await,
+                        Stream::Unix(s) => connection::serve(s, conn, peer_name, shared, closing, awaiting_hello).await,
+                        Stream::Tcp(s) => connection::serve(s, conn, peer_name, shared, closing, awaiting_hello).await,
                     }
                 });
             }
