@@ -129,6 +129,14 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A test that fails must not leave its server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One client connection.
 struct Connection {
     reader: BufReader<Box<dyn Read + Send>>,
