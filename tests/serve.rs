@@ -193,6 +193,16 @@ fn example_config(workspace: &Workspace, output: &Path) -> PathBuf {
     )
 }
 
+/// A server with the example plugins, writing telemetry to a file: (its folder, that file,
+/// the server).
+fn example_server(args: &[&str]) -> (Workspace, PathBuf, Server) {
+    let workspace = Workspace::new();
+    let output = workspace.path("out.ndjson");
+    let config = example_config(&workspace, &output);
+    let server = Server::start(&config, args, &[]);
+    (workspace, output, server)
+}
+
 /// The sample stream's lines, per (role, node), in order.
 fn sample_by_node() -> BTreeMap<(String, String), Vec<u8>> {
     let mut by_node: BTreeMap<(String, String), Vec<u8>> = BTreeMap::new();
@@ -280,10 +290,7 @@ fn live_connections_give_the_replays_telemetry() {
 // the server's.
 #[test]
 fn every_connection_keeps_its_own_run_id() {
-    let workspace = Workspace::new();
-    let output = workspace.path("out.ndjson");
-    let config = example_config(&workspace, &output);
-    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let (_workspace, output, mut server) = example_server(&["--listen", "127.0.0.1:0"]);
     let start = "{\"event\":\"test_start\",\"role\":\"worker\",\"node\":\"worker-0\",\"time\":1}\n";
     let mut named = server.connect();
     let mut hello_named = hello("worker", "worker-0");
@@ -347,14 +354,8 @@ fn listening_beyond_loopback_needs_a_token() {
 // the reason, in the reply and in the server's log.
 #[test]
 fn a_connection_without_the_token_is_refused_and_logged() {
-    let workspace = Workspace::new();
-    let output = workspace.path("out.ndjson");
-    let config = example_config(&workspace, &output);
-    let mut server = Server::start(
-        &config,
-        &["--listen", "0.0.0.0:0", "--token", "s3cret"],
-        &[],
-    );
+    let (_workspace, _, mut server) =
+        example_server(&["--listen", "0.0.0.0:0", "--token", "s3cret"]);
     for token in [None, Some("wrong")] {
         let mut connection = server.connect();
         let mut hello = hello("worker", "worker-0");
@@ -387,13 +388,8 @@ fn a_connection_without_the_token_is_refused_and_logged() {
 
 #[test]
 fn hellos_that_are_wrong_or_late_are_refused() {
-    let workspace = Workspace::new();
-    let config = example_config(&workspace, &workspace.path("out.ndjson"));
-    let mut server = Server::start(
-        &config,
-        &["--listen", "127.0.0.1:0", "--hello-timeout", "300ms"],
-        &[],
-    );
+    let (_workspace, _, mut server) =
+        example_server(&["--listen", "127.0.0.1:0", "--hello-timeout", "300ms"]);
     let cases = [
         (json!({"event": "test_start"}), "not a hello frame"),
         (
@@ -424,10 +420,7 @@ fn hellos_that_are_wrong_or_late_are_refused() {
 // all count.
 #[test]
 fn bad_frames_are_counted_and_the_connection_goes_on() {
-    let workspace = Workspace::new();
-    let output = workspace.path("out.ndjson");
-    let config = example_config(&workspace, &output);
-    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let (_workspace, output, mut server) = example_server(&["--listen", "127.0.0.1:0"]);
     let mut connection = server.connect();
     assert_eq!(connection.hello(hello("worker", "worker-0"))["ok"], true);
     let request = |time: u32| {
@@ -520,14 +513,8 @@ fn the_default_unix_socket_is_owner_only() {
 // closed; the recorders still finish and the telemetry of everything received is written.
 #[test]
 fn sigterm_drains_open_connections_then_finishes() {
-    let workspace = Workspace::new();
-    let output = workspace.path("out.ndjson");
-    let config = example_config(&workspace, &output);
-    let mut server = Server::start(
-        &config,
-        &["--listen", "127.0.0.1:0", "--drain-timeout", "1s"],
-        &[],
-    );
+    let (_workspace, output, mut server) =
+        example_server(&["--listen", "127.0.0.1:0", "--drain-timeout", "1s"]);
     let port = server.tcp_port();
     let mut connection = server.connect();
     assert_eq!(connection.hello(hello("worker", "worker-0"))["ok"], true);
@@ -672,9 +659,7 @@ fn overload_block_loses_nothing() {
 // A bye that counts more events than arrived reports the difference as lost in transit.
 #[test]
 fn a_bye_with_more_than_arrived_counts_events_lost_in_transit() {
-    let workspace = Workspace::new();
-    let config = example_config(&workspace, &workspace.path("out.ndjson"));
-    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let (_workspace, _, mut server) = example_server(&["--listen", "127.0.0.1:0"]);
     let mut connection = server.connect();
     let mut first = hello("worker", "worker-0");
     first["dropped"] = 4.into();
@@ -700,13 +685,8 @@ fn a_bye_with_more_than_arrived_counts_events_lost_in_transit() {
 // read; once one closes, a new one is taken again.
 #[test]
 fn connections_past_the_cap_are_refused() {
-    let workspace = Workspace::new();
-    let config = example_config(&workspace, &workspace.path("out.ndjson"));
-    let mut server = Server::start(
-        &config,
-        &["--listen", "127.0.0.1:0", "--max-connections", "2"],
-        &[],
-    );
+    let (_workspace, _, mut server) =
+        example_server(&["--listen", "127.0.0.1:0", "--max-connections", "2"]);
     let mut first = server.connect();
     assert_eq!(first.hello(hello("worker", "worker-0"))["ok"], true);
     let mut second = server.connect();
@@ -781,9 +761,7 @@ fn the_drain_deadline_counts_what_a_blocked_connection_could_not_queue() {
 // (the bridge sends a cut line again on its next connection).
 #[test]
 fn a_line_cut_by_the_end_of_the_stream_is_not_processed() {
-    let workspace = Workspace::new();
-    let config = example_config(&workspace, &workspace.path("out.ndjson"));
-    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let (_workspace, _, mut server) = example_server(&["--listen", "127.0.0.1:0"]);
     let mut connection = server.connect();
     assert_eq!(connection.hello(hello("worker", "worker-0"))["ok"], true);
     connection.send(&request_lines(3));
@@ -806,9 +784,7 @@ fn a_line_cut_by_the_end_of_the_stream_is_not_processed() {
 // counted once, at its highest count.
 #[test]
 fn a_reconnecting_bridges_drops_are_counted_once() {
-    let workspace = Workspace::new();
-    let config = example_config(&workspace, &workspace.path("out.ndjson"));
-    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let (_workspace, _, mut server) = example_server(&["--listen", "127.0.0.1:0"]);
     let mut first = server.connect();
     let mut hello_first = hello("worker", "worker-0");
     hello_first["run_id"] = "r".into();
@@ -832,10 +808,7 @@ fn a_reconnecting_bridges_drops_are_counted_once() {
 // node's events stay in order.
 #[test]
 fn a_reconnecting_node_takes_over_its_old_connection() {
-    let workspace = Workspace::new();
-    let output = workspace.path("out.ndjson");
-    let config = example_config(&workspace, &output);
-    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let (_workspace, output, mut server) = example_server(&["--listen", "127.0.0.1:0"]);
     let mut old = server.connect();
     assert_eq!(old.hello(hello("worker", "worker-0"))["ok"], true);
     old.send(&request_lines(4));
@@ -911,10 +884,7 @@ fn threads(pid: u32) -> u64 {
 // name in a later connection starts afresh.
 #[test]
 fn a_node_that_quit_frees_its_recorders_when_it_disconnects() {
-    let workspace = Workspace::new();
-    let output = workspace.path("out.ndjson");
-    let config = example_config(&workspace, &output);
-    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let (_workspace, output, mut server) = example_server(&["--listen", "127.0.0.1:0"]);
     let pid = server.child.id();
     let run = |server: &mut Server, quit: bool| {
         server.log.clear();
@@ -1073,10 +1043,7 @@ fn without_a_terminal_the_status_is_a_log_line_every_ten_seconds() {
 // and the server still drains and exits 0.
 #[test]
 fn a_closed_stderr_loses_log_lines_not_telemetry() {
-    let workspace = Workspace::new();
-    let output = workspace.path("out.ndjson");
-    let config = example_config(&workspace, &output);
-    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let (_workspace, output, mut server) = example_server(&["--listen", "127.0.0.1:0"]);
     // Stop reading stderr: the reader thread ends at the next line and closes the pipe, so
     // every later write to it fails (EPIPE).
     server.stderr = mpsc::channel().1;
@@ -1103,9 +1070,7 @@ fn a_closed_stderr_loses_log_lines_not_telemetry() {
 // is refused as worth retrying, and a bridge that says hello gets in once a slot frees.
 #[test]
 fn silent_connections_cannot_take_every_slot() {
-    let workspace = Workspace::new();
-    let config = example_config(&workspace, &workspace.path("out.ndjson"));
-    let server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let (_workspace, _, server) = example_server(&["--listen", "127.0.0.1:0"]);
     let port = server.tcp_port();
     let mut silent: Vec<std::net::TcpStream> = (0..swarmtel::serve::MAX_AWAITING_HELLO)
         .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
