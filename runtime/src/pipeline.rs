@@ -660,11 +660,6 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Recorder instances still running (not retired with their node).
-    pub fn live_instances(&self) -> usize {
-        self.slots.iter().filter(|slot| !slot.retired).count()
-    }
-
     /// The run whose context the runtime's own summary records carry: the one every node
     /// belongs to, or the pipeline's own when nodes of several runs (or none) were seen.
     fn summary_run(&self) -> usize {

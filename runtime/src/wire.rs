@@ -96,22 +96,16 @@ impl Endpoint {
         }
         Ok(addresses)
     }
+}
 
-    /// Whether only this machine can reach the endpoint: a Unix socket, or TCP on loopback
-    /// addresses only.
-    pub fn is_local(&self) -> Result<bool, EndpointError> {
-        match self {
-            Endpoint::Unix(_) => Ok(true),
-            Endpoint::Tcp(_) => Ok(self
-                .resolve()?
-                .iter()
-                .all(|address| is_loopback(address.ip()))),
-        }
-    }
+/// Whether only this machine can reach all of `addresses` (resolved once by the caller, so
+/// the addresses checked are the addresses bound).
+pub fn all_loopback(addresses: &[SocketAddr]) -> bool {
+    addresses.iter().all(|address| is_loopback(address.ip()))
 }
 
 /// Whether `ip` is a loopback address (IPv4-mapped IPv6 included).
-pub fn is_loopback(ip: IpAddr) -> bool {
+fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
         IpAddr::V6(v6) => {
@@ -422,12 +416,20 @@ mod tests {
 
     #[test]
     fn loopback_is_local_and_other_addresses_are_not() {
-        assert!(Endpoint::parse("127.0.0.1:1").unwrap().is_local().unwrap());
-        assert!(Endpoint::parse("[::1]:1").unwrap().is_local().unwrap());
-        assert!(Endpoint::parse("localhost:1").unwrap().is_local().unwrap());
-        assert!(!Endpoint::parse("0.0.0.0:1").unwrap().is_local().unwrap());
-        assert!(!Endpoint::parse("10.1.2.3:1").unwrap().is_local().unwrap());
-        assert!(Endpoint::parse("unix:/x").unwrap().is_local().unwrap());
+        let local = |text: &str| all_loopback(&Endpoint::parse(text).unwrap().resolve().unwrap());
+        assert!(local("127.0.0.1:1"));
+        assert!(local("[::1]:1"));
+        assert!(local("localhost:1"));
+        assert!(!local("0.0.0.0:1"));
+        assert!(!local("10.1.2.3:1"));
+        assert!(
+            Endpoint::parse("unix:/x")
+                .unwrap()
+                .resolve()
+                .unwrap()
+                .is_empty(),
+            "a Unix socket resolves to no network address"
+        );
     }
 
     #[test]

@@ -32,10 +32,7 @@ impl Listener {
             Endpoint::Tcp(_) => {
                 // Resolve once: the addresses checked are the addresses bound.
                 let addresses = endpoint.resolve()?;
-                let local = addresses
-                    .iter()
-                    .all(|address| crate::wire::is_loopback(address.ip()));
-                if !local && !has_token {
+                if !crate::wire::all_loopback(&addresses) && !has_token {
                     return Err(ServeError::TokenRequired {
                         endpoint: endpoint.clone(),
                     });
