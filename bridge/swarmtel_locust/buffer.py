@@ -57,6 +57,16 @@ class EventBuffer:
         self._items.extendleft(reversed(keep))
         self.dropped += len(lost)
 
+    def take_over(self, other: "EventBuffer") -> None:
+        """Move ``other``'s items behind this buffer's (as far as capacity + reserve allow;
+        the rest are dropped and counted) and add its loss count to this one's."""
+        items = other.drain(len(other))
+        room = max(0, self.capacity + self.reserve - len(self._items))
+        if self.closed:
+            room = 0
+        self._items.extend(items[:room])
+        self.dropped += other.dropped + len(items[room:])
+
     def count_dropped(self, n: int) -> None:
         """Add ``n`` events lost elsewhere (encoding, transport) to the loss counter."""
         self.dropped += n

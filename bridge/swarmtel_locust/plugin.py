@@ -22,6 +22,11 @@ MSG_RUN = "swarmtel_run"
 #: Custom Locust message, worker -> master (no data): "send me ``swarmtel_run``".
 MSG_RUN_REQUEST = "swarmtel_run_request"
 
+#: Until ``init`` reads the options, events are kept in a buffer of the default size. A
+#: worker can fire events before ``init``: Locust's WorkerRunner connects to the master in
+#: its constructor, and a spawn message handled there fires ``test_start``.
+EARLY_BUFFER = 100000
+
 FLUSH_TIMEOUT = 10.0
 CHILD_READY_TIMEOUT = 20.0
 CHILD_STOP_TIMEOUT = 20.0
@@ -46,7 +51,9 @@ class Bridge:
         self.role = "standalone"
         self.run_id: Optional[str] = None
         self.testplan: Optional[str] = None
-        self.buffer: Optional[EventBuffer] = None
+        # Events fired before setup (see EARLY_BUFFER) wait here; setup takes them over, or
+        # drops this buffer when the bridge is off.
+        self.buffer: Optional[EventBuffer] = EventBuffer(EARLY_BUFFER)
         self.transport: Optional[Transport] = None
         self.shipper: Optional[Shipper] = None
         self.child: Optional[ServerChild] = None
@@ -89,6 +96,7 @@ class Bridge:
 
     def setup(self, environment: Any) -> None:
         """Start the bridge for this process (the ``init`` hook)."""
+        early, self.buffer = self.buffer, None
         settings = Settings.from_options(getattr(environment, "parsed_options", None))
         if settings.disable or environment.runner is None:
             return
@@ -100,9 +108,11 @@ class Bridge:
         self.env, self.settings = environment, settings
         self.role = _runner_kind(environment.runner)
         runner = environment.runner
-        self.buffer = EventBuffer(settings.buffer)
-        self.transport = Transport(settings.endpoint, self.hello_fields, lambda: self.buffer.dropped)
-        self.shipper = Shipper(self.buffer, self.transport, self.identity, can_connect=self.has_run,
+        buffer = self.buffer = EventBuffer(settings.buffer)
+        if early is not None:
+            buffer.take_over(early)
+        self.transport = Transport(settings.endpoint, self.hello_fields, lambda: buffer.dropped)
+        self.shipper = Shipper(buffer, self.transport, self.identity, can_connect=self.has_run,
                                waiting_reason="no run id from the master yet (is swarmtel_locust "
                                               "imported in the master's locustfile?)")
         if self.role == "worker":
@@ -242,6 +252,7 @@ def _on_init(environment: Any, **kwargs: Any) -> None:
     try:
         BRIDGE.setup(environment)
     except Exception:
+        BRIDGE.buffer = None
         log.exception("swarmtel-locust: setup failed; bridge disabled")
 
 

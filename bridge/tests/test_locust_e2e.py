@@ -121,3 +121,64 @@ def test_master_and_worker_share_run_id(setup):
     assert "worker_connect" in mev and "worker_report" in mev and mev[-2:] == ["stats", "quit"]
     final = [line for line in m["lines"] if line["event"] == "stats"][-1]
     assert final["total"]["num_requests"] == wev.count("request")
+
+
+# Holds the worker's constructor (WorkerRunner connects to the master there) until the first
+# spawn message has fired test_start: what happens to a worker that joins a running test,
+# forced here so that every run takes that path. The init listener reports whether it did.
+HOLD_WORKER_CONSTRUCTOR = """
+import sys
+import gevent.event
+from locust import events
+from locust.runners import WorkerRunner
+
+_started = gevent.event.Event()
+events.test_start.add_listener(lambda **kw: _started.set())
+_connect = WorkerRunner.connect_to_master
+
+def _connect_and_wait_for_spawn(self):
+    _connect(self)
+    if not _started.wait(timeout=30):
+        raise RuntimeError("no spawn message within 30 s")
+
+WorkerRunner.connect_to_master = _connect_and_wait_for_spawn
+
+@events.init.add_listener
+def _report(environment, **kw):
+    if isinstance(environment.runner, WorkerRunner):
+        print(f"TEST: test_start fired before init: {_started.is_set()}", file=sys.stderr, flush=True)
+"""
+
+
+def test_worker_events_before_init_are_not_lost(setup, tmp_path):
+    lf, fake, out, env, endpoint = setup
+    wlf = tmp_path / "worker_locustfile.py"
+    wlf.write_text(LOCUSTFILE + HOLD_WORKER_CONSTRUCTOR)
+    port = str(20000 + (os.getpid() + 7) % 20000)
+    master = subprocess.Popen(_locust("-f", str(lf), "--master", "--headless", "--expect-workers", "1",
+                                      "-u", "2", "-r", "2", "-t", "2s", "--master-bind-port", port,
+                                      "--swarmtel-endpoint", endpoint, "--swarmtel-config", str(out),
+                                      "--swarmtel-bin", str(fake)),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(_locust("-f", str(wlf), "--worker", "--master-port", port,
+                                      "--swarmtel-endpoint", endpoint),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, merr = master.communicate(timeout=60)
+        _, werr = worker.communicate(timeout=30)
+    finally:
+        for p in (master, worker):
+            if p.poll() is None:
+                p.kill()
+    assert master.returncode == 0, merr[-3000:]
+    assert "TEST: test_start fired before init: True" in werr, werr[-3000:]
+    res = json.loads(out.read_text())
+    w = {c["hello"]["node"]: c for c in res["conns"]}["worker-0"]
+    wev = [line["event"] for line in w["lines"]]
+    assert wev[0] == "test_start" and wev.count("test_start") == 1, wev[:5]
+    assert "request" in wev and wev[-1] == "quit"
+    assert w["bye"] == {"bye": True, "sent": len(w["lines"]), "dropped": 0}, werr[-2000:]
+    assert "dropped" not in werr and "telemetry is being lost" not in werr, werr[-3000:]
+    m = {c["hello"]["node"]: c for c in res["conns"]}["master"]
+    final = [line for line in m["lines"] if line["event"] == "stats"][-1]
+    assert final["total"]["num_requests"] == wev.count("request")
