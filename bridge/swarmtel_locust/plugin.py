@@ -17,9 +17,11 @@ from .transport import Transport, parse_endpoint
 
 log = logging.getLogger("swarmtel_locust")
 
-#: Custom Locust message, master -> worker: ``{"run_id": str, "testplan": str | None}``.
+#: Custom Locust message, master -> worker, only ever in answer to :data:`MSG_RUN_REQUEST`:
+#: ``{"run_id": str, "testplan": str | None}``.
 MSG_RUN = "swarmtel_run"
-#: Custom Locust message, worker -> master (no data): "send me ``swarmtel_run``".
+#: Custom Locust message, worker -> master (no data): "send me ``swarmtel_run``". A worker
+#: sends it once it has registered its handler for the answer, so the answer always finds it.
 MSG_RUN_REQUEST = "swarmtel_run_request"
 
 #: Until ``init`` reads the options, events are kept in a buffer of the default size. A
@@ -117,10 +119,7 @@ class Bridge:
                                               "imported in the master's locustfile?)")
         if self.role == "worker":
             runner.register_message(MSG_RUN, self._on_run_message)
-            try:
-                runner.send_message(MSG_RUN_REQUEST)
-            except Exception as e:  # the master's replies on worker_connect / test_start still come
-                log.debug("swarmtel-locust: cannot ask the master for the run id: %s", e)
+            self.request_run()
         else:
             self.run_id = settings.run_id or uuid7()
             self.testplan = settings.testplan
@@ -147,20 +146,26 @@ class Bridge:
     def run_message(self) -> dict:
         return {"run_id": self.run_id, "testplan": self.testplan}
 
-    def send_run(self, client_id: Optional[str] = None) -> None:
-        """Master: send ``swarmtel_run`` to one worker, or to all when ``client_id`` is None."""
-        if self.role != "master" or self.run_id is None:
+    def request_run(self) -> None:
+        """Worker without a run id: ask the master for ``swarmtel_run``."""
+        if self.role != "worker" or self.run_id is not None or self.runner is None:
             return
         try:
-            if client_id is None:
-                self.runner.send_message(MSG_RUN, self.run_message())
-            else:
-                self.runner.send_message(MSG_RUN, self.run_message(), client_id=client_id)
+            self.runner.send_message(MSG_RUN_REQUEST)
+        except Exception as e:  # asked again at test_start
+            log.warning("swarmtel-locust: cannot ask the master for the run id: %s", e)
+
+    def send_run(self, client_id: str) -> None:
+        """Master: send ``swarmtel_run`` to the worker that asked for it."""
+        if self.role != "master" or self.run_id is None or not client_id:
+            return
+        try:
+            self.runner.send_message(MSG_RUN, self.run_message(), client_id=client_id)
         except Exception as e:
-            log.warning("swarmtel-locust: cannot send the run id to worker %s: %s", client_id or "(all)", e)
+            log.warning("swarmtel-locust: cannot send the run id to worker %s: %s", client_id, e)
 
     def _on_run_request(self, environment: Any = None, msg: Any = None, **kwargs: Any) -> None:
-        self.send_run(getattr(msg, "node_id", None) or None)
+        self.send_run(getattr(msg, "node_id", None))
 
     def _on_run_message(self, environment: Any = None, msg: Any = None, **kwargs: Any) -> None:
         data = getattr(msg, "data", None) or {}
@@ -266,7 +271,7 @@ def _on_request(request_type, name, response_time, response_length, response=Non
 
 def _on_test_start(**kwargs):
     BRIDGE.record("test_start")
-    BRIDGE.send_run()
+    BRIDGE.request_run()  # a worker still without a run id asks again
     BRIDGE.start_stats()
 
 
@@ -308,7 +313,6 @@ def _on_usage_monitor(cpu_usage, memory_usage, **kwargs):
 
 def _on_worker_connect(client_id, **kwargs):
     BRIDGE.record("worker_connect", client_id=str(client_id))
-    BRIDGE.send_run(str(client_id))
 
 
 def _on_worker_report(client_id, data, **kwargs):

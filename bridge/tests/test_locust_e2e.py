@@ -106,6 +106,9 @@ def test_master_and_worker_share_run_id(setup):
             if p.poll() is None:
                 p.kill()
     assert master.returncode == 0, merr[-3000:]
+    # The run id is only ever sent to a worker that asked for it, after registering its handler.
+    assert "Unknown message type" not in werr, werr[-3000:]
+    assert "Unknown message type" not in merr, merr[-3000:]
     res = json.loads(out.read_text())
     hellos = {c["hello"]["node"]: c for c in res["conns"]}
     assert set(hellos) == {"master", "worker-0"}, [c["hello"] for c in res["conns"]]
@@ -172,6 +175,7 @@ def test_worker_events_before_init_are_not_lost(setup, tmp_path):
                 p.kill()
     assert master.returncode == 0, merr[-3000:]
     assert "TEST: test_start fired before init: True" in werr, werr[-3000:]
+    assert "Unknown message type" not in werr, werr[-3000:]
     res = json.loads(out.read_text())
     w = {c["hello"]["node"]: c for c in res["conns"]}["worker-0"]
     wev = [line["event"] for line in w["lines"]]

@@ -40,17 +40,31 @@ def test_node_names():
     assert _bridge("worker", r).node() == "worker-h_abc"
 
 
-def test_master_sends_run_on_worker_connect_test_start_and_request():
+def test_master_sends_run_only_to_the_worker_that_asks(monkeypatch):
     r = FakeRunner()
     b = _bridge("master", r, run_id="run-1")
-    b.send_run("w1")
-    b.send_run()
+    monkeypatch.setattr(plugin, "BRIDGE", b)
+    # Never unsolicited (not on worker_connect, not at test_start): a worker that has not
+    # registered its handler yet would log "Unknown message type received: swarmtel_run".
+    plugin._on_worker_connect(client_id="w1")
+    plugin._on_test_start()
+    assert r.sent == []
     b._on_run_request(msg=types.SimpleNamespace(node_id="w2", data=None))
-    data = {"run_id": "run-1", "testplan": "plan"}
-    assert r.sent == [(plugin.MSG_RUN, data, "w1"), (plugin.MSG_RUN, data, None), (plugin.MSG_RUN, data, "w2")]
+    assert r.sent == [(plugin.MSG_RUN, {"run_id": "run-1", "testplan": "plan"}, "w2")]
     assert plugin.MSG_RUN == "swarmtel_run" and plugin.MSG_RUN_REQUEST == "swarmtel_run_request"
     _bridge("worker", r, run_id="x").send_run("w1")  # workers never hand out run ids
-    assert len(r.sent) == 3
+    assert len(r.sent) == 1
+
+
+def test_worker_without_run_id_asks_again_at_test_start(monkeypatch):
+    r = FakeRunner()
+    b = _bridge("worker", r)
+    monkeypatch.setattr(plugin, "BRIDGE", b)
+    plugin._on_test_start()
+    assert r.sent == [(plugin.MSG_RUN_REQUEST, None, None)]
+    b.run_id = "run-1"
+    plugin._on_test_start()
+    assert len(r.sent) == 1
 
 
 def test_worker_takes_first_run_id_only(caplog):
