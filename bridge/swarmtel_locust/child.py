@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import time
@@ -10,36 +11,123 @@ from typing import Callable, List, Optional
 
 log = logging.getLogger("swarmtel_locust")
 
+#: How much of the child's latest stderr output is kept, to quote when it fails to start.
+STDERR_TAIL = 16 * 1024
+#: At most this many characters of it are quoted in the bridge's error message.
+QUOTE_LIMIT = 2000
+#: How long to wait, once the child has exited, for the rest of its stderr.
+DRAIN_TIMEOUT = 2.0
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
 
 def serve_argv(binary: str, config: str, endpoint: str) -> List[str]:
     """The child's exact command line."""
     return [binary, "serve", "--config", config, "--listen", endpoint]
 
 
-class ServerChild:
-    """A ``swarmtel serve`` child: stdout/stderr inherited, stdin closed, in its own
-    session (so a terminal Ctrl-C reaches Locust only, and the bridge flushes before the
-    child is stopped). The token, if any, is passed as ``SWARMTEL_TOKEN`` in its
-    environment, never on the command line."""
+def quote_output(data: bytes, limit: int = QUOTE_LIMIT) -> str:
+    """A child's stderr as one log-safe line: decoded (bad UTF-8 replaced), terminal escapes
+    removed, other control characters written ``\\xNN``, blank lines dropped, lines joined
+    with `` | ``, and only the last ``limit`` characters kept (an error comes last)."""
+    text = _ANSI.sub("", data.decode("utf-8", "replace").replace("\r", "\n"))
+    lines = [_CONTROL.sub(lambda m: "\\x%02x" % ord(m.group()), line.strip())
+             for line in text.split("\n")]
+    quoted = " | ".join(line for line in lines if line)
+    if len(quoted) > limit:
+        quoted = "..." + quoted[len(quoted) - limit:]
+    return quoted or "(no output)"
 
-    def __init__(self, binary: str, config: str, endpoint: str, token: Optional[str] = None):
+
+def _start_native_thread(fn: Callable[[], None]) -> None:
+    """Run ``fn`` in a real OS thread, also when gevent has patched ``threading``: the
+    relay blocks in ``os.read`` and must never wait for Locust's event loop."""
+    try:
+        from gevent import monkey
+        start = monkey.get_original("_thread", "start_new_thread")
+    except Exception:  # pragma: no cover - gevent is always there under Locust
+        import _thread
+        start = _thread.start_new_thread
+    start(fn, ())
+
+
+class ServerChild:
+    """A ``swarmtel serve`` child: stdout inherited, stdin closed, in its own session (so a
+    terminal Ctrl-C reaches Locust only, and the bridge flushes before the child is
+    stopped). The token, if any, is passed as ``SWARMTEL_TOKEN`` in its environment, never
+    on the command line.
+
+    Its stderr goes through a pipe that a native thread copies to this process's stderr
+    (``stderr_fd``) as it comes, keeping the latest :data:`STDERR_TAIL` bytes: when the
+    child exits before it accepts connections, :attr:`failure` quotes them. Being a pipe,
+    the runtime logs its status every 10 s instead of drawing a status line. The thread
+    never waits for Locust, so a busy Locust never blocks the runtime's stderr."""
+
+    def __init__(self, binary: str, config: str, endpoint: str, token: Optional[str] = None,
+                 stderr_fd: int = 2):
         self.argv = serve_argv(binary, config, endpoint)
         self.token = token
+        self.stderr_fd = stderr_fd
         self.proc: Optional[subprocess.Popen] = None
+        #: Why the child is not serving, in words (set by :meth:`start` / :meth:`wait_ready`).
+        self.failure: Optional[str] = None
+        self._tail = b""
+        self._relay_done = True
+
+    @property
+    def command(self) -> str:
+        return " ".join(self.argv)
 
     def start(self) -> bool:
-        """Start the child; log an error and return False when it cannot be started."""
+        """Start the child. When it cannot be started, set :attr:`failure` and return False."""
         env = dict(os.environ)
         if self.token:
             env["SWARMTEL_TOKEN"] = self.token
+        read_fd, write_fd = os.pipe()
         try:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, env=env,
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stderr=write_fd, env=env,
                                          start_new_session=True)
         except OSError as e:
-            log.error("swarmtel-locust: cannot start %s: %s", " ".join(self.argv), e)
+            os.close(read_fd)
+            self.failure = f"cannot run {self.command}: {e.strerror or e}"
             return False
-        log.info("swarmtel-locust: started %s (pid %d)", " ".join(self.argv), self.proc.pid)
+        finally:
+            os.close(write_fd)
+        self._relay_done = False
+        _start_native_thread(lambda: self._relay(read_fd))
+        log.info("swarmtel-locust: started %s (pid %d)", self.command, self.proc.pid)
         return True
+
+    def _relay(self, fd: int) -> None:
+        """Copy the child's stderr to ours until it closes (native thread)."""
+        out_ok = True
+        try:
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except InterruptedError:
+                    continue
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                self._tail = (self._tail + chunk)[-STDERR_TAIL:]
+                view = memoryview(chunk)
+                while out_ok and view:
+                    try:
+                        view = view[os.write(self.stderr_fd, view):]
+                    except InterruptedError:
+                        continue
+                    except OSError:  # our stderr is gone: keep draining, so the child never blocks
+                        out_ok = False
+        finally:
+            os.close(fd)
+            self._relay_done = True
+
+    def stderr_tail(self) -> bytes:
+        """The latest bytes the child wrote to stderr."""
+        return self._tail
 
     def exited(self) -> Optional[int]:
         """The exit code if the child has exited, else ``None``."""
@@ -49,24 +137,41 @@ class ServerChild:
                    clock: Callable[[], float] = time.monotonic,
                    sleep: Callable[[float], None] = time.sleep) -> bool:
         """Poll ``probe`` (a connect attempt) until it succeeds, the child exits, or
-        ``timeout`` passes."""
+        ``timeout`` passes. An exit sets :attr:`failure`, quoting the child's stderr; a
+        timeout (the child still running) is logged and not a failure: the bridge keeps
+        retrying."""
         deadline = clock() + timeout
         while True:
             if probe():
                 return True
             code = self.exited()
             if code is not None:
-                log.error("swarmtel-locust: %s exited with code %s before accepting connections",
-                          " ".join(self.argv), code)
+                self.wait_relayed(sleep=sleep)
+                self.failure = (f"{self.command} exited with code {code} before accepting connections: "
+                                f"{quote_output(self._tail)}")
                 return False
             if clock() >= deadline:
-                log.error("swarmtel-locust: %s did not accept connections within %.0f s",
-                          " ".join(self.argv), timeout)
+                log.warning("swarmtel-locust: %s did not accept connections within %.0f s; "
+                            "buffering events and retrying", self.command, timeout)
                 return False
             sleep(interval)
 
+    def wait_relayed(self, timeout: float = DRAIN_TIMEOUT, sleep: Callable[[float], None] = time.sleep) -> bool:
+        """Wait (bounded) until everything the exited child wrote to stderr has been copied,
+        so its last words (the runtime's summary) are not cut off when Locust exits."""
+        deadline = time.monotonic() + timeout
+        while not self._relay_done and time.monotonic() < deadline:
+            sleep(0.01)
+        return self._relay_done
+
     def stop(self, timeout: float = 20.0) -> Optional[int]:
-        """SIGTERM, wait up to ``timeout``, then SIGKILL with a warning. Return the exit code."""
+        """SIGTERM, wait up to ``timeout``, then SIGKILL with a warning; then let the relay
+        copy the child's last output. Return the exit code."""
+        code = self._stop(timeout)
+        self.wait_relayed()
+        return code
+
+    def _stop(self, timeout: float) -> Optional[int]:
         proc = self.proc
         if proc is None or proc.poll() is not None:
             return None if proc is None else proc.returncode
@@ -75,7 +180,7 @@ class ServerChild:
             return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             log.warning("swarmtel-locust: %s did not exit %.0f s after SIGTERM; killing it",
-                        " ".join(self.argv), timeout)
+                        self.command, timeout)
             proc.kill()
             return proc.wait()
         except OSError:

@@ -71,6 +71,12 @@ def add_arguments(parser: Any) -> None:
         help="swarmtel: max buffered events; further events are dropped and counted",
     )
     parser.add_argument(
+        "--swarmtel-optional", action="store_true", default=False,
+        env_var=ENV_PREFIX + "OPTIONAL",
+        help="swarmtel: when the runtime started with --swarmtel-config fails to start, run the "
+             "test without telemetry (with a warning) instead of stopping Locust",
+    )
+    parser.add_argument(
         "--swarmtel-disable", action="store_true", default=False,
         env_var=ENV_PREFIX + "DISABLE",
         help="swarmtel: turn the swarmtel bridge off",
@@ -102,6 +108,7 @@ class Settings:
     stats_interval: float = 2.0
     flush_interval: float = 0.2
     buffer: int = 100000
+    optional: bool = False
     disable: bool = False
 
     @classmethod
@@ -121,5 +128,6 @@ class Settings:
             stats_interval=max(0.05, float(get("stats_interval", 2.0))),
             flush_interval=max(0.01, float(get("flush_interval", 0.2))),
             buffer=max(1, int(get("buffer", 100000))),
+            optional=bool(get("optional", False)),
             disable=bool(get("disable", False)),
         )

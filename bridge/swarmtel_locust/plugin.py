@@ -97,7 +97,8 @@ class Bridge:
     # ---------------------------------------------------------------- setup
 
     def setup(self, environment: Any) -> None:
-        """Start the bridge for this process (the ``init`` hook)."""
+        """Start the bridge for this process (the ``init`` hook). Raises ``SystemExit(1)``
+        when the runtime of ``--swarmtel-config`` cannot start (unless ``--swarmtel-optional``)."""
         early, self.buffer = self.buffer, None
         settings = Settings.from_options(getattr(environment, "parsed_options", None))
         if settings.disable or environment.runner is None:
@@ -125,8 +126,9 @@ class Bridge:
             self.testplan = settings.testplan
             if self.role == "master":
                 runner.register_message(MSG_RUN_REQUEST, self._on_run_request)
-            if settings.config:
-                self._start_child()
+            if settings.config and not self._start_child():
+                self.buffer = None
+                return
         if settings.config and self.role == "worker":
             log.info("swarmtel-locust: --swarmtel-config is ignored on workers (the master starts the runtime)")
         self.flusher = gevent.spawn(self.shipper.run, settings.flush_interval)
@@ -134,12 +136,32 @@ class Bridge:
         log.info("swarmtel-locust: %s %s sending to %s%s", self.role, self.node(), settings.endpoint,
                  f" (run {self.run_id})" if self.run_id else "")
 
-    def _start_child(self) -> None:
+    def _start_child(self) -> bool:
+        """Start the runtime and wait until it accepts connections. When it cannot start
+        (it cannot be run, exits, or refuses our hello): stop Locust with its error
+        (``SystemExit(1)``), or with ``--swarmtel-optional`` warn, turn the bridge off for
+        this process and return False. A runtime still starting after
+        :data:`CHILD_READY_TIMEOUT` is not a failure: events are buffered and retried."""
         s = self.settings
-        self.child = ServerChild(s.bin, s.config, s.endpoint, s.token)
-        if self.child.start():
-            self.child.wait_ready(lambda: self.transport.try_connect(force=True)
-                                  or self.transport.refused is not None, CHILD_READY_TIMEOUT)
+        child = self.child = ServerChild(s.bin, s.config, s.endpoint, s.token)
+        if child.start():
+            child.wait_ready(lambda: self.transport.try_connect(force=True)
+                             or self.transport.refused is not None, CHILD_READY_TIMEOUT)
+        failure = child.failure
+        if failure is None and self.transport.refused is not None:
+            failure = f"{child.command} refused the bridge's hello: {self.transport.refused}"
+        if failure is None:
+            return True
+        self.stop_child(CHILD_STOP_TIMEOUT)
+        self.transport.close()
+        self.shipper = self.transport = None
+        if s.optional:
+            log.warning("swarmtel-locust: the swarmtel runtime did not start: %s; --swarmtel-optional is set, "
+                        "so the test runs WITHOUT telemetry", failure)
+            return False
+        log.error("swarmtel-locust: the swarmtel runtime did not start: %s; stopping Locust "
+                  "(--swarmtel-optional runs the test without telemetry instead)", failure)
+        raise SystemExit(1)
 
     # ---------------------------------------------------------------- run id hand-out
 

@@ -186,3 +186,46 @@ def test_worker_events_before_init_are_not_lost(setup, tmp_path):
     m = {c["hello"]["node"]: c for c in res["conns"]}["master"]
     final = [line for line in m["lines"] if line["event"] == "stats"][-1]
     assert final["total"]["num_requests"] == wev.count("request")
+
+
+FAILING_SERVE = "#!/bin/sh\nprintf 'swarmtel: error: plugins[1] \\033[1mserves no role\\033[0m\\n' >&2\nexit 1\n"
+
+
+@pytest.mark.parametrize("role", ["standalone", "master"])
+def test_runtime_that_cannot_start_stops_locust(setup, tmp_path, role):
+    lf, fake, out, env, endpoint = setup
+    failing = tmp_path / "failing-swarmtel"
+    failing.write_text(FAILING_SERVE)
+    failing.chmod(failing.stat().st_mode | stat.S_IXUSR)
+    args = ["-f", str(lf), "--headless", "-u", "2", "-r", "2", "-t", "2s", "--swarmtel-endpoint", endpoint,
+            "--swarmtel-config", str(out), "--swarmtel-bin", str(failing)]
+    if role == "master":
+        args += ["--master", "--expect-workers", "1", "--master-bind-port", str(20000 + (os.getpid() + 13) % 20000)]
+    p = subprocess.run(_locust(*args), env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1, p.stderr[-3000:]
+    assert "swarmtel: error: plugins[1] \x1b[1mserves no role\x1b[0m\n" in p.stderr  # its stderr, as it came
+    errors = [l for l in p.stderr.splitlines() if "/ERROR/swarmtel_locust" in l]
+    assert len(errors) == 1, p.stderr[-3000:]
+    assert f"{failing} serve --config {out} --listen {endpoint} exited with code 1 before accepting " \
+           "connections: swarmtel: error: plugins[1] serves no role; stopping Locust" in errors[0]
+    # Stopped in init: the test never started (nor waited for workers).
+    assert "Ramping to" not in p.stderr and "Waiting for workers" not in p.stderr, p.stderr[-3000:]
+
+
+def test_optional_runtime_that_cannot_start_runs_without_telemetry(setup, tmp_path):
+    lf, fake, out, env, endpoint = setup
+    failing = tmp_path / "failing-swarmtel"
+    failing.write_text(FAILING_SERVE)
+    failing.chmod(failing.stat().st_mode | stat.S_IXUSR)
+    env = dict(env, LOCUST_SWARMTEL_OPTIONAL="true")
+    p = subprocess.run(_locust("-f", str(lf), "--headless", "-u", "2", "-r", "2", "-t", "2s",
+                               "--swarmtel-endpoint", endpoint, "--swarmtel-config", str(out),
+                               "--swarmtel-bin", str(failing)),
+                       env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr[-3000:]
+    warnings = [l for l in p.stderr.splitlines() if "/WARNING/swarmtel_locust" in l]
+    assert len(warnings) == 1, p.stderr[-3000:]
+    assert "exited with code 1 before accepting connections: swarmtel: error: plugins[1] serves no role; " \
+           "--swarmtel-optional is set, so the test runs WITHOUT telemetry" in warnings[0]
+    assert "Ramping to" in p.stderr  # the test ran
+    assert "/ERROR/" not in p.stderr and "dropped" not in p.stderr, p.stderr[-3000:]

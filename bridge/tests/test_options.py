@@ -15,6 +15,7 @@ OPTIONS = {
     "stats_interval": ("--swarmtel-stats-interval", "LOCUST_SWARMTEL_STATS_INTERVAL", "5", 5.0),
     "flush_interval": ("--swarmtel-flush-interval", "LOCUST_SWARMTEL_FLUSH_INTERVAL", "0.5", 0.5),
     "buffer": ("--swarmtel-buffer", "LOCUST_SWARMTEL_BUFFER", "77", 77),
+    "optional": ("--swarmtel-optional", "LOCUST_SWARMTEL_OPTIONAL", "true", True),
     "disable": ("--swarmtel-disable", "LOCUST_SWARMTEL_DISABLE", "true", True),
 }
 
@@ -37,7 +38,7 @@ def test_defaults(clean_env):
     s = Settings.from_options(opts)
     assert s.endpoint == f"unix:/tmp/swarmtel-{os.getuid()}/serve.sock"
     assert (s.config, s.bin, s.testplan, s.run_id, s.token) == (None, "swarmtel", None, None, None)
-    assert (s.stats_interval, s.flush_interval, s.buffer, s.disable) == (2.0, 0.2, 100000, False)
+    assert (s.stats_interval, s.flush_interval, s.buffer, s.optional, s.disable) == (2.0, 0.2, 100000, False, False)
 
 
 @pytest.mark.parametrize("key", sorted(OPTIONS))
@@ -49,11 +50,23 @@ def test_env_var_sets_option(clean_env, key):
     assert getattr(Settings.from_options(opts), key) == expected
 
 
-@pytest.mark.parametrize("key", sorted(k for k in OPTIONS if k != "disable"))
+FLAGS = ("optional", "disable")
+
+
+@pytest.mark.parametrize("key", sorted(k for k in OPTIONS if k not in FLAGS))
 def test_command_line_sets_option(clean_env, key):
     flag, _, raw, expected = OPTIONS[key]
     _, opts = parse([flag, raw])
     assert getattr(opts, "swarmtel_" + key) == expected
+
+
+@pytest.mark.parametrize("key", FLAGS)
+def test_command_line_flag(clean_env, key):
+    flag = OPTIONS[key][0]
+    assert getattr(parse()[1], "swarmtel_" + key) is False
+    _, opts = parse([flag])
+    assert getattr(opts, "swarmtel_" + key) is True
+    assert getattr(Settings.from_options(opts), key) is True
 
 
 def test_web_ui_and_secret(clean_env):

@@ -6,7 +6,7 @@ import time
 import types
 
 from swarmtel_locust import plugin
-from swarmtel_locust.child import ServerChild, serve_argv
+from swarmtel_locust.child import ServerChild, quote_output, serve_argv
 
 
 class FakeRunner:
@@ -117,14 +117,69 @@ def test_child_sigterm_exits_cleanly(tmp_path, caplog):
 
 def test_child_exiting_early_is_reported(tmp_path, caplog):
     binary = _script(tmp_path, "echo bad config >&2\nexit 3\n")
-    c = ServerChild(binary, "/c", "unix:/s")
-    assert c.start()
-    with caplog.at_level(logging.ERROR, logger="swarmtel_locust"):
+    out = tmp_path / "stderr"
+    with open(out, "wb") as fh:
+        c = ServerChild(binary, "/c", "unix:/s", stderr_fd=fh.fileno())
+        assert c.start()
         assert c.wait_ready(lambda: False, timeout=5, interval=0.02) is False
-    assert "exited with code 3" in caplog.text
+    assert c.failure == "fake-bin serve --config /c --listen unix:/s exited with code 3 before accepting " \
+        "connections: bad config".replace("fake-bin", binary)
+    assert out.read_bytes() == b"bad config\n"  # still shown as it came
 
 
-def test_child_missing_binary(caplog):
-    with caplog.at_level(logging.ERROR, logger="swarmtel_locust"):
-        assert ServerChild("/nonexistent/swarmtel", "/c", "unix:/s").start() is False
-    assert "cannot start" in caplog.text
+def test_child_stderr_is_relayed_while_it_runs(tmp_path):
+    binary = _script(tmp_path, "echo line one >&2\necho line two >&2\nexec sleep 30\n")
+    out = tmp_path / "stderr"
+    with open(out, "wb") as fh:
+        c = ServerChild(binary, "/c", "unix:/s", stderr_fd=fh.fileno())
+        assert c.start()
+        try:
+            deadline = time.monotonic() + 5
+            while out.read_bytes() != b"line one\nline two\n" and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert out.read_bytes() == b"line one\nline two\n"
+            assert c.stderr_tail() == b"line one\nline two\n"
+        finally:
+            c.stop(timeout=5)
+
+
+def test_child_last_words_are_relayed_before_stop_returns(tmp_path):
+    ready = tmp_path / "ready"
+    binary = _script(tmp_path, f"trap 'echo summary: 0 dropped >&2; exit 0' TERM\ntouch {ready}\n"
+                               "while true; do sleep 0.05; done\n")
+    out = tmp_path / "stderr"
+    with open(out, "wb") as fh:
+        c = ServerChild(binary, "/c", "unix:/s", stderr_fd=fh.fileno())
+        assert c.start()
+        deadline = time.monotonic() + 5
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert c.stop(timeout=5) == 0
+        assert out.read_bytes() == b"summary: 0 dropped\n"
+
+
+def test_child_still_starting_is_not_a_failure(tmp_path, caplog):
+    c = ServerChild(_script(tmp_path, "exec sleep 30\n"), "/c", "unix:/s")
+    assert c.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="swarmtel_locust"):
+            assert c.wait_ready(lambda: False, timeout=0.2, interval=0.02) is False
+        assert c.failure is None and "did not accept connections within" in caplog.text
+    finally:
+        c.stop(timeout=5)
+
+
+def test_child_missing_binary():
+    c = ServerChild("/nonexistent/swarmtel", "/c", "unix:/s")
+    assert c.start() is False
+    assert c.failure == "cannot run /nonexistent/swarmtel serve --config /c --listen unix:/s: " \
+        "No such file or directory"
+
+
+def test_quote_output():
+    assert quote_output(b"") == "(no output)"
+    assert quote_output(b"a\n\n  b  \r\nc\n") == "a | b | c"
+    assert quote_output(b"\x1b[31merror\x1b[0m: \x07bell\ttab") == "error: \\x07bell\ttab"
+    assert quote_output("caf\u00e9 \u2713".encode() + b" \xff") == "caf\u00e9 \u2713 \ufffd"
+    long = quote_output(b"x" * 5000 + b" the end", limit=100)
+    assert long == "..." + ("x" * 5000 + " the end")[-100:] and long.endswith("the end")

@@ -1,7 +1,11 @@
-"""Bridge.setup (the ``init`` hook): events fired before it, and the run id request."""
+"""Bridge.setup (the ``init`` hook): events fired before it, the run id request, and a
+runtime child that cannot start."""
+import logging
 import os
+import stat
 import types
 
+import pytest
 from locust.runners import WorkerRunner
 
 from conftest import wait_for
@@ -23,6 +27,10 @@ class FakeWorkerRunner(WorkerRunner):
 
     def send_message(self, msg_type, data=None, client_id=None):
         self.calls.append(("send", msg_type))
+
+
+#: Any runner that is neither a MasterRunner nor a WorkerRunner is a standalone one.
+STANDALONE = types.SimpleNamespace()
 
 
 def options(**kw):
@@ -81,3 +89,48 @@ def test_disabled_bridge_forgets_early_events():
     b.setup(env(FakeWorkerRunner(), disable=True))
     assert b.buffer is None and b.shipper is None
     b.record("test_stop")  # and records nothing later
+
+
+def _failing_bin(tmp_path):
+    p = tmp_path / "swarmtel"
+    p.write_text("#!/bin/sh\nprintf 'swarmtel: starting\\n' >&2\n"
+                 "printf 'swarmtel: error: plugins[0] \\033[31mcannot serve\\033[0m role \"master\"\\n' >&2\n"
+                 "exit 1\n")
+    p.chmod(p.stat().st_mode | stat.S_IXUSR)
+    return str(p)
+
+
+def test_runtime_that_cannot_start_stops_locust(tmp_path, sockdir, caplog):
+    b = plugin.Bridge()
+    with caplog.at_level(logging.ERROR, logger="swarmtel_locust"), pytest.raises(SystemExit) as e:
+        b.setup(env(STANDALONE, endpoint=f"unix:{sockdir}/s.sock", config="/c.toml",
+                    bin=_failing_bin(tmp_path)))
+    assert e.value.code == 1
+    msg = caplog.text
+    assert "exited with code 1 before accepting connections" in msg
+    # serve's own words, one line, escape sequences stripped
+    assert 'swarmtel: starting | swarmtel: error: plugins[0] cannot serve role "master"' in msg
+    assert "--swarmtel-optional" in msg
+    assert b.child is None  # nothing left running
+
+
+def test_runtime_that_cannot_be_run_stops_locust(caplog, sockdir):
+    b = plugin.Bridge()
+    with caplog.at_level(logging.ERROR, logger="swarmtel_locust"), pytest.raises(SystemExit):
+        b.setup(env(STANDALONE, endpoint=f"unix:{sockdir}/s.sock", config="/c.toml",
+                    bin="/nonexistent/swarmtel"))
+    assert "cannot run /nonexistent/swarmtel serve" in caplog.text
+    assert "No such file or directory" in caplog.text
+
+
+def test_optional_runtime_that_cannot_start_turns_the_bridge_off(tmp_path, sockdir, caplog):
+    b = plugin.Bridge()
+    b.record("test_start")
+    with caplog.at_level(logging.WARNING, logger="swarmtel_locust"):
+        b.setup(env(STANDALONE, endpoint=f"unix:{sockdir}/s.sock", config="/c.toml",
+                    bin=_failing_bin(tmp_path), optional=True))
+    assert "WITHOUT telemetry" in caplog.text and "cannot serve role" in caplog.text
+    assert [r.levelname for r in caplog.records if "did not start" in r.message] == ["WARNING"]
+    assert b.buffer is None and b.shipper is None and b.flusher is None and b.child is None
+    plugin.Bridge.record(b, "request")  # recording is a no-op, nothing grows
+    b.finish()
