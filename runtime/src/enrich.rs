@@ -76,13 +76,15 @@ struct TelemetryContext<'a> {
     fields: &'a Map<String, Value>,
 }
 
-/// Formats Unix seconds as RFC 3339 UTC with milliseconds and `Z`.
+/// Formats Unix seconds as RFC 3339 UTC with milliseconds and `Z`. Total: a time outside
+/// 1970 to 9999 (which ingest refuses) is clamped, never a panic.
 pub fn format_time(unix_seconds: f64) -> String {
-    let time = if unix_seconds.is_finite() && unix_seconds >= 0.0 {
-        UNIX_EPOCH + Duration::from_secs_f64(unix_seconds)
+    let seconds = if unix_seconds.is_nan() {
+        0.0
     } else {
-        UNIX_EPOCH
+        unix_seconds.clamp(0.0, crate::ingest::MAX_UNIX_SECONDS)
     };
+    let time = UNIX_EPOCH + Duration::from_secs_f64(seconds);
     humantime::format_rfc3339_millis(time).to_string()
 }
 
@@ -217,6 +219,10 @@ mod tests {
     fn formats_rfc3339_millis_utc() {
         assert_eq!(format_time(1_700_000_000.123_4), "2023-11-14T22:13:20.123Z");
         assert_eq!(format_time(f64::NAN), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_time(-1.0), "1970-01-01T00:00:00.000Z");
+        for huge in [1e12, 1e17, 1e300, f64::INFINITY] {
+            assert_eq!(format_time(huge), "9999-12-31T23:59:59.000Z", "{huge}");
+        }
     }
 
     #[test]

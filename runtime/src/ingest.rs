@@ -17,6 +17,30 @@ use serde_json::value::RawValue;
 use crate::bindings::types as wit;
 use crate::config::RoleName;
 
+/// The latest event time accepted: 9999-12-31T23:59:59Z. Later times cannot be written as
+/// RFC 3339, so a line carrying one is a bad line, never a panic downstream.
+pub const MAX_UNIX_SECONDS: f64 = 253_402_300_799.0;
+
+/// Most characters in a node name, run id or test plan.
+pub const MAX_LABEL_CHARS: usize = 128;
+
+/// A node name, run id or test plan: at most [`MAX_LABEL_CHARS`] characters, none of them
+/// control characters (they end up in logs and on every telemetry line).
+pub fn check_label(value: &str) -> Result<(), String> {
+    if value.chars().count() > MAX_LABEL_CHARS {
+        return Err(format!("longer than {MAX_LABEL_CHARS} characters"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("`{}` has control characters", value.escape_debug()));
+    }
+    Ok(())
+}
+
+/// Whether `seconds` is an event time this runtime can carry: finite, from 1970 to 9999.
+pub fn time_in_range(seconds: f64) -> bool {
+    (0.0..=MAX_UNIX_SECONDS).contains(&seconds)
+}
+
 /// One decoded line of the event stream.
 #[derive(Debug)]
 pub struct EventRecord<'a> {
@@ -230,10 +254,17 @@ pub fn decode_line(line: &str) -> Result<EventRecord<'_>, DecodeError> {
             message: "must not be empty".into(),
         });
     }
-    if !raw.time.is_finite() || raw.time < 0.0 {
+    check_label(&raw.node).map_err(|message| DecodeError::Invalid {
+        field: "node",
+        message,
+    })?;
+    if !time_in_range(raw.time) {
         return Err(DecodeError::Invalid {
             field: "time",
-            message: format!("must be Unix seconds, got {}", raw.time),
+            message: format!(
+                "must be Unix seconds from 0 to {MAX_UNIX_SECONDS} (year 9999), got {}",
+                raw.time
+            ),
         });
     }
     let event_name = raw.event.clone();
@@ -588,6 +619,22 @@ mod tests {
             (
                 r#"{"event":"test_start","role":"master","node":"","time":1}"#,
                 "`node`",
+            ),
+            (
+                r#"{"event":"test_start","role":"master","node":"m\u0000","time":1}"#,
+                "`node`: `m\\0` has control characters",
+            ),
+            (
+                r#"{"event":"test_start","role":"master","node":"m","time":1e12}"#,
+                "`time`: must be Unix seconds from 0 to 253402300799 (year 9999), got 1000000000000",
+            ),
+            (
+                r#"{"event":"test_start","role":"master","node":"m","time":1e300}"#,
+                "`time`",
+            ),
+            (
+                r#"{"event":"test_start","role":"master","node":"m","time":-0.5}"#,
+                "`time`",
             ),
         ];
         for (line, expected) in cases {

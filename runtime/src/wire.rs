@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::RoleName;
+use crate::ingest::check_label;
 
 /// The protocol version this runtime speaks.
 pub const VERSION: u32 = 1;
@@ -19,7 +20,7 @@ pub const VERSION: u32 = 1;
 pub const MAX_FRAME_BYTES: usize = crate::ingest::MAX_LINE_BYTES;
 
 /// Longest node name.
-pub const MAX_NODE_CHARS: usize = 128;
+pub const MAX_NODE_CHARS: usize = crate::ingest::MAX_LABEL_CHARS;
 
 /// Where a server listens, or a client connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,18 +258,6 @@ fn check_node(node: &str) -> Result<(), Refusal> {
         return Err(Refusal::Node("empty".to_owned()));
     }
     check_label(node).map_err(Refusal::Node)
-}
-
-/// A node name, run id or test plan: at most [`MAX_NODE_CHARS`] characters, none of them
-/// control characters (they end up in logs and on every telemetry line).
-fn check_label(value: &str) -> Result<(), String> {
-    if value.chars().count() > MAX_NODE_CHARS {
-        return Err(format!("longer than {MAX_NODE_CHARS} characters"));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(format!("`{}` has control characters", value.escape_debug()));
-    }
-    Ok(())
 }
 
 /// Compares tokens in time independent of where they differ: both are hashed first, so the
