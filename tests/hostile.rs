@@ -306,7 +306,10 @@ fn unbounded_memory_growth_hits_the_cap() {
 // 5. One huge item.
 #[test]
 fn a_huge_item_is_rejected_and_the_guest_goes_on() {
-    let run = misbehave("huge-item", "");
+    // A call may hand back `max_call_bytes` (plus item overhead) of results; raised here so
+    // the 2 MB item reaches validation (with the default, see
+    // `results_past_the_host_memory_bound_are_refused_before_they_are_copied`).
+    let run = misbehave("huge-item", "max_call_bytes = 4194304");
     assert_rejections(&run, "item_too_large", 1);
     let dead = &run.dead_letters[0];
     assert!(
@@ -324,7 +327,11 @@ fn a_huge_item_is_rejected_and_the_guest_goes_on() {
 #[test]
 fn a_flood_of_items_is_cut_at_the_call_limit() {
     // Generous CPU: building 100,000 items must not hit the deadline on a loaded machine.
-    let run = misbehave("flood-items", "cpu_ms_per_call = 5000");
+    // Host memory for the results is raised so they can be copied and counted one by one.
+    let run = misbehave(
+        "flood-items",
+        "cpu_ms_per_call = 5000\nmax_call_bytes = 16777216",
+    );
     // Each worker's test_start call returned 100,000 items: 1,000 pass, the rest do not.
     assert_rejections(&run, "too_many_items", 99_000);
     let flood = from_plugin(&run.lines, "misbehave")
@@ -728,4 +735,298 @@ fn a_slow_guest_does_not_hold_up_other_recorders() {
             .any(|(slow_begin, slow_end)| slow_begin < quick_begin && quick_end < slow_end)
     });
     assert!(overlapped, "slow {slow:?}\nquick {quick:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Work the host does on a plugin's behalf: reading the environment, amplified descriptions,
+// schemas, text it prints or records, and memory for results. Each hostile plugin runs beside
+// request-stats, whose output must not change, and the limit that acted is named in stderr,
+// the summary and self-telemetry.
+
+/// Runs `guest` beside request-stats and checks it was refused at load with `kind` (in
+/// stderr, the summary and a `PLUGIN_DISABLED` record whose message contains `message`).
+fn refused_at_load(
+    guest: &str,
+    plugin_toml: &str,
+    customize: impl FnOnce(&mut Command),
+    kind: &str,
+    message: &str,
+) -> Beside {
+    let run = beside(guest, plugin_toml, customize);
+    assert_healthy_output_unchanged(&healthy_alone().0, &run.lines);
+    let refused = self_telemetry(&run.lines, "PLUGIN_DISABLED");
+    assert_eq!(refused.len(), 1, "{}", run.stderr);
+    assert_eq!(
+        refused[0]["telemetry"]["fault_kind"], kind,
+        "{}",
+        run.stderr
+    );
+    let recorded = refused[0]["telemetry"]["fault_message"].as_str().unwrap();
+    assert!(recorded.contains(message), "{recorded}");
+    assert!(
+        run.stderr.contains(message) && run.stderr.contains("the run goes on without it"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.lines().any(|line| line.starts_with("plugin ")
+            && line.contains("not loaded")
+            && line.contains(message)),
+        "summary: {}",
+        run.stderr
+    );
+    run
+}
+
+/// `swarmtel check` on a config listing `guest` (with `plugin_toml`): exits 1 and names
+/// `message`, the same verdict replay and serve reach.
+fn check_refuses(guest: &str, plugin_toml: &str, message: &str) -> String {
+    let workspace = Workspace::new();
+    let config = workspace.write(
+        "check.toml",
+        format!(
+            "[run]\ntestplan = \"t\"\n[[plugins]]\npath = {}\n{plugin_toml}\n",
+            toml_path(&guest_path(guest))
+        ),
+    );
+    let output = swarmtel()
+        .args(["check", "--config"])
+        .arg(&config)
+        .env("SWARMTEL_TOKEN", "tok-secret-1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(stderr.contains(message), "{stderr}");
+    stderr
+}
+
+fn guest_path(name: &str) -> std::path::PathBuf {
+    guest(name)
+}
+
+// H1. Secrets through option env vars.
+#[test]
+fn a_plugin_naming_a_secret_env_var_is_refused_and_never_sees_it() {
+    let secrets = [
+        ("SWARMTEL_TOKEN", "tok-secret-1"),
+        ("LOCUST_SWARMTEL_TOKEN", "tok-secret-2"),
+        ("LOCUST_WEB_AUTH", "user:pw-secret-3"),
+    ];
+    let run = refused_at_load(
+        "secret_thief",
+        "",
+        |command| {
+            for (var, value) in secrets {
+                command.env(var, value);
+            }
+        },
+        "secret_env_var",
+        "option `loot-0` names env var `SWARMTEL_TOKEN`, which holds a secret",
+    );
+    let stderr = check_refuses("secret_thief", "", "which holds a secret");
+    for (_, value) in secrets {
+        let secret = value;
+        for text in [
+            String::from_utf8_lossy(&run.stdout).into_owned(),
+            run.stderr.clone(),
+            stderr.clone(),
+        ] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+    }
+}
+
+// H2. `describe` amplification: 100,000 recorders and options.
+#[test]
+fn a_description_past_its_host_memory_cap_is_refused_before_it_is_copied() {
+    // Memory for the guest to build it; the host still refuses to copy it.
+    let run = refused_at_load(
+        "describe_flood",
+        "[plugins.limits]\nmemory_mib = 1024\ncpu_ms_per_call = 20000",
+        |_| {},
+        "description_bytes",
+        "over the cap `description_bytes` (1048576)",
+    );
+    // The host never started a thread per recorder: the pool and a handful of its own.
+    assert!(run.peak_threads <= 24, "{} threads", run.peak_threads);
+}
+
+#[test]
+fn threads_stay_bounded_whatever_the_recorders_times_nodes() {
+    // 300 workers: 300 request-stats instances (and the misbehave guest's 300).
+    let stream = swarmtel::synthetic::request_stream(300, 3_000);
+    let workspace = Workspace::new();
+    let config = workspace.write(
+        "many.toml",
+        format!(
+            "[run]\ntestplan = \"t\"\n[[plugins]]\npath = {}\n[[plugins]]\npath = {}\n",
+            toml_path(&guest("request_stats")),
+            toml_path(&guest("misbehave")),
+        ),
+    );
+    let run = replay_with(&config, &stream, |_| {});
+    assert!(run.output.status.success());
+    let lines = json_lines(&run.output.stdout);
+    let finals = from_plugin(&lines, "request-stats")
+        .into_iter()
+        .filter(|line| line["telemetry"]["final"] == true)
+        .map(|line| line["telemetry"]["source_id"].to_string())
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(finals.len(), 300, "every node's recorder ran");
+    // main, the line reader, the epoch ticker and at most 16 pool threads.
+    assert!(
+        run.peak_threads <= 3 + swarmtel::recorder_task::MAX_POOL_THREADS as u64,
+        "{} threads for 600 recorder instances",
+        run.peak_threads
+    );
+}
+
+// H3. JSON Schema as a weapon.
+#[test]
+fn a_ref_chain_schema_is_refused_at_load_with_the_same_verdict_everywhere() {
+    refused_at_load(
+        "schema_ref_chain",
+        "",
+        |_| {},
+        "schema",
+        "cap `schema_refs`",
+    );
+    check_refuses("schema_ref_chain", "", "cap `schema_refs`");
+}
+
+#[test]
+fn a_backtracking_pattern_is_refused_at_load() {
+    let run = refused_at_load("schema_regex", "", |_| {}, "schema", "schema for `MATCHED`");
+    assert!(run.stderr.contains(r#"is not a "regex""#), "{}", run.stderr);
+    check_refuses("schema_regex", "", "schema for `MATCHED`");
+}
+
+#[test]
+fn a_required_plugin_with_an_unusable_schema_fails_the_run() {
+    let run = replay_with(
+        &Workspace::new().write(
+            "required.toml",
+            format!(
+                "[run]\ntestplan = \"t\"\n[[plugins]]\npath = {}\nrequired = true\n",
+                toml_path(&guest("schema_ref_chain"))
+            ),
+        ),
+        b"",
+        |_| {},
+    );
+    assert_eq!(run.output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&run.output.stderr);
+    assert!(stderr.contains("cap `schema_refs`"), "{stderr}");
+}
+
+// H4. Guest text on a terminal.
+#[test]
+fn escape_sequences_in_a_description_never_reach_the_terminal() {
+    let raw = |text: &[u8]| {
+        text.iter().any(|b| matches!(b, 0x1b | 0x07 | 0x00 | b'\r'))
+            || String::from_utf8_lossy(text).contains('\u{9b}')
+    };
+    let run = refused_at_load(
+        "text_escape",
+        "",
+        |_| {},
+        "invalid_description",
+        "version `1.0",
+    );
+    assert!(!raw(run.stderr.as_bytes()), "{:?}", run.stderr);
+    assert!(!raw(&run.stdout));
+    assert!(run.stderr.contains("\\u{1b}]0;pwned"), "{}", run.stderr);
+    for json in [false, true] {
+        let mut command = swarmtel();
+        command
+            .args(["plugin", "inspect"])
+            .arg(guest("text_escape"));
+        if json {
+            command.arg("--json");
+        }
+        let output = command.output().unwrap();
+        assert_eq!(output.status.code(), Some(if json { 0 } else { 1 }));
+        assert!(
+            !raw(&output.stdout),
+            "{:?}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert!(!raw(&output.stderr));
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(text.contains("pwned"), "{text}");
+        if json {
+            let value: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                value["version"],
+                format!("1.0{}", "\u{1b}[2J\u{1b}]0;pwned\u{7}\r\u{9b}31m\0")
+            );
+            assert!(value["problem"].as_str().unwrap().contains("version"));
+        } else {
+            assert!(text.contains("problem: "), "{text}");
+        }
+    }
+}
+
+// H5. Guest text in the runtime's own records: refusals of 1 MB and 10 MB full of escapes.
+#[test]
+fn a_huge_refusal_is_capped_in_faults_self_telemetry_and_stderr() {
+    // 10 MB is more than a call may hand back: refused before it is copied.
+    let run = misbehave_with("refuse-escape", "count = 10", "", |_| {});
+    assert_eq!(fault_kinds(&run.lines), ["results_too_large"; 10]);
+    assert!(
+        run.stderr.len() < 200_000,
+        "{} bytes of stderr",
+        run.stderr.len()
+    );
+    // 1 MB is copied, then escaped and capped once, wherever it is shown.
+    let run = misbehave("refuse-escape", "");
+    let faults = self_telemetry(&run.lines, "PLUGIN_FAULT");
+    assert_eq!(faults.len(), 10, "5 faults per worker, then disabled");
+    for fault in &faults {
+        assert_eq!(fault["telemetry"]["fault_kind"], "refused");
+        let message = fault["telemetry"]["fault_message"].as_str().unwrap();
+        assert!(message.len() < 8_192, "{} bytes", message.len());
+        assert!(!message.contains('\u{1b}'));
+        assert!(message.ends_with("more bytes)"), "{message}");
+        assert!(fault.to_string().len() < 16_384);
+    }
+    assert!(
+        run.stdout.len() < 1_000_000,
+        "{} bytes of telemetry",
+        run.stdout.len()
+    );
+    assert!(
+        run.stderr.len() < 200_000,
+        "{} bytes of stderr",
+        run.stderr.len()
+    );
+    assert!(!run.stderr.contains('\u{1b}'));
+}
+
+// H6. Host memory amplified by returned lists.
+#[test]
+fn results_past_the_host_memory_bound_are_refused_before_they_are_copied() {
+    for mode in ["alias-flood", "flood-items"] {
+        let run = misbehave(mode, "cpu_ms_per_call = 5000");
+        assert_eq!(
+            fault_kinds(&run.lines),
+            ["results_too_large"; 2],
+            "{mode}: {}",
+            run.stderr
+        );
+        let fault = &self_telemetry(&run.lines, "PLUGIN_FAULT")[0]["telemetry"];
+        assert_eq!(
+            fault["fault_message"],
+            "the call's results need more than the 1176576 bytes of host memory a call may take"
+        );
+        let row = stderr_row(&run.stderr, "misbehave");
+        assert_eq!(row.details, ["fault results_too_large: 2"], "{mode}");
+        // 1,200 strings of 100 KB would be 120 MB per worker if copied.
+        let growth_kib = run.peak_rss_kib.saturating_sub(healthy_alone().1);
+        assert!(
+            growth_kib < 64 * 1024,
+            "{mode}: the hostile plugin cost {growth_kib} KiB"
+        );
+    }
 }

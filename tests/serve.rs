@@ -563,10 +563,15 @@ fn slow_config(workspace: &Workspace, output: &Path) -> PathBuf {
 }
 
 fn request_lines(count: u32) -> Vec<u8> {
+    request_lines_for("worker-0", count)
+}
+
+/// `count` requests of worker `node`.
+fn request_lines_for(node: &str, count: u32) -> Vec<u8> {
     let mut lines = String::new();
     for index in 0..count {
         lines.push_str(&format!(
-            "{{\"event\":\"request\",\"role\":\"worker\",\"node\":\"worker-0\",\"time\":{},\"request_type\":\"GET\",\"name\":\"/\",\"response_time\":1}}\n",
+            "{{\"event\":\"request\",\"role\":\"worker\",\"node\":\"{node}\",\"time\":{},\"request_type\":\"GET\",\"name\":\"/\",\"response_time\":1}}\n",
             f64::from(index) / 1000.0
         ));
     }
@@ -907,13 +912,9 @@ fn a_node_that_quit_frees_its_recorders_when_it_disconnects() {
     run(&mut server, false);
     let with_recorders = threads(pid);
     run(&mut server, true);
-    // The second connection is the same (run, node): its recorders are the first ones, one
-    // thread each (custom-telemetry, request-stats).
-    assert_eq!(
-        threads(pid),
-        with_recorders - 2,
-        "finished recorders' threads are gone"
-    );
+    // Recorders run on the pipeline's fixed pool: finishing them frees no thread, and the
+    // next node's recorders start none.
+    assert_eq!(threads(pid), with_recorders, "recorders own no threads");
     // Their final telemetry is out before the server stops.
     std::thread::sleep(Duration::from_millis(500));
     let lines = json_lines(&std::fs::read(&output).unwrap());
@@ -1098,4 +1099,139 @@ fn silent_connections_cannot_take_every_slot() {
     drop(silent);
     let stderr = server.stop_ok();
     assert!(stderr.contains("1 refused"), "{stderr}");
+}
+
+/// A test_start line for `node`, at `time`.
+fn test_start(node: &str, time: f64) -> Vec<u8> {
+    format!(
+        "{{\"event\":\"test_start\",\"role\":\"worker\",\"node\":\"{node}\",\"time\":{time}}}\n"
+    )
+    .into_bytes()
+}
+
+// Nodes without end: live recorder instances are capped (`max_live_instances`), a node that
+// goes quiet is retired after `node_idle_seconds`, and a node that quit frees its instances
+// (the cap would refuse the next node otherwise). Each is counted and reported.
+#[test]
+fn nodes_are_capped_retired_when_idle_and_freed_after_quit() {
+    let workspace = Workspace::new();
+    let output = workspace.path("out.ndjson");
+    // request-stats alone: one recorder instance per worker, and room for two.
+    let config = workspace.write(
+        "swarmtel.toml",
+        format!(
+            "[run]\ntestplan = \"t\"\nrun_id = \"r\"\nmax_live_instances = 2\nnode_idle_seconds = 1\n\
+             [output]\npath = {}\n[[plugins]]\npath = {}\n",
+            toml_path(&output),
+            toml_path(&guest("request_stats")),
+        ),
+    );
+    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    // Two nodes fill the cap, quit and free it, several times over.
+    for round in 0..3 {
+        let mut connections: Vec<Connection> = (0..2)
+            .map(|index| {
+                let node = format!("worker-{round}-{index}");
+                let mut connection = server.connect();
+                assert_eq!(connection.hello(hello("worker", &node))["ok"], true);
+                connection.send(&test_start(&node, 1.0));
+                connection
+            })
+            .collect();
+        for (index, connection) in connections.iter_mut().enumerate() {
+            let node = format!("worker-{round}-{index}");
+            connection.send(
+                format!("{{\"event\":\"quit\",\"role\":\"worker\",\"node\":\"{node}\",\"time\":2,\"exit_code\":0}}\n")
+                    .as_bytes(),
+            );
+        }
+        drop(connections);
+        for index in 0..2 {
+            server.wait_for(&format!("(worker-{round}-{index}) closed: "));
+        }
+    }
+    // A node that keeps its connection but goes quiet is retired after a second...
+    let mut quiet = server.connect();
+    assert_eq!(quiet.hello(hello("worker", "quiet"))["ok"], true);
+    quiet.send(&test_start("quiet", 3.0));
+    let mut busy = server.connect();
+    assert_eq!(busy.hello(hello("worker", "busy"))["ok"], true);
+    busy.send(&test_start("busy", 3.0));
+    // ...while the cap is full, a third node is refused, counted and reported.
+    let mut third = server.connect();
+    assert_eq!(third.hello(hello("worker", "third"))["ok"], true);
+    third.send(&test_start("third", 3.0));
+    let refused = server.wait_for("(third) line 2:");
+    assert!(
+        refused.contains("cap of 2 live recorder instances (max_live_instances)"),
+        "{refused}"
+    );
+    server.wait_for("node quiet sent nothing for 1 s (node_idle_seconds)");
+    server.wait_for("node busy sent nothing for 1 s (node_idle_seconds)");
+    // With room again, the third node starts.
+    third.send(&test_start("third", 4.0));
+    third.send(&request_lines_for("third", 3));
+    drop((quiet, busy, third));
+    server.wait_for("(third) closed: ");
+    let stderr = server.stop_ok();
+    assert!(
+        stderr.contains("nodes retired after node_idle_seconds without events: 2"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("events refused at the max_live_instances cap: 1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 bad frames"), "{stderr}");
+    let lines = json_lines(&std::fs::read(&output).unwrap());
+    let retired: Vec<&str> = self_telemetry(&lines, "NODE_IDLE_RETIRED")
+        .iter()
+        .map(|line| line["telemetry"]["source_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(retired.len(), 2, "{retired:?}");
+    let refused = self_telemetry(&lines, "NODE_REFUSED");
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["telemetry"]["source_id"], "third");
+    assert_eq!(refused[0]["telemetry"]["limit"], "max_live_instances");
+    // The third node's recorder ran once there was room.
+    assert!(
+        from_plugin(&lines, "request-stats")
+            .iter()
+            .any(|line| line["telemetry"]["source_id"] == "third"
+                && line["telemetry"]["endpoint"] == "/"
+                && line["telemetry"]["requests"] == 3),
+        "{lines:?}"
+    );
+}
+
+// One bad frame, however out of range its numbers, costs only itself: `time` past the year
+// 9999 used to panic the server and lose every connection's telemetry.
+#[test]
+fn out_of_range_times_are_bad_frames_not_a_crash() {
+    let (_workspace, output, mut server) = example_server(&["--listen", "127.0.0.1:0"]);
+    let mut connection = server.connect();
+    assert_eq!(connection.hello(hello("worker", "worker-0"))["ok"], true);
+    for time in ["1e12", "1e17", "1e300", "-1"] {
+        connection.send(
+            format!("{{\"event\":\"test_start\",\"role\":\"worker\",\"node\":\"worker-0\",\"time\":{time}}}\n")
+                .as_bytes(),
+        );
+    }
+    connection.send(&test_start("worker-0", 5.0));
+    connection.send(&request_lines(4));
+    drop(connection);
+    server.wait_for("(worker-0) closed: ");
+    let stderr = server.stop_ok();
+    assert!(stderr.contains("4 bad frames"), "{stderr}");
+    assert!(
+        stderr.contains("line 2: `time`: must be Unix seconds from 0 to 253402300799"),
+        "{stderr}"
+    );
+    let lines = json_lines(&std::fs::read(&output).unwrap());
+    assert!(
+        from_plugin(&lines, "request-stats")
+            .iter()
+            .any(|line| line["telemetry"]["endpoint"] == "/" && line["telemetry"]["requests"] == 4),
+        "the lines around the bad ones were processed"
+    );
 }

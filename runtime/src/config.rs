@@ -74,10 +74,28 @@ pub struct RunConfig {
     /// Most request events in one recorder call. Larger batches cross the sandbox cheaper.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Most recorder instances alive at once, over every plugin and node. A node whose
+    /// recorders would pass it is refused (its events are counted and reported), so peers
+    /// that invent node names or run ids cannot grow the runtime without bound.
+    #[serde(default = "default_max_live_instances")]
+    pub max_live_instances: usize,
+    /// A node that sent no event for this many seconds (of the host's clock) has its
+    /// recorders finished and freed, as if it had quit; a later event starts new ones.
+    /// 0 turns this off.
+    #[serde(default = "default_node_idle_seconds")]
+    pub node_idle_seconds: u64,
 }
 
 fn default_batch_size() -> usize {
     1024
+}
+
+fn default_max_live_instances() -> usize {
+    4096
+}
+
+fn default_node_idle_seconds() -> u64 {
+    600
 }
 
 /// `[output]`: where telemetry and rejected items go.
@@ -188,6 +206,11 @@ pub struct PluginConfig {
     /// Capabilities granted beyond the default of none.
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// Environment variables the host may read for this plugin's options (an option's
+    /// declared `env-var` is read only when it is listed here). Secrets of swarmtel, the bridge
+    /// and Locust can never be listed.
+    #[serde(default)]
+    pub env_vars: Vec<String>,
     /// Whether the run fails when this plugin cannot be loaded or ends disabled. By default a
     /// broken plugin is reported and the run goes on without it.
     #[serde(default)]
@@ -279,6 +302,23 @@ impl Default for Limits {
     }
 }
 
+/// Host memory one telemetry item may take beyond its bytes when a call's results are copied
+/// out of the guest (the host's record of three strings and a type).
+pub const RESULT_ITEM_OVERHEAD_BYTES: usize = 128;
+
+impl Limits {
+    /// Most bytes of host memory one call's results may take: `max_call_bytes` of text plus
+    /// [`RESULT_ITEM_OVERHEAD_BYTES`] for each of `max_items_per_call` items. wasmtime checks it
+    /// (as the store's hostcall fuel) before it copies anything out of the guest; a call
+    /// over it faults (`results_too_large`). With the defaults: 1,176,576 bytes.
+    pub fn result_bytes(&self) -> usize {
+        self.max_call_bytes.saturating_add(
+            self.max_items_per_call
+                .saturating_mul(RESULT_ITEM_OVERHEAD_BYTES),
+        )
+    }
+}
+
 impl Config {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -339,12 +379,37 @@ impl Config {
         if !(1..=65_536).contains(&self.run.batch_size) {
             return Err(self.value_error("run.batch_size".into(), "must be from 1 to 65536"));
         }
+        if !(1..=1_000_000).contains(&self.run.max_live_instances) {
+            return Err(
+                self.value_error("run.max_live_instances".into(), "must be from 1 to 1000000")
+            );
+        }
         for (index, plugin) in self.plugins.iter().enumerate() {
             let key = |field: &str| format!("plugins[{index}].{field}");
             if let Some(roles) = &plugin.roles
                 && roles.is_empty()
             {
                 return Err(self.value_error(key("roles"), "must name at least one role"));
+            }
+            for (position, var) in plugin.env_vars.iter().enumerate() {
+                let key = || key(&format!("env_vars[{position}]"));
+                if !crate::plugin::option_env_var_allowed(var) {
+                    return Err(self.value_error(
+                        key(),
+                        format!(
+                            "`{}`: only LOCUST_* and SWARMTEL_* names (A-Z, 0-9, _) can be given to plugins",
+                            var.escape_debug()
+                        ),
+                    ));
+                }
+                if crate::plugin::env_var_holds_secret(var) {
+                    return Err(self.value_error(
+                        key(),
+                        format!(
+                            "`{var}` holds a secret of swarmtel, its Locust bridge or Locust and is never given to a plugin"
+                        ),
+                    ));
+                }
             }
             let limits = &plugin.limits;
             let positive: [(&str, u64); 10] = [

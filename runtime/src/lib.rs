@@ -39,6 +39,7 @@ pub mod bindings;
 pub mod cache;
 pub mod config;
 pub mod enrich;
+pub mod guest_text;
 pub mod ingest;
 pub mod pipeline;
 pub mod plugin;

@@ -14,6 +14,7 @@ use serde_json::json;
 use swarmtel::bindings::types as wit;
 use swarmtel::cache::CompileCache;
 use swarmtel::config::Config;
+use swarmtel::guest_text::{capped, shown};
 use swarmtel::pipeline::{self, Outputs, Pipeline, RunError};
 use swarmtel::plugin::{self, option_type_name, option_value_json};
 use swarmtel::sandbox::Sandbox;
@@ -372,6 +373,21 @@ fn describe_json(info: &wit::PluginInfo, path: &Path) -> serde_json::Value {
     })
 }
 
+/// JSON text safe on a terminal: serde_json escapes C0 control characters; this escapes the
+/// rest (DEL and the C1 range, where a terminal may read an escape sequence). The result is
+/// the same JSON value.
+fn terminal_safe_json(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c > '\u{1f}' {
+                format!("\\u{:04x}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn inspect(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     let mut sandbox = Sandbox::new()?;
     if let Ok(cache) = CompileCache::default_dir(&env_var).and_then(|d| CompileCache::open(&d)) {
@@ -379,16 +395,22 @@ fn inspect(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     }
     let sandbox = Arc::new(sandbox);
     let (info, _) = plugin::load_component(&sandbox, path)?;
-    let described = describe_json(&info, path);
+    // What a config would say of it: every cap and rule `check`, `replay` and `serve` apply.
+    let verdict = plugin::check_plugin_info(&info, path).err();
+    let mut described = describe_json(&info, path);
+    described["problem"] = verdict.as_ref().map(|e| e.to_string()).into();
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&described)?);
+        println!(
+            "{}",
+            terminal_safe_json(&serde_json::to_string_pretty(&described)?)
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let mut text = format!(
         "{} {}\n  {}\n  file: {}\n",
-        info.id,
-        info.version,
-        info.description,
+        shown(&info.id),
+        shown(&info.version),
+        shown(&info.description),
         path.display()
     );
     text.push_str("options:\n");
@@ -399,22 +421,27 @@ fn inspect(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
         let default = option
             .default
             .as_ref()
-            .map(|d| option_value_json(d).to_string())
+            .map(|d| shown(&option_value_json(d).to_string()))
             .unwrap_or_else(|| "none".into());
-        let env = option.env_var.as_deref().unwrap_or("-");
+        let env = option.env_var.as_deref().map_or("-".to_owned(), |var| {
+            format!(
+                "{} (read only when a config lists it in env_vars)",
+                shown(var)
+            )
+        });
         text.push_str(&format!(
             "  {}  ({}, default {default}, env {env})\n      {}\n",
-            option.name,
+            shown(&option.name),
             option_type_name(option.option_type),
-            option.help
+            shown(&option.help)
         ));
     }
     text.push_str("recorders:\n");
-    for recorder in &info.recorders {
+    for recorder in info.recorders.iter().take(plugin::caps::RECORDERS) {
         let events: Vec<&str> = recorder.events.iter().map(|k| event_name(*k)).collect();
         text.push_str(&format!(
             "  {}\n      roles: {}\n      events: {}\n",
-            recorder.name,
+            shown(&recorder.name),
             role_names(&recorder.roles).join(", "),
             events.join(", ")
         ));
@@ -426,11 +453,25 @@ fn inspect(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     if info.schemas.is_empty() {
         text.push_str("  (none)\n");
     }
-    for schema in &info.schemas {
-        text.push_str(&format!("  {}: {}\n", schema.name, schema.schema));
+    for schema in info.schemas.iter().take(plugin::caps::SCHEMAS) {
+        text.push_str(&format!(
+            "  {}: {}\n",
+            shown(&schema.name),
+            capped(
+                &schema.schema,
+                swarmtel::validate::schema_caps::SCHEMA_BYTES
+            )
+        ));
+    }
+    if let Some(problem) = &verdict {
+        text.push_str(&format!("problem: {problem}\n"));
     }
     print!("{text}");
-    Ok(ExitCode::SUCCESS)
+    Ok(if verdict.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
@@ -461,7 +502,7 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
         println!(
             "plugin {} {} ({})\n  roles: {}",
             loaded.id(),
-            loaded.info.version,
+            shown(&loaded.info.version),
             loaded.path.display(),
             roles.join(", ")
         );
@@ -469,8 +510,22 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
             println!(
                 "  option {} = {}",
                 setting.name,
-                option_value_json(&setting.value)
+                shown(&option_value_json(&setting.value).to_string())
             );
+        }
+        for option in &loaded.info.options {
+            if let Some(var) = &option.env_var {
+                let read = loaded.env_vars.contains(var);
+                println!(
+                    "  env {var} for option {}: {}",
+                    option.name,
+                    if read {
+                        "read (listed in env_vars)"
+                    } else {
+                        "not read (not listed in env_vars)"
+                    }
+                );
+            }
         }
         let limits = &loaded.limits;
         println!(

@@ -2,9 +2,9 @@
 //! every event record through routing, the sandbox, validation, enrichment and the sinks.
 //!
 //! One recorder instance exists per (plugin, recorder, node), created when the node first
-//! appears, like locust-telemetry's recorders that live in each Locust process. Each runs on a
-//! [`RecorderTask`] of its own; this module hands it batches and emits the results in hand-over
-//! order. A recorder that faults loses the batch it was handling and is re-instantiated after
+//! appears, like locust-telemetry's recorders that live in each Locust process. Each is a
+//! [`RecorderTask`] with a queue of its own, run by the pipeline's [`RecorderPool`] of a fixed
+//! number of threads; this module hands it batches and emits the results in hand-over order. A recorder that faults loses the batch it was handling and is re-instantiated after
 //! its backoff; after `max_faults` faults it is disabled for the rest of the run. Other
 //! recorders never notice.
 
@@ -21,7 +21,7 @@ use crate::config::{Config, Limits, RoleName};
 use crate::enrich::{self, Level, Origin, RunContext, SELF_PLUGIN_ID};
 use crate::ingest::{self, DecodeError, EventBody, EventRecord};
 use crate::plugin::{self, LoadedPlugin, PluginError, RecorderManifest};
-use crate::recorder_task::{Done, Job, Outcome, RecorderTask};
+use crate::recorder_task::{Done, Job, Outcome, RecorderPool, RecorderTask};
 use crate::route::{BatchBuilder, EndpointInterner, TickClock};
 use crate::sandbox::{EngineError, RecorderBackend, Sandbox};
 use crate::sink::{Console, JsonLinesSink};
@@ -36,16 +36,9 @@ pub enum RunError {
     /// A plugin could not be loaded or configured.
     #[error(transparent)]
     Plugin(Box<PluginError>),
-    /// A plugin's declared schema does not compile.
-    #[error("plugin {id} ({path}): {source}")]
-    Schema {
-        /// The plugin id.
-        id: String,
-        /// The plugin file.
-        path: PathBuf,
-        /// The schema error.
-        source: crate::validate::SchemaError,
-    },
+    /// The recorder threads could not be started.
+    #[error("cannot start the recorder threads: {0}")]
+    Threads(std::io::Error),
     /// An output could not be opened or written.
     #[error("output {path}: {source}")]
     Output {
@@ -144,8 +137,13 @@ pub struct Summary {
     pub events: u64,
     /// Lines skipped as malformed.
     pub bad_lines: u64,
-    /// Nodes seen, in order of appearance.
-    pub nodes: Vec<String>,
+    /// Nodes started (a node that was retired and came back counts again).
+    pub nodes: u64,
+    /// Nodes whose recorders were finished and freed after `node_idle_seconds` without an
+    /// event.
+    pub nodes_retired_idle: u64,
+    /// Events refused because their node's recorders would pass `max_live_instances`.
+    pub events_refused_instance_cap: u64,
     /// Counters per plugin id, in config order.
     pub plugins: Vec<(String, PluginCounters)>,
     /// Plugins skipped because their code faulted while loading: (file, error).
@@ -162,7 +160,7 @@ impl Summary {
             self.lines,
             self.events,
             self.bad_lines,
-            self.nodes.len(),
+            self.nodes,
             if self.interrupted {
                 " (interrupted)"
             } else {
@@ -205,6 +203,18 @@ impl Summary {
                 ));
             }
         }
+        if self.nodes_retired_idle > 0 {
+            text.push_str(&format!(
+                "nodes retired after node_idle_seconds without events: {}\n",
+                self.nodes_retired_idle
+            ));
+        }
+        if self.events_refused_instance_cap > 0 {
+            text.push_str(&format!(
+                "events refused at the max_live_instances cap: {}\n",
+                self.events_refused_instance_cap
+            ));
+        }
         for (path, error) in &self.failed_plugins {
             text.push_str(&format!("plugin {path} not loaded: {error}\n"));
         }
@@ -223,7 +233,7 @@ impl Summary {
 /// A plugin in the running pipeline.
 struct PluginSlot {
     loaded: Arc<LoadedPlugin>,
-    schemas: PluginSchemas,
+    schemas: Arc<PluginSchemas>,
     counters: PluginCounters,
 }
 
@@ -273,6 +283,18 @@ struct RecorderSlot {
     retired: bool,
 }
 
+/// The runs of the nodes a pipeline has seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunsOfNodes {
+    None,
+    One(usize),
+    Several,
+}
+
+/// Nodes refused at the instance cap that are reported one by one (stderr and
+/// `NODE_REFUSED`); later ones are only counted.
+const REFUSED_NODES_REPORTED: usize = 100;
+
 /// Most batches handed to tasks and not yet emitted; past it the pipeline waits for the
 /// oldest, so a recorder that cannot keep up slows intake instead of growing memory.
 const MAX_PENDING: usize = 256;
@@ -284,6 +306,10 @@ struct Node {
     run: usize,
     slots: Vec<usize>,
     last_time: f64,
+    /// When its latest event arrived, by the host's clock (for `node_idle_seconds`).
+    last_seen: std::time::Instant,
+    /// Finished and freed; the index is free for another node.
+    retired: bool,
 }
 
 /// Validation, enrichment and output: where recorder results go.
@@ -361,6 +387,24 @@ pub struct Pipeline {
     required_failure: Option<RunError>,
     /// Slots of the batches handed to tasks, oldest first; results are emitted in this order.
     pending: std::collections::VecDeque<usize>,
+    /// Indices of retired slots and nodes, reused before the vectors grow: a long `serve`
+    /// with nodes coming and going keeps flat memory.
+    free_slots: Vec<usize>,
+    free_nodes: Vec<usize>,
+    /// Recorder slots not retired.
+    live_instances: usize,
+    /// The latest event time seen, over every node (retired ones too).
+    latest_time: f64,
+    /// Which runs the nodes seen so far belong to (retired ones too).
+    runs_of_nodes: RunsOfNodes,
+    max_live_instances: usize,
+    node_idle: Option<std::time::Duration>,
+    /// Node names refused at the instance cap, reported once each (up to
+    /// [`REFUSED_NODES_REPORTED`]).
+    refused_nodes: std::collections::HashSet<(usize, String)>,
+    /// The threads that run every recorder task. Declared after `slots`, so the tasks are
+    /// stopped before the pool.
+    pool: RecorderPool,
 }
 
 /// Where the pipeline's outputs go.
@@ -422,12 +466,12 @@ pub fn load_plugins(
         let path = config.plugin_path(entry);
         let plugin = match plugin::load_plugin(sandbox, &path, entry, env) {
             Ok(plugin) => plugin,
-            Err(error) if error.is_guest_fault() && !entry.required => {
+            Err(error) if error.is_plugin_fault() && !entry.required => {
                 crate::diag!("swarmtel: warning: {error}; the run goes on without it");
                 failed.push((path, error));
                 continue;
             }
-            Err(error) if error.is_guest_fault() => {
+            Err(error) if error.is_plugin_fault() => {
                 return Err(RunError::RequiredPluginFailed {
                     id: path.display().to_string(),
                     reason: error.to_string(),
@@ -481,7 +525,7 @@ impl Pipeline {
             PluginError::Faulted { stage, fault, .. } => {
                 (stage.clone(), fault.kind.as_str(), fault.message.clone())
             }
-            other => ("load".to_owned(), "error", other.to_string()),
+            other => ("load".to_owned(), other.kind_label(), other.to_string()),
         };
         self.summary
             .failed_plugins
@@ -499,7 +543,7 @@ impl Pipeline {
             wit::TelemetryType::Event,
             "PLUGIN_DISABLED",
             format!(
-                "plugin {file} not loaded: {stage} faulted ({kind}); the run goes on without it"
+                "plugin {file} not loaded: {stage} failed ({kind}); the run goes on without it"
             ),
             json!({
                 "subject_plugin": file,
@@ -521,16 +565,9 @@ impl Pipeline {
     ) -> Result<Self, RunError> {
         let mut slots = Vec::new();
         for loaded in plugins {
-            let schemas = PluginSchemas::compile(&loaded.info.schemas).map_err(|source| {
-                RunError::Schema {
-                    id: loaded.id().to_owned(),
-                    path: loaded.path.clone(),
-                    source,
-                }
-            })?;
             slots.push(PluginSlot {
+                schemas: loaded.schemas.clone(),
                 loaded: Arc::new(loaded),
-                schemas,
                 counters: PluginCounters::default(),
             });
         }
@@ -564,6 +601,17 @@ impl Pipeline {
             summary,
             required_failure: None,
             pending: std::collections::VecDeque::new(),
+            free_slots: Vec::new(),
+            free_nodes: Vec::new(),
+            live_instances: 0,
+            latest_time: f64::NEG_INFINITY,
+            runs_of_nodes: RunsOfNodes::None,
+            max_live_instances: config.run.max_live_instances,
+            node_idle: (config.run.node_idle_seconds > 0)
+                .then(|| std::time::Duration::from_secs(config.run.node_idle_seconds)),
+            refused_nodes: std::collections::HashSet::new(),
+            pool: RecorderPool::new(crate::recorder_task::default_pool_threads())
+                .map_err(RunError::Threads)?,
         })
     }
 
@@ -631,31 +679,99 @@ impl Pipeline {
     /// are freed. A later event from the same run and node name starts new instances. A
     /// long-lived `serve` calls this so finished runs do not pile up.
     pub fn finish_node(&mut self, run: RunHandle, name: &str) -> Result<(), RunError> {
-        let Some(index) = self.node_ids.get(name).and_then(|runs| {
-            runs.iter()
-                .find(|(node_run, _)| *node_run == run.0)
-                .map(|(_, index)| *index)
-        }) else {
+        let Some(index) = self.node_index(run.0, name) else {
             return Ok(());
         };
-        let slots = self.nodes[index].slots.clone();
+        self.retire_node(index)
+    }
+
+    fn node_index(&self, run: usize, name: &str) -> Option<usize> {
+        self.node_ids.get(name).and_then(|runs| {
+            runs.iter()
+                .find(|(node_run, _)| *node_run == run)
+                .map(|(_, index)| *index)
+        })
+    }
+
+    /// Finishes a node's recorders (their telemetry is written now) and frees them: their
+    /// tasks are stopped, and the slot and node indices go back for reuse.
+    fn retire_node(&mut self, index: usize) -> Result<(), RunError> {
+        let slots = std::mem::take(&mut self.nodes[index].slots);
         let time = self.nodes[index].last_time;
         for &slot in &slots {
             self.flush(slot)?;
             self.submit(slot, Job::Finish { time })?;
         }
         self.emit_done(true)?;
-        for &slot in &slots {
-            let slot = &mut self.slots[slot];
+        for &slot_index in &slots {
+            let slot = &mut self.slots[slot_index];
             slot.retired = true;
             slot.task.stop();
+            // Drop the batch buffers too: they are most of a slot's memory.
             slot.spare = Vec::new();
+            slot.builder = BatchBuilder::new(slot.builder.request_extras());
+            self.plugins[slot.plugin].counters.stdio_dropped_bytes += slot.stdio_dropped_bytes;
+            slot.stdio_dropped_bytes = 0;
+            self.free_slots.push(slot_index);
         }
-        if let Some(runs) = self.node_ids.get_mut(name) {
+        self.live_instances -= slots.len();
+        let node = &mut self.nodes[index];
+        node.retired = true;
+        let name = std::mem::take(&mut node.name);
+        if let Some(runs) = self.node_ids.get_mut(&name) {
             runs.retain(|(_, node)| *node != index);
             if runs.is_empty() {
-                self.node_ids.remove(name);
+                self.node_ids.remove(&name);
             }
+        }
+        self.free_nodes.push(index);
+        Ok(())
+    }
+
+    /// Retires every node that sent no event for `node_idle_seconds` (by the host's clock),
+    /// as if it had quit, and reports each one. A live source calls this now and then.
+    pub fn retire_idle_nodes(&mut self, now: std::time::Instant) -> Result<(), RunError> {
+        let Some(idle) = self.node_idle else {
+            return Ok(());
+        };
+        let idle_nodes: Vec<usize> = (0..self.nodes.len())
+            .filter(|&index| {
+                let node = &self.nodes[index];
+                !node.retired && now.saturating_duration_since(node.last_seen) >= idle
+            })
+            .collect();
+        for index in idle_nodes {
+            let node = &self.nodes[index];
+            let (name, role, run, time) = (node.name.clone(), node.role, node.run, node.last_time);
+            self.retire_node(index)?;
+            self.summary.nodes_retired_idle += 1;
+            crate::diag!(
+                "swarmtel: node {name} sent nothing for {} s (node_idle_seconds): its recorders were finished and freed",
+                idle.as_secs()
+            );
+            let origin = Origin {
+                plugin: SELF_PLUGIN_ID,
+                recorder: "nodes",
+                role,
+                node: &name,
+                time: if time.is_finite() {
+                    time
+                } else {
+                    enrich::now_unix_seconds()
+                },
+            };
+            self.emitter.self_telemetry(
+                &self.runs[run],
+                Level::Warning,
+                wit::TelemetryType::Event,
+                "NODE_IDLE_RETIRED",
+                format!(
+                    "node {name} sent no event for {} s: its recorders were finished and freed",
+                    idle.as_secs()
+                ),
+                json!({ "idle_seconds": idle.as_secs(), "limit": "node_idle_seconds" }),
+                origin,
+            )?;
         }
         Ok(())
     }
@@ -663,9 +779,9 @@ impl Pipeline {
     /// The run whose context the runtime's own summary records carry: the one every node
     /// belongs to, or the pipeline's own when nodes of several runs (or none) were seen.
     fn summary_run(&self) -> usize {
-        match self.nodes.first() {
-            Some(first) if self.nodes.iter().all(|node| node.run == first.run) => first.run,
-            _ => 0,
+        match self.runs_of_nodes {
+            RunsOfNodes::One(run) => run,
+            RunsOfNodes::None | RunsOfNodes::Several => 0,
         }
     }
 
@@ -783,11 +899,10 @@ impl Pipeline {
         run: RunHandle,
         record: &EventRecord<'_>,
     ) -> Result<(), ProcessError> {
-        let node = self
-            .node_for(run.0, &record.node, record.role)
-            .map_err(ProcessError::BadRecord)?;
+        let node = self.node_for(run.0, &record.node, record.role)?;
         self.summary.events += 1;
         self.nodes[node].last_time = self.nodes[node].last_time.max(record.time);
+        self.latest_time = self.latest_time.max(record.time);
         let kind = record.body.kind();
         let endpoint = match &record.body {
             EventBody::Request(request) => {
@@ -846,67 +961,133 @@ impl Pipeline {
         Ok(())
     }
 
-    fn node_for(&mut self, run: usize, name: &str, role: RoleName) -> Result<usize, String> {
-        let known = self.node_ids.get(name).and_then(|runs| {
-            runs.iter()
-                .find(|(node_run, _)| *node_run == run)
-                .map(|(_, index)| *index)
-        });
-        if let Some(index) = known {
-            let node = &self.nodes[index];
+    fn node_for(&mut self, run: usize, name: &str, role: RoleName) -> Result<usize, ProcessError> {
+        if let Some(index) = self.node_index(run, name) {
+            let node = &mut self.nodes[index];
             if node.role != role {
-                return Err(format!(
+                return Err(ProcessError::BadRecord(format!(
                     "node `{name}` was {} and is now {}; a node keeps its role",
                     node.role.as_str(),
                     role.as_str()
-                ));
+                )));
             }
+            node.last_seen = std::time::Instant::now();
             return Ok(index);
         }
-        let index = self.nodes.len();
-        let mut slots = Vec::new();
-        for (plugin_index, plugin) in self.plugins.iter().enumerate() {
-            if !plugin.loaded.roles.contains(&role) {
-                continue;
-            }
-            for (recorder_index, recorder) in plugin.loaded.recorders.iter().enumerate() {
-                if !recorder.roles.contains(&role) {
-                    continue;
+        let wanted: Vec<(usize, usize)> = self
+            .plugins
+            .iter()
+            .enumerate()
+            .filter(|(_, plugin)| plugin.loaded.roles.contains(&role))
+            .flat_map(|(plugin_index, plugin)| {
+                plugin
+                    .loaded
+                    .recorders
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, recorder)| recorder.roles.contains(&role))
+                    .map(move |(recorder_index, _)| (plugin_index, recorder_index))
+            })
+            .collect();
+        if self.live_instances + wanted.len() > self.max_live_instances {
+            return Err(match self.refuse_node(run, name, role) {
+                Ok(message) => ProcessError::BadRecord(message),
+                Err(error) => ProcessError::Run(error),
+            });
+        }
+        let index = self.free_nodes.pop().unwrap_or(self.nodes.len());
+        let mut slots = Vec::with_capacity(wanted.len());
+        for (plugin_index, recorder_index) in wanted {
+            let plugin = &self.plugins[plugin_index];
+            let recorder = &plugin.loaded.recorders[recorder_index];
+            let backend = (self.factory)(&plugin.loaded, recorder, role, name);
+            let slot = RecorderSlot {
+                plugin: plugin_index,
+                recorder: recorder_index,
+                node: index,
+                task: self.pool.spawn(backend, plugin.loaded.limits),
+                builder: BatchBuilder::new(recorder.request_extras),
+                spare: Vec::new(),
+                events: recorder.events,
+                tick: recorder.tick_interval_ms.map(TickClock::new),
+                disabled: false,
+                stdio_dropped_bytes: 0,
+                retired: false,
+            };
+            match self.free_slots.pop() {
+                Some(free) => {
+                    self.slots[free] = slot;
+                    slots.push(free);
                 }
-                slots.push(self.slots.len());
-                let backend = (self.factory)(&plugin.loaded, recorder, role, name);
-                self.slots.push(RecorderSlot {
-                    plugin: plugin_index,
-                    recorder: recorder_index,
-                    node: index,
-                    task: RecorderTask::spawn(
-                        backend,
-                        plugin.loaded.limits,
-                        &format!("{}-{name}", plugin.loaded.id()),
-                    ),
-                    builder: BatchBuilder::new(recorder.request_extras),
-                    spare: Vec::new(),
-                    events: recorder.events,
-                    tick: recorder.tick_interval_ms.map(TickClock::new),
-                    disabled: false,
-                    stdio_dropped_bytes: 0,
-                    retired: false,
-                });
+                None => {
+                    slots.push(self.slots.len());
+                    self.slots.push(slot);
+                }
             }
         }
-        self.nodes.push(Node {
+        self.live_instances += slots.len();
+        let node = Node {
             name: name.to_owned(),
             role,
             run,
             slots,
             last_time: f64::NEG_INFINITY,
-        });
+            last_seen: std::time::Instant::now(),
+            retired: false,
+        };
+        if index == self.nodes.len() {
+            self.nodes.push(node);
+        } else {
+            self.nodes[index] = node;
+        }
         self.node_ids
             .entry(name.to_owned())
             .or_default()
             .push((run, index));
-        self.summary.nodes.push(name.to_owned());
+        self.summary.nodes += 1;
+        self.runs_of_nodes = match self.runs_of_nodes {
+            RunsOfNodes::None => RunsOfNodes::One(run),
+            RunsOfNodes::One(seen) if seen == run => RunsOfNodes::One(run),
+            _ => RunsOfNodes::Several,
+        };
         Ok(index)
+    }
+
+    /// Counts an event refused because its node's recorders would pass `max_live_instances`,
+    /// and reports the node the first time (for at most [`REFUSED_NODES_REPORTED`] nodes).
+    /// Returns the event's error message.
+    fn refuse_node(&mut self, run: usize, name: &str, role: RoleName) -> Result<String, RunError> {
+        self.summary.events_refused_instance_cap += 1;
+        let message = format!(
+            "node `{name}` refused: its recorders would pass the cap of {} live recorder instances (max_live_instances)",
+            self.max_live_instances
+        );
+        if self.refused_nodes.len() < REFUSED_NODES_REPORTED
+            && self.refused_nodes.insert((run, name.to_owned()))
+        {
+            crate::diag!("swarmtel: {message}");
+            let origin = Origin {
+                plugin: SELF_PLUGIN_ID,
+                recorder: "nodes",
+                role,
+                node: name,
+                time: enrich::now_unix_seconds(),
+            };
+            self.emitter.self_telemetry(
+                &self.runs[run],
+                Level::Error,
+                wit::TelemetryType::Event,
+                "NODE_REFUSED",
+                message.clone(),
+                json!({
+                    "limit": "max_live_instances",
+                    "max_live_instances": self.max_live_instances,
+                    "live_instances": self.live_instances,
+                }),
+                origin,
+            )?;
+        }
+        Ok(message)
     }
 
     /// Hands a slot's batch, if it has one, to the slot's task.
@@ -1210,11 +1391,7 @@ impl Pipeline {
         for slot in &self.slots {
             self.plugins[slot.plugin].counters.stdio_dropped_bytes += slot.stdio_dropped_bytes;
         }
-        let time = self
-            .nodes
-            .iter()
-            .map(|n| n.last_time)
-            .fold(f64::NEG_INFINITY, f64::max);
+        let time = self.latest_time;
         let time = if time.is_finite() {
             time
         } else {
@@ -1285,7 +1462,9 @@ mod tests {
             lines: 12,
             events: 11,
             bad_lines: 1,
-            nodes: vec!["worker-0".into()],
+            nodes: 1,
+            nodes_retired_idle: 2,
+            events_refused_instance_cap: 3,
             plugins: vec![("stats".into(), counters)],
             interrupted: true,
             failed_plugins: vec![("bad.wasm".into(), "describe faulted".into())],
@@ -1297,6 +1476,14 @@ mod tests {
         );
         assert!(text.contains("    rejected schema: 4"), "{text}");
         assert!(text.contains("    fault trap: 5"), "{text}");
+        assert!(
+            text.contains("nodes retired after node_idle_seconds without events: 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("events refused at the max_live_instances cap: 3\n"),
+            "{text}"
+        );
         let row = text.lines().nth(2).unwrap();
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(cells, ["stats", "10", "2", "3", "4", "5", "7", "1"]);

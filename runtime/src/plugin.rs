@@ -12,6 +12,7 @@ use wasmtime::component::types::ComponentItem;
 
 use crate::bindings::{self, RecorderPluginPre, types as wit};
 use crate::config::{Capabilities, Limits, PluginConfig, RoleName};
+use crate::guest_text::shown;
 use crate::sandbox::{FaultKind, GuestState, Sandbox, WasmRecorder};
 
 /// A plugin could not be loaded or configured. Every variant names the plugin file.
@@ -76,6 +77,44 @@ pub enum PluginError {
         /// What is wrong.
         message: String,
     },
+    /// Its description is over one of the [`caps`] on what a plugin may declare.
+    #[error("plugin {path}: over the cap `{cap}` ({limit}): {detail}")]
+    OverCap {
+        /// The plugin file.
+        path: PathBuf,
+        /// The cap's name, as in SECURITY.md.
+        cap: &'static str,
+        /// The cap.
+        limit: usize,
+        /// What the plugin declared.
+        detail: String,
+    },
+    /// One of its JSON Schemas cannot be used (does not compile, reaches outside the
+    /// document, or is over a schema cap).
+    #[error("plugin {id} ({path}): {source}")]
+    Schema {
+        /// The plugin file.
+        path: PathBuf,
+        /// The plugin id.
+        id: String,
+        /// Which schema, and why.
+        source: crate::validate::SchemaError,
+    },
+    /// An option names an environment variable that holds a secret of swarmtel, the bridge or
+    /// Locust: such a plugin is refused whatever the config says.
+    #[error(
+        "plugin {id} ({path}): option `{option}` names env var `{var}`, which holds a secret of swarmtel, its Locust bridge or Locust; the host never reads it for a plugin"
+    )]
+    SecretEnvVar {
+        /// The plugin file.
+        path: PathBuf,
+        /// The plugin id.
+        id: String,
+        /// The option.
+        option: String,
+        /// The variable it names.
+        var: String,
+    },
     /// The config sets an option the plugin does not declare.
     #[error(
         "plugin {id} ({path}): unknown option `{key}` in [plugins.options]; it declares: {declared}"
@@ -133,11 +172,51 @@ pub enum PluginError {
 }
 
 impl PluginError {
-    /// Whether the plugin's own code failed (as opposed to the file or the config being
-    /// wrong): such a plugin is skipped unless it is `required`.
-    pub fn is_guest_fault(&self) -> bool {
-        matches!(self, PluginError::Faulted { .. })
+    /// Whether the plugin itself is at fault (its code faulted, or what it declared is unusable
+    /// or over a cap), as opposed to the file or the config being wrong: such a plugin is
+    /// skipped unless it is `required`, and costs only itself.
+    pub fn is_plugin_fault(&self) -> bool {
+        matches!(
+            self,
+            PluginError::Faulted { .. }
+                | PluginError::Description { .. }
+                | PluginError::OverCap { .. }
+                | PluginError::Schema { .. }
+                | PluginError::SecretEnvVar { .. }
+        )
     }
+
+    /// A short label for summaries and self-telemetry: the fault kind, or what was wrong.
+    pub fn kind_label(&self) -> &'static str {
+        match self {
+            PluginError::Faulted { fault, .. } => fault.kind.as_str(),
+            PluginError::Description { .. } => "invalid_description",
+            PluginError::OverCap { cap, .. } => cap,
+            PluginError::Schema { .. } => "schema",
+            PluginError::SecretEnvVar { .. } => "secret_env_var",
+            _ => "error",
+        }
+    }
+}
+
+/// Caps on what a plugin may declare in `describe`, checked before the host does any work for
+/// it (compiling schemas, creating recorders). Each is named in the load error that hits it.
+pub mod caps {
+    /// Host memory the whole description may take when copied out of the guest (checked by
+    /// wasmtime before it copies): `description_bytes`.
+    pub const DESCRIPTION_BYTES: usize = 1024 * 1024;
+    /// Recorders one plugin may declare: `recorders`.
+    pub const RECORDERS: usize = 64;
+    /// Options one plugin may declare: `options`.
+    pub const OPTIONS: usize = 64;
+    /// Schemas one plugin may declare: `schemas`.
+    pub const SCHEMAS: usize = 64;
+    /// Characters in an option, recorder or telemetry name, or an env var name: `name_chars`.
+    pub const NAME_CHARS: usize = 128;
+    /// Characters in the plugin's version: `version_chars`.
+    pub const VERSION_CHARS: usize = 64;
+    /// Characters in the description or an option's help: `text_chars`.
+    pub const TEXT_CHARS: usize = 1024;
 }
 
 /// Bitset of [`wit::EventKind`]s.
@@ -192,6 +271,10 @@ pub struct LoadedPlugin {
     pub capabilities: Capabilities,
     /// Whether the run fails when this plugin ends disabled.
     pub required: bool,
+    /// The env vars the config lets the host read for its options.
+    pub env_vars: Vec<String>,
+    /// Its telemetry schemas, checked against the caps and compiled at load.
+    pub schemas: Arc<crate::validate::PluginSchemas>,
     /// Linked component, for fast instantiation.
     pub pre: RecorderPluginPre<GuestState>,
 }
@@ -352,13 +435,45 @@ fn describe(
         Err(error) => return Err(faulted(&store, "instantiate", error)),
     };
     sandbox.arm(&mut store, limits);
+    // The description is copied out of the guest only if it fits: a plugin that declares
+    // 100,000 recorders is refused here, before the host allocates for them.
+    store.set_hostcall_fuel(caps::DESCRIPTION_BYTES);
     match instance
         .swarmtel_telemetry_plugin()
         .call_describe(&mut store)
     {
         Ok(info) => Ok(info),
-        Err(error) => Err(faulted(&store, "describe", error)),
+        Err(error) => match faulted(&store, "describe", error) {
+            PluginError::Faulted { fault, .. } if fault.kind == FaultKind::ResultsTooLarge => {
+                Err(PluginError::OverCap {
+                    path: path.to_owned(),
+                    cap: "description_bytes",
+                    limit: caps::DESCRIPTION_BYTES,
+                    detail: "its description needs more host memory than that; refused before it was copied".into(),
+                })
+            }
+            other => Err(other),
+        },
     }
+}
+
+/// Checks what a plugin declared, as every command does before using it: the [`caps`], the
+/// naming and env var rules, then its schemas (against
+/// [`crate::validate::schema_caps`], then compiled). Returns its recorders and compiled
+/// schemas.
+pub fn check_plugin_info(
+    info: &wit::PluginInfo,
+    path: &Path,
+) -> Result<(Vec<RecorderManifest>, crate::validate::PluginSchemas), PluginError> {
+    let recorders = check_description(info, path)?;
+    let schemas = crate::validate::PluginSchemas::compile(&info.schemas).map_err(|source| {
+        PluginError::Schema {
+            path: path.to_owned(),
+            id: info.id.clone(),
+            source,
+        }
+    })?;
+    Ok((recorders, schemas))
 }
 
 /// Loads a plugin listed in the config: describe, check the description, resolve options
@@ -371,7 +486,7 @@ pub fn load_plugin(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<LoadedPlugin, PluginError> {
     let (info, pre) = load_component_with(sandbox, path, &entry.limits, &entry.capabilities)?;
-    let recorders = check_description(&info, path)?;
+    let (recorders, schemas) = check_plugin_info(&info, path)?;
     let options = resolve_options(&info, path, entry, env)?;
     let served: Vec<RoleName> = RoleName::ALL
         .into_iter()
@@ -404,6 +519,8 @@ pub fn load_plugin(
         limits: entry.limits,
         capabilities: entry.capabilities,
         required: entry.required,
+        env_vars: entry.env_vars.clone(),
+        schemas: Arc::new(schemas),
         pre,
     };
     probe_recorders(sandbox, &plugin)?;
@@ -457,45 +574,121 @@ pub fn recorder_config(
     }
 }
 
+/// Whether `name` is usable as an option, recorder or telemetry name: 1 to
+/// [`caps::NAME_CHARS`] of ASCII letters, digits, `.`, `:`, `-` and `_` (what Locust and
+/// locust-telemetry use, and safe on any terminal and in any log query).
+pub fn name_allowed(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= caps::NAME_CHARS
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':'))
+}
+
+/// Checks a description against the [`caps`] and the naming rules, in that order, before the
+/// host does anything else with it. Every guest string in an error is escaped and capped.
 fn check_description(
     info: &wit::PluginInfo,
     path: &Path,
 ) -> Result<Vec<RecorderManifest>, PluginError> {
-    let bad = |message: String| PluginError::Description {
+    let over = |cap: &'static str, limit: usize, detail: String| PluginError::OverCap {
         path: path.to_owned(),
-        id: info.id.clone(),
-        message,
+        cap,
+        limit,
+        detail,
     };
+    for (cap, limit, count, what) in [
+        (
+            "recorders",
+            caps::RECORDERS,
+            info.recorders.len(),
+            "recorders",
+        ),
+        ("options", caps::OPTIONS, info.options.len(), "options"),
+        ("schemas", caps::SCHEMAS, info.schemas.len(), "schemas"),
+    ] {
+        if count > limit {
+            return Err(over(cap, limit, format!("declares {count} {what}")));
+        }
+    }
     let id_ok = !info.id.is_empty()
         && info.id.len() <= 64
         && info
             .id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    let bad = |message: String| PluginError::Description {
+        path: path.to_owned(),
+        id: if id_ok {
+            info.id.clone()
+        } else {
+            shown(&info.id)
+        },
+        message,
+    };
     if !id_ok {
         return Err(bad(format!(
             "id `{}` must be 1 to 64 of a-z, 0-9, `-`, `_`",
-            info.id
+            shown(&info.id)
         )));
     }
     if info.id == crate::enrich::SELF_PLUGIN_ID {
         return Err(bad(format!("id `{}` is reserved for the runtime", info.id)));
     }
+    let chars = |text: &str| text.chars().count();
+    if chars(&info.version) > caps::VERSION_CHARS || info.version.chars().any(char::is_control) {
+        return Err(bad(format!(
+            "version `{}` must be at most {} characters, none of them control characters (cap `version_chars`)",
+            shown(&info.version),
+            caps::VERSION_CHARS
+        )));
+    }
+    if chars(&info.description) > caps::TEXT_CHARS {
+        return Err(over(
+            "text_chars",
+            caps::TEXT_CHARS,
+            format!("a description of {} characters", chars(&info.description)),
+        ));
+    }
+    let name_rule = "1 to 128 of A-Z, a-z, 0-9, `.`, `:`, `-`, `_`";
     let mut option_names = BTreeMap::new();
     for option in &info.options {
-        if let Some(var) = &option.env_var
-            && !option_env_var_allowed(var)
-        {
+        if !name_allowed(&option.name) {
             return Err(bad(format!(
-                "option `{}` names env var `{var}`; the host reads only LOCUST_* and SWARMTEL_* names for plugins (A-Z, 0-9, _)",
-                option.name
+                "option name `{}` must be {name_rule}",
+                shown(&option.name)
             )));
         }
-        if option.name.is_empty() || option_names.insert(&option.name, ()).is_some() {
-            return Err(bad(format!(
-                "option name `{}` is empty or repeated",
-                option.name
-            )));
+        if option_names.insert(&option.name, ()).is_some() {
+            return Err(bad(format!("option name `{}` is repeated", option.name)));
+        }
+        if chars(&option.help) > caps::TEXT_CHARS {
+            return Err(over(
+                "text_chars",
+                caps::TEXT_CHARS,
+                format!(
+                    "option `{}` has help of {} characters",
+                    option.name,
+                    chars(&option.help)
+                ),
+            ));
+        }
+        if let Some(var) = &option.env_var {
+            if !option_env_var_allowed(var) {
+                return Err(bad(format!(
+                    "option `{}` names env var `{}`; the host reads only LOCUST_* and SWARMTEL_* names for plugins (A-Z, 0-9, _; at most 128)",
+                    option.name,
+                    shown(var)
+                )));
+            }
+            if env_var_holds_secret(var) {
+                return Err(PluginError::SecretEnvVar {
+                    path: path.to_owned(),
+                    id: info.id.clone(),
+                    option: option.name.clone(),
+                    var: var.clone(),
+                });
+            }
         }
         if let Some(default) = &option.default
             && option_type_name(option.option_type) != value_type_name(default)
@@ -508,20 +701,30 @@ fn check_description(
             )));
         }
     }
+    for schema in &info.schemas {
+        if !name_allowed(&schema.name) {
+            return Err(bad(format!(
+                "schema for telemetry name `{}`: the name must be {name_rule}",
+                shown(&schema.name)
+            )));
+        }
+    }
     if info.recorders.is_empty() {
         return Err(bad("declares no recorder".into()));
     }
     let mut recorders = Vec::new();
     for spec in &info.recorders {
-        if spec.name.is_empty()
-            || recorders
-                .iter()
-                .any(|r: &RecorderManifest| r.name == spec.name)
-        {
+        if !name_allowed(&spec.name) {
             return Err(bad(format!(
-                "recorder name `{}` is empty or repeated",
-                spec.name
+                "recorder name `{}` must be {name_rule}",
+                shown(&spec.name)
             )));
+        }
+        if recorders
+            .iter()
+            .any(|r: &RecorderManifest| r.name == spec.name)
+        {
+            return Err(bad(format!("recorder name `{}` is repeated", spec.name)));
         }
         if spec.roles.is_empty() {
             return Err(bad(format!("recorder `{}` serves no role", spec.name)));
@@ -560,6 +763,42 @@ fn check_description(
     Ok(recorders)
 }
 
+/// Environment variables of swarmtel itself and of its Locust bridge that hold secrets or
+/// steer the runtime; never read for a plugin.
+const OWN_ENV_VARS: [&str; 3] = ["SWARMTEL_TOKEN", "SWARMTEL_CONFIG", "SWARMTEL_CACHE_DIR"];
+
+/// Words that mark a variable as a secret when they stand between underscores in its name
+/// (`LOCUST_WEB_AUTH`, `LOCUST_API_KEY`, `SWARMTEL_DB_PASSWORD`).
+const SECRET_WORDS: [&str; 16] = [
+    "TOKEN",
+    "TOKENS",
+    "SECRET",
+    "SECRETS",
+    "PASSWORD",
+    "PASSWD",
+    "PASS",
+    "PWD",
+    "AUTH",
+    "CREDENTIAL",
+    "CREDENTIALS",
+    "KEY",
+    "APIKEY",
+    "COOKIE",
+    "SESSION",
+    "PRIVATE",
+];
+
+/// Whether `name` holds (or may hold) a secret of swarmtel, the bridge (`LOCUST_SWARMTEL_*`,
+/// its token among them) or Locust (`LOCUST_WEB_AUTH`, TLS keys): the host never reads such a
+/// variable for a plugin, whatever the config lists.
+pub fn env_var_holds_secret(name: &str) -> bool {
+    OWN_ENV_VARS.contains(&name)
+        || name.starts_with("LOCUST_SWARMTEL_")
+        || name
+            .split('_')
+            .any(|word| SECRET_WORDS.contains(&word) || word.starts_with("TLS"))
+}
+
 /// Whether the host may read `name` on a plugin's behalf. The plugin chooses the name, so only
 /// variables meant for Locust tooling qualify; anything else could exfiltrate a secret through
 /// an option value.
@@ -570,7 +809,7 @@ pub fn option_env_var_allowed(name: &str) -> bool {
     let prefixed = ["LOCUST_", "SWARMTEL_"]
         .iter()
         .any(|prefix| name.len() > prefix.len() && name.starts_with(prefix));
-    well_formed && prefixed
+    well_formed && prefixed && name.len() <= caps::NAME_CHARS
 }
 
 /// The name of an option type, as written in errors and `plugin inspect`.
@@ -640,6 +879,7 @@ fn resolve_options(
         } else if let Some((var, text)) = option
             .env_var
             .as_ref()
+            .filter(|var| entry.env_vars.contains(var))
             .and_then(|var| env(var).map(|text| (var, text)))
         {
             Some(
@@ -743,6 +983,179 @@ mod tests {
         ] {
             assert!(!option_env_var_allowed(name), "{name}");
         }
+    }
+
+    #[test]
+    fn secrets_of_swarmtel_the_bridge_and_locust_are_recognised() {
+        for name in [
+            "SWARMTEL_TOKEN",
+            "LOCUST_SWARMTEL_TOKEN",
+            "LOCUST_SWARMTEL_ENDPOINT",
+            "LOCUST_WEB_AUTH",
+            "LOCUST_TLS_KEY",
+            "LOCUST_TLS_CERT",
+            "LOCUST_API_KEY",
+            "SWARMTEL_DB_PASSWORD",
+            "SWARMTEL_CONFIG",
+            "SWARMTEL_CACHE_DIR",
+            "LOCUST_SECRET",
+        ] {
+            assert!(env_var_holds_secret(name), "{name}");
+        }
+        for name in [
+            "LOCUST_CUSTOM_OPTION",
+            "SWARMTEL_REQUEST_STATS_PERIODIC",
+            "LOCUST_HOST",
+        ] {
+            assert!(!env_var_holds_secret(name), "{name}");
+        }
+    }
+
+    /// A change to a test description.
+    type Edit<'a> = Box<dyn Fn(&mut wit::PluginInfo) + 'a>;
+
+    fn info_with(edit: impl FnOnce(&mut wit::PluginInfo)) -> wit::PluginInfo {
+        let mut info = wit::PluginInfo {
+            id: "p".into(),
+            version: "1.0".into(),
+            description: "d".into(),
+            options: Vec::new(),
+            recorders: vec![wit::RecorderSpec {
+                name: "r".into(),
+                roles: vec![wit::Role::Worker],
+                events: vec![wit::EventKind::TestStart],
+                tick_interval_ms: None,
+                request_extras: wit::RequestExtras::empty(),
+            }],
+            schemas: Vec::new(),
+        };
+        edit(&mut info);
+        info
+    }
+
+    fn check(info: &wit::PluginInfo) -> Result<(), String> {
+        check_plugin_info(info, Path::new("p.wasm"))
+            .map(|_| ())
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn each_cap_on_a_description_is_hit_and_named() {
+        let recorder = |index: usize| wit::RecorderSpec {
+            name: format!("r{index}"),
+            roles: vec![wit::Role::Worker],
+            events: vec![wit::EventKind::TestStart],
+            tick_interval_ms: None,
+            request_extras: wit::RequestExtras::empty(),
+        };
+        let option = |index: usize| wit::OptionSpec {
+            name: format!("o{index}"),
+            option_type: wit::OptionType::Text,
+            default: None,
+            help: String::new(),
+            env_var: None,
+        };
+        let schema = |index: usize| wit::TelemetrySchema {
+            name: format!("s{index}"),
+            schema: "{}".into(),
+        };
+        let at_caps = info_with(|info| {
+            info.recorders = (0..caps::RECORDERS).map(recorder).collect();
+            info.options = (0..caps::OPTIONS).map(option).collect();
+            info.schemas = (0..caps::SCHEMAS).map(schema).collect();
+        });
+        check(&at_caps).expect("at every cap is fine");
+        let cases: [(&str, Edit); 7] = [
+            (
+                "`recorders` (64)",
+                Box::new(|i| i.recorders = (0..65).map(recorder).collect()),
+            ),
+            (
+                "`options` (64)",
+                Box::new(|i| i.options = (0..65).map(option).collect()),
+            ),
+            (
+                "`schemas` (64)",
+                Box::new(|i| i.schemas = (0..65).map(schema).collect()),
+            ),
+            (
+                "`text_chars` (1024)",
+                Box::new(|i| i.description = "d".repeat(1025)),
+            ),
+            (
+                "`text_chars` (1024)",
+                Box::new(|i| {
+                    i.options = vec![wit::OptionSpec {
+                        help: "h".repeat(1025),
+                        ..option(0)
+                    }]
+                }),
+            ),
+            (
+                "cap `version_chars`",
+                Box::new(|i| i.version = "v".repeat(65)),
+            ),
+            (
+                "must be 1 to 128",
+                Box::new(|i| {
+                    i.recorders = vec![wit::RecorderSpec {
+                        name: "r".repeat(129),
+                        ..recorder(0)
+                    }]
+                }),
+            ),
+        ];
+        for (expected, edit) in cases {
+            let error = check(&info_with(edit)).unwrap_err();
+            assert!(error.contains(expected), "{expected}: {error}");
+        }
+    }
+
+    #[test]
+    fn guest_text_in_load_errors_is_escaped() {
+        let evil = "x\u{1b}]0;pwned\u{7}\u{1b}[2J";
+        let cases: [Edit; 4] = [
+            Box::new(|i| i.id = evil.into()),
+            Box::new(|i| i.version = evil.into()),
+            Box::new(|i| i.recorders[0].name = evil.into()),
+            Box::new(|i| {
+                i.schemas = vec![wit::TelemetrySchema {
+                    name: evil.into(),
+                    schema: "{}".into(),
+                }]
+            }),
+        ];
+        for edit in cases {
+            let error = check(&info_with(edit)).unwrap_err();
+            assert!(
+                !error.contains('\u{1b}') && !error.contains('\u{7}'),
+                "{error:?}"
+            );
+            assert!(error.contains("\\u{1b}]0;pwned"), "{error}");
+        }
+    }
+
+    #[test]
+    fn an_option_naming_a_secret_is_refused_as_the_plugins_fault() {
+        let info = info_with(|i| {
+            i.options = vec![wit::OptionSpec {
+                name: "loot".into(),
+                option_type: wit::OptionType::Text,
+                default: None,
+                help: String::new(),
+                env_var: Some("LOCUST_SWARMTEL_TOKEN".into()),
+            }]
+        });
+        let Err(error) = check_plugin_info(&info, Path::new("p.wasm")) else {
+            panic!("accepted");
+        };
+        assert!(error.is_plugin_fault());
+        assert_eq!(error.kind_label(), "secret_env_var");
+        assert!(
+            error
+                .to_string()
+                .contains("`LOCUST_SWARMTEL_TOKEN`, which holds a secret")
+        );
     }
 
     #[test]

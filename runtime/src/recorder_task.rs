@@ -1,6 +1,10 @@
-//! Recorder tasks: each recorder instance runs on a thread of its own, fed batches through a
-//! bounded channel, so a slow guest delays only itself while the others go on receiving.
+//! Recorder tasks: each recorder instance is a task with its own bounded queue of batches,
+//! run by a fixed pool of threads ([`RecorderPool`]), so a slow guest delays only itself
+//! while the others go on receiving, and the number of host threads does not grow with the
+//! number of recorders times nodes.
 //!
+//! A task runs on at most one pool thread at a time and takes its jobs in order; after each
+//! job it goes to the back of the pool's queue, so one busy recorder cannot starve the rest.
 //! The task also applies the fault policy (restart after a backoff, disable after too many
 //! faults in a window). The policy reads only event times, never the clock, so a replay makes
 //! the same decisions every time. Results go back in order through a channel of their own; the
@@ -8,7 +12,9 @@
 //! deterministic.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
+use std::panic::AssertUnwindSafe;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crate::bindings::types as wit;
@@ -138,106 +144,290 @@ impl FaultPolicy {
     }
 }
 
-/// One recorder instance on its own thread.
+/// Most threads a pool runs, whatever the machine: `recorder_threads` in SECURITY.md.
+pub const MAX_POOL_THREADS: usize = 16;
+
+/// The pool size for this machine: one thread per core, at least 2 (so one slow guest never
+/// holds up every other recorder) and at most [`MAX_POOL_THREADS`].
+pub fn default_pool_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, usize::from)
+        .clamp(2, MAX_POOL_THREADS)
+}
+
+/// Locks a mutex, taking over the data of a thread that panicked while holding it: the
+/// task and pool state stay consistent at every unlock, and a panic must not spread.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A fixed set of threads that run every recorder task of a pipeline.
+pub struct RecorderPool {
+    shared: Arc<PoolShared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+struct PoolShared {
+    queue: Mutex<PoolQueue>,
+    work: Condvar,
+}
+
+#[derive(Default)]
+struct PoolQueue {
+    runnable: VecDeque<Arc<TaskShared>>,
+    shutdown: bool,
+}
+
+impl RecorderPool {
+    /// Starts `threads` pool threads (at least 1).
+    pub fn new(threads: usize) -> std::io::Result<Self> {
+        let shared = Arc::new(PoolShared {
+            queue: Mutex::new(PoolQueue::default()),
+            work: Condvar::new(),
+        });
+        let mut handles = Vec::new();
+        for index in 0..threads.max(1) {
+            let shared = shared.clone();
+            handles.push(
+                std::thread::Builder::new()
+                    .name(format!("swarmtel-recorders-{index}"))
+                    .spawn(move || run_pool_thread(&shared))?,
+            );
+        }
+        Ok(Self {
+            shared,
+            threads: handles,
+        })
+    }
+
+    /// How many threads it runs.
+    pub fn threads(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Makes a task running `backend` under `limits`' fault policy.
+    pub fn spawn(&self, backend: Box<dyn RecorderBackend>, limits: Limits) -> RecorderTask {
+        let (done_sender, done) = std::sync::mpsc::channel::<Done>();
+        RecorderTask {
+            shared: Arc::new(TaskShared {
+                state: Mutex::new(TaskState {
+                    jobs: VecDeque::new(),
+                    scheduled: false,
+                    runner: Some(Runner {
+                        backend,
+                        policy: FaultPolicy::new(limits),
+                    }),
+                }),
+                changed: Condvar::new(),
+                done: done_sender,
+            }),
+            pool: self.shared.clone(),
+            done,
+            stopped: false,
+        }
+    }
+}
+
+impl Drop for RecorderPool {
+    fn drop(&mut self) {
+        lock(&self.shared.queue).shutdown = true;
+        self.shared.work.notify_all();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run_pool_thread(pool: &PoolShared) {
+    loop {
+        let task = {
+            let mut queue = lock(&pool.queue);
+            loop {
+                if let Some(task) = queue.runnable.pop_front() {
+                    break task;
+                }
+                if queue.shutdown {
+                    return;
+                }
+                queue = pool.work.wait(queue).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        if run_one_job(&task) {
+            lock(&pool.queue).runnable.push_back(task);
+            pool.work.notify_one();
+        }
+    }
+}
+
+/// Runs the task's next job; returns whether it has more (it stays scheduled then).
+fn run_one_job(task: &TaskShared) -> bool {
+    let (job, mut runner) = {
+        let mut state = lock(&task.state);
+        let (Some(job), Some(runner)) = (state.jobs.pop_front(), state.runner.take()) else {
+            state.scheduled = false;
+            task.changed.notify_all();
+            return false;
+        };
+        (job, runner)
+    };
+    // A job that made room in a full queue lets a blocked submitter go on.
+    task.changed.notify_all();
+    let done = run_job(job, &mut runner);
+    // The pipeline may have gone (it dropped the task): nobody wants the result then.
+    let _ = task.done.send(done);
+    let mut state = lock(&task.state);
+    state.runner = Some(runner);
+    let more = !state.jobs.is_empty();
+    if !more {
+        state.scheduled = false;
+    }
+    task.changed.notify_all();
+    more
+}
+
+/// Runs one job on a backend under the fault policy. A panic in the host while running it (a
+/// bug, never a guest's doing) is a fault of that recorder, not of the pool thread.
+fn run_job(job: Job, runner: &mut Runner) -> Done {
+    let Runner { backend, policy } = runner;
+    let (time, delivered, batch, result) = match job {
+        Job::Handle {
+            batch,
+            time,
+            delivered,
+        } => {
+            let result = policy
+                .admits(time)
+                .then(|| guarded(AssertUnwindSafe(|| backend.handle(&batch))));
+            (time, delivered, Some(batch), result)
+        }
+        Job::Finish { time } => {
+            let result = policy
+                .admits(time)
+                .then(|| guarded(AssertUnwindSafe(|| backend.finish())));
+            (time, 0, None, result)
+        }
+    };
+    let outcome = match result {
+        None => Outcome::Skipped,
+        Some(Ok(items)) => Outcome::Items {
+            items,
+            restarted: policy.succeeded(),
+        },
+        Some(Err(fault)) => {
+            let (faults, disabled, backoff_ms) = policy.faulted(time);
+            Outcome::Fault {
+                fault,
+                faults,
+                disabled,
+                backoff_ms,
+            }
+        }
+    };
+    Done {
+        outcome,
+        time,
+        delivered,
+        batch,
+        stdio_dropped_bytes: backend.stdio_dropped_bytes(),
+    }
+}
+
+fn guarded(
+    call: AssertUnwindSafe<impl FnOnce() -> Result<Vec<wit::Telemetry>, Fault>>,
+) -> Result<Vec<wit::Telemetry>, Fault> {
+    std::panic::catch_unwind(call).unwrap_or_else(|_| {
+        Err(Fault::new(
+            crate::sandbox::FaultKind::Trap,
+            "the host failed while running this recorder (a swarmtel bug; see stderr)",
+        ))
+    })
+}
+
+/// One recorder instance: its queue of jobs, run by a [`RecorderPool`].
 pub struct RecorderTask {
-    jobs: Option<SyncSender<Job>>,
+    shared: Arc<TaskShared>,
+    pool: Arc<PoolShared>,
     done: Receiver<Done>,
-    thread: Option<JoinHandle<()>>,
+    stopped: bool,
+}
+
+struct TaskShared {
+    state: Mutex<TaskState>,
+    /// Signalled when a job is taken or finished: room in the queue, or the task went idle.
+    changed: Condvar,
+    done: Sender<Done>,
+}
+
+struct TaskState {
+    jobs: VecDeque<Job>,
+    /// In the pool's queue, or running on a pool thread.
+    scheduled: bool,
+    /// The recorder and its fault policy; taken by the pool thread while it runs a job.
+    runner: Option<Runner>,
+}
+
+struct Runner {
+    backend: Box<dyn RecorderBackend>,
+    policy: FaultPolicy,
 }
 
 impl RecorderTask {
-    /// Starts a task running `backend` under `limits`' fault policy.
-    pub fn spawn(mut backend: Box<dyn RecorderBackend>, limits: Limits, name: &str) -> Self {
-        let (jobs, job_receiver) = std::sync::mpsc::sync_channel::<Job>(QUEUE_DEPTH);
-        let (done_sender, done) = std::sync::mpsc::channel::<Done>();
-        let thread = std::thread::Builder::new()
-            .name(format!("swarmtel-{name}"))
-            .spawn(move || {
-                let mut policy = FaultPolicy::new(limits);
-                for job in job_receiver {
-                    let (time, delivered, batch, result) = match job {
-                        Job::Handle {
-                            batch,
-                            time,
-                            delivered,
-                        } => {
-                            let result = policy.admits(time).then(|| backend.handle(&batch));
-                            (time, delivered, Some(batch), result)
-                        }
-                        Job::Finish { time } => {
-                            let result = policy.admits(time).then(|| backend.finish());
-                            (time, 0, None, result)
-                        }
-                    };
-                    let outcome = match result {
-                        None => Outcome::Skipped,
-                        Some(Ok(items)) => Outcome::Items {
-                            items,
-                            restarted: policy.succeeded(),
-                        },
-                        Some(Err(fault)) => {
-                            let (faults, disabled, backoff_ms) = policy.faulted(time);
-                            Outcome::Fault {
-                                fault,
-                                faults,
-                                disabled,
-                                backoff_ms,
-                            }
-                        }
-                    };
-                    let done = Done {
-                        outcome,
-                        time,
-                        delivered,
-                        batch,
-                        stdio_dropped_bytes: backend.stdio_dropped_bytes(),
-                    };
-                    if done_sender.send(done).is_err() {
-                        return;
-                    }
-                }
-            })
-            .expect("spawn recorder task");
-        Self {
-            jobs: Some(jobs),
-            done,
-            thread: Some(thread),
-        }
-    }
-
     /// Hands over a job; blocks while the task has [`QUEUE_DEPTH`] jobs waiting.
     pub fn submit(&self, job: Job) {
-        self.jobs
-            .as_ref()
-            .expect("task running")
-            .send(job)
-            .expect("recorder task ended unexpectedly");
+        assert!(!self.stopped, "submit after stop");
+        let mut state = lock(&self.shared.state);
+        while state.jobs.len() >= QUEUE_DEPTH {
+            state = self
+                .shared
+                .changed
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        state.jobs.push_back(job);
+        if !state.scheduled {
+            state.scheduled = true;
+            drop(state);
+            lock(&self.pool.queue)
+                .runnable
+                .push_back(self.shared.clone());
+            self.pool.work.notify_one();
+        }
     }
 
     /// The next finished job, if one is ready.
     pub fn try_done(&self) -> Option<Done> {
-        match self.done.try_recv() {
-            Ok(done) => Some(done),
-            Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => panic!("recorder task ended unexpectedly"),
-        }
+        // The task holds its own sender: the channel is never disconnected here.
+        self.done.try_recv().ok()
     }
 
-    /// The next finished job, waiting for it.
+    /// The next finished job, waiting for it. Only for a job that was submitted: every
+    /// submitted job produces exactly one result.
     pub fn wait_done(&self) -> Done {
-        self.done.recv().expect("recorder task ended unexpectedly")
+        self.done
+            .recv()
+            .expect("the task holds its own result sender")
     }
-}
 
-impl RecorderTask {
-    /// Ends the task: closes its queue and waits for its thread, which drops the recorder
-    /// (and its sandbox). Results not yet taken are lost; nothing may be submitted after.
+    /// Ends the task: waits until its queued jobs have run, then drops the recorder (and its
+    /// sandbox). Results not yet taken are lost; nothing may be submitted after.
     pub fn stop(&mut self) {
-        // Closing the queue ends the thread's loop.
-        self.jobs.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if std::mem::replace(&mut self.stopped, true) {
+            return;
         }
+        let backend = {
+            let mut state = lock(&self.shared.state);
+            while state.scheduled {
+                state = self
+                    .shared
+                    .changed
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            state.runner.take()
+        };
+        drop(backend);
     }
 }
 
@@ -250,6 +440,130 @@ impl Drop for RecorderTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sandbox::FaultKind;
+
+    /// A backend that counts its calls and sleeps in each, or panics when told to.
+    struct Counting {
+        calls: Arc<std::sync::atomic::AtomicU64>,
+        sleep: std::time::Duration,
+        panic: bool,
+    }
+
+    impl RecorderBackend for Counting {
+        fn handle(&mut self, _batch: &wit::EventBatch) -> Result<Vec<wit::Telemetry>, Fault> {
+            assert!(!self.panic, "a host bug");
+            std::thread::sleep(self.sleep);
+            let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(vec![wit::Telemetry {
+                telemetry_type: wit::TelemetryType::Event,
+                name: format!("call-{call}"),
+                message: String::new(),
+                fields: String::new(),
+            }])
+        }
+
+        fn finish(&mut self) -> Result<Vec<wit::Telemetry>, Fault> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn handle_job(time: f64) -> Job {
+        Job::Handle {
+            batch: crate::route::BatchBuilder::empty_batch(),
+            time,
+            delivered: 1,
+        }
+    }
+
+    #[test]
+    fn a_thousand_tasks_run_on_the_pools_threads_in_order() {
+        let pool = RecorderPool::new(3).unwrap();
+        let tasks: Vec<RecorderTask> = (0..1_000)
+            .map(|_| {
+                pool.spawn(
+                    Box::new(Counting {
+                        calls: Arc::default(),
+                        sleep: std::time::Duration::ZERO,
+                        panic: false,
+                    }),
+                    Limits::default(),
+                )
+            })
+            .collect();
+        for round in 0..5 {
+            for task in &tasks {
+                task.submit(handle_job(f64::from(round)));
+            }
+        }
+        for task in &tasks {
+            for round in 0..5 {
+                let done = task.wait_done();
+                let Outcome::Items { items, .. } = done.outcome else {
+                    panic!("not items")
+                };
+                assert_eq!(items[0].name, format!("call-{round}"), "in order");
+            }
+        }
+        assert_eq!(pool.threads(), 3);
+    }
+
+    #[test]
+    fn a_slow_task_holds_up_only_itself() {
+        let pool = RecorderPool::new(2).unwrap();
+        let slow_calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let slow = pool.spawn(
+            Box::new(Counting {
+                calls: slow_calls.clone(),
+                sleep: std::time::Duration::from_millis(300),
+                panic: false,
+            }),
+            Limits::default(),
+        );
+        let fast = pool.spawn(
+            Box::new(Counting {
+                calls: Arc::default(),
+                sleep: std::time::Duration::ZERO,
+                panic: false,
+            }),
+            Limits::default(),
+        );
+        slow.submit(handle_job(0.0));
+        slow.submit(handle_job(1.0));
+        for round in 0..50 {
+            fast.submit(handle_job(f64::from(round)));
+        }
+        for _ in 0..50 {
+            fast.wait_done();
+        }
+        assert_eq!(
+            slow_calls.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "the fast task's 50 calls all ran inside the slow task's first call"
+        );
+        slow.wait_done();
+        slow.wait_done();
+    }
+
+    #[test]
+    fn a_host_panic_in_a_call_is_that_recorders_fault() {
+        let pool = RecorderPool::new(1).unwrap();
+        let task = pool.spawn(
+            Box::new(Counting {
+                calls: Arc::default(),
+                sleep: std::time::Duration::ZERO,
+                panic: true,
+            }),
+            Limits::default(),
+        );
+        task.submit(handle_job(0.0));
+        let Outcome::Fault { fault, .. } = task.wait_done().outcome else {
+            panic!("not a fault")
+        };
+        assert_eq!(fault.kind, FaultKind::Trap);
+        // The pool thread survived: the next job runs.
+        task.submit(handle_job(10.0));
+        assert!(matches!(task.wait_done().outcome, Outcome::Fault { .. }));
+    }
 
     fn limits(max_faults: u32) -> Limits {
         Limits {

@@ -79,6 +79,11 @@ impl BatchBuilder {
         }
     }
 
+    /// The per-request details this builder adds.
+    pub fn request_extras(&self) -> wit::RequestExtras {
+        self.extras
+    }
+
     /// Appends one request; `endpoint` is its run-wide id in `interner`.
     #[inline]
     pub fn push_request(

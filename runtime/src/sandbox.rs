@@ -21,6 +21,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::{RecorderPlugin, RecorderPluginPre, host, types as wit};
 use crate::cache::{CacheOutcome, CompileCache};
 use crate::config::{Capabilities, Limits};
+use crate::guest_text::shown;
 
 /// How often the epoch advances; deadlines are whole epochs.
 const EPOCH_PERIOD: Duration = Duration::from_millis(2);
@@ -190,6 +191,9 @@ impl Sandbox {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
+        // Bounds what the host copies out of the guest per call (results, and data the guest
+        // hands to host calls), checked before the copy.
+        store.set_hostcall_fuel(limits.result_bytes());
         self.arm(&mut store, limits);
         store
     }
@@ -302,30 +306,11 @@ impl WasiView for GuestState {
 
 impl crate::bindings::types::Host for GuestState {}
 
-/// Guest text made safe for a terminal: control characters (escape sequences, carriage
-/// returns that could overwrite our own lines) are shown escaped.
-pub fn printable(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
-}
-
 impl host::Host for GuestState {
     fn log(&mut self, level: host::LogLevel, message: String) {
         self.log_lines = self.log_lines.saturating_add(1);
         if self.log_lines <= MAX_LOG_LINES {
-            let message: String = message.chars().take(1024).collect();
-            crate::diag!(
-                "[plugin {}] {level:?}: {}",
-                self.plugin_id,
-                printable(&message)
-            );
+            crate::diag!("[plugin {}] {level:?}: {}", self.plugin_id, shown(&message));
         } else if self.log_lines == MAX_LOG_LINES + 1 {
             crate::diag!(
                 "[plugin {}] more diagnostics suppressed (limit {MAX_LOG_LINES} lines)",
@@ -495,6 +480,9 @@ pub enum FaultKind {
     Instantiate,
     /// `create-recorder` returned an error.
     Refused,
+    /// The call's results would take more host memory than its limit
+    /// ([`Limits::result_bytes`]): refused before they were copied out of the guest.
+    ResultsTooLarge,
 }
 
 impl FaultKind {
@@ -508,6 +496,7 @@ impl FaultKind {
             FaultKind::Trap => "trap",
             FaultKind::Instantiate => "instantiate",
             FaultKind::Refused => "refused",
+            FaultKind::ResultsTooLarge => "results_too_large",
         }
     }
 }
@@ -518,8 +507,29 @@ impl FaultKind {
 pub struct Fault {
     /// What kind of failure.
     pub kind: FaultKind,
-    /// wasmtime's or the guest's message.
+    /// wasmtime's or the guest's message, escaped and capped (see [`crate::guest_text`]).
     pub message: String,
+}
+
+impl Fault {
+    /// A fault whose message may hold guest text: escaped and capped here, once, so every
+    /// place that prints or records it is safe.
+    pub fn new(kind: FaultKind, message: &str) -> Self {
+        Self {
+            kind,
+            message: shown(message),
+        }
+    }
+}
+
+/// Whether wasmtime refused to copy a call's results out of the guest because they need more
+/// than the store's hostcall fuel.
+fn is_results_too_large(error: &wasmtime::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .to_string()
+            .contains("fuel allocated for hostcalls has been exhausted")
+    })
 }
 
 /// Something that records batches: a sandboxed guest, or (in benchmarks) native code. It runs
@@ -611,10 +621,7 @@ impl WasmRecorder {
                 // The instance is gone: keep the count of what it dropped.
                 self.stdio_dropped_before += self.stdio_dropped_live;
                 self.stdio_dropped_live = 0;
-                return Err(Fault {
-                    kind: FaultKind::Refused,
-                    message,
-                });
+                return Err(Fault::new(FaultKind::Refused, &message));
             }
         };
         Ok(Live {
@@ -671,7 +678,7 @@ impl WasmRecorder {
                 "[plugin {} on {}] {}",
                 self.plugin_id,
                 self.config.node,
-                printable(line)
+                shown(line)
             );
         }
     }
@@ -722,9 +729,18 @@ pub(crate) fn classify(
             "guest stack exhausted: its stack pointer ran below address 0 of linear memory".into()
         }
         (_, Some(trap)) => trap.to_string(),
+        (_, None) if is_results_too_large(error) => {
+            return Fault::new(
+                FaultKind::ResultsTooLarge,
+                &format!(
+                    "the call's results need more than the {} bytes of host memory a call may take",
+                    store.hostcall_fuel()
+                ),
+            );
+        }
         (_, None) => error.root_cause().to_string(),
     };
-    Fault { kind, message }
+    Fault::new(kind, &message)
 }
 
 /// Whether an out-of-bounds access is a guest's own stack (kept in linear memory by Rust and
@@ -770,12 +786,11 @@ mod tests {
     }
 
     #[test]
-    fn guest_text_is_escaped_for_the_terminal() {
-        assert_eq!(
-            printable("ok \u{1b}[2Jwiped\rswarmtel:"),
-            "ok \\u{1b}[2Jwiped\\rswarmtel:"
-        );
-        assert_eq!(printable("plain text"), "plain text");
+    fn a_fault_message_is_escaped_and_capped_once_for_every_use() {
+        let fault = Fault::new(FaultKind::Refused, &"\u{1b}[2J".repeat(1_000_000));
+        assert!(!fault.message.contains('\u{1b}'));
+        assert!(fault.message.len() < 8 * 1024, "{}", fault.message.len());
+        assert!(fault.message.ends_with("more bytes)"), "{}", fault.message);
     }
 
     #[test]

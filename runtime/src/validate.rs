@@ -120,10 +120,199 @@ pub struct SchemaError {
     pub message: String,
 }
 
+/// Caps on a plugin's JSON Schemas, checked before anything is compiled. With them,
+/// compiling is bounded by the schema's size, and validating one item by the number of
+/// schema nodes reachable through `$ref`s times the item's size (itself capped by
+/// `max_item_bytes`); `pattern` and `patternProperties` use a linear-time regex engine.
+pub mod schema_caps {
+    /// Bytes of one schema's text: `schema_bytes`.
+    pub const SCHEMA_BYTES: usize = 64 * 1024;
+    /// Bytes of all of one plugin's schemas together: `schemas_total_bytes`.
+    pub const TOTAL_BYTES: usize = 256 * 1024;
+    /// Nesting depth of a schema document: `schema_depth`.
+    pub const DEPTH: usize = 32;
+    /// JSON values in one schema document: `schema_nodes`.
+    pub const NODES: usize = 10_000;
+    /// `$ref`s in one schema document: `schema_refs`.
+    pub const REFS: usize = 256;
+    /// Schema nodes reachable from the root with every `$ref` followed (what one validation
+    /// may walk per value of the item): `schema_expanded_nodes`.
+    pub const EXPANDED_NODES: usize = 50_000;
+    /// Compiled size of one `pattern` in the regex engine (and of its lazy DFA cache):
+    /// `pattern_bytes`.
+    pub const PATTERN_BYTES: usize = 1024 * 1024;
+}
+
+/// The `$schema` URIs a plugin schema may name (the drafts the validator knows, without
+/// fetching anything).
+const KNOWN_DRAFTS: [&str; 10] = [
+    "http://json-schema.org/draft-04/schema#",
+    "http://json-schema.org/draft-04/schema",
+    "http://json-schema.org/draft-06/schema#",
+    "http://json-schema.org/draft-06/schema",
+    "http://json-schema.org/draft-07/schema#",
+    "http://json-schema.org/draft-07/schema",
+    "https://json-schema.org/draft/2019-09/schema",
+    "https://json-schema.org/draft/2019-09/schema#",
+    "https://json-schema.org/draft/2020-12/schema",
+    "https://json-schema.org/draft/2020-12/schema#",
+];
+
 fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
+    let patterns = jsonschema::PatternOptions::regex()
+        .size_limit(schema_caps::PATTERN_BYTES)
+        .dfa_size_limit(schema_caps::PATTERN_BYTES);
     jsonschema::options()
+        .with_pattern_options(patterns)
         .build(schema)
-        .map_err(|error| error.to_string())
+        .map_err(|error| crate::guest_text::shown(&error.to_string()))
+}
+
+/// What a walk over a schema document found.
+#[derive(Default)]
+struct Shape {
+    nodes: usize,
+    refs: usize,
+}
+
+/// Checks a schema document's shape against [`schema_caps`] and the rules that keep it
+/// inside itself: `$ref` only to `#` or a JSON pointer in the same document, no dynamic or
+/// recursive references, no `$id` below the root, no `$schema` but the known drafts, and no
+/// `$ref` cycle. Runs on an explicit stack, so a deep document cannot overflow ours.
+fn check_shape(schema: &Value) -> Result<(), String> {
+    let mut shape = Shape::default();
+    let mut stack: Vec<(&Value, usize)> = vec![(schema, 1)];
+    while let Some((value, depth)) = stack.pop() {
+        shape.nodes += 1;
+        if shape.nodes > schema_caps::NODES {
+            return Err(format!(
+                "more than {} JSON values (cap `schema_nodes`)",
+                schema_caps::NODES
+            ));
+        }
+        if depth > schema_caps::DEPTH {
+            return Err(format!(
+                "nested deeper than {} levels (cap `schema_depth`)",
+                schema_caps::DEPTH
+            ));
+        }
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    match key.as_str() {
+                        "$ref" => {
+                            shape.refs += 1;
+                            if shape.refs > schema_caps::REFS {
+                                return Err(format!(
+                                    "more than {} `$ref`s (cap `schema_refs`)",
+                                    schema_caps::REFS
+                                ));
+                            }
+                            match child.as_str() {
+                                Some(target) if target == "#" || target.starts_with("#/") => {}
+                                _ => {
+                                    return Err(format!(
+                                        "`$ref` {} reaches outside the schema; only `#` and `#/...` pointers are allowed",
+                                        crate::guest_text::capped(&child.to_string(), 200)
+                                    ));
+                                }
+                            }
+                        }
+                        "$dynamicRef" | "$recursiveRef" => {
+                            return Err(format!("`{key}` is not supported in plugin schemas"));
+                        }
+                        "$id" | "id" if depth > 1 && child.is_string() => {
+                            return Err(format!(
+                                "`{key}` below the schema's root is not supported in plugin schemas"
+                            ));
+                        }
+                        "$schema"
+                            if !child
+                                .as_str()
+                                .is_some_and(|uri| KNOWN_DRAFTS.contains(&uri)) =>
+                        {
+                            return Err(format!(
+                                "`$schema` {} is not a draft this runtime knows without fetching it",
+                                crate::guest_text::capped(&child.to_string(), 200)
+                            ));
+                        }
+                        _ => {}
+                    }
+                    stack.push((child, depth + 1));
+                }
+            }
+            Value::Array(items) => stack.extend(items.iter().map(|item| (item, depth + 1))),
+            _ => {}
+        }
+    }
+    expanded_nodes(schema).map(|_| ())
+}
+
+/// Counts the schema nodes reachable from the root when every `$ref` is followed, refusing a
+/// `$ref` cycle and a count over [`schema_caps::EXPANDED_NODES`]. A `$ref` to `#/a/b` costs
+/// the expanded size of what it points to (definitions count only where a `$ref` uses them);
+/// each target's size is computed once and remembered, and the recursion follows `$ref`s only
+/// (at most [`schema_caps::REFS`] deep).
+fn expanded_nodes(schema: &Value) -> Result<usize, String> {
+    fn size_of<'a>(
+        root: &'a Value,
+        pointer: &'a str,
+        known: &mut HashMap<&'a str, Option<usize>>,
+    ) -> Result<usize, String> {
+        match known.get(pointer) {
+            Some(Some(size)) => return Ok(*size),
+            Some(None) => {
+                return Err(format!(
+                    "`$ref` cycle through `{}`: recursive schemas are not supported in plugin schemas",
+                    crate::guest_text::capped(pointer, 200)
+                ));
+            }
+            None => {}
+        }
+        let target = if pointer == "#" {
+            Some(root)
+        } else {
+            root.pointer(&pointer[1..])
+        };
+        let Some(target) = target else {
+            return Err(format!(
+                "`$ref` `{}` points at nothing",
+                crate::guest_text::capped(pointer, 200)
+            ));
+        };
+        known.insert(pointer, None);
+        let mut size = 0usize;
+        let mut stack = vec![target];
+        while let Some(value) = stack.pop() {
+            size = size.saturating_add(1);
+            match value {
+                Value::Object(map) => {
+                    for (key, child) in map {
+                        match (key.as_str(), child.as_str()) {
+                            ("$ref", Some(next)) => {
+                                size = size.saturating_add(size_of(root, next, known)?);
+                            }
+                            // Definitions are walked only where a `$ref` uses them.
+                            ("$defs" | "definitions", _) => continue,
+                            _ => {}
+                        }
+                        stack.push(child);
+                    }
+                }
+                Value::Array(items) => stack.extend(items),
+                _ => {}
+            }
+            if size > schema_caps::EXPANDED_NODES {
+                return Err(format!(
+                    "more than {} schema nodes once its `$ref`s are followed (cap `schema_expanded_nodes`)",
+                    schema_caps::EXPANDED_NODES
+                ));
+            }
+        }
+        known.insert(pointer, Some(size));
+        Ok(size)
+    }
+    size_of(schema, "#", &mut HashMap::new())
 }
 
 /// The compiled schemas of one plugin, by telemetry name.
@@ -133,16 +322,32 @@ pub struct PluginSchemas {
 }
 
 impl PluginSchemas {
-    /// Compiles the schemas a plugin declared.
+    /// Checks the schemas a plugin declared against [`schema_caps`], then compiles them.
     pub fn compile(schemas: &[wit::TelemetrySchema]) -> Result<Self, SchemaError> {
         let mut by_name = HashMap::new();
+        let mut total_bytes = 0usize;
         for declared in schemas {
             let error = |message: String| SchemaError {
-                name: declared.name.clone(),
+                name: crate::guest_text::shown(&declared.name),
                 message,
             };
+            let bytes = declared.schema.len();
+            if bytes > schema_caps::SCHEMA_BYTES {
+                return Err(error(format!(
+                    "{bytes} bytes, over {} (cap `schema_bytes`)",
+                    schema_caps::SCHEMA_BYTES
+                )));
+            }
+            total_bytes += bytes;
+            if total_bytes > schema_caps::TOTAL_BYTES {
+                return Err(error(format!(
+                    "the plugin's schemas take more than {} bytes together (cap `schemas_total_bytes`)",
+                    schema_caps::TOTAL_BYTES
+                )));
+            }
             let schema: Value = serde_json::from_str(&declared.schema)
                 .map_err(|e| error(format!("not JSON: {e}")))?;
+            check_shape(&schema).map_err(error)?;
             let validator = compile(&schema).map_err(error)?;
             if by_name.insert(declared.name.clone(), validator).is_some() {
                 return Err(error("declared twice".into()));
@@ -425,5 +630,144 @@ mod tests {
             schema: r#"{"$ref":"https://example.com/s.json"}"#.into(),
         }]);
         assert!(error.is_err());
+    }
+
+    /// Compiles one schema and returns the refusal's message.
+    fn refusal(schema: &str) -> String {
+        match PluginSchemas::compile(&[wit::TelemetrySchema {
+            name: "x".into(),
+            schema: schema.into(),
+        }]) {
+            Ok(_) => panic!("accepted: {}", &schema[..schema.len().min(200)]),
+            Err(error) => error.message,
+        }
+    }
+
+    /// `{"$defs":{"a0":{"$ref":"#/$defs/a1"},...,"aN":{"type":"object"}},"$ref":"#/$defs/a0"}`
+    fn ref_chain(links: usize) -> String {
+        let defs: Vec<String> = (0..links)
+            .map(|i| format!(r##""a{i}":{{"$ref":"#/$defs/a{}"}}"##, i + 1))
+            .collect();
+        format!(
+            r##"{{"$defs":{{{},"a{links}":{{"type":"object"}}}},"$ref":"#/$defs/a0"}}"##,
+            defs.join(",")
+        )
+    }
+
+    #[test]
+    fn references_must_stay_inside_the_schema() {
+        for target in [
+            "https://example.com/s.json",
+            "file:///etc/passwd",
+            "/etc/passwd",
+            "other.json#/a",
+            "#anchor",
+        ] {
+            let message = refusal(&format!(r#"{{"$ref":"{target}"}}"#));
+            assert!(
+                message.contains("reaches outside the schema"),
+                "{target}: {message}"
+            );
+        }
+        assert!(refusal(r##"{"$dynamicRef":"#x"}"##).contains("`$dynamicRef` is not supported"));
+        assert!(
+            refusal(r#"{"properties":{"a":{"$id":"https://example.com/a"}}}"#)
+                .contains("`$id` below the schema's root")
+        );
+        assert!(refusal(r#"{"$schema":"https://example.com/meta"}"#).contains("`$schema`"));
+        assert!(refusal(r##"{"$ref":"#/nowhere"}"##).contains("points at nothing"));
+    }
+
+    #[test]
+    fn a_ref_chain_is_capped_and_a_cycle_refused() {
+        PluginSchemas::compile(&[wit::TelemetrySchema {
+            name: "x".into(),
+            schema: ref_chain(schema_caps::REFS - 1),
+        }])
+        .expect("a chain under the cap compiles");
+        assert!(refusal(&ref_chain(schema_caps::REFS)).contains("cap `schema_refs`"));
+        // The attack that overflowed the host's stack: refused by size before it is parsed.
+        assert!(refusal(&ref_chain(100_000)).contains("cap `schema_bytes`"));
+        assert!(
+            refusal(r##"{"$defs":{"a":{"$ref":"#/$defs/b"},"b":{"$ref":"#/$defs/a"}},"$ref":"#/$defs/a"}"##)
+                .contains("`$ref` cycle")
+        );
+        assert!(refusal(r##"{"items":{"$ref":"#"}}"##).contains("`$ref` cycle"));
+    }
+
+    #[test]
+    fn refs_that_multiply_are_capped_by_their_expanded_size() {
+        // Each level refers to the next twice: 2^20 nodes once expanded, from 60 lines.
+        let levels = 20;
+        let defs: Vec<String> = (0..levels)
+            .map(|i| {
+                format!(
+                    r##""l{i}":{{"anyOf":[{{"$ref":"#/$defs/l{n}"}},{{"$ref":"#/$defs/l{n}"}}]}}"##,
+                    n = i + 1
+                )
+            })
+            .collect();
+        let schema = format!(
+            r##"{{"$defs":{{{},"l{levels}":{{"type":"object"}}}},"$ref":"#/$defs/l0"}}"##,
+            defs.join(",")
+        );
+        assert!(refusal(&schema).contains("cap `schema_expanded_nodes`"));
+    }
+
+    #[test]
+    fn deep_large_and_many_schemas_are_refused_by_their_caps() {
+        let nested =
+            |depth: usize| format!("{}{{}}{}", r#"{"not":"#.repeat(depth), "}".repeat(depth));
+        PluginSchemas::compile(&[wit::TelemetrySchema {
+            name: "x".into(),
+            schema: nested(schema_caps::DEPTH - 2),
+        }])
+        .expect("nesting under the cap compiles");
+        assert!(refusal(&nested(schema_caps::DEPTH)).contains("cap `schema_depth`"));
+        assert!(refusal(&nested(5_000)).contains("not JSON"));
+        let wide = format!("[{}]", vec!["1"; schema_caps::NODES].join(","));
+        assert!(refusal(&format!(r#"{{"enum":{wide}}}"#)).contains("cap `schema_nodes`"));
+        let big = format!(
+            r#"{{"description":"{}"}}"#,
+            "x".repeat(schema_caps::SCHEMA_BYTES)
+        );
+        assert!(refusal(&big).contains("cap `schema_bytes`"));
+        let each = format!(r#"{{"description":"{}"}}"#, "x".repeat(60 * 1024));
+        let five: Vec<wit::TelemetrySchema> = (0..5)
+            .map(|i| wit::TelemetrySchema {
+                name: format!("s{i}"),
+                schema: each.clone(),
+            })
+            .collect();
+        let error = PluginSchemas::compile(&five).err().expect("over the total");
+        assert!(
+            error.message.contains("cap `schemas_total_bytes`"),
+            "{error}"
+        );
+        assert_eq!(error.name, "s4");
+    }
+
+    #[test]
+    fn patterns_run_on_a_linear_time_engine() {
+        // A backreference needs backtracking: the linear engine refuses it at load.
+        let message = refusal(r#"{"properties":{"t":{"pattern":"^(a|aa)+\\1?$"}}}"#);
+        assert!(
+            message.contains("pattern") || message.contains("regex"),
+            "{message}"
+        );
+        // Without one, the classic catastrophic pattern compiles and matches in linear time.
+        let schemas = PluginSchemas::compile(&[wit::TelemetrySchema {
+            name: "t".into(),
+            schema: r#"{"properties":{"t":{"type":"string","pattern":"^(a|aa)+$"}}}"#.into(),
+        }])
+        .unwrap();
+        let text = format!(r#"{{"t":"{}b"}}"#, "a".repeat(10_000));
+        let rejected = Validator::new()
+            .check_item(item("t", &text), &schemas)
+            .unwrap_err();
+        assert_eq!(rejected.reason.label(), "schema");
+        // A pattern past the compiled-size cap is refused too.
+        let huge = format!(r#"{{"pattern":"(\\w{{100}}){{{}}}"}}"#, 1000);
+        assert!(refusal(&huge).contains("pattern") || refusal(&huge).contains("regex"));
     }
 }

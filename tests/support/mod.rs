@@ -99,6 +99,8 @@ pub struct Run {
     /// The most resident memory the process had, in KiB, read from `/proc` while it ran (0
     /// where there is no `/proc`).
     pub peak_rss_kib: u64,
+    /// The most threads it had at once, read the same way.
+    pub peak_threads: u64,
 }
 
 /// Runs `swarmtel replay --config CONFIG [..] -` with `events` on stdin, after `customize` has
@@ -115,7 +117,7 @@ pub fn replay_with(config: &Path, events: &[u8], customize: impl FnOnce(&mut Com
         .spawn()
         .expect("start swarmtel");
     let pid = child.id();
-    let watcher = std::thread::spawn(move || peak_rss_kib(pid));
+    let watcher = std::thread::spawn(move || peaks(pid));
     let mut stdin = child.stdin.take().unwrap();
     let events = events.to_vec();
     let writer = std::thread::spawn(move || {
@@ -123,31 +125,37 @@ pub fn replay_with(config: &Path, events: &[u8], customize: impl FnOnce(&mut Com
     });
     let output = child.wait_with_output().expect("wait for swarmtel");
     writer.join().unwrap();
+    let (peak_rss_kib, peak_threads) = watcher.join().unwrap();
     Run {
         output,
-        peak_rss_kib: watcher.join().unwrap(),
+        peak_rss_kib,
+        peak_threads,
     }
 }
 
-/// Polls the `VmHWM` (peak resident set) of process `pid` until it has exited; returns the
-/// last value read.
-fn peak_rss_kib(pid: u32) -> u64 {
+/// Polls the `VmHWM` (peak resident set, KiB) and `Threads` of process `pid` until it has
+/// exited; returns the highest values read.
+pub fn peaks(pid: u32) -> (u64, u64) {
     let status = format!("/proc/{pid}/status");
-    let mut peak = 0;
+    let (mut rss, mut threads) = (0, 0);
+    let field = |text: &str, name: &str| -> Option<u64> {
+        text.lines()
+            .find(|line| line.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
     loop {
         let Ok(text) = std::fs::read_to_string(&status) else {
-            return peak;
+            return (rss, threads);
         };
         // A process that has exited (a zombie) has no memory lines.
-        let Some(line) = text.lines().find(|line| line.starts_with("VmHWM:")) else {
-            return peak;
+        let Some(kib) = field(&text, "VmHWM:") else {
+            return (rss, threads);
         };
-        let kib = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|value| value.parse().ok())
-            .unwrap_or(0);
-        peak = peak.max(kib);
+        rss = rss.max(kib);
+        threads = threads.max(field(&text, "Threads:").unwrap_or(0));
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
@@ -235,6 +243,8 @@ pub struct Beside {
     pub dead_letters: Vec<Value>,
     /// The process's peak memory, in KiB.
     pub peak_rss_kib: u64,
+    /// The most threads it had at once.
+    pub peak_threads: u64,
 }
 
 /// Runs `request_stats` next to the guest `guest_name` over [`side_by_side_stream`]; the
@@ -269,6 +279,7 @@ pub fn beside(guest_name: &str, plugin_toml: &str, customize: impl FnOnce(&mut C
         stderr,
         dead_letters,
         peak_rss_kib: run.peak_rss_kib,
+        peak_threads: run.peak_threads,
         workspace,
     }
 }

@@ -191,7 +191,10 @@ impl Intake {
                 self.bad_frame(pipeline, conn, &message, true);
             }
             Inbound::Close { conn, reason } => self.close(conn, reason, Some(pipeline))?,
-            Inbound::Idle => pipeline.poll()?,
+            Inbound::Idle => {
+                pipeline.poll()?;
+                pipeline.retire_idle_nodes(Instant::now())?;
+            }
         }
         Ok(())
     }

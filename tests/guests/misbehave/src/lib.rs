@@ -34,6 +34,13 @@
 //!   request batch; at test stop logs `STDIO_FLOOD` with the calls, the bytes written and the
 //!   first write error.
 //!
+//! Host-side amplification:
+//! - `alias-flood`: at test start, returns [`ALIAS_ITEMS`] items whose messages all point at
+//!   one [`ALIAS_BYTES`] buffer in guest memory: little guest memory, 120 MB if the host
+//!   copied every string.
+//! - `refuse-escape`: refuses to be created on every node but the load-time probe, with a
+//!   message of `count` MB full of terminal escape sequences.
+//!
 //! Others: `refuse` (refuses to be created), `healthy` (counts requests, reports at test stop).
 
 use std::io::Write;
@@ -84,6 +91,10 @@ impl Plugin for Misbehave {
         if mode == "refuse" {
             return Err("mode `refuse`: this recorder refuses to start".into());
         }
+        if mode == "refuse-escape" && ctx.node() != "probe" {
+            let megabytes = ctx.options().integer("count").unwrap_or(1).clamp(0, 100) as usize;
+            return Err("\u{1b}[2J\u{1b}]0;pwned\u{7}".repeat(megabytes * 1_000_000 / 16));
+        }
         Ok(Box::new(Misbehaving {
             mode,
             count: ctx.options().integer("count").unwrap_or(1),
@@ -116,6 +127,12 @@ pub const HOST_OWNED_KEYS: [&str; 8] = [
 
 /// Items `flood-items` returns from one call.
 pub const FLOOD_ITEMS: usize = 100_000;
+
+/// Items `alias-flood` returns from one call.
+pub const ALIAS_ITEMS: usize = 1_200;
+
+/// Bytes of the one buffer every `alias-flood` item's message points at.
+pub const ALIAS_BYTES: usize = 100_000;
 
 /// Bytes `stdio-flood` writes to each of stdout and stderr per call.
 pub const FLOOD_BYTES: usize = 5 * 1024 * 1024;
@@ -247,6 +264,7 @@ impl Recorder for Misbehaving {
         let checked = TelemetryData::metric("CHECKED");
         match self.mode.as_str() {
             "bad-telemetry" => bad_telemetry(out),
+            "alias-flood" => alias_flood(out),
             "huge-item" => {
                 out.log_telemetry_with(
                     checked,
@@ -314,6 +332,20 @@ impl Recorder for Misbehaving {
 }
 
 /// One valid item, then one of each kind of invalid item.
+/// Hands back [`ALIAS_ITEMS`] items whose messages share one buffer. The strings alias each
+/// other, so freeing them after the call would be a double free: the host must refuse the
+/// results before copying them, and then never lets this instance run again.
+fn alias_flood(out: &mut Output) {
+    let buffer: &'static mut [u8] = Vec::leak(vec![b'x'; ALIAS_BYTES]);
+    let pointer = buffer.as_mut_ptr();
+    for _ in 0..ALIAS_ITEMS {
+        // SAFETY: deliberately unsound (aliasing owners of one buffer), to show the host's
+        // copy is bounded; the instance is torn down before anything frees these strings.
+        let message = unsafe { String::from_raw_parts(pointer, ALIAS_BYTES, ALIAS_BYTES) };
+        out.log_telemetry_raw(TelemetryData::event("ALIAS"), message, "{}".to_owned());
+    }
+}
+
 fn bad_telemetry(out: &mut Output) {
     let checked = TelemetryData::metric("CHECKED");
     out.log_telemetry_with(checked.clone(), "valid", serde_json::json!({"count": 1}));
