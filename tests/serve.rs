@@ -1067,38 +1067,90 @@ fn a_closed_stderr_loses_log_lines_not_telemetry() {
     );
 }
 
-// Connections that say nothing hold at most MAX_AWAITING_HELLO slots: past that, a new one
-// is refused as worth retrying, and a bridge that says hello gets in once a slot frees.
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `source` (another "peer").
+fn connect_from(source: [u8; 4], port: u16) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    let address = |ip: [u8; 4], port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip),
+        },
+        sin_zero: [0; 8],
+    };
+    let length = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor we own; the addresses outlive the calls.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let local = address(source, 0);
+        assert_eq!(libc::bind(fd, (&raw const local).cast(), length), 0);
+        let remote = address([127, 0, 0, 1], port);
+        assert_eq!(libc::connect(fd, (&raw const remote).cast(), length), 0);
+        std::net::TcpStream::from_raw_fd(fd)
+    }
+}
+
+// Connections that say nothing, or dribble their hello out a byte at a time and reconnect
+// whenever they are closed, cannot keep bridges out: the longest-waiting one is closed to
+// make room, and one address can hold at most 8 of the 32 waiting places.
 #[test]
-fn silent_connections_cannot_take_every_slot() {
+fn slow_or_silent_hellos_cannot_keep_bridges_out() {
     let (_workspace, _, server) = example_server(&["--listen", "127.0.0.1:0"]);
     let port = server.tcp_port();
-    let mut silent: Vec<std::net::TcpStream> = (0..swarmtel::serve::MAX_AWAITING_HELLO)
-        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // 40 attackers on 127.0.0.2: a byte of hello every 100 ms, reconnecting when closed.
+    let attackers: Vec<_> = (0..40)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut reconnects = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut stream = connect_from([127, 0, 0, 2], port);
+                    for byte in b"{\"hello\":\"swarmtel\",\"version\":1".iter().cycle() {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed)
+                            || stream.write_all(&[*byte]).is_err()
+                        {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    reconnects += 1;
+                }
+                reconnects
+            })
+        })
         .collect();
-    // Make sure the server has accepted them all before the next one.
-    std::thread::sleep(Duration::from_millis(300));
-    let reply = server.connect().hello(hello("worker", "worker-0"));
-    assert_eq!(reply["ok"], false);
-    assert_eq!(reply["retry"], true);
-    assert_eq!(
-        reply["error"],
-        format!(
-            "too many connections waiting to say hello: this server takes {} at a time",
-            swarmtel::serve::MAX_AWAITING_HELLO
-        )
-    );
-    // One of the silent ones finally says hello: it no longer waits, a slot frees.
-    let first = silent.remove(0);
-    let mut speaking = Connection::new(Box::new(first.try_clone().unwrap()), Box::new(first));
-    assert_eq!(speaking.hello(hello("worker", "worker-1"))["ok"], true);
-    assert_eq!(
-        server.connect().hello(hello("worker", "worker-0"))["ok"],
-        true
+    // 32 silent connections on 127.0.0.3.
+    let silent: Vec<_> = (0..swarmtel::serve::MAX_AWAITING_HELLO)
+        .map(|_| connect_from([127, 0, 0, 3], port))
+        .collect();
+    // Long enough for the refused and the closed attackers to come back, several times.
+    std::thread::sleep(Duration::from_millis(3_000));
+    // Bridges get in every time, at once.
+    for index in 0..10 {
+        let reply = server
+            .connect()
+            .hello(hello("worker", &format!("worker-{index}")));
+        assert_eq!(reply["ok"], true, "attempt {index}: {reply}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reconnects: u32 = attackers.into_iter().map(|a| a.join().unwrap()).sum();
+    assert!(
+        reconnects > 40,
+        "attackers were closed to make room: {reconnects}"
     );
     drop(silent);
     let stderr = server.stop_ok();
-    assert!(stderr.contains("1 refused"), "{stderr}");
+    assert!(
+        stderr.contains("closed before its hello to make room for newer connections (at most 32 may wait, 8 per address)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("closed before their hello to make room"),
+        "{stderr}"
+    );
 }
 
 /// A test_start line for `node`, at `time`.

@@ -1,17 +1,18 @@
 //! One connection's task: the hello, then the event lines, in chunks of whole lines, to the
 //! pipeline thread under the queue's byte budget.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
-use super::Overload;
 use super::intake::{ConnectionCounters, Inbound, line_count};
 use super::status::{Live, role_index};
+use super::{MAX_AWAITING_HELLO, MAX_AWAITING_HELLO_PER_PEER, Overload};
 use crate::enrich::RunContext;
 use crate::wire::{self, HelloReply, Refusal};
 
@@ -38,8 +39,20 @@ pub(super) struct Shared {
     pub connected: Mutex<HashMap<(String, String), Holder>>,
     /// Connection tasks not yet ended.
     pub active: AtomicUsize,
-    /// Connections that have not sent their hello yet.
-    pub awaiting_hello: AtomicUsize,
+    /// Connections that have not sent their hello yet, oldest first.
+    pub awaiting_hello: Mutex<VecDeque<Awaiting>>,
+    /// Connections closed before their hello to make room for newer ones.
+    pub evicted: AtomicU64,
+}
+
+/// A connection waiting for its hello, and how to close it to make room.
+pub(super) struct Awaiting {
+    conn: u64,
+    /// Its TCP peer's address; `None` on the owner-only Unix socket.
+    peer: Option<IpAddr>,
+    /// When it was accepted.
+    since: Instant,
+    evict: Arc<Notify>,
 }
 
 /// Counts a connection as active from accept until its task ends.
@@ -59,21 +72,78 @@ impl Drop for ActiveGuard {
     }
 }
 
-/// Counts a connection as awaiting its hello from accept until the hello is read (or not).
-pub(super) struct AwaitingHelloGuard(Arc<Shared>);
+/// Registers a connection as awaiting its hello from accept until the hello is read (or not).
+///
+/// Waiting connections are bounded without locking anyone out: when [`MAX_AWAITING_HELLO`]
+/// are waiting (or [`MAX_AWAITING_HELLO_PER_PEER`] from the new one's address), the one that
+/// has waited longest is closed to make room, provided it has waited at least
+/// [`EVICTION_GRACE`]. A bridge sends its hello at once, so it waits for a round trip; a peer
+/// that dribbles its hello out, or says nothing, is the one that has waited longest, and it
+/// can no longer keep real bridges out. Only when every waiting connection is younger than the
+/// grace (a flood of new connections) is the newcomer refused, with `retry`.
+pub(super) struct AwaitingHelloGuard {
+    shared: Arc<Shared>,
+    conn: u64,
+    /// Fires when this connection is closed to make room.
+    pub(super) evicted: Arc<Notify>,
+}
+
+/// How long a connection may wait for its hello before a newer one may take its place.
+pub(super) const EVICTION_GRACE: Duration = Duration::from_millis(250);
 
 impl AwaitingHelloGuard {
-    /// Counts one more connection awaiting its hello.
-    pub(super) fn enter(shared: &Arc<Shared>) -> Self {
-        shared.awaiting_hello.fetch_add(1, Ordering::Relaxed);
-        Self(shared.clone())
+    /// Registers `conn` (from `peer`), closing the longest-waiting connection if there is no
+    /// room; refuses `conn` when no waiting connection is past [`EVICTION_GRACE`].
+    pub(super) fn enter(
+        shared: &Arc<Shared>,
+        conn: u64,
+        peer: Option<IpAddr>,
+    ) -> Result<Self, Refusal> {
+        let mut awaiting = lock(&shared.awaiting_hello);
+        let same_peer = |entry: &Awaiting| peer.is_some() && entry.peer == peer;
+        let per_peer_full =
+            awaiting.iter().filter(|entry| same_peer(entry)).count() >= MAX_AWAITING_HELLO_PER_PEER;
+        if per_peer_full || awaiting.len() >= MAX_AWAITING_HELLO {
+            let victim = awaiting.iter().position(|entry| {
+                (!per_peer_full || same_peer(entry)) && entry.since.elapsed() >= EVICTION_GRACE
+            });
+            let Some(entry) = victim.and_then(|index| awaiting.remove(index)) else {
+                return Err(Refusal::TooManyAwaitingHello(if per_peer_full {
+                    MAX_AWAITING_HELLO_PER_PEER
+                } else {
+                    MAX_AWAITING_HELLO
+                }));
+            };
+            // A stored permit: the victim sees it even if it is not waiting yet.
+            entry.evict.notify_one();
+        }
+        let evicted = Arc::new(Notify::new());
+        awaiting.push_back(Awaiting {
+            conn,
+            peer,
+            since: Instant::now(),
+            evict: evicted.clone(),
+        });
+        Ok(Self {
+            shared: shared.clone(),
+            conn,
+            evicted,
+        })
     }
 }
 
 impl Drop for AwaitingHelloGuard {
     fn drop(&mut self) {
-        self.0.awaiting_hello.fetch_sub(1, Ordering::Relaxed);
+        lock(&self.shared.awaiting_hello).retain(|entry| entry.conn != self.conn);
     }
+}
+
+/// Locks a mutex whose data stays consistent at every unlock, taking it over from a task
+/// that panicked while holding it.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The connection that speaks for a (run, node), and how to make it let go.
@@ -175,8 +245,21 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 ) {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    let hello =
-        tokio::time::timeout(shared.hello_timeout, read_line(&mut reader, &mut buffer)).await;
+    let evicted = awaiting_hello.evicted.clone();
+    let hello = tokio::select! {
+        hello = tokio::time::timeout(shared.hello_timeout, read_line(&mut reader, &mut buffer)) => hello,
+        () = evicted.notified() => {
+            let evictions = shared.evicted.fetch_add(1, Ordering::Relaxed) + 1;
+            // Reported while rare; a flood is counted, with a line at each power of two.
+            if evictions <= 10 || evictions.is_power_of_two() {
+                crate::diag!(
+                    "swarmtel: connection {conn} from {}: closed before its hello to make room for newer connections (at most {MAX_AWAITING_HELLO} may wait, {MAX_AWAITING_HELLO_PER_PEER} per address); {evictions} so far",
+                    peer_name.escape_debug()
+                );
+            }
+            return;
+        }
+    };
     drop(awaiting_hello);
     let refusal = match hello {
         Ok(Ok(Some(_))) => None,

@@ -34,9 +34,14 @@ use connection::{ActiveGuard, AwaitingHelloGuard, BUDGET_UNIT, Shared};
 use listen::{Listener, Stream, accept_any};
 use status::{Live, Status};
 
-/// Most connections that may be waiting to send their hello at once (a peer that opens
-/// connections and says nothing cannot take every slot); more are refused with `retry`.
+/// Most connections that may be waiting to send their hello at once; past it, the one that has
+/// waited longest is closed to make room, so peers that open connections and say nothing (or
+/// dribble a hello out) cannot keep bridges out.
 pub const MAX_AWAITING_HELLO: usize = 32;
+
+/// Most connections from one TCP address that may be waiting to send their hello; past it,
+/// that address's longest-waiting one is closed, so one address cannot push others out.
+pub const MAX_AWAITING_HELLO_PER_PEER: usize = 8;
 
 /// Bad frames reported per connection before the rest are only counted.
 pub const BAD_FRAMES_REPORTED: u64 = 10;
@@ -133,6 +138,8 @@ pub struct ConnectionTotals {
     pub accepted: [u64; 3],
     /// Connections refused at hello.
     pub refused: u64,
+    /// Connections closed before their hello to make room for newer ones.
+    pub evicted_before_hello: u64,
     /// Frames that did not parse or named another node.
     pub bad_frames: u64,
     /// Events the bridges said they dropped (from hello and bye frames).
@@ -150,9 +157,17 @@ impl ConnectionTotals {
     pub fn render(&self) -> String {
         let [master, worker, standalone] = self.accepted;
         format!(
-            "swarmtel serve: {} connections ({master} master, {worker} worker, {standalone} standalone), {} refused; {} bad frames, {} over-long lines; events dropped: {} by bridges, {} here, {} lost in transit\n",
+            "swarmtel serve: {} connections ({master} master, {worker} worker, {standalone} standalone), {} refused{}; {} bad frames, {} over-long lines; events dropped: {} by bridges, {} here, {} lost in transit\n",
             master + worker + standalone,
             self.refused,
+            if self.evicted_before_hello > 0 {
+                format!(
+                    ", {} closed before their hello to make room",
+                    self.evicted_before_hello
+                )
+            } else {
+                String::new()
+            },
             self.bad_frames,
             self.overlong,
             self.dropped_by_clients,
@@ -251,6 +266,7 @@ async fn run(
         connected: Default::default(),
         active: Default::default(),
         awaiting_hello: Default::default(),
+        evicted: Default::default(),
     });
     let (closing_tx, closing_rx) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
@@ -278,25 +294,29 @@ async fn run(
                 next_conn += 1;
                 let conn = next_conn;
                 let shared = shared.clone();
-                let over_cap = if shared.active.load(Ordering::Relaxed) >= options.max_connections {
-                    Some(Refusal::TooManyConnections(options.max_connections))
-                } else if shared.awaiting_hello.load(Ordering::Relaxed) >= MAX_AWAITING_HELLO {
-                    Some(Refusal::TooManyAwaitingHello(MAX_AWAITING_HELLO))
-                } else {
-                    None
+                let peer_ip = match &stream {
+                    Stream::Tcp(s) => s.peer_addr().ok().map(|address| address.ip()),
+                    Stream::Unix(_) => None,
                 };
-                if let Some(refusal) = over_cap {
-                    // Not kept in the set: it only answers and ends.
-                    tokio::spawn(async move {
-                        match stream {
-                            Stream::Unix(s) => connection::refuse_over_cap(s, conn, peer_name, shared, refusal).await,
-                            Stream::Tcp(s) => connection::refuse_over_cap(s, conn, peer_name, shared, refusal).await,
-                        }
-                    });
-                    continue;
-                }
+                let admitted = if shared.active.load(Ordering::Relaxed) >= options.max_connections {
+                    Err(Refusal::TooManyConnections(options.max_connections))
+                } else {
+                    AwaitingHelloGuard::enter(&shared, conn, peer_ip)
+                };
+                let awaiting_hello = match admitted {
+                    Ok(awaiting_hello) => awaiting_hello,
+                    Err(refusal) => {
+                        // Not kept in the set: it only answers and ends.
+                        tokio::spawn(async move {
+                            match stream {
+                                Stream::Unix(s) => connection::refuse_over_cap(s, conn, peer_name, shared, refusal).await,
+                                Stream::Tcp(s) => connection::refuse_over_cap(s, conn, peer_name, shared, refusal).await,
+                            }
+                        });
+                        continue;
+                    }
+                };
                 let guard = ActiveGuard::enter(&shared);
-                let awaiting_hello = AwaitingHelloGuard::enter(&shared);
                 let closing = closing_rx.clone();
                 connections.spawn(async move {
                     let _guard = guard;
@@ -353,6 +373,7 @@ async fn run(
     }
     status.finish();
     let refused = shared.refused.load(Ordering::Relaxed);
+    let evicted = shared.evicted.load(Ordering::Relaxed);
     drop(shared);
     drop(sender);
     let result = tokio::task::spawn_blocking(move || pipeline_thread.join())
@@ -363,6 +384,7 @@ async fn run(
         Err(panic) => std::panic::resume_unwind(panic),
     };
     report.connections.refused = refused;
+    report.connections.evicted_before_hello = evicted;
     Ok(report)
 }
 
