@@ -397,6 +397,7 @@ mod tests {
         let totals = ConnectionTotals {
             accepted: [1, 2, 0],
             refused: 3,
+            evicted_before_hello: 9,
             bad_frames: 4,
             dropped_by_clients: 5,
             dropped_here: 6,
@@ -405,7 +406,7 @@ mod tests {
         };
         assert_eq!(
             totals.render(),
-            "swarmtel serve: 3 connections (1 master, 2 worker, 0 standalone), 3 refused; 4 bad frames, 8 over-long lines; events dropped: 5 by bridges, 6 here, 7 lost in transit\n"
+            "swarmtel serve: 3 connections (1 master, 2 worker, 0 standalone), 3 refused, 9 closed before their hello to make room; 4 bad frames, 8 over-long lines; events dropped: 5 by bridges, 6 here, 7 lost in transit\n"
         );
     }
 }
