@@ -109,6 +109,10 @@ pub struct OutputConfig {
     /// (the default).
     #[serde(default = "default_dead_letter_path")]
     pub dead_letter: String,
+    /// What to do when an output file exists already (a restarted runtime, a second run):
+    /// `append` (the default), `new` (write `NAME.1.EXT`, ...) or `truncate`.
+    #[serde(default)]
+    pub existing: crate::sink::Existing,
 }
 
 impl Default for OutputConfig {
@@ -116,6 +120,7 @@ impl Default for OutputConfig {
         Self {
             path: default_output_path(),
             dead_letter: default_dead_letter_path(),
+            existing: crate::sink::Existing::default(),
         }
     }
 }

@@ -424,16 +424,27 @@ impl Outputs {
     pub fn from_config(config: &Config) -> Result<Self, RunError> {
         let open = |path: &str, console| {
             let resolved = config.resolve(Path::new(path));
-            JsonLinesSink::open(&resolved, console).map_err(|source| RunError::Output {
+            let (sink, written) = JsonLinesSink::open(&resolved, console, config.output.existing)
+                .map_err(|source| RunError::Output {
                 path: resolved.display().to_string(),
                 source,
-            })
+            })?;
+            if written != resolved {
+                crate::diag!(
+                    "swarmtel: {} exists: writing {} instead (output.existing = \"new\")",
+                    resolved.display(),
+                    written.display()
+                );
+            }
+            Ok::<_, RunError>((sink, written.display().to_string()))
         };
+        let (output, output_path) = open(&config.output.path, Console::Stdout)?;
+        let (dead_letter, dead_letter_path) = open(&config.output.dead_letter, Console::Stderr)?;
         Ok(Self {
-            output: open(&config.output.path, Console::Stdout)?,
-            output_path: config.output.path.clone(),
-            dead_letter: open(&config.output.dead_letter, Console::Stderr)?,
-            dead_letter_path: config.output.dead_letter.clone(),
+            output,
+            output_path,
+            dead_letter,
+            dead_letter_path,
         })
     }
 }
