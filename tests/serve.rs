@@ -1287,3 +1287,59 @@ fn out_of_range_times_are_bad_frames_not_a_crash() {
         "the lines around the bad ones were processed"
     );
 }
+
+// Acknowledgements: a client that names the sequence number of its first line gets acks as
+// its lines are processed; after a reconnect it sends again what was not acknowledged, and
+// the lines the server had already processed are skipped, not counted twice.
+#[test]
+fn acked_lines_are_forgotten_and_lines_sent_again_are_not_counted_twice() {
+    let (_workspace, output, mut server) = example_server(&["--listen", "127.0.0.1:0"]);
+    let lines: Vec<Vec<u8>> = request_lines(8)
+        .split_inclusive(|b| *b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect();
+    let wait_for_ack = |connection: &mut Connection, wanted: u64| loop {
+        let ack = connection.reply();
+        assert!(ack["ack"].as_u64().unwrap() <= wanted, "{ack}");
+        if ack["ack"] == wanted {
+            break;
+        }
+    };
+    let mut first = server.connect();
+    let mut hello_0 = hello("worker", "worker-0");
+    hello_0["seq"] = 0.into();
+    let reply = first.hello(hello_0);
+    assert_eq!(reply["acks"], true, "{reply}");
+    first.send(&test_start("worker-0", 0.0));
+    for line in &lines[..5] {
+        first.send(line);
+    }
+    wait_for_ack(&mut first, 6);
+    // The client did not see that ack (say), reconnects and resends from line 4 on.
+    let mut second = server.connect();
+    let mut hello_4 = hello("worker", "worker-0");
+    hello_4["seq"] = 4.into();
+    assert_eq!(second.hello(hello_4)["acks"], true);
+    for line in &lines[3..] {
+        second.send(line);
+    }
+    wait_for_ack(&mut second, 9);
+    // A client that never asked gets no acks and sends as before.
+    let mut plain = server.connect();
+    let reply = plain.hello(hello("worker", "worker-9"));
+    assert!(reply.get("acks").is_none(), "{reply}");
+    drop((first, second, plain));
+    server.wait_for("(worker-0) closed: ");
+    let stderr = server.stop_ok();
+    assert!(
+        stderr.contains("2 lines sent again after a reconnect were already processed: skipped"),
+        "{stderr}"
+    );
+    let lines = json_lines(&std::fs::read(&output).unwrap());
+    let finals: Vec<&Value> = from_plugin(&lines, "request-stats")
+        .into_iter()
+        .filter(|line| line["telemetry"]["endpoint"] == "/" && line["telemetry"]["final"] == true)
+        .collect();
+    assert_eq!(finals.len(), 1);
+    assert_eq!(finals[0]["telemetry"]["requests"], 8, "each request once");
+}

@@ -150,6 +150,10 @@ pub struct Hello {
     /// The client's name and version.
     #[serde(default)]
     pub client: Option<String>,
+    /// Asks for acknowledgements: the sequence number of this connection's first line, counted
+    /// over the node's life in this run (see [`Ack`]).
+    #[serde(default)]
+    pub seq: Option<u64>,
 }
 
 /// A hello the server accepted.
@@ -167,6 +171,8 @@ pub struct Peer {
     pub dropped_before: u64,
     /// The client's name, for the log.
     pub client: String,
+    /// The sequence number of the connection's first line, when the client asked for acks.
+    pub first_seq: Option<u64>,
 }
 
 /// Why a hello was refused; the message goes back to the client and into the server's log.
@@ -250,6 +256,7 @@ pub fn accept_hello(line: &[u8], token: Option<&str>) -> Result<Peer, Refusal> {
             .client
             .map(|client| client.chars().take(64).collect::<String>())
             .unwrap_or_else(|| "unknown client".to_owned()),
+        first_seq: hello.seq,
     })
 }
 
@@ -293,11 +300,32 @@ pub struct HelloReply {
     /// The refusal is temporary: the same hello may succeed after a backoff.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retry: bool,
+    /// The server will acknowledge this connection's lines with [`Ack`] frames (the hello
+    /// asked with `seq`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub acks: bool,
+}
+
+/// Server to client, once a client asked with `seq`: every line of the node's stream before
+/// sequence number `ack` (events, blank and bad lines; not bye frames) has been processed (or
+/// dropped and counted here), so the client may forget them. Lines after it are resent on
+/// the next connection, whose hello names the first one; the server skips those it has seen.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ack {
+    /// The sequence number of the first line not yet processed.
+    pub ack: u64,
+}
+
+impl Ack {
+    /// The frame as one line, newline included.
+    pub fn to_line(self) -> Vec<u8> {
+        format!("{{\"ack\":{}}}\n", self.ack).into_bytes()
+    }
 }
 
 impl HelloReply {
     /// An acceptance, naming the run the connection's telemetry belongs to.
-    pub fn accepted(run_id: &str, testplan: &str) -> Self {
+    pub fn accepted(run_id: &str, testplan: &str, acks: bool) -> Self {
         Self {
             hello: "swarmtel".to_owned(),
             version: VERSION,
@@ -306,6 +334,7 @@ impl HelloReply {
             testplan: Some(testplan.to_owned()),
             error: None,
             retry: false,
+            acks,
         }
     }
 
@@ -318,6 +347,7 @@ impl HelloReply {
             run_id: None,
             testplan: None,
             error: Some(refusal.to_string()),
+            acks: false,
             retry: matches!(
                 refusal,
                 Refusal::TooManyConnections(_) | Refusal::TooManyAwaitingHello(_)
@@ -522,7 +552,7 @@ mod tests {
 
     #[test]
     fn replies_are_one_json_line() {
-        let line = HelloReply::accepted("r", "t").to_line();
+        let line = HelloReply::accepted("r", "t", false).to_line();
         assert_eq!(
             line,
             b"{\"hello\":\"swarmtel\",\"version\":1,\"ok\":true,\"run_id\":\"r\",\"testplan\":\"t\"}\n"

@@ -294,8 +294,9 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let key = (run_id.clone(), peer.node.clone());
     let evict = Arc::new(Notify::new());
     let _node = NodeGuard::take(&shared, key, conn, evict.clone()).await;
+    let acks = peer.first_seq.is_some();
     if writer
-        .write_all(&HelloReply::accepted(&run_id, &testplan).to_line())
+        .write_all(&HelloReply::accepted(&run_id, &testplan, acks).to_line())
         .await
         .is_err()
     {
@@ -319,12 +320,48 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let reason = match opened {
         Ok(()) => {
             let stop = Stop { closing, evict };
-            read_lines(&mut reader, buffer, conn, &shared, &counters, stop).await
+            let reading = read_lines(&mut reader, buffer, conn, &shared, &counters, stop);
+            let acking = write_acks(&mut writer, &counters);
+            tokio::pin!(reading, acking);
+            // A client that stops reading acks only stops getting them.
+            let mut acking_done = !acks;
+            loop {
+                tokio::select! {
+                    reason = &mut reading => break reason,
+                    () = &mut acking, if !acking_done => acking_done = true,
+                }
+            }
         }
         Err(_) => Some("server stopping".to_owned()),
     };
     shared.live.open[role_index(role)].fetch_sub(1, Ordering::Relaxed);
     let _ = shared.sender.send(Inbound::Close { conn, reason });
+}
+
+/// How long acknowledgements are gathered before one is written: at most about 50 a second
+/// per connection, however fast the lines are processed.
+const ACK_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Writes an [`wire::Ack`] whenever the pipeline thread has processed more of the connection's
+/// lines; returns when the client can no longer be written to.
+async fn write_acks<W: AsyncWrite + Unpin>(writer: &mut W, counters: &ConnectionCounters) {
+    let mut sent = None;
+    loop {
+        counters.ack_moved.notified().await;
+        tokio::time::sleep(ACK_INTERVAL).await;
+        let ack = counters.acked.load(Ordering::Relaxed);
+        if sent == Some(ack) {
+            continue;
+        }
+        if writer
+            .write_all(&wire::Ack { ack }.to_line())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        sent = Some(ack);
+    }
 }
 
 /// Why a connection must stop reading before its stream ends.
@@ -458,6 +495,20 @@ async fn read_lines<R: AsyncRead + Unpin>(
                         &mut warned,
                         "--overload drop",
                     );
+                    // Dropped by policy, and counted: acknowledged in their turn, so a client
+                    // does not send them again.
+                    let dropped = line_count(&events);
+                    if dropped > 0
+                        && shared
+                            .sender
+                            .send(Inbound::Dropped {
+                                conn,
+                                lines: dropped,
+                            })
+                            .is_err()
+                    {
+                        return Some("server stopping".to_owned());
+                    }
                     if let Some(bye) = bye {
                         let permit = shared.budget.clone().acquire_many_owned(1).await.ok();
                         if let Some(permit) = permit

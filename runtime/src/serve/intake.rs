@@ -21,6 +21,11 @@ use crate::wire::{self, Peer};
 pub(super) struct ConnectionCounters {
     /// Event lines dropped by the server (`--overload drop`, or queued work cut at shutdown).
     pub dropped_here: AtomicU64,
+    /// For a client that asked for acks: the sequence number of its first line not yet
+    /// processed, published by the pipeline thread after each chunk.
+    pub acked: AtomicU64,
+    /// Signalled when `acked` moves.
+    pub ack_moved: tokio::sync::Notify,
 }
 
 /// What connection tasks hand the pipeline thread.
@@ -39,6 +44,9 @@ pub(super) enum Inbound {
     },
     /// A line longer than the frame cap was skipped unread.
     Overlong { conn: u64, bytes: usize },
+    /// Whole lines dropped unread under `--overload drop` (counted by the connection): they
+    /// still take their place in the connection's sequence.
+    Dropped { conn: u64, lines: u64 },
     /// The stream ended in the middle of a line; those bytes are not an event.
     Truncated { conn: u64, bytes: usize },
     /// The connection ended.
@@ -59,6 +67,11 @@ struct ConnectionState {
     bye: Option<wire::Bye>,
     /// The node sent `quit`: when the connection closes, its recorders are finished.
     quit: bool,
+    /// For a client that asked for acks: the sequence number of its next line.
+    position: Option<u64>,
+    /// Lines at the start of this connection that an earlier connection of the node already
+    /// delivered (a client resending what it was not sure arrived): skipped.
+    duplicates_to_skip: u64,
 }
 
 /// The pipeline thread's loop: runs until every sender is gone (or the run must stop), then
@@ -139,6 +152,9 @@ struct Intake {
     /// Per (run, node): the most events its bridge said it dropped over its life. Hellos and
     /// byes carry lifetime counts, so a reconnecting bridge is counted once.
     client_drops: HashMap<(RunHandle, String), u64>,
+    /// Per (run, node) whose client asked for acks: the sequence number of the first line
+    /// not yet processed, over all its connections. Forgotten when the node quits.
+    next_seq: HashMap<(RunHandle, String), u64>,
 }
 
 impl Intake {
@@ -156,6 +172,14 @@ impl Intake {
                 });
                 self.totals.accepted[role_index(peer.role)] += 1;
                 self.note_client_drops(run, &peer.node, peer.dropped_before);
+                let expected = self.next_seq.get(&(run, peer.node.clone())).copied();
+                let (position, duplicates_to_skip) = match (peer.first_seq, expected) {
+                    (Some(first), Some(expected)) => (Some(first), expected.saturating_sub(first)),
+                    (first, _) => (first, 0),
+                };
+                if let Some(position) = position {
+                    counters.acked.store(position, Ordering::Relaxed);
+                }
                 self.states.insert(
                     conn,
                     ConnectionState {
@@ -167,6 +191,8 @@ impl Intake {
                         bad_frames: 0,
                         bye: None,
                         quit: false,
+                        position,
+                        duplicates_to_skip,
                     },
                 );
             }
@@ -183,7 +209,9 @@ impl Intake {
             Inbound::Overlong { conn, bytes } => {
                 self.totals.overlong += 1;
                 self.bad_frame(pipeline, conn, &overlong_message(bytes), true);
+                self.advance(conn, 1);
             }
+            Inbound::Dropped { conn, lines } => self.advance(conn, lines),
             Inbound::Truncated { conn, bytes } => {
                 let message = format!(
                     "the connection ended in the middle of a line ({bytes} bytes without a newline)"
@@ -201,12 +229,23 @@ impl Intake {
 
     fn lines(&mut self, pipeline: &mut Pipeline, conn: u64, lines: &[u8]) -> Result<(), RunError> {
         let body = lines.strip_suffix(b"\n").unwrap_or(lines);
+        let mut sequenced = 0u64;
         for raw in body.split(|b| *b == b'\n') {
             let Some(state) = self.states.get_mut(&conn) else {
                 return Ok(());
             };
             state.line += 1;
             pipeline.count_lines(1);
+            let is_bye = raw.len() <= wire::MAX_FRAME_BYTES
+                && std::str::from_utf8(raw).is_ok_and(|line| wire::parse_bye(line).is_some());
+            if !is_bye {
+                sequenced += 1;
+                if state.duplicates_to_skip > 0 {
+                    state.duplicates_to_skip -= 1;
+                    self.totals.duplicates_skipped += 1;
+                    continue;
+                }
+            }
             let result = if raw.len() > wire::MAX_FRAME_BYTES {
                 self.totals.overlong += 1;
                 Err(FrameError::Bad(overlong_message(raw.len())))
@@ -230,7 +269,26 @@ impl Intake {
                 Err(FrameError::Run(error)) => return Err(error),
             }
         }
+        self.advance(conn, sequenced);
         Ok(())
+    }
+
+    /// Moves a connection's sequence past `lines` lines it has dealt with, and publishes the
+    /// acknowledgement (for a client that asked for acks).
+    fn advance(&mut self, conn: u64, lines: u64) {
+        let Some(state) = self.states.get_mut(&conn) else {
+            return;
+        };
+        let Some(position) = state.position.as_mut() else {
+            return;
+        };
+        *position = position.saturating_add(lines);
+        let position = *position;
+        let key = (state.run, state.peer.node.clone());
+        let next = self.next_seq.entry(key).or_insert(0);
+        *next = (*next).max(position);
+        state.counters.acked.store(position, Ordering::Relaxed);
+        state.counters.ack_moved.notify_one();
     }
 
     /// Counts and reports a bad frame; `new_line` when it was not counted as a line yet
@@ -280,6 +338,7 @@ impl Intake {
         let finished = match pipeline {
             Some(pipeline) if state.quit => {
                 pipeline.finish_node(state.run, &state.peer.node)?;
+                self.next_seq.remove(&(state.run, state.peer.node.clone()));
                 true
             }
             _ => false,

@@ -150,6 +150,8 @@ pub struct ConnectionTotals {
     pub lost_in_transit: u64,
     /// Over-long lines skipped.
     pub overlong: u64,
+    /// Lines a client sent again after a reconnect that had already been processed: skipped.
+    pub duplicates_skipped: u64,
 }
 
 impl ConnectionTotals {
@@ -173,7 +175,14 @@ impl ConnectionTotals {
             self.dropped_by_clients,
             self.dropped_here,
             self.lost_in_transit,
-        )
+        ) + &if self.duplicates_skipped > 0 {
+            format!(
+                "swarmtel serve: {} lines sent again after a reconnect were already processed: skipped\n",
+                self.duplicates_skipped
+            )
+        } else {
+            String::new()
+        }
     }
 }
 
@@ -403,6 +412,7 @@ mod tests {
             dropped_here: 6,
             lost_in_transit: 7,
             overlong: 8,
+            duplicates_skipped: 0,
         };
         assert_eq!(
             totals.render(),
