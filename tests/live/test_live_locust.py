@@ -1,6 +1,9 @@
 """End to end with real Locust: the bridge, `swarmtel serve` started by the bridge, the example
-plugins, and a local HTTP target. Runs a master with two workers, then a standalone run, and
-checks the telemetry against Locust's own `--json-file` output.
+plugins, and a local HTTP target. Runs a master with two workers and a third joining late, then
+a standalone run, and checks the telemetry against Locust's own `--json-file` output; then
+configs that `swarmtel serve` refuses, which must stop Locust before the test (or, with
+--swarmtel-optional, let it run without telemetry). The users are examples/locustfile.py's
+(through tests/live/locustfile.py, which lets a test end a run when it has seen enough).
 
 Needs SWARMTEL_BIN (the swarmtel binary) and the example plugins built into
 target/guests/ (scripts/test.sh does both, then runs this with the venv from
@@ -19,7 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 GUESTS = ROOT / "target" / "guests" / "wasm32-wasip2" / "release"
-LOCUSTFILE = ROOT / "examples" / "locustfile.py"
+LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"  # examples/locustfile.py's users
 PLUGINS = ("custom_telemetry", "request_stats", "locust_overview")
 
 
@@ -144,40 +147,85 @@ def check_run(tmp_path, server_log, nodes, testplan):
     return lines
 
 
+def read_complete_lines(path):
+    """The telemetry lines written so far (a line still being written is left out)."""
+    if not path.exists():
+        return []
+    text = path.read_text()
+    return [json.loads(line) for line in text[:text.rfind("\n") + 1].splitlines() if line.strip()]
+
+
+def wait_until(what, condition, *procs, timeout=120):
+    """Poll ``condition`` (a state, not a duration) until it holds; fail if a process exits."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for proc in procs:
+            assert proc.poll() is None, f"waiting for {what}: Locust (pid {proc.pid}) exited with {proc.returncode}"
+        assert time.monotonic() < deadline, f"waiting for {what}: timed out"
+        time.sleep(0.2)
+
+
 def test_master_and_workers_one_joining_late(tmp_path, swarmtel_bin, target):
     """A master and two workers, and a third worker that joins after the test started: it gets
-    the run id from the master through Locust's messages, and users through rebalancing."""
+    the run id from the master through Locust's messages, and users through rebalancing.
+
+    Deterministic: the late worker starts once the master has logged "All users spawned" (so
+    its arrival triggers rebalancing), and the run ends (as --run-time ends it) once the
+    telemetry shows that worker's first usage sample (Locust samples every 10 s) and
+    requests. Whatever the late worker's timing, none of its events may be lost: its first
+    spawn message can fire test_start before its `init`, which the bridge must keep."""
     config = write_config(tmp_path)
     endpoint = f"unix:{tmp_path / 'serve.sock'}"
     port = free_port()
     env = clean_env()
-    master = subprocess.Popen(
-        locust("--headless", "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-               "--expect-workers", "2", "--enable-rebalancing", "-u", "12", "-r", "12", "-t", "18s",
-               "--host", target,
-               "--json-file", str(tmp_path / "locust"), "--only-summary",
-               "--swarmtel-config", str(config), "--swarmtel-bin", swarmtel_bin,
-               "--swarmtel-endpoint", endpoint, "--swarmtel-testplan", "e2e-distributed"),
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    def worker():
-        return subprocess.Popen(
-            locust("--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
-                   "--swarmtel-endpoint", endpoint),
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env["SWARMTEL_LIVE_STOP_FILE"] = str(tmp_path / "stop")
+    master_log_path = tmp_path / "master.log"
+    procs = []
 
-    workers = [worker(), worker()]
-    # The master's test_start telemetry is out: the test runs. Then the third worker joins
-    # (early enough to live past its first 10 s usage sample).
-    output, deadline = tmp_path / "telemetry.ndjson", time.monotonic() + 60
-    while '"CUSTOM_START","source":"master"' not in (output.read_text() if output.exists() else ""):
-        assert time.monotonic() < deadline and master.poll() is None, "the test never started"
-        time.sleep(0.2)
-    time.sleep(1)
-    workers.append(worker())
-    master_log, _ = master.communicate(timeout=120)
-    worker_logs = [w.communicate(timeout=60)[0] for w in workers]
+    def start(args, log_path):
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(locust(*args), env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        procs.append(proc)
+        return proc
+
+    def worker(index):
+        return start(["--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
+                      "--swarmtel-endpoint", endpoint], tmp_path / f"worker{index}.log")
+
+    output = tmp_path / "telemetry.ndjson"
+    try:
+        master = start(["--headless", "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+                        "--expect-workers", "2", "--enable-rebalancing", "-u", "12", "-r", "12",
+                        "--host", target, "--json-file", str(tmp_path / "locust"), "--only-summary",
+                        "--swarmtel-config", str(config), "--swarmtel-bin", swarmtel_bin,
+                        "--swarmtel-endpoint", endpoint, "--swarmtel-testplan", "e2e-distributed"],
+                       master_log_path)
+        workers = [worker(0), worker(1)]
+        wait_until("the first spawning to complete", lambda: "All users spawned" in master_log_path.read_text(),
+                   master, *workers)
+        workers.append(worker(2))
+
+        def late_worker_ran():
+            lines = read_complete_lines(output)
+            return telemetry(lines, "node_usage", "worker-2") and any(
+                l["telemetry"]["requests"] > 0 for l in telemetry(lines, "request_stats", "worker-2"))
+
+        wait_until("a usage sample and requests from the late worker", late_worker_ran, master, *workers)
+        (tmp_path / "stop").touch()
+        master.wait(timeout=120)
+        for w in workers:
+            w.wait(timeout=60)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    master_log = master_log_path.read_text()
+    worker_logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(3)]
     assert master.returncode in (0, 1), master_log[-3000:]  # 1: /flaky fails on purpose
+    assert "Unknown message type" not in master_log, master_log[-3000:]
     for log in worker_logs:
+        assert "Unknown message type" not in log, log[-3000:]
         assert "telemetry is being lost" not in log, log[-3000:]
         assert "dropped" not in log, log[-3000:]
     assert "4 connections (1 master, 3 worker, 0 standalone), 0 refused" in master_log, master_log[-3000:]
@@ -199,3 +247,65 @@ def test_standalone(tmp_path, swarmtel_bin, target):
     assert "1 connections (0 master, 0 worker, 1 standalone), 0 refused" in run.stdout, run.stdout[-3000:]
     lines = check_run(tmp_path, run.stdout, ["local"], "e2e-standalone")
     assert lines[0]["telemetry"]["run_id"] == "standalone-run-1"
+
+
+def bad_config(tmp_path, kind):
+    """A config `swarmtel serve` refuses, and the words of its refusal."""
+    config = tmp_path / "bad.toml"
+    if kind == "role not served":
+        # custom_telemetry's recorder serves master and worker only
+        plugin = f'[[plugins]]\npath = "{GUESTS / "custom_telemetry"}.wasm"\nroles = ["standalone"]\n'
+        words = "no recorder of this plugin serves `standalone`"
+    else:
+        missing = tmp_path / "missing.wasm"
+        plugin = f'[[plugins]]\npath = "{missing}"\n'
+        words = f"{missing}: cannot read"
+    config.write_text('[run]\ntestplan = "bad"\n'
+                      f'[output]\npath = "{tmp_path / "telemetry.ndjson"}"\n{plugin}')
+    return config, words
+
+
+@pytest.mark.parametrize("role, kind", [("standalone", "role not served"), ("master", "missing plugin")])
+def test_runtime_refusing_its_config_stops_locust(tmp_path, swarmtel_bin, target, role, kind):
+    """`swarmtel serve` refuses the config: Locust stops before the test starts, exit code 1,
+    with serve's own error in the bridge's error line."""
+    config, words = bad_config(tmp_path, kind)
+    endpoint = f"unix:{tmp_path / 'serve.sock'}"
+    args = ["--headless", "-u", "2", "-r", "2", "-t", "10s", "--host", target,
+            "--swarmtel-config", str(config), "--swarmtel-bin", swarmtel_bin, "--swarmtel-endpoint", endpoint]
+    if role == "master":
+        args += ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(free_port()),
+                 "--expect-workers", "1"]
+    run = subprocess.run(locust(*args), env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, timeout=120)
+    out = run.stdout
+    assert run.returncode == 1, out[-3000:]
+    errors = [l for l in out.splitlines() if "/ERROR/swarmtel_locust" in l]
+    assert len(errors) == 1, out[-3000:]
+    assert (f"the swarmtel runtime did not start: {swarmtel_bin} serve --config {config} --listen {endpoint} "
+            "exited with code 1 before accepting connections: ") in errors[0]
+    error = errors[0].split("before accepting connections: ", 1)[1]
+    assert "swarmtel: error:" in error and words in error, errors[0]
+    assert error.endswith("; stopping Locust (--swarmtel-optional runs the test without telemetry instead)")
+    assert "Ramping to" not in out and "Waiting for workers" not in out, out[-3000:]
+    output = tmp_path / "telemetry.ndjson"  # serve may create it before it reads the plugins
+    assert not output.exists() or output.read_text() == ""
+
+
+def test_runtime_refusing_its_config_with_optional_runs_without_telemetry(tmp_path, swarmtel_bin, target):
+    config, words = bad_config(tmp_path, "role not served")
+    env = clean_env()
+    env["LOCUST_SWARMTEL_OPTIONAL"] = "true"
+    run = subprocess.run(
+        locust("--headless", "-u", "2", "-r", "2", "-t", "3s", "--host", target,
+               "--swarmtel-config", str(config), "--swarmtel-bin", swarmtel_bin,
+               "--swarmtel-endpoint", f"unix:{tmp_path / 'serve.sock'}"),
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    out = run.stdout
+    assert run.returncode in (0, 1), out[-3000:]  # 1: /flaky fails on purpose
+    warnings = [l for l in out.splitlines() if "/WARNING/swarmtel_locust" in l]
+    assert len(warnings) == 1, out[-3000:]
+    assert "exited with code 1 before accepting connections: " in warnings[0] and words in warnings[0]
+    assert warnings[0].endswith("--swarmtel-optional is set, so the test runs WITHOUT telemetry")
+    assert "/ERROR/swarmtel_locust" not in out and "dropped" not in out, out[-3000:]
+    assert "Ramping to" in out, out[-3000:]  # the test ran
