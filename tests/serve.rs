@@ -275,14 +275,19 @@ fn live_connections_give_the_replays_telemetry() {
     let replayed = replay(&replay_config, &sample_stream(), &[]);
     assert!(replayed.status.success());
     let live = std::fs::read(&live_output).unwrap();
+    // The same lines, but for serve's own accounting of its connections.
+    let (serve_summary, live_lines): (Vec<String>, Vec<String>) = sorted_lines(&live)
+        .into_iter()
+        .partition(|line| line.contains("\"SERVE_SUMMARY\""));
+    assert_eq!(serve_summary.len(), 1);
     assert_eq!(
-        sorted_lines(&live),
+        live_lines,
         sorted_lines(&std::fs::read(&replay_output).unwrap())
     );
     assert_eq!(
         json_lines(&live).len(),
-        6 + 36 + 2,
-        "6 custom, 36 stats, 2 summaries"
+        6 + 36 + 2 + 1,
+        "6 custom, 36 stats, 2 plugin summaries, 1 serve summary"
     );
 }
 
@@ -789,7 +794,7 @@ fn a_line_cut_by_the_end_of_the_stream_is_not_processed() {
 // counted once, at its highest count.
 #[test]
 fn a_reconnecting_bridges_drops_are_counted_once() {
-    let (_workspace, _, mut server) = example_server(&["--listen", "127.0.0.1:0"]);
+    let (_workspace, output, mut server) = example_server(&["--listen", "127.0.0.1:0"]);
     let mut first = server.connect();
     let mut hello_first = hello("worker", "worker-0");
     hello_first["run_id"] = "r".into();
@@ -805,6 +810,14 @@ fn a_reconnecting_bridges_drops_are_counted_once() {
     server.wait_for("the bridge dropped 9 events");
     let stderr = server.stop_ok();
     assert!(stderr.contains("events dropped: 9 by bridges"), "{stderr}");
+    // And in self-telemetry, beside the recorders' telemetry.
+    let lines = json_lines(&std::fs::read(&output).unwrap());
+    let summary = self_telemetry(&lines, "SERVE_SUMMARY");
+    assert_eq!(summary.len(), 1);
+    assert_eq!(summary[0]["telemetry"]["dropped_by_bridges"], 9);
+    assert_eq!(summary[0]["telemetry"]["connections"], 2);
+    // No node sent an event: the record belongs to the server's own run.
+    assert_eq!(summary[0]["telemetry"]["run_id"], "example-run");
 }
 
 // One connection per node and run. A bridge that reconnects while its old connection is

@@ -1386,6 +1386,38 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Writes one of the runtime's own records for the whole run (a source's own summary,
+    /// say), stamped with the run the nodes belong to and the latest event time.
+    pub fn record_run_summary(
+        &mut self,
+        name: &str,
+        message: String,
+        fields: Value,
+    ) -> Result<(), RunError> {
+        let time = if self.latest_time.is_finite() {
+            self.latest_time
+        } else {
+            enrich::now_unix_seconds()
+        };
+        let origin = Origin {
+            plugin: SELF_PLUGIN_ID,
+            recorder: "summary",
+            role: RoleName::Standalone,
+            node: "swarmtel",
+            time,
+        };
+        let run = self.summary_run();
+        self.emitter.self_telemetry(
+            &self.runs[run],
+            Level::Info,
+            wit::TelemetryType::Metric,
+            name,
+            message,
+            fields,
+            origin,
+        )
+    }
+
     /// Ends the run: delivers pending batches, calls every recorder's `finish`, writes the
     /// summary records and flushes the outputs.
     pub fn finish(&mut self) -> Result<Summary, RunError> {

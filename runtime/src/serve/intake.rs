@@ -128,6 +128,27 @@ pub(super) fn run(
         )?;
     }
     let totals = intake.finish_totals();
+    if failure.is_none() {
+        // The connections' accounting, where the telemetry goes too: every event a bridge
+        // said it dropped (hello and bye, lifetime counts, once per node), dropped here, or
+        // lost in transit.
+        let [master, worker, standalone] = totals.accepted;
+        if let Err(error) = pipeline.record_run_summary(
+            "SERVE_SUMMARY",
+            totals.render().trim_end().to_owned(),
+            serde_json::json!({
+                "connections": master + worker + standalone,
+                "bad_frames": totals.bad_frames,
+                "overlong_lines": totals.overlong,
+                "dropped_by_bridges": totals.dropped_by_clients,
+                "dropped_here": totals.dropped_here,
+                "lost_in_transit": totals.lost_in_transit,
+                "duplicates_skipped": totals.duplicates_skipped,
+            }),
+        ) {
+            failure = Some(error);
+        }
+    }
     if let Some(error) = failure {
         // Keep what was delivered: finish and flush before reporting.
         let _ = pipeline.finish();
