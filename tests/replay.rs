@@ -294,3 +294,211 @@ fn a_node_that_changes_role_is_a_bad_line() {
         "{stderr}"
     );
 }
+
+// A time past the year 9999 used to panic the formatter (exit 101): now a bad line with its
+// number, the lines around it processed, and fatal only with --strict.
+#[test]
+fn out_of_range_times_are_bad_lines_with_their_number() {
+    let workspace = Workspace::new();
+    let config = example_config(&workspace, "");
+    let events = concat!(
+        r#"{"event":"test_start","role":"worker","node":"worker-0","time":1700000000}"#,
+        "\n",
+        r#"{"event":"test_stop","role":"worker","node":"worker-0","time":1e12}"#,
+        "\n",
+        r#"{"event":"test_stop","role":"worker","node":"worker-0","time":1e300}"#,
+        "\n",
+        r#"{"event":"test_stop","role":"worker","node":"worker-0","time":1700000002}"#,
+        "\n",
+    );
+    let output = replay(&config, events.as_bytes(), &[]);
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("stdin:2: `time`: must be Unix seconds from 0 to 253402300799 (year 9999), got 1000000000000; line skipped"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("stdin:3: `time`"), "{stderr}");
+    assert!(stderr.contains("2 bad lines"), "{stderr}");
+    let lines = json_lines(&output.stdout);
+    assert_eq!(from_plugin(&lines, "custom-telemetry").len(), 2);
+    let strict = replay(&config, events.as_bytes(), &["--strict"]);
+    assert_eq!(strict.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&strict.stderr).contains("stdin:2: `time`"));
+}
+
+mod whole_path_fuzz {
+    //! Property test over the whole path, in process: arbitrary field values in lines of
+    //! every event kind go through decode, routing, ticks, delivery to the three example
+    //! plugins (real wasm), validation, enrichment and output. Nothing may panic, every line
+    //! is an event or a bad line, and every output line is one JSON object with its context.
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Mutex, OnceLock};
+    use swarmtel::config::Config;
+    use swarmtel::pipeline::{Outputs, Pipeline};
+    use swarmtel::sandbox::Sandbox;
+    use swarmtel::sink::JsonLinesSink;
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// One sandbox and config for every case: compiling the plugins once.
+    fn setup() -> &'static (Arc<Sandbox>, Config) {
+        static SETUP: OnceLock<(Arc<Sandbox>, Config)> = OnceLock::new();
+        SETUP.get_or_init(|| {
+            let workspace = Workspace::new();
+            let path = example_config(&workspace, "");
+            let config = Config::load(&path).unwrap();
+            // Keep the folder: the config's paths are absolute, so only the file goes.
+            std::mem::forget(workspace);
+            (Arc::new(Sandbox::new().unwrap()), config)
+        })
+    }
+
+    const EVENTS: [&str; 18] = [
+        "test_start",
+        "test_stopping",
+        "test_stop",
+        "spawning_complete",
+        "request",
+        "user_error",
+        "cpu_warning",
+        "usage_monitor",
+        "worker_connect",
+        "worker_report",
+        "heartbeat_sent",
+        "heartbeat_received",
+        "reset_stats",
+        "quitting",
+        "quit",
+        "stats",
+        "teleport",
+        "",
+    ];
+
+    fn number() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::from(0)),
+            Just(Value::from(1.7e9)),
+            Just(Value::from(253_402_300_799.0)),
+            Just(Value::from(253_402_300_800.0)),
+            Just(Value::from(1e12)),
+            Just(Value::from(1e300)),
+            Just(Value::from(-1.0)),
+            Just(Value::from(5e-324)),
+            Just(Value::from(u64::MAX)),
+            Just(Value::from(i64::MIN)),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            any::<u32>().prop_map(Value::from),
+            Just(Value::from("12")),
+            Just(Value::Null),
+        ]
+    }
+
+    fn text() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::from("worker-0")),
+            Just(Value::from("master")),
+            Just(Value::from("/items/[id]")),
+            Just(Value::from("w\u{0}\u{1b}[2J")),
+            Just(Value::from("x".repeat(200))),
+            ".{0,12}".prop_map(Value::from),
+            number(),
+        ]
+    }
+
+    fn entry() -> impl Strategy<Value = Value> {
+        (text(), text(), number(), number(), number(), number(), prop::collection::vec((number(), number()), 0..4))
+            .prop_map(|(request_type, name, n, f, total, max, times)| {
+                serde_json::json!({
+                    "request_type": request_type, "name": name, "num_requests": n,
+                    "num_failures": f, "total_response_time": total, "max_response_time": max,
+                    "min_response_time": total, "total_content_length": n,
+                    "response_times": times.into_iter().map(|(a, b)| vec![a, b]).collect::<Vec<_>>(),
+                    "current_rps": f, "current_fail_per_sec": f,
+                })
+            })
+    }
+
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        (
+            prop::sample::select(&EVENTS[..]),
+            prop::sample::select(&["master", "worker", "standalone", "boss"][..]),
+            prop_oneof![4 => Just(Value::from("worker-0")), 2 => Just(Value::from("master")), 1 => text()],
+            number(),
+            prop::collection::vec((prop::sample::select(&[
+                "request_type", "name", "response_time", "response_length", "exception",
+                "start_time", "url", "status_code", "context", "user_count", "cpu_usage",
+                "memory_usage", "client_id", "timestamp", "exit_code", "user_instance", "tb",
+            ][..]), text()), 0..8),
+            prop::option::of((prop::collection::vec(entry(), 0..3), entry())),
+        )
+            .prop_map(|(event, role, node, time, fields, stats)| {
+                let mut object = serde_json::json!({
+                    "event": event, "role": role, "node": node, "time": time,
+                });
+                for (key, value) in fields {
+                    object[key] = value;
+                }
+                if event == "request" {
+                    object["request_type"] = "GET".into();
+                    object["name"] = "/".into();
+                    object["response_time"] = object.get("response_time").cloned().unwrap_or(1.into());
+                }
+                if let Some((entries, total)) = stats {
+                    object["entries"] = entries.into();
+                    object["total"] = total;
+                }
+                serde_json::to_vec(&object).unwrap()
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_field_values_go_through_the_whole_path_without_a_panic(
+            lines in prop::collection::vec(line(), 1..60)
+        ) {
+            let (sandbox, config) = setup();
+            let output = Shared::default();
+            let dead = Shared::default();
+            let outputs = Outputs {
+                output: JsonLinesSink::new(Box::new(output.clone())),
+                output_path: "out".into(),
+                dead_letter: JsonLinesSink::new(Box::new(dead.clone())),
+                dead_letter_path: "dead".into(),
+            };
+            let pipeline = Pipeline::new(sandbox.clone(), config, outputs, &|_| None).unwrap();
+            let mut input = lines.join(&b'\n');
+            input.push(b'\n');
+            let summary = pipeline
+                .run_stream(Box::new(std::io::Cursor::new(input)), "fuzz", false, &AtomicBool::new(false))
+                .unwrap();
+            prop_assert_eq!(summary.events + summary.bad_lines, lines.len() as u64);
+            let written = output.0.lock().unwrap().clone();
+            for line in String::from_utf8(written).unwrap().lines() {
+                let value: Value = serde_json::from_str(line).unwrap();
+                prop_assert!(value["telemetry"]["run_id"] == "run-1", "{}", line);
+                let time = value["time"].as_str().unwrap();
+                prop_assert!(time.len() == 24 && time.ends_with('Z'), "{}", line);
+            }
+        }
+    }
+}
