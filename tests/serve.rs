@@ -30,6 +30,19 @@ struct Server {
 impl Server {
     /// Starts `swarmtel serve --config CONFIG ARGS` and waits for its "serving on" line.
     fn start(config: &Path, args: &[&str], env: &[(&str, &Path)]) -> Server {
+        let env: Vec<(&str, &std::ffi::OsStr)> = env
+            .iter()
+            .map(|(key, value)| (*key, value.as_os_str()))
+            .collect();
+        Self::start_with_env(config, args, &env)
+    }
+
+    /// [`Server::start`] with any environment values.
+    fn start_with_env<V: AsRef<std::ffi::OsStr>>(
+        config: &Path,
+        args: &[&str],
+        env: &[(&str, V)],
+    ) -> Server {
         let mut command = swarmtel();
         command
             .args(["serve", "--status", "off", "--config"])
@@ -1355,4 +1368,47 @@ fn acked_lines_are_forgotten_and_lines_sent_again_are_not_counted_twice() {
         .collect();
     assert_eq!(finals.len(), 1);
     assert_eq!(finals[0]["telemetry"]["requests"], 8, "each request once");
+}
+
+// A plugin that asks for the server's own token through an option is refused at load in
+// serve as in replay and check, and the token, passed by environment as documented, is
+// never printed.
+#[test]
+fn serve_refuses_a_plugin_that_names_its_token() {
+    let workspace = Workspace::new();
+    let output = workspace.path("out.ndjson");
+    let config = workspace.write(
+        "swarmtel.toml",
+        format!(
+            "[run]\ntestplan = \"t\"\n[output]\npath = {}\n[[plugins]]\npath = {}\n[[plugins]]\npath = {}\n",
+            toml_path(&output),
+            toml_path(&guest("request_stats")),
+            toml_path(&guest("secret_thief")),
+        ),
+    );
+    let mut server = Server::start_with_env(
+        &config,
+        &["--listen", "127.0.0.1:0"],
+        &[
+            ("SWARMTEL_TOKEN", "tok-serve-secret"),
+            ("LOCUST_WEB_AUTH", "user:pw-serve-secret"),
+        ],
+    );
+    server.wait_for("which holds a secret of swarmtel");
+    let mut connection = server.connect();
+    let mut hello = hello("worker", "worker-0");
+    hello["token"] = "tok-serve-secret".into();
+    assert_eq!(connection.hello(hello)["ok"], true);
+    connection.send(&test_start("worker-0", 1.0));
+    drop(connection);
+    server.wait_for("(worker-0) closed: ");
+    let stderr = server.stop_ok();
+    let telemetry = std::fs::read_to_string(&output).unwrap();
+    assert!(
+        telemetry.contains("\"fault_kind\":\"secret_env_var\""),
+        "{telemetry}"
+    );
+    for text in [&stderr, &telemetry] {
+        assert!(!text.contains("serve-secret"), "{text}");
+    }
 }

@@ -283,6 +283,15 @@ struct RecorderSlot {
     retired: bool,
 }
 
+/// An event time for the runtime's own records: `time`, or now when no event carried one.
+fn time_or_now(time: f64) -> f64 {
+    if time.is_finite() {
+        time
+    } else {
+        enrich::now_unix_seconds()
+    }
+}
+
 /// The runs of the nodes a pipeline has seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RunsOfNodes {
@@ -765,11 +774,7 @@ impl Pipeline {
                 recorder: "nodes",
                 role,
                 node: &name,
-                time: if time.is_finite() {
-                    time
-                } else {
-                    enrich::now_unix_seconds()
-                },
+                time: time_or_now(time),
             };
             self.emitter.self_telemetry(
                 &self.runs[run],
@@ -1394,11 +1399,7 @@ impl Pipeline {
         message: String,
         fields: Value,
     ) -> Result<(), RunError> {
-        let time = if self.latest_time.is_finite() {
-            self.latest_time
-        } else {
-            enrich::now_unix_seconds()
-        };
+        let time = time_or_now(self.latest_time);
         let origin = Origin {
             plugin: SELF_PLUGIN_ID,
             recorder: "summary",
@@ -1434,12 +1435,7 @@ impl Pipeline {
         for slot in &self.slots {
             self.plugins[slot.plugin].counters.stdio_dropped_bytes += slot.stdio_dropped_bytes;
         }
-        let time = self.latest_time;
-        let time = if time.is_finite() {
-            time
-        } else {
-            enrich::now_unix_seconds()
-        };
+        let time = time_or_now(self.latest_time);
         for index in 0..self.plugins.len() {
             let id = self.plugins[index].loaded.id().to_owned();
             let counters = self.plugins[index].counters.clone();
