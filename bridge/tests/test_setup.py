@@ -3,12 +3,13 @@ runtime child that cannot start."""
 import logging
 import os
 import stat
+import sys
 import types
 
 import pytest
 from locust.runners import WorkerRunner
 
-from conftest import wait_for
+from conftest import HERE, wait_for
 from protoserver import ProtoServer
 from swarmtel_locust import plugin
 
@@ -121,6 +122,22 @@ def test_runtime_that_cannot_be_run_stops_locust(caplog, sockdir):
                     bin="/nonexistent/swarmtel"))
     assert "cannot run /nonexistent/swarmtel serve" in caplog.text
     assert "No such file or directory" in caplog.text
+
+
+def test_runtime_refusing_the_hello_stops_locust(tmp_path, sockdir, caplog):
+    binary = tmp_path / "swarmtel"
+    binary.write_text(f"#!{sys.executable}\nimport sys, time\nsys.path.insert(0, {HERE!r})\n"
+                      "from protoserver import ProtoServer\n"
+                      "listen = sys.argv[sys.argv.index('--listen') + 1][len('unix:'):]\n"
+                      "ProtoServer(listen, refuse='unsupported version').start()\n"
+                      "time.sleep(60)\n")
+    binary.chmod(binary.stat().st_mode | stat.S_IXUSR)
+    b = plugin.Bridge()
+    with caplog.at_level(logging.ERROR, logger="swarmtel_locust"), pytest.raises(SystemExit):
+        b.setup(env(STANDALONE, endpoint=f"unix:{sockdir}/s.sock", config="/c.toml", bin=str(binary)))
+    assert f"{binary} serve --config /c.toml --listen unix:{sockdir}/s.sock refused the bridge's hello: " \
+           "unsupported version; stopping Locust" in caplog.text
+    assert b.child is None  # stopped, not left running
 
 
 def test_optional_runtime_that_cannot_start_turns_the_bridge_off(tmp_path, sockdir, caplog):
