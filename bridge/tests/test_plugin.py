@@ -183,3 +183,20 @@ def test_quote_output():
     assert quote_output("caf\u00e9 \u2713".encode() + b" \xff") == "caf\u00e9 \u2713 \ufffd"
     long = quote_output(b"x" * 5000 + b" the end", limit=100)
     assert long == "..." + ("x" * 5000 + " the end")[-100:] and long.endswith("the end")
+
+
+def test_importing_the_bridge_before_locust_still_sleeps_cooperatively():
+    # Locust's gevent monkey-patching must happen before the bridge binds time.sleep.
+    import subprocess
+    import sys
+
+    from conftest import BRIDGE
+
+    code = ("import swarmtel_locust, time, inspect, gevent\n"
+            "from swarmtel_locust.shipper import Shipper\n"
+            "from swarmtel_locust.child import ServerChild\n"
+            "print(inspect.signature(Shipper).parameters['sleep'].default is gevent.sleep,\n"
+            "      inspect.signature(ServerChild.wait_ready).parameters['sleep'].default is gevent.sleep)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(os.environ, PYTHONPATH=BRIDGE)).stdout
+    assert out.split() == ["True", "True"]
