@@ -22,7 +22,9 @@
 macro_rules! diag {
     ($($arg:tt)*) => {{
         use ::std::io::Write as _;
-        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+        if !$crate::diagnostics_silenced() {
+            let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+        }
     }};
 }
 
@@ -31,8 +33,25 @@ macro_rules! diag {
 macro_rules! diag_text {
     ($($arg:tt)*) => {{
         use ::std::io::Write as _;
-        let _ = ::std::write!(::std::io::stderr(), $($arg)*);
+        if !$crate::diagnostics_silenced() {
+            let _ = ::std::write!(::std::io::stderr(), $($arg)*);
+        }
     }};
+}
+
+static SILENCED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns the runtime's diagnostics on stderr off (or back on) for this process: for programs
+/// that embed the pipeline and report through its summary instead, such as property tests
+/// that feed it thousands of bad lines.
+pub fn silence_diagnostics(silenced: bool) {
+    SILENCED.store(silenced, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`silence_diagnostics`] turned diagnostics off.
+#[doc(hidden)]
+pub fn diagnostics_silenced() -> bool {
+    SILENCED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 pub mod bindings;

@@ -1546,6 +1546,8 @@ mod tests {
         use proptest::prelude::*;
 
         fn empty_pipeline() -> Pipeline {
+            // Every bad line would be reported on stderr, which the test harness shows.
+            crate::silence_diagnostics(true);
             let config = Config::parse(
                 "[run]\ntestplan = \"t\"\n",
                 Path::new("t.toml"),
