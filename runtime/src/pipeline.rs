@@ -660,6 +660,20 @@ impl Pipeline {
         self.emitter.flush()
     }
 
+    /// Makes everything processed so far visible: partly filled batches go to their
+    /// recorders, every outstanding call is waited for and its telemetry written, and the
+    /// outputs are flushed. A live source acknowledges lines to its clients only after this,
+    /// so an acknowledged line's telemetry is on disk (for recorders that write per batch).
+    pub fn checkpoint(&mut self) -> Result<(), RunError> {
+        for slot_index in 0..self.slots.len() {
+            if !self.slots[slot_index].retired {
+                self.flush(slot_index)?;
+            }
+        }
+        self.emit_done(true)?;
+        self.emitter.flush()
+    }
+
     /// Totals across plugins so far, for a live status line.
     pub fn totals(&self) -> Totals {
         let mut totals = Totals {

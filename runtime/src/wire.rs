@@ -308,7 +308,8 @@ pub struct HelloReply {
 
 /// Server to client, once a client asked with `seq`: every line of the node's stream before
 /// sequence number `ack` (events, blank and bad lines; not bye frames) has been processed (or
-/// dropped and counted here), so the client may forget them. Lines after it are resent on
+/// dropped and counted here) and the telemetry the recorders returned for it written and
+/// flushed, so the client may forget them. Lines after it are resent on
 /// the next connection, whose hello names the first one; the server skips those it has seen.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Ack {

@@ -88,7 +88,7 @@ pub(super) fn run(
         let result = intake.handle(&mut pipeline, message);
         if last_poll.elapsed() >= Duration::from_millis(200) {
             last_poll = Instant::now();
-            if let Err(error) = pipeline.poll() {
+            if let Err(error) = intake.poll(&mut pipeline) {
                 failure.get_or_insert(error);
             }
         }
@@ -241,7 +241,7 @@ impl Intake {
             }
             Inbound::Close { conn, reason } => self.close(conn, reason, Some(pipeline))?,
             Inbound::Idle => {
-                pipeline.poll()?;
+                self.poll(pipeline)?;
                 pipeline.retire_idle_nodes(Instant::now())?;
             }
         }
@@ -308,8 +308,25 @@ impl Intake {
         let key = (state.run, state.peer.node.clone());
         let next = self.next_seq.entry(key).or_insert(0);
         *next = (*next).max(position);
-        state.counters.acked.store(position, Ordering::Relaxed);
-        state.counters.ack_moved.notify_one();
+    }
+
+    /// Emits finished telemetry and flushes the outputs. When some client asked for acks,
+    /// first makes everything processed visible ([`Pipeline::checkpoint`]) and then
+    /// acknowledges it: an acknowledged line has reached its recorders, and what they wrote
+    /// for it is on disk.
+    fn poll(&mut self, pipeline: &mut Pipeline) -> Result<(), RunError> {
+        if !self.states.values().any(|state| state.position.is_some()) {
+            return pipeline.poll();
+        }
+        pipeline.checkpoint()?;
+        for state in self.states.values() {
+            if let Some(position) = state.position
+                && state.counters.acked.swap(position, Ordering::Relaxed) != position
+            {
+                state.counters.ack_moved.notify_one();
+            }
+        }
+        Ok(())
     }
 
     /// Counts and reports a bad frame; `new_line` when it was not counted as a line yet

@@ -10,6 +10,9 @@
 //!   on every node, records the wall-clock interval of each request-batch call and reports
 //!   them at test stop as `CALLS` (needs the `wall_clock` capability).
 //!
+//! - `count-batches`: reports every request batch at once as `BATCH` with its request count
+//!   (so a test can count what reached the recorders even if the runtime is killed later).
+//!
 //! Every mode counts requests and reports `REQUESTS_SEEN` at test stop.
 
 use std::hash::{BuildHasher, Hasher};
@@ -84,8 +87,15 @@ fn wall_clock() -> f64 {
 }
 
 impl Recorder for LifecycleRecorder {
-    fn on_requests(&mut self, requests: &Requests<'_>, _out: &mut Output) {
+    fn on_requests(&mut self, requests: &Requests<'_>, out: &mut Output) {
         self.requests += requests.len() as u64;
+        if self.mode == "count-batches" {
+            out.log_telemetry_with(
+                TelemetryData::metric("BATCH"),
+                "a request batch",
+                serde_json::json!({ "requests": requests.len() }),
+            );
+        }
         let start = wall_clock();
         if self.mode == "burn" || self.mode == "slow-on-worker-0" {
             let mut x = 0u64;
