@@ -968,6 +968,34 @@ fn escape_sequences_in_a_description_never_reach_the_terminal() {
     }
 }
 
+// H4b. Guest text in telemetry and dead letters: valid JSON, and no raw control character
+// on the terminal that shows the lines (the README's main command prints them).
+#[test]
+fn escape_sequences_in_telemetry_are_escaped_in_every_output() {
+    let run = misbehave("escape-telemetry", "");
+    let raw = |text: &[u8]| {
+        let text = String::from_utf8_lossy(text);
+        text.chars().any(|c| c.is_control() && c != '\n')
+    };
+    assert!(
+        !raw(&run.stdout),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    let dead = std::fs::read(run.workspace.path("rejected.jsonl")).unwrap();
+    assert!(!raw(&dead), "{}", String::from_utf8_lossy(&dead));
+    let checked: Vec<&Value> = from_plugin(&run.lines, "misbehave")
+        .into_iter()
+        .filter(|line| line["telemetry"]["telemetry_name"] == "CHECKED")
+        .collect();
+    assert_eq!(checked.len(), 2, "one per worker");
+    assert_eq!(
+        checked[0]["telemetry"]["note"], "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m\u{7f}",
+        "the value itself is kept"
+    );
+    assert_eq!(run.dead_letters.len(), 2);
+}
+
 // H5. Guest text in the runtime's own records: refusals of 1 MB and 10 MB full of escapes.
 #[test]
 fn a_huge_refusal_is_capped_in_faults_self_telemetry_and_stderr() {

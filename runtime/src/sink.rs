@@ -62,9 +62,14 @@ impl JsonLinesSink {
         }
     }
 
-    /// Writes one value as one line.
+    /// Writes one value as one line. Strings are escaped for a terminal as well as for JSON:
+    /// besides what JSON requires (`"`, `\\`, C0 controls), DEL and the C1 controls (a CSI
+    /// can start an escape sequence) are written as `\\u` escapes, so no guest text in a line
+    /// can drive the terminal that shows it. The JSON value is the same.
     pub fn write<T: Serialize>(&mut self, value: &T) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, value)?;
+        let mut serializer =
+            serde_json::Serializer::with_formatter(&mut self.out, TerminalSafeFormatter);
+        value.serialize(&mut serializer)?;
         self.out.write_all(b"\n")?;
         self.lines += 1;
         Ok(())
@@ -78,6 +83,27 @@ impl JsonLinesSink {
     /// Flushes buffered lines.
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+/// serde_json's compact output, with DEL and C1 control characters escaped too.
+struct TerminalSafeFormatter;
+
+impl serde_json::ser::Formatter for TerminalSafeFormatter {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut start = 0;
+        for (index, c) in fragment.char_indices() {
+            if c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) {
+                writer.write_all(&fragment.as_bytes()[start..index])?;
+                write!(writer, "\\u{:04x}", u32::from(c))?;
+                start = index + c.len_utf8();
+            }
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
     }
 }
 
@@ -188,6 +214,25 @@ mod tests {
         let (sink, _) = JsonLinesSink::open(&path, Console::Stdout, Existing::Truncate).unwrap();
         drop(sink);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+    }
+
+    #[test]
+    fn no_control_character_reaches_the_line_raw() {
+        let shared = Shared::default();
+        {
+            let mut sink = JsonLinesSink::new(Box::new(shared.clone()));
+            let evil = "a\u{1b}[2J\u{7}b\u{9b}31m\u{7f}c\u{85}é";
+            sink.write(&serde_json::json!({ "message": evil, evil: 1 }))
+                .unwrap();
+        }
+        let text = String::from_utf8(shared.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.trim_end().chars().any(char::is_control), "{text:?}");
+        assert_eq!(
+            text,
+            "{\"a\\u001b[2J\\u0007b\\u009b31m\\u007fc\\u0085é\":1,\"message\":\"a\\u001b[2J\\u0007b\\u009b31m\\u007fc\\u0085é\"}\n"
+        );
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["message"], "a\u{1b}[2J\u{7}b\u{9b}31m\u{7f}c\u{85}é");
     }
 
     #[test]

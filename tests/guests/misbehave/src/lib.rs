@@ -34,6 +34,10 @@
 //!   request batch; at test stop logs `STDIO_FLOOD` with the calls, the bytes written and the
 //!   first write error.
 //!
+//! - `escape-telemetry`: at test start, one valid `CHECKED` item and one invalid one (not
+//!   JSON), both with terminal escape sequences (ESC, BEL, a C1 CSI, DEL) in the message and
+//!   fields.
+//!
 //! Host-side amplification:
 //! - `alias-flood`: at test start, returns [`ALIAS_ITEMS`] items whose messages all point at
 //!   one [`ALIAS_BYTES`] buffer in guest memory: little guest memory, 120 MB if the host
@@ -265,6 +269,19 @@ impl Recorder for Misbehaving {
         match self.mode.as_str() {
             "bad-telemetry" => bad_telemetry(out),
             "alias-flood" => alias_flood(out),
+            "escape-telemetry" => {
+                let evil = "\u{1b}]0;pwned\u{7}\u{1b}[2J\u{9b}31m\u{7f}";
+                out.log_telemetry_with(
+                    TelemetryData::metric("CHECKED"),
+                    format!("message {evil}"),
+                    serde_json::json!({ "count": 1, "note": evil }),
+                );
+                out.log_telemetry_raw(
+                    TelemetryData::metric("CHECKED"),
+                    format!("bad {evil}"),
+                    format!("{{\"note\": \"{evil}"),
+                );
+            }
             "huge-item" => {
                 out.log_telemetry_with(
                     checked,
