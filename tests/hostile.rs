@@ -920,6 +920,45 @@ fn a_required_plugin_with_an_unusable_schema_fails_the_run() {
     assert!(stderr.contains("cap `schema_refs`"), "{stderr}");
 }
 
+// H3b. Telemetry that is costly to validate: each call's validation stops at the plugin's
+// `cpu_ms_per_call`, the rest of its items rejected, and after `max_faults` such calls the
+// recorder is disabled, so a plugin cannot keep the pipeline thread busy validating.
+#[test]
+fn validation_past_the_calls_budget_is_cut_and_then_disables_the_recorder() {
+    let run = beside(
+        "schema_heavy",
+        "[plugins.limits]\ncpu_ms_per_call = 10\n",
+        |_| {},
+    );
+    assert_healthy_output_unchanged(&healthy_alone().0, &run.lines);
+    let disabled = self_telemetry(&run.lines, "PLUGIN_DISABLED");
+    assert_eq!(disabled.len(), 2, "one per worker: {}", run.stderr);
+    for line in &disabled {
+        assert_eq!(line["telemetry"]["fault_kind"], "validation_budget");
+        assert_eq!(line["telemetry"]["calls_over_budget"], 5);
+    }
+    assert!(
+        run.stderr
+            .contains("disabled: 5 calls used up their validation time (10 ms, cpu_ms_per_call)"),
+        "{}",
+        run.stderr
+    );
+    // Every dead letter is an item past a call's budget: at least one in each of the 5 calls
+    // per worker (how many items fit in 10 ms depends on the machine).
+    assert!(run.dead_letters.len() >= 10, "{}", run.dead_letters.len());
+    assert!(
+        run.dead_letters
+            .iter()
+            .all(|line| line["reason_kind"] == "validation_budget"),
+        "{:?}",
+        run.dead_letters
+    );
+    let summary = plugin_summary(&run.lines, "schema-heavy");
+    assert_eq!(summary["disabled"], 2);
+    // Batches after disabling never reached it, and are counted.
+    assert!(summary["events_lost"].as_u64().unwrap() > 0);
+}
+
 // H4. Guest text on a terminal.
 #[test]
 fn escape_sequences_in_a_description_never_reach_the_terminal() {

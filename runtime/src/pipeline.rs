@@ -281,6 +281,8 @@ struct RecorderSlot {
     stdio_dropped_bytes: u64,
     /// Its node ended ([`Pipeline::finish_node`]): finished, task stopped.
     retired: bool,
+    /// Calls whose telemetry used up the validation time; `max_faults` of them disable it.
+    validation_overruns: u32,
 }
 
 /// An event time for the runtime's own records: `time`, or now when no event carried one.
@@ -1043,6 +1045,7 @@ impl Pipeline {
                 disabled: false,
                 stdio_dropped_bytes: 0,
                 retired: false,
+                validation_overruns: 0,
             };
             match self.free_slots.pop() {
                 Some(free) => {
@@ -1246,6 +1249,7 @@ impl Pipeline {
                 // The first write that fails, and the output it failed on.
                 let mut failure: Option<(std::io::Error, &str)> = None;
                 let mut rejected_here = 0u64;
+                let mut over_budget = false;
                 // Items past the per-call caps: the first gets its own dead letter, the rest
                 // one line together.
                 let mut over_cap: Option<(&'static str, u64)> = None;
@@ -1262,11 +1266,15 @@ impl Pipeline {
                         }
                         Err(rejected) => {
                             rejected_here += 1;
+                            over_budget |=
+                                matches!(rejected.reason, Rejection::ValidationBudget { .. });
                             let label = rejected.reason.label();
                             *counters.rejected.entry(label).or_insert(0) += 1;
                             let past_cap = matches!(
                                 rejected.reason,
-                                Rejection::TooManyItems { .. } | Rejection::CallTooLarge { .. }
+                                Rejection::TooManyItems { .. }
+                                    | Rejection::CallTooLarge { .. }
+                                    | Rejection::ValidationBudget { .. }
                             );
                             match &mut over_cap {
                                 Some((_, more)) if past_cap => {
@@ -1319,6 +1327,44 @@ impl Pipeline {
                         }),
                         origin,
                     )?;
+                }
+                if over_budget {
+                    slot.validation_overruns += 1;
+                    if slot.validation_overruns >= limits.max_faults && !slot.disabled {
+                        // Telemetry that costs more to validate than the plugin's own call
+                        // time, call after call: the recorder goes, like one that faults.
+                        slot.disabled = true;
+                        plugin.counters.disabled += 1;
+                        let message = format!(
+                            "plugin {} recorder {} on {} disabled: {} calls used up their validation time ({} ms, cpu_ms_per_call)",
+                            origin.plugin,
+                            origin.recorder,
+                            origin.node,
+                            slot.validation_overruns,
+                            limits.cpu_ms_per_call
+                        );
+                        crate::diag!("swarmtel: {message}");
+                        if plugin.loaded.required && self.required_failure.is_none() {
+                            self.required_failure = Some(RunError::RequiredPluginFailed {
+                                id: origin.plugin.to_owned(),
+                                reason: message.clone(),
+                            });
+                        }
+                        self.emitter.self_telemetry(
+                            &self.runs[node.run],
+                            Level::Error,
+                            wit::TelemetryType::Event,
+                            "PLUGIN_DISABLED",
+                            message,
+                            json!({
+                                "subject_plugin": origin.plugin,
+                                "recorder": origin.recorder,
+                                "fault_kind": "validation_budget",
+                                "calls_over_budget": slot.validation_overruns,
+                            }),
+                            origin,
+                        )?;
+                    }
                 }
             }
             Outcome::Fault {

@@ -50,6 +50,13 @@ pub enum Rejection {
         /// The limit.
         limit: usize,
     },
+    /// The call's items had used up its validation time (`cpu_ms_per_call`): the rest are
+    /// not validated, so a costly schema cannot stall the pipeline.
+    #[error("the call's validation took more than {limit_ms} ms")]
+    ValidationBudget {
+        /// The budget, `cpu_ms_per_call`.
+        limit_ms: u64,
+    },
     /// `fields` is not JSON.
     #[error("fields are not valid JSON: {0}")]
     FieldsNotJson(String),
@@ -79,6 +86,7 @@ impl Rejection {
             Rejection::TooManyItems { .. } => "too_many_items",
             Rejection::CallTooLarge { .. } => "call_too_large",
             Rejection::ItemTooLarge { .. } => "item_too_large",
+            Rejection::ValidationBudget { .. } => "validation_budget",
             Rejection::FieldsNotJson(_) => "fields_not_json",
             Rejection::FieldsNotObject(_) => "fields_not_object",
             Rejection::HostOwnedKey(_) => "host_owned_key",
@@ -135,9 +143,12 @@ pub mod schema_caps {
     pub const NODES: usize = 10_000;
     /// `$ref`s in one schema document: `schema_refs`.
     pub const REFS: usize = 256;
+    /// `pattern`s and `patternProperties` entries over all of one plugin's schemas (each is a
+    /// compiled regex kept for the run): `patterns`.
+    pub const PATTERNS: usize = 64;
     /// Schema nodes reachable from the root with every `$ref` followed (what one validation
     /// may walk per value of the item): `schema_expanded_nodes`.
-    pub const EXPANDED_NODES: usize = 50_000;
+    pub const EXPANDED_NODES: usize = 10_000;
     /// Compiled size of one `pattern` in the regex engine (and of its lazy DFA cache):
     /// `pattern_bytes`.
     pub const PATTERN_BYTES: usize = 1024 * 1024;
@@ -173,13 +184,15 @@ fn compile(schema: &Value) -> Result<jsonschema::Validator, String> {
 struct Shape {
     nodes: usize,
     refs: usize,
+    /// `pattern` keys and `patternProperties` entries (regexes to compile).
+    patterns: usize,
 }
 
 /// Checks a schema document's shape against [`schema_caps`] and the rules that keep it
 /// inside itself: `$ref` only to `#` or a JSON pointer in the same document, no dynamic or
 /// recursive references, no `$id` below the root, no `$schema` but the known drafts, and no
 /// `$ref` cycle. Runs on an explicit stack, so a deep document cannot overflow ours.
-fn check_shape(schema: &Value) -> Result<(), String> {
+fn check_shape(schema: &Value) -> Result<Shape, String> {
     let mut shape = Shape::default();
     let mut stack: Vec<(&Value, usize)> = vec![(schema, 1)];
     while let Some((value, depth)) = stack.pop() {
@@ -209,14 +222,20 @@ fn check_shape(schema: &Value) -> Result<(), String> {
                                 ));
                             }
                             match child.as_str() {
-                                Some(target) if target == "#" || target.starts_with("#/") => {}
+                                Some(target)
+                                    if (target == "#" || target.starts_with("#/"))
+                                        && !target.contains('%') => {}
                                 _ => {
                                     return Err(format!(
-                                        "`$ref` {} reaches outside the schema; only `#` and `#/...` pointers are allowed",
+                                        "`$ref` {} reaches outside the schema; only `#` and `#/...` pointers (without %-escapes) are allowed",
                                         crate::guest_text::capped(&child.to_string(), 200)
                                     ));
                                 }
                             }
+                        }
+                        "pattern" if child.is_string() => shape.patterns += 1,
+                        "patternProperties" => {
+                            shape.patterns += child.as_object().map_or(0, serde_json::Map::len);
                         }
                         "$dynamicRef" | "$recursiveRef" => {
                             return Err(format!("`{key}` is not supported in plugin schemas"));
@@ -245,7 +264,8 @@ fn check_shape(schema: &Value) -> Result<(), String> {
             _ => {}
         }
     }
-    expanded_nodes(schema).map(|_| ())
+    expanded_nodes(schema)?;
+    Ok(shape)
 }
 
 /// Counts the schema nodes reachable from the root when every `$ref` is followed, refusing a
@@ -254,6 +274,16 @@ fn check_shape(schema: &Value) -> Result<(), String> {
 /// each target's size is computed once and remembered, and the recursion follows `$ref`s only
 /// (at most [`schema_caps::REFS`] deep).
 fn expanded_nodes(schema: &Value) -> Result<usize, String> {
+    /// What a JSON value is, by where it stands: a schema, a map of names to schemas
+    /// (`properties`), a schema or a list of schemas (`items`, `anyOf`), or plain data.
+    #[derive(Clone, Copy)]
+    enum Position {
+        Schema,
+        SchemaMap,
+        Schemas,
+        Data,
+    }
+
     fn size_of<'a>(
         root: &'a Value,
         pointer: &'a str,
@@ -282,24 +312,63 @@ fn expanded_nodes(schema: &Value) -> Result<usize, String> {
         };
         known.insert(pointer, None);
         let mut size = 0usize;
-        let mut stack = vec![target];
-        while let Some(value) = stack.pop() {
+        let mut stack = vec![(target, Position::Schema)];
+        while let Some((value, position)) = stack.pop() {
             size = size.saturating_add(1);
-            match value {
-                Value::Object(map) => {
+            match (value, position) {
+                (Value::Object(map), Position::Schema) => {
                     for (key, child) in map {
-                        match (key.as_str(), child.as_str()) {
-                            ("$ref", Some(next)) => {
-                                size = size.saturating_add(size_of(root, next, known)?);
+                        let child_position = match key.as_str() {
+                            "$ref" => {
+                                if let Some(next) = child.as_str() {
+                                    size = size.saturating_add(size_of(root, next, known)?);
+                                }
+                                Position::Data
                             }
                             // Definitions are walked only where a `$ref` uses them.
-                            ("$defs" | "definitions", _) => continue,
-                            _ => {}
-                        }
-                        stack.push(child);
+                            "$defs" | "definitions" => continue,
+                            "properties" | "patternProperties" | "dependentSchemas"
+                            | "dependencies" => Position::SchemaMap,
+                            "allOf"
+                            | "anyOf"
+                            | "oneOf"
+                            | "prefixItems"
+                            | "items"
+                            | "additionalItems"
+                            | "additionalProperties"
+                            | "unevaluatedItems"
+                            | "unevaluatedProperties"
+                            | "contains"
+                            | "propertyNames"
+                            | "not"
+                            | "if"
+                            | "then"
+                            | "else" => Position::Schemas,
+                            // `enum`, `const`, `default`, unknown keywords: values, never
+                            // evaluated as schemas.
+                            _ => Position::Data,
+                        };
+                        stack.push((child, child_position));
                     }
                 }
-                Value::Array(items) => stack.extend(items),
+                (Value::Object(map), Position::SchemaMap) => {
+                    // Property names are names, not keywords, whatever they spell.
+                    stack.extend(map.values().map(|child| (child, Position::Schemas)));
+                }
+                (Value::Array(items), Position::Schemas) => {
+                    stack.extend(items.iter().map(|item| (item, Position::Schema)));
+                }
+                (Value::Object(_), Position::Schemas) => {
+                    // The same value, as the schema it is: counted there.
+                    size -= 1;
+                    stack.push((value, Position::Schema));
+                }
+                (Value::Object(map), Position::Data) => {
+                    stack.extend(map.values().map(|child| (child, Position::Data)));
+                }
+                (Value::Array(items), _) => {
+                    stack.extend(items.iter().map(|item| (item, Position::Data)));
+                }
                 _ => {}
             }
             if size > schema_caps::EXPANDED_NODES {
@@ -326,6 +395,7 @@ impl PluginSchemas {
     pub fn compile(schemas: &[wit::TelemetrySchema]) -> Result<Self, SchemaError> {
         let mut by_name = HashMap::new();
         let mut total_bytes = 0usize;
+        let mut patterns = 0usize;
         for declared in schemas {
             let error = |message: String| SchemaError {
                 name: crate::guest_text::shown(&declared.name),
@@ -347,7 +417,13 @@ impl PluginSchemas {
             }
             let schema: Value = serde_json::from_str(&declared.schema)
                 .map_err(|e| error(format!("not JSON: {e}")))?;
-            check_shape(&schema).map_err(error)?;
+            patterns += check_shape(&schema).map_err(error)?.patterns;
+            if patterns > schema_caps::PATTERNS {
+                return Err(error(format!(
+                    "the plugin's schemas hold more than {} patterns together (cap `patterns`)",
+                    schema_caps::PATTERNS
+                )));
+            }
             let validator = compile(&schema).map_err(error)?;
             if by_name.insert(declared.name.clone(), validator).is_some() {
                 return Err(error("declared twice".into()));
@@ -385,6 +461,8 @@ impl Validator {
         mut each: impl FnMut(Result<ValidItem, Box<RejectedItem>>),
     ) {
         let mut call_bytes = 0usize;
+        let started = std::time::Instant::now();
+        let budget = std::time::Duration::from_millis(limits.cpu_ms_per_call);
         for (index, item) in items.into_iter().enumerate() {
             let bytes = item.name.len() + item.message.len() + item.fields.len();
             call_bytes = call_bytes.saturating_add(bytes);
@@ -400,6 +478,10 @@ impl Validator {
             } else if call_bytes > limits.max_call_bytes {
                 Some(Rejection::CallTooLarge {
                     limit: limits.max_call_bytes,
+                })
+            } else if started.elapsed() > budget {
+                Some(Rejection::ValidationBudget {
+                    limit_ms: limits.cpu_ms_per_call,
                 })
             } else {
                 None
@@ -745,6 +827,85 @@ mod tests {
             "{error}"
         );
         assert_eq!(error.name, "s4");
+    }
+
+    #[test]
+    fn definitions_count_wherever_a_ref_can_reach_them() {
+        // A level that refers to the next twice, 20 deep: 2^20 nodes once expanded.
+        let defs: Vec<String> = (0..20)
+            .map(|i| {
+                format!(
+                    r##""l{i}":{{"anyOf":[{{"$ref":"#/$defs/l{n}"}},{{"$ref":"#/$defs/l{n}"}}]}}"##,
+                    n = i + 1
+                )
+            })
+            .collect();
+        let defs = format!(r#"{{{},"l20":{{"type":"string"}}}}"#, defs.join(","));
+        // Used from a property whose *name* is `definitions` (not the keyword).
+        let named = format!(
+            r##"{{"$defs":{defs},"properties":{{"definitions":{{"$ref":"#/$defs/l0"}}}}}}"##
+        );
+        assert!(refusal(&named).contains("cap `schema_expanded_nodes`"));
+        // Reached through a %-escaped pointer, which the checker and the validator could
+        // read differently: refused outright.
+        let escaped =
+            format!(r##"{{"$defs":{defs},"%24defs":{{"l0":{{}}}},"$ref":"#/%24defs/l0"}}"##);
+        assert!(refusal(&escaped).contains("without %-escapes"));
+    }
+
+    #[test]
+    fn patterns_are_capped_per_plugin() {
+        let properties: Vec<String> = (0..=schema_caps::PATTERNS)
+            .map(|i| format!(r#""p{i}":{{"pattern":"(\\w{{100}}){{40}}{i}"}}"#))
+            .collect();
+        let schema = format!(r#"{{"properties":{{{}}}}}"#, properties.join(","));
+        assert!(refusal(&schema).contains("cap `patterns`"));
+        let split: Vec<wit::TelemetrySchema> = (0..2)
+            .map(|half| wit::TelemetrySchema {
+                name: format!("s{half}"),
+                schema: format!(
+                    r#"{{"patternProperties":{{{}}}}}"#,
+                    (0..40)
+                        .map(|i| format!(r#""^a{half}{i}$":{{}}"#))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            })
+            .collect();
+        let error = PluginSchemas::compile(&split)
+            .err()
+            .expect("80 patterns in all");
+        assert!(error.message.contains("cap `patterns`"), "{error}");
+    }
+
+    #[test]
+    fn a_calls_validation_stops_at_its_time_budget() {
+        // Every array value goes through 40 refs to a 100-branch `anyOf`: about 4,000 schema
+        // nodes per value, well over a millisecond for an item of 2,000 values.
+        let branches = vec![r#"{"type":"string"}"#; 100].join(",");
+        let refs = vec![r##"{"$ref":"#/$defs/a"}"##; 40].join(",");
+        let schema = format!(
+            r#"{{"$defs":{{"a":{{"not":{{"anyOf":[{branches}]}}}}}},"properties":{{"v":{{"items":{{"allOf":[{refs}]}}}}}}}}"#
+        );
+        let schemas = PluginSchemas::compile(&[wit::TelemetrySchema {
+            name: "heavy".into(),
+            schema,
+        }])
+        .unwrap();
+        let values = vec!["1"; 2_000].join(",");
+        let items: Vec<wit::Telemetry> = (0..5)
+            .map(|_| item("heavy", &format!(r#"{{"v":[{values}]}}"#)))
+            .collect();
+        let limits = Limits {
+            cpu_ms_per_call: 1,
+            ..Limits::default()
+        };
+        let mut labels = Vec::new();
+        Validator::new().check_call(items, &schemas, &limits, |outcome| {
+            labels.push(outcome.map_or_else(|rejected| rejected.reason.label(), |_| "valid"));
+        });
+        assert_eq!(labels[0], "valid", "the first item is always validated");
+        assert_eq!(labels[1..], ["validation_budget"; 4]);
     }
 
     #[test]
