@@ -167,11 +167,34 @@ fn a_recorder_that_refuses_its_options_fails_at_start() {
 
 #[test]
 fn the_same_plugin_twice_is_refused() {
+    // The second copy costs only itself: check fails (a plugin cannot run), replay goes on
+    // with the first.
+    let workspace = Workspace::new();
     let path = toml_path(&guest("custom_telemetry"));
-    let error = check_fails_with(&format!(
-        "[[plugins]]\npath = {path}\n[[plugins]]\npath = {path}"
-    ));
+    let config = workspace.write(
+        "swarmtel.toml",
+        format!(
+            "[run]\ntestplan = \"t\"\n[[plugins]]\npath = {path}\n[[plugins]]\npath = {path}\n"
+        ),
+    );
+    let check = run(&["check"], &config);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        stderr(&check).contains("id already used"),
+        "{}",
+        stderr(&check)
+    );
+    let replay = swarmtel()
+        .args(["replay", "--config"])
+        .arg(&config)
+        .arg("-")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(replay.status.code(), Some(0), "{}", stderr(&replay));
+    let error = stderr(&replay);
     assert!(error.contains("id already used"), "{error}");
+    assert!(error.contains("the run goes on without it"), "{error}");
 }
 
 #[test]

@@ -1125,14 +1125,16 @@ fn slow_or_silent_hellos_cannot_keep_bridges_out() {
     let (_workspace, _, server) = example_server(&["--listen", "127.0.0.1:0"]);
     let port = server.tcp_port();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // 40 attackers on 127.0.0.2: a byte of hello every 100 ms, reconnecting when closed.
-    let attackers: Vec<_> = (0..40)
-        .map(|_| {
+    // 40 attackers on 5 addresses (8 each, the per-address cap, so together they fill the
+    // 32 places and the global eviction acts too): a byte of hello every 100 ms,
+    // reconnecting when closed.
+    let attackers: Vec<_> = (0..40u8)
+        .map(|index| {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let mut reconnects = 0u32;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let mut stream = connect_from([127, 0, 0, 2], port);
+                    let mut stream = connect_from([127, 0, 0, 2 + index % 5], port);
                     for byte in b"{\"hello\":\"swarmtel\",\"version\":1".iter().cycle() {
                         if stop.load(std::sync::atomic::Ordering::Relaxed)
                             || stream.write_all(&[*byte]).is_err()
@@ -1147,9 +1149,9 @@ fn slow_or_silent_hellos_cannot_keep_bridges_out() {
             })
         })
         .collect();
-    // 32 silent connections on 127.0.0.3.
+    // 32 silent connections on a sixth address.
     let silent: Vec<_> = (0..swarmtel::serve::MAX_AWAITING_HELLO)
-        .map(|_| connect_from([127, 0, 0, 3], port))
+        .map(|_| connect_from([127, 0, 0, 7], port))
         .collect();
     // Long enough for the refused and the closed attackers to come back, several times.
     std::thread::sleep(Duration::from_millis(3_000));
@@ -1350,11 +1352,26 @@ fn acked_lines_are_forgotten_and_lines_sent_again_are_not_counted_twice() {
         second.send(line);
     }
     wait_for_ack(&mut second, 9);
+    // A connection claiming numbers far ahead for the same node cannot make the server skip
+    // the node's real lines later: numbering that does not fit starts afresh.
+    let mut impostor = server.connect();
+    let mut hello_far = hello("worker", "worker-0");
+    hello_far["seq"] = 1_000_000_000_000u64.into();
+    assert_eq!(impostor.hello(hello_far)["acks"], true);
+    impostor.send(&test_start("worker-0", 1.0));
+    wait_for_ack(&mut impostor, 1_000_000_000_001);
+    let mut third = server.connect();
+    let mut hello_9 = hello("worker", "worker-0");
+    hello_9["seq"] = 9.into();
+    assert_eq!(third.hello(hello_9)["acks"], true);
+    third.send(&request_lines_for("worker-0", 2));
+    wait_for_ack(&mut third, 11);
+    server.wait_for("numbering starts afresh (nothing skipped)");
     // A client that never asked gets no acks and sends as before.
     let mut plain = server.connect();
     let reply = plain.hello(hello("worker", "worker-9"));
     assert!(reply.get("acks").is_none(), "{reply}");
-    drop((first, second, plain));
+    drop((first, second, impostor, third, plain));
     server.wait_for("(worker-0) closed: ");
     let stderr = server.stop_ok();
     assert!(
@@ -1367,7 +1384,10 @@ fn acked_lines_are_forgotten_and_lines_sent_again_are_not_counted_twice() {
         .filter(|line| line["telemetry"]["endpoint"] == "/" && line["telemetry"]["final"] == true)
         .collect();
     assert_eq!(finals.len(), 1);
-    assert_eq!(finals[0]["telemetry"]["requests"], 8, "each request once");
+    assert_eq!(
+        finals[0]["telemetry"]["requests"], 10,
+        "each request once, the third connection's two included"
+    );
 }
 
 // A plugin that asks for the server's own token through an option is refused at load in

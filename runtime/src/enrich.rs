@@ -18,7 +18,7 @@ use crate::validate::{RejectedItem, ValidItem, type_name};
 pub const SELF_PLUGIN_ID: &str = "swarmtel";
 
 /// The run's context, stamped on every line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RunContext {
     /// The run id.
     pub run_id: String,

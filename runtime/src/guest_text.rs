@@ -17,7 +17,7 @@ pub fn capped(text: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max_chars * 2));
     let mut chars = text.char_indices();
     for (_, c) in chars.by_ref().take(max_chars) {
-        if c.is_control() {
+        if must_escape(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -31,6 +31,17 @@ pub fn capped(text: &str, max_chars: usize) -> String {
         ));
     }
     out
+}
+
+/// Whether `c` could change how a terminal shows the text around it: control characters,
+/// and the invisible format characters that reorder or split text (bidirectional overrides
+/// and isolates, line and paragraph separators), which can spoof a log line.
+fn must_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// [`capped`] at [`MAX_SHOWN_CHARS`]: for any guest string in a message or on a terminal.
@@ -47,6 +58,8 @@ mod tests {
         assert_eq!(shown("a\u{1b}[2Jb\r\n\0"), "a\\u{1b}[2Jb\\r\\n\\u{0}");
         assert_eq!(shown("C1 \u{9b}31m"), "C1 \\u{9b}31m");
         assert_eq!(shown("plain ünïcode"), "plain ünïcode");
+        assert_eq!(shown("ok\u{202e}gnp.exe"), "ok\\u{202e}gnp.exe");
+        assert_eq!(shown("a\u{2028}b\u{2066}c"), "a\\u{2028}b\\u{2066}c");
     }
 
     #[test]

@@ -389,6 +389,8 @@ pub struct Pipeline {
     node_ids: HashMap<String, Vec<(usize, usize)>>,
     /// The runs seen; the first is the pipeline's own (from the config, or generated).
     runs: Vec<RunContext>,
+    /// Their indices in `runs`, so a connection finds its run in constant time.
+    run_index: HashMap<RunContext, usize>,
     interner: EndpointInterner,
     emitter: Emitter,
     batch_size: usize,
@@ -505,12 +507,18 @@ pub fn load_plugins(
             .iter()
             .find(|other: &&LoadedPlugin| other.id() == plugin.id())
         {
-            return Err(PluginError::Description {
+            // What a plugin declared: it costs only itself, like any other such refusal.
+            let error = PluginError::Description {
                 path: path.clone(),
                 id: plugin.id().to_owned(),
                 message: format!("id already used by {}", other.path.display()),
+            };
+            if entry.required {
+                return Err(error.into());
             }
-            .into());
+            crate::diag!("swarmtel: warning: {error}; the run goes on without it");
+            failed.push((path, error));
+            continue;
         }
         loaded.push(plugin);
     }
@@ -610,6 +618,7 @@ impl Pipeline {
             nodes: Vec::new(),
             node_ids: HashMap::new(),
             interner: EndpointInterner::default(),
+            run_index: HashMap::from([(run.clone(), 0)]),
             runs: vec![run],
             emitter: Emitter {
                 validator: Validator::new(),
@@ -645,13 +654,12 @@ impl Pipeline {
     /// Registers a run (a live connection's run id and test plan) and returns its handle for
     /// [`Pipeline::process_in_run`]. Registering the same run twice gives the same handle.
     pub fn add_run(&mut self, run: RunContext) -> RunHandle {
-        match self.runs.iter().position(|known| *known == run) {
-            Some(index) => RunHandle(index),
-            None => {
-                self.runs.push(run);
-                RunHandle(self.runs.len() - 1)
-            }
+        if let Some(index) = self.run_index.get(&run) {
+            return RunHandle(*index);
         }
+        self.runs.push(run.clone());
+        self.run_index.insert(run, self.runs.len() - 1);
+        RunHandle(self.runs.len() - 1)
     }
 
     /// Emits the results recorders have finished, without waiting, and flushes the outputs:

@@ -794,10 +794,27 @@ const SECRET_WORDS: [&str; 16] = [
 pub fn env_var_holds_secret(name: &str) -> bool {
     OWN_ENV_VARS.contains(&name)
         || name.starts_with("LOCUST_SWARMTEL_")
-        || name
-            .split('_')
-            .any(|word| SECRET_WORDS.contains(&word) || word.starts_with("TLS"))
+        || SECRET_PARTS.iter().any(|part| name.contains(part))
+        || name.split('_').any(|word| {
+            SECRET_WORDS.contains(&word)
+                || SECRET_WORDS
+                    .iter()
+                    .any(|secret| word.strip_suffix('S') == Some(secret))
+                || word.starts_with("TLS")
+        })
 }
+
+/// Parts that mark a variable as a secret wherever they stand in its name
+/// (`LOCUST_APITOKEN`, `SWARMTEL_AUTHTOKEN`, `DB_PASSPHRASE`, `CLIENT_CERT_FILE`).
+const SECRET_PARTS: [&str; 7] = [
+    "TOKEN",
+    "SECRET",
+    "PASSW",
+    "PASSPHRASE",
+    "CREDENTIAL",
+    "PRIVATE",
+    "CERT",
+];
 
 /// Whether the host may read `name` on a plugin's behalf. The plugin chooses the name, so only
 /// variables meant for Locust tooling qualify; anything else could exfiltrate a secret through
@@ -999,6 +1016,12 @@ mod tests {
             "SWARMTEL_CONFIG",
             "SWARMTEL_CACHE_DIR",
             "LOCUST_SECRET",
+            "LOCUST_APITOKEN",
+            "SWARMTEL_AUTHTOKEN",
+            "LOCUST_DB_PASSPHRASE",
+            "LOCUST_PASSWORDS",
+            "LOCUST_API_KEYS",
+            "LOCUST_CLIENT_CERT_FILE",
         ] {
             assert!(env_var_holds_secret(name), "{name}");
         }

@@ -247,6 +247,8 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let evicted = awaiting_hello.evicted.clone();
     let hello = tokio::select! {
+        // A hello already read wins over an eviction that came in the same instant.
+        biased;
         hello = tokio::time::timeout(shared.hello_timeout, read_line(&mut reader, &mut buffer)) => hello,
         () = evicted.notified() => {
             let evictions = shared.evicted.fetch_add(1, Ordering::Relaxed) + 1;

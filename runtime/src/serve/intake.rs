@@ -69,9 +69,40 @@ struct ConnectionState {
     quit: bool,
     /// For a client that asked for acks: the sequence number of its next line.
     position: Option<u64>,
-    /// Lines at the start of this connection that an earlier connection of the node already
-    /// delivered (a client resending what it was not sure arrived): skipped.
-    duplicates_to_skip: u64,
+}
+
+/// The sequence numbers of a node's lines this server has dealt with, `low..high`, over all
+/// its connections (for clients that ask for acks). A line whose number falls inside was
+/// processed already (a client resending what it was not sure arrived): it is skipped.
+#[derive(Debug, Clone, Copy)]
+struct SeenRange {
+    low: u64,
+    high: u64,
+}
+
+impl SeenRange {
+    /// The range for a connection whose first line is `first`: the node's range when `first`
+    /// continues it or falls inside it; a fresh, empty one when the client's numbering does
+    /// not fit (it restarted, or an earlier connection claimed numbers it never reached).
+    fn for_connection(known: Option<SeenRange>, first: u64) -> (SeenRange, bool) {
+        match known {
+            Some(range) if (range.low..=range.high).contains(&first) => (range, false),
+            Some(_) => (
+                SeenRange {
+                    low: first,
+                    high: first,
+                },
+                true,
+            ),
+            None => (
+                SeenRange {
+                    low: first,
+                    high: first,
+                },
+                false,
+            ),
+        }
+    }
 }
 
 /// The pipeline thread's loop: runs until every sender is gone (or the run must stop), then
@@ -173,9 +204,11 @@ struct Intake {
     /// Per (run, node): the most events its bridge said it dropped over its life. Hellos and
     /// byes carry lifetime counts, so a reconnecting bridge is counted once.
     client_drops: HashMap<(RunHandle, String), u64>,
-    /// Per (run, node) whose client asked for acks: the sequence number of the first line
-    /// not yet processed, over all its connections. Forgotten when the node quits.
-    next_seq: HashMap<(RunHandle, String), u64>,
+    /// Drops of nodes that quit (their entries above are gone).
+    client_drops_of_finished_nodes: u64,
+    /// Per (run, node) whose client asked for acks: the lines dealt with, over all its
+    /// connections. Forgotten when the node quits.
+    seen: HashMap<(RunHandle, String), SeenRange>,
 }
 
 impl Intake {
@@ -193,13 +226,21 @@ impl Intake {
                 });
                 self.totals.accepted[role_index(peer.role)] += 1;
                 self.note_client_drops(run, &peer.node, peer.dropped_before);
-                let expected = self.next_seq.get(&(run, peer.node.clone())).copied();
-                let (position, duplicates_to_skip) = match (peer.first_seq, expected) {
-                    (Some(first), Some(expected)) => (Some(first), expected.saturating_sub(first)),
-                    (first, _) => (first, 0),
-                };
-                if let Some(position) = position {
-                    counters.acked.store(position, Ordering::Relaxed);
+                let position = peer.first_seq;
+                if let Some(first) = position {
+                    let key = (run, peer.node.clone());
+                    let (range, reset) =
+                        SeenRange::for_connection(self.seen.get(&key).copied(), first);
+                    if reset {
+                        crate::diag!(
+                            "swarmtel: connection {conn} ({}): its lines start at {first}, outside the {}..{} this server has seen for the node: numbering starts afresh (nothing skipped)",
+                            peer.node.escape_debug(),
+                            self.seen[&key].low,
+                            self.seen[&key].high,
+                        );
+                    }
+                    self.seen.insert(key, range);
+                    counters.acked.store(first, Ordering::Relaxed);
                 }
                 self.states.insert(
                     conn,
@@ -213,7 +254,6 @@ impl Intake {
                         bye: None,
                         quit: false,
                         position,
-                        duplicates_to_skip,
                     },
                 );
             }
@@ -228,11 +268,19 @@ impl Intake {
                 result?;
             }
             Inbound::Overlong { conn, bytes } => {
-                self.totals.overlong += 1;
-                self.bad_frame(pipeline, conn, &overlong_message(bytes), true);
-                self.advance(conn, 1);
+                if self.take_position(conn) == Some(true) {
+                    // Counted when it first came.
+                    self.totals.duplicates_skipped += 1;
+                } else {
+                    self.totals.overlong += 1;
+                    self.bad_frame(pipeline, conn, &overlong_message(bytes), true);
+                }
             }
-            Inbound::Dropped { conn, lines } => self.advance(conn, lines),
+            Inbound::Dropped { conn, lines } => {
+                for _ in 0..lines {
+                    self.take_position(conn);
+                }
+            }
             Inbound::Truncated { conn, bytes } => {
                 let message = format!(
                     "the connection ended in the middle of a line ({bytes} bytes without a newline)"
@@ -250,23 +298,22 @@ impl Intake {
 
     fn lines(&mut self, pipeline: &mut Pipeline, conn: u64, lines: &[u8]) -> Result<(), RunError> {
         let body = lines.strip_suffix(b"\n").unwrap_or(lines);
-        let mut sequenced = 0u64;
         for raw in body.split(|b| *b == b'\n') {
             let Some(state) = self.states.get_mut(&conn) else {
                 return Ok(());
             };
             state.line += 1;
             pipeline.count_lines(1);
-            let is_bye = raw.len() <= wire::MAX_FRAME_BYTES
-                && std::str::from_utf8(raw).is_ok_and(|line| wire::parse_bye(line).is_some());
-            if !is_bye {
-                sequenced += 1;
-                if state.duplicates_to_skip > 0 {
-                    state.duplicates_to_skip -= 1;
-                    self.totals.duplicates_skipped += 1;
-                    continue;
-                }
+            let sequenced = state.position.is_some()
+                && !(raw.len() <= wire::MAX_FRAME_BYTES
+                    && std::str::from_utf8(raw).is_ok_and(|line| wire::parse_bye(line).is_some()));
+            if sequenced && self.take_position(conn) == Some(true) {
+                self.totals.duplicates_skipped += 1;
+                continue;
             }
+            let Some(state) = self.states.get_mut(&conn) else {
+                return Ok(());
+            };
             let result = if raw.len() > wire::MAX_FRAME_BYTES {
                 self.totals.overlong += 1;
                 Err(FrameError::Bad(overlong_message(raw.len())))
@@ -290,24 +337,23 @@ impl Intake {
                 Err(FrameError::Run(error)) => return Err(error),
             }
         }
-        self.advance(conn, sequenced);
         Ok(())
     }
 
-    /// Moves a connection's sequence past `lines` lines it has dealt with, and publishes the
-    /// acknowledgement (for a client that asked for acks).
-    fn advance(&mut self, conn: u64, lines: u64) {
-        let Some(state) = self.states.get_mut(&conn) else {
-            return;
-        };
-        let Some(position) = state.position.as_mut() else {
-            return;
-        };
-        *position = position.saturating_add(lines);
-        let position = *position;
-        let key = (state.run, state.peer.node.clone());
-        let next = self.next_seq.entry(key).or_insert(0);
-        *next = (*next).max(position);
+    /// Takes the connection's next sequence number for a line it is dealing with; returns
+    /// whether the node's range says that line was dealt with already (a duplicate), or
+    /// `None` when the client did not ask for acks.
+    fn take_position(&mut self, conn: u64) -> Option<bool> {
+        let state = self.states.get_mut(&conn)?;
+        let position = state.position.as_mut()?;
+        let line = *position;
+        *position = position.saturating_add(1);
+        let range = self.seen.get_mut(&(state.run, state.peer.node.clone()))?;
+        if (range.low..range.high).contains(&line) {
+            return Some(true);
+        }
+        range.high = range.high.max(line.saturating_add(1));
+        Some(false)
     }
 
     /// Emits finished telemetry and flushes the outputs. When some client asked for acks,
@@ -376,7 +422,12 @@ impl Intake {
         let finished = match pipeline {
             Some(pipeline) if state.quit => {
                 pipeline.finish_node(state.run, &state.peer.node)?;
-                self.next_seq.remove(&(state.run, state.peer.node.clone()));
+                let key = (state.run, state.peer.node.clone());
+                self.seen.remove(&key);
+                if let Some(dropped) = self.client_drops.remove(&key) {
+                    self.client_drops_of_finished_nodes =
+                        self.client_drops_of_finished_nodes.saturating_add(dropped);
+                }
                 true
             }
             _ => false,
@@ -426,7 +477,9 @@ impl Intake {
         totals.dropped_by_clients = self
             .client_drops
             .values()
-            .fold(0u64, |sum, dropped| sum.saturating_add(*dropped));
+            .fold(self.client_drops_of_finished_nodes, |sum, dropped| {
+                sum.saturating_add(*dropped)
+            });
         totals
     }
 }
@@ -496,6 +549,34 @@ pub(super) fn line_count(lines: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_continues_the_nodes_range_only_when_its_numbering_fits() {
+        let range = |low, high| Some(SeenRange { low, high });
+        for (known, first, kept) in [
+            (None, 7, false),
+            (range(0, 10), 4, true),
+            (range(0, 10), 10, true),
+            (range(5, 10), 4, false),
+            (range(0, 10), 11, false),
+        ] {
+            let (got, reset) = SeenRange::for_connection(known, first);
+            assert_eq!(reset, known.is_some() && !kept, "{known:?} {first}");
+            let expected = if kept {
+                known.unwrap()
+            } else {
+                SeenRange {
+                    low: first,
+                    high: first,
+                }
+            };
+            assert_eq!(
+                (got.low, got.high),
+                (expected.low, expected.high),
+                "{known:?} {first}"
+            );
+        }
+    }
 
     #[test]
     fn line_counts_include_a_partial_last_line() {
