@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Iterable, List
+from typing import Any, List
 
 
 class EventBuffer:
@@ -45,17 +45,6 @@ class EventBuffer:
         items = self._items
         n = min(max_items, len(items))
         return [items.popleft() for _ in range(n)]
-
-    def requeue_front(self, items: Iterable[Any]) -> None:
-        """Put unsent items back at the front (keeping order), as far as capacity + reserve
-        allows; the rest are dropped and counted."""
-        items = list(items)
-        room = max(0, self.capacity + self.reserve - len(self._items))
-        if self.closed:
-            room = 0
-        keep, lost = items[:room], items[room:]
-        self._items.extendleft(reversed(keep))
-        self.dropped += len(lost)
 
     def take_over(self, other: "EventBuffer") -> None:
         """Move ``other``'s items behind this buffer's (as far as capacity + reserve allow;

@@ -1,5 +1,5 @@
-"""The connection to ``swarmtel serve``: endpoint parsing, connect, hello, writes, bye,
-and the reconnect backoff."""
+"""The connection to ``swarmtel serve``: endpoint parsing, connect, hello, writes, the
+runtime's acknowledgements, bye, and the reconnect backoff."""
 from __future__ import annotations
 
 import json
@@ -8,12 +8,14 @@ import random
 import select
 import socket
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 
 PROTOCOL_VERSION = 1
 CLIENT = "swarmtel-locust/0.1.0"
 MAX_REPLY = 64 * 1024
+#: At most this many reads of the runtime's acknowledgements per :meth:`Transport.poll`.
+MAX_POLL_READS = 16
 
 log = logging.getLogger("swarmtel_locust")
 
@@ -90,6 +92,12 @@ class Transport:
     :attr:`last_error` and schedule a reconnect with :class:`Backoff`. A refused hello
     sets :attr:`refused` and the transport never connects again, unless the server marked the
     refusal ``retry`` (then it backs off and tries again).
+
+    Acknowledgements (wire protocol, section 3a): when :attr:`first_seq` is set, each hello
+    carries ``seq``, its value then. A runtime that answers ``"acks":true`` (:attr:`acks`)
+    sends ``{"ack":N}`` frames, read by :meth:`poll` without waiting; each one, never past
+    what this connection wrote, goes to :attr:`on_ack`. :attr:`position` is the sequence
+    number of the next line this connection writes.
     """
 
     def __init__(self, endpoint: str, hello_fields: Callable[[], Dict], dropped: Callable[[], int],
@@ -110,11 +118,27 @@ class Transport:
         self.last_error: Optional[str] = None
         self.next_attempt = 0.0
         self.reply: Optional[Dict] = None
+        #: The sequence number of the first line the next connection will send (sent in its
+        #: hello as ``seq``, asking for acks); ``None``: do not ask.
+        self.first_seq: Optional[Callable[[], int]] = None
+        #: Called with N for each ``{"ack":N}`` frame: every line before N is processed.
+        self.on_ack: Optional[Callable[[int], None]] = None
+        #: The current connection's runtime acknowledges its lines.
+        self.acks = False
+        self.hello_seq = 0  # the current connection's hello ``seq`` (0 when none was sent)
+        self._offered_seq = 0
+        self.acked = 0  # the highest acknowledgement received on the current connection
+        self._inbox = b""  # bytes the runtime sent that do not make a whole line yet
 
     @property
     def connected(self) -> bool:
         """Whether a connection with an accepted hello is open."""
         return self.sock is not None
+
+    @property
+    def position(self) -> int:
+        """The sequence number of the next line written on the current connection."""
+        return self.hello_seq + self.sent
 
     # ---------------------------------------------------------------- connecting
 
@@ -124,6 +148,9 @@ class Transport:
             if value is not None:
                 hello[key] = value
         hello["dropped"] = int(self.dropped())
+        self._offered_seq = 0
+        if self.first_seq is not None:
+            self._offered_seq = hello["seq"] = int(self.first_seq())
         hello["client"] = CLIENT
         return (json.dumps(hello, separators=(",", ":")) + "\n").encode("utf-8")
 
@@ -136,7 +163,7 @@ class Transport:
             data += chunk
             if len(data) > MAX_REPLY:
                 raise ConnectionError("hello reply too long")
-        line = data.split(b"\n", 1)[0]
+        line, self._inbox = data.split(b"\n", 1)
         try:
             reply = json.loads(line.decode("utf-8"))
         except ValueError:
@@ -151,7 +178,7 @@ class Transport:
         """Connect and exchange hellos unless connected, refused, or (without ``force``)
         still backing off. Return whether connected."""
         if self.sock is not None:
-            if not self._peer_closed():
+            if self.poll():
                 return True
             self._fail("runtime closed the connection")
         if self.refused is not None:
@@ -160,6 +187,7 @@ class Transport:
             return False
         sock = None
         try:
+            self._inbox = b""
             sock = connect(self.endpoint, self.connect_timeout)
             sock.settimeout(self.io_timeout)
             sock.sendall(self._hello())
@@ -182,21 +210,59 @@ class Transport:
             return False
         self.sock = sock
         self.sent = 0
+        self.hello_seq = self._offered_seq
+        self.acks = self.first_seq is not None and self.reply.get("acks") is True
+        self.acked = self.hello_seq
         self.connections += 1
         self.backoff.reset()
         self.last_error = None
+        self._take(b"")  # anything that came with the reply
         return True
 
-    def _peer_closed(self) -> bool:
-        """Non-blocking check whether the server closed its side (it sends nothing after
-        the hello reply, so readability means EOF or an error)."""
+    def poll(self) -> bool:
+        """Read what the runtime sent since the hello reply, without waiting (a ``select``
+        with no timeout before each read, so under gevent no greenlet ever waits here), and
+        hand each acknowledgement to :attr:`on_ack`. Return False when the connection is
+        gone: closed by the runtime (end of stream), an error, or a line over 64 KiB. Acks
+        read before the end of the stream still count."""
+        sock = self.sock
+        if sock is None:
+            return False
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-            if not readable:
-                return False
-            return self.sock.recv(1, socket.MSG_PEEK) == b""
+            for _ in range(MAX_POLL_READS):
+                readable, _, _ = select.select([sock], [], [], 0)
+                if not readable:
+                    return True
+                data = sock.recv(65536)
+                if not data:
+                    return False
+                if not self._take(data):
+                    return False
         except (OSError, ValueError):
+            return False
+        return True
+
+    def _take(self, data: bytes) -> bool:
+        """Parse the whole lines of what arrived; False when a line is too long."""
+        inbox = self._inbox + data
+        *lines, self._inbox = inbox.split(b"\n")
+        if len(self._inbox) > MAX_REPLY:
+            return False
+        if not self.acks:  # a runtime that did not offer acks sends nothing: ignore it
             return True
+        for line in lines:
+            try:
+                ack = json.loads(line).get("ack")
+            except (ValueError, AttributeError):
+                continue  # not an ack: nothing else is defined, so ignore it
+            if type(ack) is not int:
+                continue
+            ack = min(ack, self.position)  # never past what this connection wrote
+            if ack > self.acked:
+                self.acked = ack
+                if self.on_ack is not None:
+                    self.on_ack(ack)
+        return True
 
     def _schedule(self, reason: str) -> None:
         self.last_error = reason
@@ -208,11 +274,10 @@ class Transport:
 
     # ---------------------------------------------------------------- writing
 
-    def send(self, data: bytes, line_ends: List[int]) -> int:
-        """Write ``data`` (whole lines; ``line_ends[i]`` is the offset just past line i).
-        Return how many lines were fully written. On any error (timeout, broken pipe) the
-        connection is dropped and a reconnect scheduled; a partially written line is not
-        counted."""
+    def send(self, data: bytes, lines: int) -> int:
+        """Write ``data``, ``lines`` whole lines. Return how many lines were fully written.
+        On any error (timeout, broken pipe) the connection is dropped and a reconnect
+        scheduled; a partially written line is not counted."""
         if self.sock is None:
             return 0
         view = memoryview(data)
@@ -222,11 +287,7 @@ class Transport:
                 off += self.sock.send(view[off:])
         except (OSError, ValueError) as e:
             self._fail(_describe(e))
-        written = 0
-        for end in line_ends:
-            if end > off:
-                break
-            written += 1
+        written = lines if off == len(data) else data.count(b"\n", 0, off)
         self.sent += written
         self.total_sent += written
         return written

@@ -21,20 +21,6 @@ def test_control_reserve_beyond_capacity():
     assert b.dropped == 2 and b.drain(10) == [1, 2, "test_stop"]
 
 
-def test_requeue_front_keeps_order_and_counts_overflow():
-    b = EventBuffer(4, reserve=0)
-    for i in range(5):
-        b.push(i)
-    batch = b.drain(3)
-    b.push(10)
-    b.requeue_front(batch[1:])  # room for 2 of 2
-    assert b.drain(10) == [1, 2, 3, 10]
-    for i in range(4):
-        b.push(i)
-    b.requeue_front(["a", "b"])  # no room
-    assert b.dropped == 1 + 2
-
-
 def test_closed_buffer_counts_everything():
     b = EventBuffer(10)
     b.push(1)

@@ -74,6 +74,26 @@ def test_standalone_with_child(setup):
     assert "telemetry is being lost" not in p.stderr and "dropped" not in p.stderr
 
 
+def test_standalone_with_a_runtime_that_acknowledges(setup):
+    """Under Locust (gevent), the flusher reads the acks, and at quit waits for the last one
+    before its bye: one connection, every line numbered from 0, nothing sent twice."""
+    lf, fake, out, env, endpoint = setup
+    p = subprocess.run(_locust("-f", str(lf), "--headless", "-u", "2", "-r", "2", "-t", "2s",
+                               "--swarmtel-endpoint", endpoint, "--swarmtel-config", str(out),
+                               "--swarmtel-bin", str(fake)),
+                       env=dict(env, FAKE_SERVE_ACKS="1"), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert len(res["conns"]) == 1
+    c = res["conns"][0]
+    n = len(c["lines"])
+    assert c["hello"]["seq"] == 0 and c["seqs"] == list(range(n)) and n > 10
+    assert c["acked"] == n  # the last line was acknowledged before the bye
+    assert c["bye"] == {"bye": True, "sent": n, "dropped": 0}
+    assert [line["event"] for line in c["lines"]][-2:] == ["stats", "quit"]
+    assert "telemetry is being lost" not in p.stderr and "dropped" not in p.stderr
+
+
 def test_standalone_without_runtime_does_not_hurt(setup):
     lf, fake, out, env, endpoint = setup
     t0 = time.monotonic()
