@@ -69,6 +69,8 @@ struct ConnectionState {
     quit: bool,
     /// For a client that asked for acks: the sequence number of its next line.
     position: Option<u64>,
+    /// Lines it sent that were processed already (skipped): they arrived all the same.
+    duplicates: u64,
 }
 
 /// The sequence numbers of a node's lines this server has dealt with, `low..high`, over all
@@ -254,6 +256,7 @@ impl Intake {
                         bye: None,
                         quit: false,
                         position,
+                        duplicates: 0,
                     },
                 );
             }
@@ -268,10 +271,8 @@ impl Intake {
                 result?;
             }
             Inbound::Overlong { conn, bytes } => {
-                if self.take_position(conn) == Some(true) {
-                    // Counted when it first came.
-                    self.totals.duplicates_skipped += 1;
-                } else {
+                // A duplicate was counted when it first came.
+                if self.take_position(conn) != Some(true) {
                     self.totals.overlong += 1;
                     self.bad_frame(pipeline, conn, &overlong_message(bytes), true);
                 }
@@ -308,7 +309,6 @@ impl Intake {
                 && !(raw.len() <= wire::MAX_FRAME_BYTES
                     && std::str::from_utf8(raw).is_ok_and(|line| wire::parse_bye(line).is_some()));
             if sequenced && self.take_position(conn) == Some(true) {
-                self.totals.duplicates_skipped += 1;
                 continue;
             }
             let Some(state) = self.states.get_mut(&conn) else {
@@ -350,6 +350,8 @@ impl Intake {
         *position = position.saturating_add(1);
         let range = self.seen.get_mut(&(state.run, state.peer.node.clone()))?;
         if (range.low..range.high).contains(&line) {
+            state.duplicates += 1;
+            self.totals.duplicates_skipped += 1;
             return Some(true);
         }
         range.high = range.high.max(line.saturating_add(1));
@@ -439,6 +441,7 @@ impl Intake {
             let arrived = state
                 .received
                 .saturating_add(state.bad_frames)
+                .saturating_add(state.duplicates)
                 .saturating_add(dropped_here);
             if bye.sent > arrived {
                 let lost = bye.sent - arrived;
