@@ -197,13 +197,14 @@ fn the_same_plugin_twice_is_refused() {
     assert!(error.contains("the run goes on without it"), "{error}");
 }
 
-#[test]
-fn check_lists_plugins_with_options_from_env_and_limits() {
+/// `swarmtel check` on custom-telemetry with `plugin_toml` after its path, with
+/// `LOCUST_CUSTOM_OPTION=from-env` in the environment; asserts success, returns stdout.
+fn check_custom_telemetry_with_env(plugin_toml: &str) -> String {
     let workspace = Workspace::new();
     let config = workspace.write(
         "swarmtel.toml",
         format!(
-            "[run]\ntestplan = \"t\"\n[[plugins]]\npath = {}\nenv_vars = [\"LOCUST_CUSTOM_OPTION\"]\n[plugins.limits]\nmemory_mib = 12\n",
+            "[run]\ntestplan = \"t\"\n[[plugins]]\npath = {}\n{plugin_toml}",
             toml_path(&guest("custom_telemetry"))
         ),
     );
@@ -214,7 +215,14 @@ fn check_lists_plugins_with_options_from_env_and_limits() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
-    let text = String::from_utf8_lossy(&output.stdout);
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn check_lists_plugins_with_options_from_env_and_limits() {
+    let text = check_custom_telemetry_with_env(
+        "env_vars = [\"LOCUST_CUSTOM_OPTION\"]\n[plugins.limits]\nmemory_mib = 12\n",
+    );
     assert!(text.contains("plugin custom-telemetry"), "{text}");
     assert!(text.contains("roles: master, worker"), "{text}");
     assert!(
@@ -233,22 +241,7 @@ fn check_lists_plugins_with_options_from_env_and_limits() {
 
 #[test]
 fn an_option_env_var_is_read_only_when_the_config_lists_it() {
-    let workspace = Workspace::new();
-    let config = workspace.write(
-        "swarmtel.toml",
-        format!(
-            "[run]\ntestplan = \"t\"\n[[plugins]]\npath = {}\n",
-            toml_path(&guest("custom_telemetry"))
-        ),
-    );
-    let output = swarmtel()
-        .args(["check", "--config"])
-        .arg(&config)
-        .env("LOCUST_CUSTOM_OPTION", "from-env")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
-    let text = String::from_utf8_lossy(&output.stdout);
+    let text = check_custom_telemetry_with_env("");
     assert!(!text.contains("from-env"), "{text}");
     assert!(
         text.contains(
