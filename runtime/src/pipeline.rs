@@ -285,6 +285,18 @@ struct RecorderSlot {
     validation_overruns: u32,
 }
 
+/// The origin of a record of the runtime's own that belongs to no node (`recorder` names
+/// what wrote it: `loader`, `summary`).
+fn runtime_origin(recorder: &'static str, time: f64) -> Origin<'static> {
+    Origin {
+        plugin: SELF_PLUGIN_ID,
+        recorder,
+        role: RoleName::Standalone,
+        node: "swarmtel",
+        time,
+    }
+}
+
 /// An event time for the runtime's own records: `time`, or now when no event carried one.
 fn time_or_now(time: f64) -> f64 {
     if time.is_finite() {
@@ -560,13 +572,7 @@ impl Pipeline {
         self.summary
             .failed_plugins
             .push((file.clone(), error.to_string()));
-        let origin = Origin {
-            plugin: SELF_PLUGIN_ID,
-            recorder: "loader",
-            role: RoleName::Standalone,
-            node: "swarmtel",
-            time: enrich::now_unix_seconds(),
-        };
+        let origin = runtime_origin("loader", enrich::now_unix_seconds());
         self.emitter.self_telemetry(
             &self.runs[0],
             Level::Error,
@@ -1467,14 +1473,7 @@ impl Pipeline {
         message: String,
         fields: Value,
     ) -> Result<(), RunError> {
-        let time = time_or_now(self.latest_time);
-        let origin = Origin {
-            plugin: SELF_PLUGIN_ID,
-            recorder: "summary",
-            role: RoleName::Standalone,
-            node: "swarmtel",
-            time,
-        };
+        let origin = runtime_origin("summary", time_or_now(self.latest_time));
         let run = self.summary_run();
         self.emitter.self_telemetry(
             &self.runs[run],
@@ -1507,13 +1506,7 @@ impl Pipeline {
         for index in 0..self.plugins.len() {
             let id = self.plugins[index].loaded.id().to_owned();
             let counters = self.plugins[index].counters.clone();
-            let origin = Origin {
-                plugin: SELF_PLUGIN_ID,
-                recorder: "summary",
-                role: RoleName::Standalone,
-                node: "swarmtel",
-                time,
-            };
+            let origin = runtime_origin("summary", time);
             let mut fields = Map::new();
             fields.insert("subject_plugin".into(), id.clone().into());
             fields.insert("events_in".into(), counters.events_in.into());
