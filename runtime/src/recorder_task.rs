@@ -265,11 +265,15 @@ fn run_pool_thread(pool: &PoolShared) {
 fn run_one_job(task: &TaskShared) -> bool {
     let (job, mut runner) = {
         let mut state = lock(&task.state);
-        let (Some(job), Some(runner)) = (state.jobs.pop_front(), state.runner.take()) else {
+        // A scheduled task is queued once and holds its runner; check both before taking
+        // either, so a job is never taken without being run.
+        if state.jobs.is_empty() || state.runner.is_none() {
             state.scheduled = false;
             task.changed.notify_all();
             return false;
-        };
+        }
+        let job = state.jobs.pop_front().expect("checked above");
+        let runner = state.runner.take().expect("checked above");
         (job, runner)
     };
     // A job that made room in a full queue lets a blocked submitter go on.
