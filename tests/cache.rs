@@ -174,3 +174,82 @@ fn cache_ls_and_clear() {
     assert!(String::from_utf8_lossy(&clear.stdout).contains("removed 2 entries"));
     assert!(entries(&cache).is_empty());
 }
+
+// `swarmtel cache build` compiles every plugin of a config ahead of time, into the folder the
+// config's runs use, so the first replay afterwards only hits; a second build finds them
+// cached. A config without a cache is an error unless a folder is given.
+#[test]
+fn cache_build_compiles_every_plugin_ahead_of_time() {
+    let workspace = Workspace::new();
+    let cache = workspace.path("cache");
+    let config = config(
+        &workspace,
+        &format!("[cache]\ndir = {}\n", toml_path(&cache)),
+    );
+    let build = |config: &Path| {
+        let output = swarmtel()
+            .args(["cache", "build", "--config"])
+            .arg(config)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let first = build(&config);
+    assert_eq!(
+        first.matches("\ncompiled").count() + usize::from(first.starts_with("compiled")),
+        2,
+        "{first}"
+    );
+    assert!(
+        first.contains("custom_telemetry.wasm") && first.contains("request_stats.wasm"),
+        "{first}"
+    );
+    assert!(
+        first.contains("2 plugins: 2 compiled, 0 already cached, in "),
+        "{first}"
+    );
+    assert_eq!(entries(&cache).len(), 2);
+    let second = build(&config);
+    assert!(
+        second.contains("2 plugins: 0 compiled, 2 already cached"),
+        "{second}"
+    );
+    let replay = swarmtel()
+        .args(["replay", "--config"])
+        .arg(&config)
+        .arg(write_events(&config))
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&replay).contains(": 2 hits, 0 compiled, 0 rejected"),
+        "{}",
+        stderr(&replay)
+    );
+
+    let off = config_with_cache_off(&workspace);
+    let refused = swarmtel()
+        .args(["cache", "build", "--config"])
+        .arg(&off)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("[cache] enabled = false: there is no cache to build"));
+    let elsewhere = workspace.path("elsewhere");
+    let given = swarmtel()
+        .args(["cache", "build", "--dir"])
+        .arg(&elsewhere)
+        .arg("--config")
+        .arg(&off)
+        .output()
+        .unwrap();
+    assert!(given.status.success(), "{}", stderr(&given));
+    assert_eq!(entries(&elsewhere).len(), 2);
+}
+
+fn config_with_cache_off(workspace: &Workspace) -> std::path::PathBuf {
+    let path = config(workspace, "[cache]\nenabled = false\n");
+    let off = path.with_file_name("off.toml");
+    std::fs::rename(&path, &off).unwrap();
+    off
+}

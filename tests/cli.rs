@@ -165,6 +165,62 @@ fn a_recorder_that_refuses_its_options_fails_at_start() {
     assert!(error.contains("this recorder refuses to start"), "{error}");
 }
 
+// A plugin that cannot start under its `[plugins.limits]` is refused with the limit to
+// raise and the value it needs: read off the component for memory and tables, and found by
+// instantiating it for instances. Each value is then enough.
+#[test]
+fn limits_too_low_to_start_name_the_limit_and_the_value_it_needs() {
+    let plugin = toml_path(&guest("custom_telemetry"));
+    let cases = [
+        (
+            "memory_mib = 1",
+            "memory_mib",
+            "memory_mib = 2 or more (its linear memory starts at 17 pages of 64 KiB); the config allows 1",
+        ),
+        (
+            "max_table_elements = 1",
+            "max_table_elements",
+            "max_table_elements = 109 or more (its largest table's initial size); the config allows 1",
+        ),
+        (
+            "max_instances = 1",
+            "max_instances",
+            "max_instances = 3 or more (the core and component instances it is made of); the config allows 1",
+        ),
+    ];
+    for (limit, key, words) in cases {
+        let refused = check_fails_with(&format!(
+            "[[plugins]]\npath = {plugin}\nrequired = true\n[plugins.limits]\n{limit}\n"
+        ));
+        assert!(
+            refused.contains(&format!(
+                "custom_telemetry.wasm: needs [plugins.limits] {words}"
+            )),
+            "{refused}"
+        );
+        let needed = words
+            .split(" = ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap();
+        let workspace = Workspace::new();
+        let config = workspace.write(
+            "swarmtel.toml",
+            format!(
+                "[run]\ntestplan = \"t\"\n[[plugins]]\npath = {plugin}\nrequired = true\n[plugins.limits]\n{key} = {needed}\n"
+            ),
+        );
+        let output = run(&["check"], &config);
+        assert!(
+            output.status.success(),
+            "{key} = {needed}: {}",
+            stderr(&output)
+        );
+    }
+}
+
 #[test]
 fn the_same_plugin_twice_is_refused() {
     // The second copy costs only itself: check fails (a plugin cannot run), replay goes on

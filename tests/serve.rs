@@ -1328,6 +1328,9 @@ fn acked_lines_are_forgotten_and_lines_sent_again_are_not_counted_twice() {
         .collect();
     let wait_for_ack = |connection: &mut Connection, wanted: u64| loop {
         let ack = connection.reply();
+        if ack == json!({"ready": true}) {
+            continue; // the hello came while the plugins were still loading
+        }
         assert!(ack["ack"].as_u64().unwrap() <= wanted, "{ack}");
         if ack["ack"] == wanted {
             break;
@@ -1440,4 +1443,113 @@ fn serve_refuses_a_plugin_that_names_its_token() {
     for text in [&stderr, &telemetry] {
         assert!(!text.contains("serve-secret"), "{text}");
     }
+}
+
+/// A config whose one plugin (the lifecycle guest) takes a while to load: its start-up probe
+/// spins in `create-recorder` (`mode`, `spin`), as compiling a big Python or JavaScript
+/// component does on a cold cache; `extra` adds to its `[[plugins]]` table.
+fn slow_load_config(workspace: &Workspace, output: &Path, mode: &str, extra: &str) -> PathBuf {
+    workspace.write(
+        "slow-load.toml",
+        format!(
+            "[run]\ntestplan = \"t\"\nrun_id = \"r\"\n\
+             [output]\npath = {}\n\
+             [[plugins]]\npath = {}\n{extra}\n\
+             [plugins.options]\nmode = \"{mode}\"\nspin = 2000000000\n\
+             [plugins.limits]\ncpu_ms_per_call = 30000\n",
+            toml_path(output),
+            toml_path(&guest("lifecycle")),
+        ),
+    )
+}
+
+// Plugins that take long to load do not keep bridges waiting: serve listens and answers the
+// hello at once with `"ready":false`, holds the lines sent meanwhile, says `{"ready":true}`
+// to a client that asked for acks once the plugins are loaded, and then processes every line.
+#[test]
+fn lines_sent_while_the_plugins_load_are_held_then_processed() {
+    let workspace = Workspace::new();
+    let output = workspace.path("out.ndjson");
+    let config = slow_load_config(&workspace, &output, "slow-load", "");
+    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let mut client = server.connect();
+    let mut hello_seq = hello("worker", "worker-0");
+    hello_seq["seq"] = 0.into();
+    let reply = client.hello(hello_seq);
+    assert_eq!(
+        (&reply["ok"], &reply["ready"]),
+        (&json!(true), &json!(false)),
+        "{reply}"
+    );
+    // A client without acks is answered too, and told the same.
+    let mut plain = server.connect();
+    let plain_reply = plain.hello(hello("worker", "worker-1"));
+    assert_eq!(plain_reply["ready"], false, "{plain_reply}");
+    plain.send(&test_start("worker-1", 0.0));
+    plain.send(&request_lines_for("worker-1", 3));
+    client.send(&test_start("worker-0", 0.0));
+    client.send(&request_lines_for("worker-0", 5));
+    assert_eq!(client.reply(), json!({"ready": true}));
+    server.wait_for("plugins ready after");
+    loop {
+        let ack = client.reply();
+        assert!(ack["ack"].as_u64().unwrap() <= 6, "{ack}");
+        if ack["ack"] == 6 {
+            break;
+        }
+    }
+    drop((client, plain));
+    server.wait_for("(worker-1) closed: ");
+    server.wait_for("(worker-0) closed: ");
+    let stderr = server.stop_ok();
+    assert!(stderr.contains("0 here, 0 lost in transit"), "{stderr}");
+    let lines = json_lines(&std::fs::read(&output).unwrap());
+    let mut seen: Vec<(String, u64)> = from_plugin(&lines, "lifecycle")
+        .into_iter()
+        .filter(|line| line["telemetry"]["telemetry_name"] == "BATCH")
+        .map(|line| {
+            (
+                line["telemetry"]["source_id"].as_str().unwrap().to_owned(),
+                line["telemetry"]["requests"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [("worker-0".to_owned(), 5), ("worker-1".to_owned(), 3)],
+        "every line sent while loading was processed"
+    );
+}
+
+// A plugin that fails to load after the server started listening (a `required` one whose
+// recorder never returns from `create-recorder`) stops the server with exit code 1 and its
+// error, and a client still waiting for the plugins hears that error first.
+#[test]
+fn plugins_that_fail_to_load_after_the_hello_stop_the_server_and_tell_the_client() {
+    let workspace = Workspace::new();
+    let output = workspace.path("out.ndjson");
+    let config = slow_load_config(&workspace, &output, "loop-on-create", "required = true");
+    let config_text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("cpu_ms_per_call = 30000", "cpu_ms_per_call = 1500");
+    std::fs::write(&config, config_text).unwrap();
+    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let mut client = server.connect();
+    let mut hello_seq = hello("worker", "worker-0");
+    hello_seq["seq"] = 0.into();
+    assert_eq!(client.hello(hello_seq)["ready"], false);
+    client.send(&test_start("worker-0", 0.0));
+    let notice = client.reply();
+    let error = notice["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{notice}"));
+    assert!(
+        error.starts_with("required plugin ") && error.contains("deadline"),
+        "{error}"
+    );
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let stderr = server.wait_for("swarmtel: error: required plugin");
+    assert!(stderr.contains("deadline"), "{stderr}");
 }

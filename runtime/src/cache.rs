@@ -153,6 +153,11 @@ impl CompileCache {
         )
     }
 
+    /// Whether an entry for `bytes` exists (it is verified only when loaded).
+    pub fn has_entry(&self, engine: &Engine, bytes: &[u8]) -> bool {
+        self.dir.join(Self::key(engine, bytes)).is_file()
+    }
+
     /// The component compiled from `bytes`: from the cache when a valid entry exists, else
     /// compiled and stored.
     pub fn load_or_compile(

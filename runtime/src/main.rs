@@ -73,6 +73,13 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum CacheCommand {
+    /// Compile every plugin of a config into the cache ahead of time, with the engine
+    /// settings the config's runs use, so the first `serve` or `replay` starts fast.
+    Build {
+        /// The config file (TOML); its `[cache] dir` is used unless `--dir` is given.
+        #[arg(long, env = "SWARMTEL_CONFIG")]
+        config: PathBuf,
+    },
     /// List cached entries.
     Ls,
     /// Delete every cached entry.
@@ -166,6 +173,9 @@ fn cache_report(sandbox: &Sandbox) {
 }
 
 fn cache(command: CacheCommand, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    if let CacheCommand::Build { config } = &command {
+        return cache_build(config, dir);
+    }
     let dir = match dir {
         Some(dir) => dir,
         None => CompileCache::default_dir(&env_var)?,
@@ -184,11 +194,70 @@ fn cache(command: CacheCommand, dir: Option<PathBuf>) -> anyhow::Result<ExitCode
                 dir.display()
             );
         }
+        CacheCommand::Build { .. } => unreachable!("handled above"),
         CacheCommand::Clear => {
             let removed = cache.clear()?;
             println!("removed {removed} entries from {}", dir.display());
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `swarmtel cache build`: compiles each plugin of a config into the cache (one line per
+/// plugin on stdout), with the engine the config's runs use.
+fn cache_build(config_path: &Path, dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let mut config = Config::load(config_path)?;
+    // `--dir` wins over the config; SWARMTEL_CACHE_DIR (which clap also puts in `dir`) only
+    // where the config names no folder, as in runs.
+    let from_env = std::env::var_os("SWARMTEL_CACHE_DIR").map(PathBuf::from);
+    if let Some(dir) = dir.filter(|dir| Some(dir) != from_env.as_ref()) {
+        config.cache.enabled = true;
+        config.cache.dir = Some(std::path::absolute(&dir)?);
+    }
+    anyhow::ensure!(
+        config.cache.enabled,
+        "{}: [cache] enabled = false: there is no cache to build (give --dir to build one anyway)",
+        config_path.display()
+    );
+    let sandbox = sandbox_for(&config)?;
+    let Some(cache) = sandbox.cache() else {
+        anyhow::bail!("the compile cache cannot be used (see the warning above)");
+    };
+    let dir = cache.dir().to_owned();
+    let (mut compiled, mut cached) = (0, 0);
+    for entry in &config.plugins {
+        let path = config.plugin_path(entry);
+        let bytes = std::fs::read(&path).map_err(|source| plugin::PluginError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let before = sandbox.cache_stats();
+        let started = std::time::Instant::now();
+        sandbox
+            .compile(&bytes, &path.display().to_string())
+            .map_err(|error| plugin::PluginError::Compile {
+                path: path.clone(),
+                message: format!("{error:#}"),
+            })?;
+        let hit = sandbox.cache_stats().hits > before.hits;
+        let (what, count) = if hit {
+            ("cached  ", &mut cached)
+        } else {
+            ("compiled", &mut compiled)
+        };
+        *count += 1;
+        println!(
+            "{what}  {:>7.1} MB  {:>6.2} s  {}",
+            bytes.len() as f64 / 1e6,
+            started.elapsed().as_secs_f64(),
+            path.display()
+        );
+    }
+    println!(
+        "{} plugins: {compiled} compiled, {cached} already cached, in {}",
+        config.plugins.len(),
+        dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -288,10 +357,24 @@ fn serve(config_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
             .collect::<Result<_, _>>()?
     };
     let token = args.token.filter(|token| !token.is_empty());
+    // Everything but the plugins' own code is checked before listening; the plugins load (and
+    // compile, on a cold cache) while the first connections are already accepted and held.
+    pipeline::check_plugin_files(&config)?;
+    let run = config
+        .run
+        .run_id
+        .get_or_insert_with(pipeline::generate_run_id)
+        .clone();
     let sandbox = Arc::new(sandbox_for(&config)?);
     let sandbox_ref = sandbox.clone();
     let outputs = Outputs::from_config(&config)?;
-    let pipeline = Pipeline::new(sandbox, &config, outputs, &env_var)?;
+    let pipeline = swarmtel::serve::PendingPipeline {
+        run: swarmtel::enrich::RunContext {
+            run_id: run,
+            testplan: config.run.testplan.clone(),
+        },
+        build: Box::new(move || Pipeline::new(sandbox, &config, outputs, &env_var)),
+    };
     let options = swarmtel::serve::ServeOptions {
         listen,
         token,

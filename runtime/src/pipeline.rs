@@ -479,6 +479,16 @@ pub fn generate_run_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// Checks that every plugin file of a config can be opened: the part of loading that needs
+/// no compiling, so `serve` can report a missing file before it accepts connections.
+pub fn check_plugin_files(config: &Config) -> Result<(), RunError> {
+    for entry in &config.plugins {
+        let path = config.plugin_path(entry);
+        std::fs::File::open(&path).map_err(|source| PluginError::Read { path, source })?;
+    }
+    Ok(())
+}
+
 /// Plugins a config lists: those loaded, and those skipped because their code faulted while
 /// loading (only plugins that are not `required` are skipped).
 pub struct LoadedPlugins {

@@ -77,6 +77,23 @@ pub enum PluginError {
         /// What is wrong.
         message: String,
     },
+    /// It cannot even start under the config's `[plugins.limits]`: it needs more memory,
+    /// tables or instances than they allow.
+    #[error(
+        "plugin {path}: needs [plugins.limits] {limit} = {needed} or more ({why}); the config allows {allowed}"
+    )]
+    LimitTooLow {
+        /// The plugin file.
+        path: PathBuf,
+        /// The limit's key in `[plugins.limits]`.
+        limit: &'static str,
+        /// The smallest value it starts with.
+        needed: u64,
+        /// The configured value.
+        allowed: u64,
+        /// What needs it.
+        why: String,
+    },
     /// Its description is over one of the [`caps`] on what a plugin may declare.
     #[error("plugin {path}: over the cap `{cap}` ({limit}): {detail}")]
     OverCap {
@@ -180,6 +197,7 @@ impl PluginError {
             self,
             PluginError::Faulted { .. }
                 | PluginError::Description { .. }
+                | PluginError::LimitTooLow { .. }
                 | PluginError::OverCap { .. }
                 | PluginError::Schema { .. }
                 | PluginError::SecretEnvVar { .. }
@@ -192,6 +210,7 @@ impl PluginError {
             PluginError::Faulted { fault, .. } => fault.kind.as_str(),
             PluginError::Description { .. } => "invalid_description",
             PluginError::OverCap { cap, .. } => cap,
+            PluginError::LimitTooLow { .. } => "limit_too_low",
             PluginError::Schema { .. } => "schema",
             PluginError::SecretEnvVar { .. } => "secret_env_var",
             _ => "error",
@@ -357,12 +376,13 @@ pub fn load_component_with(
         });
     }
     let component = sandbox
-        .compile(&bytes)
+        .compile(&bytes, &path.display().to_string())
         .map_err(|error| PluginError::Compile {
             path: path.to_owned(),
             message: format!("{error:#}"),
         })?;
     check_contract(sandbox, &component, path)?;
+    check_start_resources(&component, path, limits)?;
     let pre = sandbox
         .prepare(&component)
         .map_err(|error| PluginError::Contract {
@@ -432,6 +452,19 @@ fn describe(
     };
     let instance = match pre.instantiate(&mut store) {
         Ok(instance) => instance,
+        Err(error) if format!("{error:#}").contains("instance count too high") => {
+            let needed = instances_needed(sandbox, pre, limits, capabilities);
+            return Err(PluginError::LimitTooLow {
+                path: path.to_owned(),
+                limit: "max_instances",
+                needed: needed.unwrap_or(MAX_PROBED_INSTANCES + 1) as u64,
+                allowed: limits.max_instances as u64,
+                why: match needed {
+                    Some(_) => "the core and component instances it is made of".to_owned(),
+                    None => format!("more than {MAX_PROBED_INSTANCES} instances"),
+                },
+            });
+        }
         Err(error) => return Err(faulted(&store, "instantiate", error)),
     };
     sandbox.arm(&mut store, limits);
@@ -455,6 +488,94 @@ fn describe(
             other => Err(other),
         },
     }
+}
+
+/// The most instances [`instances_needed`] tries before it gives up.
+const MAX_PROBED_INSTANCES: usize = 256;
+
+/// How many instances a component needs to be instantiated, found by instantiating it under
+/// larger `max_instances` (binary search, at most 9 tries, each under the plugin's own
+/// memory cap and deadline, dropped at once); `None` if more than
+/// [`MAX_PROBED_INSTANCES`]. Only called when it failed under the configured limit, so the
+/// error can say what to raise it to.
+fn instances_needed(
+    sandbox: &Sandbox,
+    pre: &RecorderPluginPre<GuestState>,
+    limits: &Limits,
+    capabilities: &Capabilities,
+) -> Option<usize> {
+    let starts_with = |max_instances: usize| {
+        let limits = Limits {
+            max_instances,
+            ..*limits
+        };
+        let mut store = sandbox.new_store("(loading)", &limits, capabilities);
+        pre.instantiate(&mut store).is_ok()
+    };
+    let (mut too_few, mut enough) = (limits.max_instances, MAX_PROBED_INSTANCES);
+    if !starts_with(enough) {
+        return None;
+    }
+    while enough - too_few > 1 {
+        let middle = too_few + (enough - too_few) / 2;
+        if starts_with(middle) {
+            enough = middle;
+        } else {
+            too_few = middle;
+        }
+    }
+    Some(enough)
+}
+
+/// Checks the memory and tables a compiled component asks for at start against `limits`,
+/// so a plugin that cannot start under them is refused with the limit to raise, before it
+/// is instantiated.
+fn check_start_resources(
+    component: &wasmtime::component::Component,
+    path: &Path,
+    limits: &Limits,
+) -> Result<(), PluginError> {
+    let Some(required) = component.resources_required() else {
+        return Ok(());
+    };
+    let too_low = |limit, needed: u64, allowed: u64, why: String| PluginError::LimitTooLow {
+        path: path.to_owned(),
+        limit,
+        needed,
+        allowed,
+        why,
+    };
+    const PAGE: u64 = 64 * 1024;
+    if let Some(pages) = required.max_initial_memory_size {
+        let needed_mib = (pages * PAGE).div_ceil(1024 * 1024);
+        if needed_mib > limits.memory_mib {
+            return Err(too_low(
+                "memory_mib",
+                needed_mib,
+                limits.memory_mib,
+                format!("its linear memory starts at {pages} pages of 64 KiB"),
+            ));
+        }
+    }
+    if required.num_tables as usize > limits.max_tables {
+        return Err(too_low(
+            "max_tables",
+            u64::from(required.num_tables),
+            limits.max_tables as u64,
+            "the tables its modules define".to_owned(),
+        ));
+    }
+    if let Some(elements) = required.max_initial_table_size
+        && elements > limits.max_table_elements as u64
+    {
+        return Err(too_low(
+            "max_table_elements",
+            elements,
+            limits.max_table_elements as u64,
+            "its largest table's initial size".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks what a plugin declared, as every command does before using it: the [`caps`], the

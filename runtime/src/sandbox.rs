@@ -35,6 +35,10 @@ const MAX_LOG_LINES: u32 = 200;
 #[error("cannot set up the wasm engine: {0}")]
 pub struct EngineError(String);
 
+/// Components at least this big have their compiling announced on stderr (a Rust recorder
+/// is a few hundred KB and compiles in well under a second; a Python one is about 18 MB).
+pub const ANNOUNCED_COMPILE_BYTES: usize = 4 * 1024 * 1024;
+
 /// The shared engine, linker, epoch clock and (optional) compile cache.
 pub struct Sandbox {
     engine: Engine,
@@ -116,8 +120,38 @@ impl Sandbox {
         &self.engine
     }
 
-    /// Compiles component bytes, or loads them precompiled from the cache.
-    pub fn compile(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
+    /// Compiles component bytes, or loads them precompiled from the cache. Compiling a big
+    /// component (Python and JavaScript ones are 10 to 20 MB and take seconds) is announced on
+    /// stderr with `name`, and its time when done.
+    pub fn compile(&self, bytes: &[u8], name: &str) -> wasmtime::Result<Component> {
+        let announce = bytes.len() >= ANNOUNCED_COMPILE_BYTES
+            && !self
+                .cache
+                .as_ref()
+                .is_some_and(|cache| cache.has_entry(&self.engine, bytes));
+        let started = std::time::Instant::now();
+        if announce {
+            crate::diag!(
+                "swarmtel: compiling {name} ({:.1} MB){}",
+                bytes.len() as f64 / 1e6,
+                if self.cache.is_some() {
+                    ": once, then it is cached"
+                } else {
+                    ": the compile cache is off, so on every start"
+                }
+            );
+        }
+        let component = self.compile_quietly(bytes);
+        if announce && component.is_ok() {
+            crate::diag!(
+                "swarmtel: compiled {name} in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        component
+    }
+
+    fn compile_quietly(&self, bytes: &[u8]) -> wasmtime::Result<Component> {
         let Some(cache) = &self.cache else {
             return Component::from_binary(&self.engine, bytes);
         };
@@ -807,6 +841,6 @@ mod tests {
     #[test]
     fn a_core_module_does_not_compile_as_a_component() {
         let sandbox = Sandbox::new().unwrap();
-        assert!(sandbox.compile(b"\0asm\x01\0\0\0").is_err());
+        assert!(sandbox.compile(b"\0asm\x01\0\0\0", "test").is_err());
     }
 }

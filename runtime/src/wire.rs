@@ -304,6 +304,11 @@ pub struct HelloReply {
     /// asked with `seq`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub acks: bool,
+    /// Whether the server's plugins are loaded (when accepted). `false`: they are still
+    /// loading (compiling, on a cold cache); lines are held until they are, and a client that
+    /// asked for acks gets a [`Notice::Ready`] or [`Notice::Failed`] frame then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
 }
 
 /// Server to client, once a client asked with `seq`: every line of the node's stream before
@@ -324,9 +329,33 @@ impl Ack {
     }
 }
 
+/// Server to client, once, to a client that asked for acks and was told `"ready":false`: the
+/// plugins finished loading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// `{"ready":true}`: the held lines are being processed.
+    Ready,
+    /// `{"error":"..."}`: the plugins could not be loaded; the server exits with this error.
+    Failed(String),
+}
+
+impl Notice {
+    /// The frame as one line, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line = match self {
+            Notice::Ready => serde_json::json!({ "ready": true }),
+            Notice::Failed(error) => serde_json::json!({ "error": error }),
+        }
+        .to_string()
+        .into_bytes();
+        line.push(b'\n');
+        line
+    }
+}
+
 impl HelloReply {
     /// An acceptance, naming the run the connection's telemetry belongs to.
-    pub fn accepted(run_id: &str, testplan: &str, acks: bool) -> Self {
+    pub fn accepted(run_id: &str, testplan: &str, acks: bool, ready: bool) -> Self {
         Self {
             hello: "swarmtel".to_owned(),
             version: VERSION,
@@ -336,6 +365,7 @@ impl HelloReply {
             error: None,
             retry: false,
             acks,
+            ready: Some(ready),
         }
     }
 
@@ -349,6 +379,7 @@ impl HelloReply {
             testplan: None,
             error: Some(refusal.to_string()),
             acks: false,
+            ready: None,
             retry: matches!(
                 refusal,
                 Refusal::TooManyConnections(_) | Refusal::TooManyAwaitingHello(_)
@@ -553,10 +584,21 @@ mod tests {
 
     #[test]
     fn replies_are_one_json_line() {
-        let line = HelloReply::accepted("r", "t", false).to_line();
+        let line = HelloReply::accepted("r", "t", false, true).to_line();
         assert_eq!(
             line,
-            b"{\"hello\":\"swarmtel\",\"version\":1,\"ok\":true,\"run_id\":\"r\",\"testplan\":\"t\"}\n"
+            b"{\"hello\":\"swarmtel\",\"version\":1,\"ok\":true,\"run_id\":\"r\",\"testplan\":\"t\",\"ready\":true}\n"
+        );
+        let loading = HelloReply::accepted("r", "t", true, false).to_line();
+        assert!(
+            String::from_utf8(loading)
+                .unwrap()
+                .ends_with(",\"acks\":true,\"ready\":false}\n")
+        );
+        assert_eq!(Notice::Ready.to_line(), b"{\"ready\":true}\n");
+        assert_eq!(
+            Notice::Failed("plugin \"x\": gone".into()).to_line(),
+            b"{\"error\":\"plugin \\\"x\\\": gone\"}\n"
         );
         let refused = HelloReply::refused(&Refusal::Token).to_line();
         assert_eq!(

@@ -12,9 +12,9 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch}
 
 use super::intake::{ConnectionCounters, Inbound, line_count};
 use super::status::{Live, role_index};
-use super::{MAX_AWAITING_HELLO, MAX_AWAITING_HELLO_PER_PEER, Overload};
+use super::{MAX_AWAITING_HELLO, MAX_AWAITING_HELLO_PER_PEER, Overload, Readiness};
 use crate::enrich::RunContext;
-use crate::wire::{self, HelloReply, Refusal};
+use crate::wire::{self, HelloReply, Notice, Refusal};
 
 /// How much a connection reads at a time.
 pub(super) const READ_CHUNK: usize = 64 * 1024;
@@ -43,6 +43,8 @@ pub(super) struct Shared {
     pub awaiting_hello: Mutex<VecDeque<Awaiting>>,
     /// Connections closed before their hello to make room for newer ones.
     pub evicted: AtomicU64,
+    /// Whether the plugins are loaded yet.
+    pub readiness: watch::Receiver<Readiness>,
 }
 
 /// A connection waiting for its hello, and how to close it to make room.
@@ -297,8 +299,10 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let evict = Arc::new(Notify::new());
     let _node = NodeGuard::take(&shared, key, conn, evict.clone()).await;
     let acks = peer.first_seq.is_some();
+    let mut readiness = shared.readiness.clone();
+    let ready = *readiness.borrow_and_update() == Readiness::Ready;
     if writer
-        .write_all(&HelloReply::accepted(&run_id, &testplan, acks).to_line())
+        .write_all(&HelloReply::accepted(&run_id, &testplan, acks, ready).to_line())
         .await
         .is_err()
     {
@@ -323,16 +327,31 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(()) => {
             let stop = Stop { closing, evict };
             let reading = read_lines(&mut reader, buffer, conn, &shared, &counters, stop);
-            let acking = write_acks(&mut writer, &counters);
-            tokio::pin!(reading, acking);
-            // A client that stops reading acks only stops getting them.
-            let mut acking_done = !acks;
-            loop {
-                tokio::select! {
-                    reason = &mut reading => break reason,
-                    () = &mut acking, if !acking_done => acking_done = true,
+            let told_loading = acks && !ready;
+            let (reason, writing_done) = {
+                let acking =
+                    write_to_client(&mut writer, &counters, told_loading.then_some(readiness));
+                tokio::pin!(reading, acking);
+                // A client that stops reading acks only stops getting them.
+                let mut acking_done = !acks;
+                loop {
+                    tokio::select! {
+                        reason = &mut reading => break (reason, acking_done),
+                        () = &mut acking, if !acking_done => acking_done = true,
+                    }
                 }
+            };
+            // The server stopped because the plugins failed to load, before the writer got to
+            // say so: say it now, so the client can show the runtime's error.
+            let failed = match &*shared.readiness.borrow() {
+                Readiness::Failed(error) => Some(error.clone()),
+                _ => None,
+            };
+            if let Some(error) = failed.filter(|_| told_loading && !writing_done) {
+                let _ = writer.write_all(&Notice::Failed(error).to_line()).await;
+                let _ = writer.flush().await;
             }
+            reason
         }
         Err(_) => Some("server stopping".to_owned()),
     };
@@ -345,11 +364,44 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 const ACK_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Writes an [`wire::Ack`] whenever the pipeline thread has processed more of the connection's
-/// lines; returns when the client can no longer be written to.
-async fn write_acks<W: AsyncWrite + Unpin>(writer: &mut W, counters: &ConnectionCounters) {
+/// lines, and, to a client told the plugins were still loading (`readiness` given), one
+/// [`Notice`] when they are loaded or failed to; returns when the client can no longer be
+/// written to, or after a [`Notice::Failed`].
+async fn write_to_client<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    counters: &ConnectionCounters,
+    mut readiness: Option<watch::Receiver<Readiness>>,
+) {
     let mut sent = None;
     loop {
-        counters.ack_moved.notified().await;
+        let notice = async {
+            match readiness.as_mut() {
+                Some(readiness) => readiness
+                    .wait_for(|state| *state != Readiness::Loading)
+                    .await
+                    .map(|state| state.clone())
+                    // The pipeline thread is gone without a word: nothing to tell.
+                    .unwrap_or(Readiness::Loading),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = counters.ack_moved.notified() => {}
+            state = notice => {
+                readiness = None;
+                let notice = match state {
+                    Readiness::Ready => Notice::Ready,
+                    Readiness::Failed(error) => Notice::Failed(error),
+                    Readiness::Loading => continue,
+                };
+                let failed = matches!(notice, Notice::Failed(_));
+                if writer.write_all(&notice.to_line()).await.is_err() || failed {
+                    let _ = writer.flush().await;
+                    return;
+                }
+                continue;
+            }
+        }
         tokio::time::sleep(ACK_INTERVAL).await;
         let ack = counters.acked.load(Ordering::Relaxed);
         if sent == Some(ack) {

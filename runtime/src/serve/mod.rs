@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::enrich::RunContext;
 use crate::pipeline::{Pipeline, RunError, Summary};
 use crate::wire::Refusal;
 use crate::wire::{Endpoint, EndpointError};
@@ -88,6 +89,38 @@ pub struct ServeOptions {
     /// Most connections open at once; more are refused (each open connection holds up to
     /// 64 KiB plus one 1 MiB line of read buffer, outside the queue).
     pub max_connections: usize,
+}
+
+/// The pipeline `serve` runs, still to be built: its plugins load (and compile, on a cold
+/// cache) on the pipeline thread while connections are already accepted, so a bridge is
+/// answered within a second and its lines wait in the queue until the plugins are ready.
+pub struct PendingPipeline {
+    /// The run's default id and test plan, for hellos that name none; the pipeline `build`
+    /// makes must use the same.
+    pub run: RunContext,
+    /// Loads the plugins and builds the pipeline.
+    pub build: Box<dyn FnOnce() -> Result<Pipeline, RunError> + Send>,
+}
+
+impl PendingPipeline {
+    /// A pipeline that is built already (tests, and callers that loaded it themselves).
+    pub fn ready(pipeline: Pipeline) -> Self {
+        Self {
+            run: pipeline.run_context().clone(),
+            build: Box::new(move || Ok(pipeline)),
+        }
+    }
+}
+
+/// Whether the pipeline's plugins are loaded, as connections see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Readiness {
+    /// Still loading: lines are held.
+    Loading,
+    /// Loaded: lines are processed.
+    Ready,
+    /// Loading failed with this error: the server stops.
+    Failed(String),
 }
 
 /// Why `serve` could not start or had to stop.
@@ -198,7 +231,7 @@ pub struct ServeReport {
 /// Runs the server until SIGINT or SIGTERM, then drains: stops accepting, lets open
 /// connections finish (up to the drain timeout, or a second signal), finishes the recorders
 /// and flushes.
-pub fn serve(pipeline: Pipeline, options: ServeOptions) -> Result<ServeReport, ServeError> {
+pub fn serve(pipeline: PendingPipeline, options: ServeOptions) -> Result<ServeReport, ServeError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -214,6 +247,35 @@ pub fn serve(pipeline: Pipeline, options: ServeOptions) -> Result<ServeReport, S
         run(pipeline, options, after(1), after(2)).await
     })
 }
+
+/// Builds the pipeline (loads the plugins) on the pipeline thread and tells the connections
+/// how it went; says on stderr how long it took when that was long enough to notice.
+fn build_pipeline(
+    build: Box<dyn FnOnce() -> Result<Pipeline, RunError> + Send>,
+    readiness: &watch::Sender<Readiness>,
+) -> Result<Pipeline, ServeError> {
+    let started = std::time::Instant::now();
+    match build() {
+        Ok(pipeline) => {
+            let took = started.elapsed();
+            if took >= PLUGINS_SLOW {
+                crate::diag!(
+                    "swarmtel: plugins ready after {:.1} s; held lines are processed now",
+                    took.as_secs_f64()
+                );
+            }
+            readiness.send_replace(Readiness::Ready);
+            Ok(pipeline)
+        }
+        Err(error) => {
+            readiness.send_replace(Readiness::Failed(error.to_string()));
+            Err(error.into())
+        }
+    }
+}
+
+/// Loading the plugins for longer than this is reported when it ends.
+const PLUGINS_SLOW: Duration = Duration::from_secs(1);
 
 /// Counts SIGINT and SIGTERM from now on (the process no longer dies of them).
 fn count_signals() -> std::io::Result<watch::Receiver<u32>> {
@@ -234,7 +296,7 @@ fn count_signals() -> std::io::Result<watch::Receiver<u32>> {
 }
 
 async fn run(
-    pipeline: Pipeline,
+    pipeline: PendingPipeline,
     options: ServeOptions,
     shutdown: impl std::future::Future<Output = ()>,
     drain_now: impl std::future::Future<Output = ()>,
@@ -243,7 +305,7 @@ async fn run(
     for endpoint in &options.listen {
         listeners.push(Listener::bind(endpoint, options.token.is_some())?);
     }
-    let default_run = pipeline.run_context().clone();
+    let default_run = pipeline.run.clone();
     let names: Vec<String> = listeners.iter().map(Listener::describe).collect();
     crate::diag!(
         "swarmtel: serving on {}; run {}, testplan {}; SIGINT or SIGTERM to finish",
@@ -254,11 +316,15 @@ async fn run(
 
     let live = Arc::new(Live::default());
     let (sender, receiver) = mpsc::unbounded_channel();
+    let (readiness_tx, readiness) = watch::channel(Readiness::Loading);
     let pipeline_thread = {
         let live = live.clone();
         std::thread::Builder::new()
             .name("swarmtel-pipeline".into())
-            .spawn(move || intake::run(pipeline, receiver, &live))
+            .spawn(move || {
+                let pipeline = build_pipeline(pipeline.build, &readiness_tx)?;
+                intake::run(pipeline, receiver, &live)
+            })
             .expect("cannot start the pipeline thread")
     };
     let budget_units = (options.queue_bytes / BUDGET_UNIT).clamp(1, Semaphore::MAX_PERMITS);
@@ -276,6 +342,7 @@ async fn run(
         active: Default::default(),
         awaiting_hello: Default::default(),
         evicted: Default::default(),
+        readiness,
     });
     let (closing_tx, closing_rx) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();

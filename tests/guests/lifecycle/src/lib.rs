@@ -12,6 +12,9 @@
 //!
 //! - `count-batches`: reports every request batch at once as `BATCH` with its request count
 //!   (so a test can count what reached the recorders even if the runtime is killed later).
+//! - `slow-load`: spins for `spin` iterations in `create-recorder` for the host's start-up
+//!   probe (node `probe`) only, so loading the plugin takes long, like compiling a big one;
+//!   then works like `count-batches`.
 //!
 //! Every mode counts requests and reports `REQUESTS_SEEN` at test stop.
 
@@ -60,6 +63,15 @@ impl Plugin for Lifecycle {
         let spin = ctx.options().integer("spin").unwrap_or(0) as u64;
         let spin = match mode.as_str() {
             "slow-on-worker-0" if ctx.node() != "worker-0" => 0,
+            "slow-load" => {
+                if ctx.node() == "probe" {
+                    let mut count = 0u64;
+                    while count < spin {
+                        count = std::hint::black_box(count + 1);
+                    }
+                }
+                0
+            }
             _ => spin,
         };
         Ok(Box::new(LifecycleRecorder {
@@ -89,7 +101,7 @@ fn wall_clock() -> f64 {
 impl Recorder for LifecycleRecorder {
     fn on_requests(&mut self, requests: &Requests<'_>, out: &mut Output) {
         self.requests += requests.len() as u64;
-        if self.mode == "count-batches" {
+        if self.mode == "count-batches" || self.mode == "slow-load" {
             out.log_telemetry_with(
                 TelemetryData::metric("BATCH"),
                 "a request batch",
