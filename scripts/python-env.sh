@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Sets up the Python environment the live runs need: a virtualenv in target/py-venv (build
-# output, never committed) with Locust and pytest from scripts/python-requirements.txt, and
-# the bridge installed from bridge/. Installs the requirements only when they changed;
-# reinstalls the bridge every time (it is small), so the venv always has the checked-out code.
+# Sets up the Python environment the live runs and the Python guest SDK need: a virtualenv in
+# target/py-venv (build output, never committed) with Locust, pytest and componentize-py from
+# scripts/python-requirements.txt, the bridge installed from bridge/ and the Python guest SDK
+# (swarmtel-recorder) from guest-sdk-python/. Installs the requirements only when they changed;
+# reinstalls the bridge and the SDK every time (they are small), so the venv always has the
+# checked-out code.
 # Prints the virtualenv's path on stdout.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +23,10 @@ fi
 # Build from a copy, so setuptools' build/ and egg-info never land in the source tree.
 build="$(mktemp -d)"
 trap 'rm -rf "$build"' EXIT
-cp -r "$root/bridge/." "$build/"
-"${pip[@]}" install --no-deps --force-reinstall "$build" >&2
+mkdir "$build/bridge" "$build/sdk"
+cp -r "$root/bridge/." "$build/bridge/"
+"${pip[@]}" install --no-deps --force-reinstall "$build/bridge" >&2
+# -L: the SDK's wit/telemetry.wit is a symlink to wit/telemetry.wit; the copy holds the file.
+cp -rL "$root/guest-sdk-python/." "$build/sdk/"
+"${pip[@]}" install --no-deps --force-reinstall "$build/sdk" >&2
 echo "$venv"

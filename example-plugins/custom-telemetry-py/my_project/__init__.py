@@ -1,0 +1,1 @@
+"""The locust-telemetry extending guide's example project, ported to swarmtel."""

@@ -1,0 +1,140 @@
+"""The two Python example plugins in the harness: the seed port and request-stats."""
+
+import json
+import random
+from collections import Counter
+import sys
+
+import pytest
+
+from swarmtel_recorder.dispatch import describe
+from swarmtel_recorder.testing import Harness, load_plugin, replay
+
+from conftest import REQUEST_STATS, SAMPLE, SEED_ENTRY
+
+sys.path.insert(0, str(REQUEST_STATS.parent))
+from request_stats_py import aggregate  # noqa: E402  (plain Python, no SDK types)
+
+sys.path.remove(str(REQUEST_STATS.parent))
+
+
+@pytest.fixture(scope="module")
+def seed():
+    return load_plugin(SEED_ENTRY)
+
+
+@pytest.fixture(scope="module")
+def request_stats():
+    return load_plugin(REQUEST_STATS)
+
+
+def test_the_seed_port_describes_like_the_guide_says(seed):
+    info = describe(seed)
+    assert info.id == "custom-telemetry"
+    [option] = info.options
+    assert (option.name, option.option_type, option.default, option.help, option.env_var) == (
+        "custom-option", "text", "default-value", "Example custom argument", "LOCUST_CUSTOM_OPTION"
+    )
+    [recorder] = info.recorders
+    assert recorder.name == "custom_telemetry_recorder"
+    assert recorder.roles == ["master", "worker", "standalone"]
+    assert recorder.events == ["test_start", "test_stop"]
+
+
+@pytest.mark.parametrize("role", ["master", "worker"])
+def test_the_seed_port_logs_start_and_stop(seed, role):
+    harness = Harness(seed, "custom_telemetry_recorder", role=role, options={"custom-option": "x"})
+    assert harness.event("test_start", time=10.0) == [
+        {"type": "event", "name": "CUSTOM_START", "message": "Custom telemetry recorder started", "fields": {}}
+    ]
+    assert harness.event("test_stop", time=20.0)[0]["name"] == "CUSTOM_STOP"
+    assert harness.recorder.env.parsed_options.custom_option == "x"
+
+
+def fields_of(items):
+    return [(i["fields"]["endpoint"], i["fields"]["requests"], i["fields"]["failures"]) for i in items]
+
+
+def test_request_stats_reports_per_endpoint_at_test_stop(request_stats):
+    harness = Harness(request_stats, "request_stats_recorder", role="worker")
+    harness.request("GET", "/items", 10.0, 100)
+    harness.request("GET", "/items", 30.0, 100, exception="HTTPError 500")
+    harness.request("POST", "/orders", 5.0, 10)
+    items = harness.event("test_stop", time=1.0)
+    assert fields_of(items) == [("/items", 2, 1), ("/orders", 1, 0), ("Aggregated", 3, 1)]
+    assert items[0]["message"] == "GET /items: 2 requests, 1 failures"
+    assert items[2]["message"] == "Aggregated: 3 requests, 1 failures"
+    assert items[2]["fields"]["total_bytes"] == 210
+    assert items[0]["fields"]["avg_response_time_ms"] == 20.0
+    assert all(i["fields"]["final"] for i in items)
+
+
+def test_request_stats_ticks_report_only_after_new_requests(request_stats):
+    harness = Harness(request_stats, role="worker")
+    assert harness.tick(5.0) == []
+    harness.request("GET", "/", 1.0, 1)
+    assert len(harness.tick(10.0)) == 2
+    assert harness.tick(15.0) == []
+    quiet = Harness(request_stats, role="worker", options={"periodic": False})
+    quiet.request("GET", "/", 1.0, 1)
+    assert quiet.tick(5.0) == []
+    assert len(quiet.finish()) == 2, "requests after the last report are reported at the end"
+
+
+def test_request_stats_reset_starts_over_and_keeps_endpoint_names(request_stats):
+    harness = Harness(request_stats, role="worker")
+    harness.request("GET", "/a", 1.0, 1)
+    harness.request("GET", "/b", 1.0, 1)
+    harness.event("reset_stats", time=1.0)
+    harness.request("GET", "/b", 1.0, 1)
+    harness.request("GET", "/a", 1.0, 1)
+    harness.request("GET", "/a", 1.0, 1)
+    items = harness.event("test_stop", time=2.0)
+    assert fields_of(items) == [("/a", 2, 0), ("/b", 1, 0), ("Aggregated", 3, 0)]
+
+
+def test_request_stats_rounds_like_locust():
+    assert aggregate.round_response_time(12.4) == 12
+    assert aggregate.round_response_time(12.5) == 13, "halves go up, as Rust's f64::round"
+    assert aggregate.round_response_time(147.0) == 150
+    assert aggregate.round_response_time(3449.0) == 3400
+    assert aggregate.round_response_time(12600.0) == 13000
+
+
+def test_column_counting_equals_rounding_one_by_one():
+    rng = random.Random(7)
+    values = [rng.choice([rng.uniform(0, 20000), rng.randint(0, 300) / 2, rng.uniform(0, 2)]) for _ in range(20000)]
+    values += [0.0, 0.49999999999999994, 0.5, 99.5, 99.99, 100.0, 104.99, 105.0, 999.4, 999.5,
+               1000.0, 9949.0, 9950.0, 10000.0, 10499.0, 10500.0]
+    histogram = Counter()
+    aggregate.count_rounded(histogram, values)
+    expected = {}
+    for value in values:
+        rounded = aggregate.round_response_time(value)
+        expected[rounded] = expected.get(rounded, 0) + 1
+    assert histogram == expected
+
+
+def test_percentiles_follow_locust():
+    histogram = Counter()
+    aggregate.count_rounded(histogram, [float(ms) for ms in range(1, 11)])
+    assert aggregate.percentile(histogram, 10, 0.5) == 6
+    assert aggregate.percentile(histogram, 10, 0.9) == 10
+    assert aggregate.percentile({}, 0, 0.5) == 0
+
+
+def test_request_stats_on_the_sample_counts_every_request(request_stats):
+    items = replay(request_stats, SAMPLE)
+    requests = {}
+    with open(SAMPLE) as sample:
+        for line in sample:
+            record = json.loads(line)
+            if record["event"] == "request":
+                requests[record["node"]] = requests.get(record["node"], 0) + 1
+    final_totals = {
+        i["node"]: i["fields"]["requests"]
+        for i in items
+        if i["fields"]["endpoint"] == "Aggregated" and i["fields"]["final"]
+    }
+    assert final_totals == requests
+    assert all(i["time"] % 5 == 0 for i in items if not i["fields"]["final"]), "ticks every 5 s"
