@@ -1,0 +1,59 @@
+// Types of swarmtel-recorder/testing: drive a recorder in Node.
+import type { BaseTelemetryPlugin, BaseTelemetryRecorder, RegisteredPlugin, Role } from "./index.js";
+
+/** One telemetry item a recorder logged. */
+export interface TelemetryItem {
+  telemetryType: "event" | "metric";
+  name: string;
+  message: string;
+  /** The fields, parsed (`{}` when none). */
+  fields: Record<string, any>;
+  /** The fields as the JSON text handed to the host ("" when none). */
+  fieldsJson: string;
+}
+
+/** A telemetry item from {@link replay}, with where and when the host would write it. */
+export interface ReplayItem extends TelemetryItem {
+  node: string;
+  role: Role;
+  recorder: string;
+  /** Event time of the batch that produced it, Unix seconds. */
+  time: number;
+}
+
+type PluginLike = RegisteredPlugin | BaseTelemetryPlugin | (new () => BaseTelemetryPlugin);
+
+/** One recorder of a plugin, fed by hand. */
+export class Harness {
+  constructor(plugin: PluginLike, recorder: string, role?: Role, settings?: { options?: Record<string, unknown>; node?: string });
+  readonly recorder: BaseTelemetryRecorder;
+  /** Queues one request (Locust's `request` arguments) for the next delivery. */
+  request(request: {
+    request_type?: string; name: string; response_time: number; response_length?: number;
+    exception?: string | null; start_time?: number; status_code?: number; url?: string; context?: object;
+  }): void;
+  /** Delivers queued requests, then one event written as an event-stream line. */
+  event(line: { event: string; time?: number; [argument: string]: unknown }): TelemetryItem[];
+  flush(): TelemetryItem[];
+  finish(): TelemetryItem[];
+}
+
+/** A decoded event-stream line. */
+export interface EventRecord {
+  node: string;
+  role: Role;
+  time: number;
+  kind: string;
+  request?: Record<string, unknown>;
+  event?: { tag: string; val?: unknown };
+}
+
+export function decodeEvent(line: Record<string, unknown>, accept?: { tick?: boolean }): EventRecord;
+export function readEventStream(path: string): EventRecord[];
+
+/** Runs an event stream through every recorder of a plugin, as `swarmtel replay` does. */
+export function replay(
+  plugin: PluginLike,
+  events: string | Iterable<EventRecord | Record<string, unknown>>,
+  settings?: { options?: Record<string, unknown>; batchSize?: number; roles?: Role[] },
+): ReplayItem[];

@@ -1,0 +1,649 @@
+/**
+ * Drive a recorder in Node, without building it or running swarmtel: for `node --test`.
+ *
+ * {@link Harness} feeds one recorder events built by hand; {@link replay} runs an event-stream
+ * file (the format `swarmtel replay` reads) through every recorder of a plugin, batched and
+ * ticked as the host does it. Both build the batches the host sends and run the same dispatch
+ * code the component runs.
+ *
+ * ```js
+ * import { test } from "node:test";
+ * import assert from "node:assert/strict";
+ * import { Harness } from "swarmtel-recorder/testing";
+ * import plugin from "./recorder.js";
+ *
+ * test("logs CUSTOM_START", () => {
+ *   const harness = new Harness(plugin, "custom_telemetry_recorder", "master");
+ *   const items = harness.event({ event: "test_start", time: 1 });
+ *   assert.equal(items[0].name, "CUSTOM_START");
+ * });
+ * ```
+ *
+ * @module
+ */
+
+import { readFileSync } from "node:fs";
+
+import { RecorderState } from "./dispatch.js";
+import { ROLES, describePlugin, optionKeys, registrationOf } from "./plugin.js";
+
+/**
+ * One telemetry item a recorder logged, as the host receives it.
+ *
+ * @typedef {object} TelemetryItem
+ * @property {"event" | "metric"} telemetryType
+ * @property {string} name the telemetry name
+ * @property {string} message
+ * @property {Record<string, unknown>} fields the fields, parsed (`{}` when none)
+ * @property {string} fieldsJson the fields as the JSON text handed to the host ("" when none)
+ */
+
+/**
+ * A telemetry item from {@link replay}, with where and when the host would write it.
+ *
+ * @typedef {TelemetryItem & { node: string, role: string, recorder: string, time: number }} ReplayItem
+ */
+
+/**
+ * @param {any[]} items WIT `telemetry` items
+ * @returns {TelemetryItem[]}
+ */
+function toItems(items) {
+  return items.map((item) => ({
+    telemetryType: item.telemetryType,
+    name: item.name,
+    message: item.message,
+    fields: item.fields === "" ? {} : JSON.parse(item.fields),
+    fieldsJson: item.fields,
+  }));
+}
+
+/**
+ * The WIT `recorder-config` options: every declared option, from `given` (by any of its names)
+ * or its default.
+ *
+ * @param {ReturnType<typeof describePlugin>} described
+ * @param {Record<string, unknown>} given
+ */
+function resolveOptions(described, given) {
+  const declared = new Map();
+  for (const option of described.options) {
+    for (const key of optionKeys(option.name)) {
+      declared.set(key, option);
+    }
+  }
+  const values = new Map();
+  for (const [key, value] of Object.entries(given)) {
+    const option = declared.get(key);
+    if (option === undefined) {
+      throw new Error(`option ${key} is not declared by the plugin (it declares: ${described.options.map((o) => o.name).join(", ") || "none"})`);
+    }
+    values.set(option.name, value);
+  }
+  const settings = [];
+  for (const option of described.options) {
+    const value = values.has(option.name) ? values.get(option.name) : option.default;
+    if (value === undefined || value === null) {
+      continue;
+    }
+    const ok =
+      option.type === "text" ? typeof value === "string"
+      : option.type === "integer" ? typeof value === "bigint" || Number.isSafeInteger(value)
+      : option.type === "float" ? typeof value === "number"
+      : typeof value === "boolean";
+    if (!ok) {
+      throw new Error(`option ${option.name} must be of type ${option.type}, got ${JSON.stringify(String(value))}`);
+    }
+    settings.push({
+      name: option.name,
+      value: { tag: option.type, val: option.type === "integer" ? BigInt(value) : value },
+    });
+  }
+  return settings;
+}
+
+/** One recorder's batch under construction, as the host's `route::BatchBuilder` builds it. */
+class BatchBuilder {
+  /** @param {{ url: boolean, context: boolean }} extras */
+  constructor(extras) {
+    this.extras = extras;
+    this.clear();
+  }
+
+  clear() {
+    /** @type {{ requestType: string, name: string }[]} */
+    this.endpoints = [];
+    /** @type {Map<string, number>} */
+    this.local = new Map();
+    this.endpoint = [];
+    this.startTime = [];
+    this.responseTimeMs = [];
+    this.responseLength = [];
+    this.statusCode = [];
+    this.failures = [];
+    this.details = [];
+    this.events = [];
+    this.lastTime = -Infinity;
+  }
+
+  get requestCount() {
+    return this.endpoint.length;
+  }
+
+  get isEmpty() {
+    return this.endpoint.length === 0 && this.events.length === 0;
+  }
+
+  /**
+   * @param {RequestRecord} request
+   * @param {number} time
+   */
+  pushRequest(request, time) {
+    const key = `${request.request_type}\u0000${request.name}`;
+    let local = this.local.get(key);
+    if (local === undefined) {
+      local = this.endpoints.length;
+      this.endpoints.push({ requestType: request.request_type, name: request.name });
+      this.local.set(key, local);
+    }
+    const index = this.endpoint.length;
+    this.endpoint.push(local);
+    this.startTime.push(request.start_time);
+    this.responseTimeMs.push(request.response_time);
+    this.responseLength.push(BigInt(request.response_length));
+    this.statusCode.push(request.status_code);
+    if (request.exception !== null) {
+      this.failures.push({ index, exception: request.exception });
+    }
+    if (this.extras.url || this.extras.context) {
+      const url = this.extras.url && request.url !== null ? request.url : undefined;
+      const context = this.extras.context && request.context !== null ? request.context : undefined;
+      if (url !== undefined || context !== undefined) {
+        this.details.push({ index, url, context });
+      }
+    }
+    this.lastTime = Math.max(this.lastTime, time);
+  }
+
+  /**
+   * @param {number} time
+   * @param {{ tag: string, val?: any }} event
+   */
+  pushEvent(time, event) {
+    this.events.push({ time, event });
+    this.lastTime = Math.max(this.lastTime, time);
+  }
+
+  /** The WIT `event-batch` built so far; the builder starts over. */
+  take() {
+    const batch = {
+      requests: {
+        endpoints: this.endpoints,
+        endpoint: Uint32Array.from(this.endpoint),
+        startTime: Float64Array.from(this.startTime),
+        responseTimeMs: Float64Array.from(this.responseTimeMs),
+        responseLength: BigUint64Array.from(this.responseLength),
+        statusCode: Uint16Array.from(this.statusCode),
+        failures: this.failures,
+        details: this.details,
+      },
+      events: this.events,
+    };
+    const time = this.lastTime;
+    this.clear();
+    return { batch, time };
+  }
+}
+
+/** A recorder's tick schedule in event time, as the host's `route::TickClock`. */
+class TickClock {
+  /** @param {number} intervalMs */
+  constructor(intervalMs) {
+    this.interval = intervalMs / 1000;
+    /** @type {number | undefined} */
+    this.next = undefined;
+  }
+
+  /**
+   * The ticks due before an event at `time`, in order (at most 100 per gap).
+   * @param {number} time
+   */
+  due(time) {
+    const interval = this.interval;
+    this.next ??= (Math.floor(time / interval) + 1) * interval;
+    if (time < this.next) {
+      return [];
+    }
+    const ticks = [];
+    let tick = this.next;
+    while (tick <= time && ticks.length < 100) {
+      ticks.push(tick);
+      tick += interval;
+    }
+    if (tick <= time) {
+      tick = (Math.floor(time / interval) + 1) * interval;
+    }
+    this.next = tick;
+    return ticks;
+  }
+}
+
+/**
+ * A request event as the host decodes it.
+ * @typedef {object} RequestRecord
+ * @property {string} request_type
+ * @property {string} name
+ * @property {number} response_time
+ * @property {number | bigint} response_length
+ * @property {string | null} exception
+ * @property {number} start_time
+ * @property {number} status_code 0 when unknown
+ * @property {string | null} url
+ * @property {string | null} context JSON text, or null when absent or empty
+ */
+
+/**
+ * A decoded line of the event stream.
+ * @typedef {object} EventRecord
+ * @property {string} node
+ * @property {"master" | "worker" | "standalone"} role
+ * @property {number} time
+ * @property {string} kind the WIT event kind
+ * @property {RequestRecord} [request] for requests
+ * @property {{ tag: string, val?: any }} [event] for every other event (the WIT event variant)
+ */
+
+/**
+ * @param {Record<string, any>} line
+ * @param {string} key
+ * @param {string} type
+ * @param {boolean} required
+ */
+function arg(line, key, type, required) {
+  const value = line[key];
+  if (value === undefined || value === null) {
+    if (required) {
+      throw new Error(`event \`${line.event}\` needs \`${key}\``);
+    }
+    return undefined;
+  }
+  if (type === "integer" ? !Number.isInteger(value) : typeof value !== type) {
+    throw new Error(`\`${key}\`: expected ${type === "integer" ? "an integer" : `a ${type}`}`);
+  }
+  return value;
+}
+
+/**
+ * @param {any} raw a stats entry as the bridge writes it
+ */
+function statsEntry(raw) {
+  return {
+    requestType: raw.request_type ?? "",
+    name: String(raw.name),
+    numRequests: BigInt(raw.num_requests),
+    numFailures: BigInt(raw.num_failures),
+    totalResponseTimeMs: Number(raw.total_response_time),
+    minResponseTimeMs: Number(raw.min_response_time ?? 0),
+    maxResponseTimeMs: Number(raw.max_response_time),
+    totalContentLength: BigInt(raw.total_content_length ?? 0),
+    responseTimes: (raw.response_times ?? []).map(([ms, count]) => [
+      Math.round(Math.max(0, ms)),
+      BigInt(count),
+    ]),
+    currentRps: Number(raw.current_rps ?? 0),
+    currentFailPerSec: Number(raw.current_fail_per_sec ?? 0),
+  };
+}
+
+/**
+ * Decodes one event-stream object (a line of the file `swarmtel replay` reads, parsed) the
+ * way the host does; throws with the reason for a line the host would skip.
+ *
+ * @param {Record<string, any>} line
+ * @param {{ tick?: boolean }} [accept] `tick: true` also accepts the host's `tick` (the
+ *   harness's hand-made events; never in a stream)
+ * @returns {EventRecord}
+ */
+export function decodeEvent(line, accept = {}) {
+  if (line === null || typeof line !== "object" || Array.isArray(line)) {
+    throw new Error("not a JSON object");
+  }
+  const role = line.role;
+  if (!(role in ROLES)) {
+    throw new Error(`unknown role \`${role}\` (expected master, worker or standalone)`);
+  }
+  if (typeof line.node !== "string" || line.node === "") {
+    throw new Error("`node`: must not be empty");
+  }
+  const time = line.time;
+  if (typeof time !== "number" || !(time >= 0 && time <= 253402300799)) {
+    throw new Error("`time`: must be Unix seconds from 0 to 253402300799");
+  }
+  const base = { node: line.node, role, time };
+  const event = line.event;
+  if (event === "request") {
+    const responseTime = arg(line, "response_time", "number", true);
+    if (!(responseTime >= 0) || !Number.isFinite(responseTime)) {
+      throw new Error(`\`response_time\`: must be milliseconds >= 0, got ${responseTime}`);
+    }
+    const context = line.context;
+    const contextText =
+      context === undefined || context === null || (typeof context === "object" && !Array.isArray(context) && Object.keys(context).length === 0)
+        ? null
+        : JSON.stringify(context);
+    return {
+      ...base,
+      kind: "request",
+      request: {
+        request_type: arg(line, "request_type", "string", true),
+        name: arg(line, "name", "string", true),
+        response_time: responseTime,
+        response_length: arg(line, "response_length", "integer", false) ?? 0,
+        exception: line.exception === undefined || line.exception === null ? null : String(line.exception),
+        start_time: arg(line, "start_time", "number", false) ?? time,
+        status_code: arg(line, "status_code", "integer", false) ?? 0,
+        url: arg(line, "url", "string", false) ?? null,
+        context: contextText,
+      },
+    };
+  }
+  /** @type {{ tag: string, val?: any }} */
+  let wit;
+  switch (event) {
+    case "test_start":
+    case "test_stopping":
+    case "test_stop":
+    case "reset_stats":
+    case "quitting":
+      wit = { tag: event.replace(/_/g, "-") };
+      break;
+    case "tick":
+      if (!accept.tick) {
+        throw new Error("unknown event `tick`");
+      }
+      wit = { tag: "tick" };
+      break;
+    case "spawning_complete":
+      wit = { tag: "spawning-complete", val: arg(line, "user_count", "integer", true) };
+      break;
+    case "user_error":
+      wit = {
+        tag: "user-error",
+        val: {
+          userInstance: String(line.user_instance ?? ""),
+          exception: arg(line, "exception", "string", true),
+          traceback: String(line.tb ?? ""),
+        },
+      };
+      break;
+    case "cpu_warning":
+      wit = { tag: "cpu-warning", val: arg(line, "cpu_usage", "number", true) };
+      break;
+    case "usage_monitor":
+      wit = {
+        tag: "usage-monitor",
+        val: {
+          cpuUsage: arg(line, "cpu_usage", "number", true),
+          memoryUsage: BigInt(arg(line, "memory_usage", "integer", true)),
+        },
+      };
+      break;
+    case "worker_connect":
+      wit = { tag: "worker-connect", val: arg(line, "client_id", "string", true) };
+      break;
+    case "worker_report":
+      wit = {
+        tag: "worker-report",
+        val: { clientId: arg(line, "client_id", "string", true), userCount: arg(line, "user_count", "integer", false) ?? 0 },
+      };
+      break;
+    case "heartbeat_sent":
+    case "heartbeat_received":
+      wit = {
+        tag: event.replace(/_/g, "-"),
+        val: { clientId: arg(line, "client_id", "string", true), timestamp: arg(line, "timestamp", "number", false) ?? time },
+      };
+      break;
+    case "quit":
+      wit = { tag: "quit", val: arg(line, "exit_code", "integer", false) ?? 0 };
+      break;
+    case "stats":
+      if (!Array.isArray(line.entries)) {
+        throw new Error("event `stats` needs `entries`");
+      }
+      if (line.total === undefined || line.total === null) {
+        throw new Error("event `stats` needs `total`");
+      }
+      wit = {
+        tag: "stats-snapshot",
+        val: {
+          userCount: arg(line, "user_count", "integer", false) ?? 0,
+          entries: line.entries.map(statsEntry),
+          total: statsEntry(line.total),
+        },
+      };
+      break;
+    default:
+      throw new Error(`unknown event \`${event}\``);
+  }
+  return { ...base, kind: wit.tag, event: wit };
+}
+
+/**
+ * Reads an event-stream file (NDJSON, the format `swarmtel replay` reads). Blank lines are
+ * skipped; a bad line throws `FILE:LINE: reason`.
+ *
+ * @param {string} path
+ * @returns {EventRecord[]}
+ */
+export function readEventStream(path) {
+  const records = [];
+  const lines = readFileSync(path, "utf8").split("\n");
+  for (let index = 0; index < lines.length; index++) {
+    const text = lines[index].replace(/\r$/, "");
+    if (text.trim() === "") {
+      continue;
+    }
+    try {
+      records.push(decodeEvent(JSON.parse(text)));
+    } catch (error) {
+      throw new Error(`${path}:${index + 1}: ${/** @type {Error} */ (error).message}`);
+    }
+  }
+  return records;
+}
+
+/**
+ * One recorder of a plugin, fed by hand, like the Rust SDK's `testing::Harness`.
+ */
+export class Harness {
+  /**
+   * Creates `recorder` of `plugin` for one node in `role`.
+   *
+   * @param {any} plugin what `registerPlugin` returned, or the plugin's class or instance
+   * @param {string} recorder the recorder's name (its class's `static name`)
+   * @param {"master" | "worker" | "standalone"} [role] default `worker`
+   * @param {{ options?: Record<string, unknown>, node?: string }} [settings] option values by
+   *   name (the rest take their defaults), and the node id (`master`, `worker-0`, `local` by
+   *   default)
+   */
+  constructor(plugin, recorder, role = "worker", settings = {}) {
+    const entry = registrationOf(plugin);
+    const described = describePlugin(entry);
+    const spec = described.recorders.get(recorder);
+    if (spec === undefined) {
+      throw new Error(`the plugin has no recorder ${recorder} (it has: ${[...described.recorders.keys()].join(", ")})`);
+    }
+    if (!spec.roles.includes(role)) {
+      throw new Error(`recorder ${recorder} does not serve role ${role} (it serves: ${spec.roles.join(", ")})`);
+    }
+    /** The recorder's state, as the component keeps it. */
+    this.state = new RecorderState(entry, {
+      recorder,
+      role,
+      node: settings.node ?? ROLES[role].node,
+      options: resolveOptions(described, settings.options ?? {}),
+    });
+    /** The author's recorder object. */
+    this.recorder = this.state.recorder;
+    this.builder = new BatchBuilder(spec.extras);
+  }
+
+  /**
+   * Queues one request for the next delivery, with Locust's `request` arguments
+   * (`exception` marks it failed; `status_code` defaults to 500 for a failure, else 200).
+   *
+   * @param {{ request_type?: string, name: string, response_time: number, response_length?: number, exception?: string | null, start_time?: number, status_code?: number, url?: string, context?: object }} request
+   */
+  request(request) {
+    const failed = request.exception !== undefined && request.exception !== null;
+    const context = request.context;
+    this.builder.pushRequest(
+      {
+        request_type: request.request_type ?? "GET",
+        name: request.name,
+        response_time: request.response_time,
+        response_length: request.response_length ?? 0,
+        exception: failed ? String(request.exception) : null,
+        start_time: request.start_time ?? 0,
+        status_code: request.status_code ?? (failed ? 500 : 200),
+        url: request.url ?? null,
+        context: context === undefined || Object.keys(context).length === 0 ? null : JSON.stringify(context),
+      },
+      request.start_time ?? 0,
+    );
+  }
+
+  /**
+   * Delivers the queued requests and then one event, written as an event-stream line
+   * (`{ event: "spawning_complete", time: 5, user_count: 10 }`; `role` and `node` are not
+   * needed, and `tick` is allowed); returns what was logged. A `request` line is queued
+   * instead, and nothing is returned.
+   *
+   * @param {Record<string, any> & { event: string, time?: number }} line
+   * @returns {TelemetryItem[]}
+   */
+  event(line) {
+    if (line.event === "request") {
+      this.request(/** @type {any} */ (line));
+      return [];
+    }
+    const record = decodeEvent({ role: "worker", node: "harness", time: 0, ...line }, { tick: true });
+    this.builder.pushEvent(record.time, /** @type {any} */ (record.event));
+    return this.flush();
+  }
+
+  /**
+   * Delivers the queued requests; returns what was logged.
+   * @returns {TelemetryItem[]}
+   */
+  flush() {
+    if (this.builder.isEmpty) {
+      return [];
+    }
+    return toItems(this.state.handle(this.builder.take().batch));
+  }
+
+  /**
+   * Ends the stream: delivers what is queued, then calls the `finish` listeners.
+   * @returns {TelemetryItem[]}
+   */
+  finish() {
+    return [...this.flush(), ...toItems(this.state.finish())];
+  }
+}
+
+/**
+ * Runs an event stream through every recorder of `plugin`, as `swarmtel replay` does: one
+ * recorder instance per (recorder, node) created when the node first appears, requests in
+ * batches of at most `batchSize` that any other event ends, ticks from event time, and every
+ * recorder finished at the end. Returns the telemetry in the order the host writes it.
+ *
+ * @param {any} plugin what `registerPlugin` returned, or the plugin's class or instance
+ * @param {string | Iterable<EventRecord | Record<string, any>>} events an event-stream file,
+ *   or its lines (decoded or as parsed JSON objects)
+ * @param {{ options?: Record<string, unknown>, batchSize?: number, roles?: string[] }} [settings]
+ *   option values, the config's `batch_size` (1024) and `roles` (default: every role)
+ * @returns {ReplayItem[]}
+ */
+export function replay(plugin, events, settings = {}) {
+  const entry = registrationOf(plugin);
+  const described = describePlugin(entry);
+  const options = resolveOptions(described, settings.options ?? {});
+  const batchSize = settings.batchSize ?? 1024;
+  const records = typeof events === "string" ? readEventStream(events) : events;
+  /** @type {Map<string, { role: string, lastTime: number, slots: any[] }>} */
+  const nodes = new Map();
+  const slots = [];
+  /** @type {ReplayItem[]} */
+  const out = [];
+
+  const emit = (slot, items, time) => {
+    for (const item of toItems(items)) {
+      out.push({ ...item, node: slot.node, role: slot.role, recorder: slot.recorder, time });
+    }
+  };
+  const flush = (slot) => {
+    if (slot.builder.isEmpty) {
+      return;
+    }
+    const { batch, time } = slot.builder.take();
+    emit(slot, slot.state.handle(batch), time);
+  };
+
+  for (const raw of records) {
+    const record = "kind" in raw ? /** @type {EventRecord} */ (raw) : decodeEvent(raw);
+    let node = nodes.get(record.node);
+    if (node === undefined) {
+      node = { role: record.role, lastTime: -Infinity, slots: [] };
+      if (settings.roles === undefined || settings.roles.includes(record.role)) {
+        for (const [name, spec] of described.recorders) {
+          if (!spec.roles.includes(record.role)) {
+            continue;
+          }
+          const slot = {
+            recorder: name,
+            node: record.node,
+            role: record.role,
+            events: new Set(spec.events),
+            state: new RecorderState(entry, { recorder: name, role: record.role, node: record.node, options }),
+            builder: new BatchBuilder(spec.extras),
+            tick: spec.tickIntervalMs === undefined ? undefined : new TickClock(spec.tickIntervalMs),
+            nodeState: node,
+          };
+          node.slots.push(slot);
+          slots.push(slot);
+        }
+      }
+      nodes.set(record.node, node);
+    } else if (node.role !== record.role) {
+      continue;
+    }
+    node.lastTime = Math.max(node.lastTime, record.time);
+    for (const slot of node.slots) {
+      if (slot.tick !== undefined) {
+        for (const tick of slot.tick.due(record.time)) {
+          slot.builder.pushEvent(tick, { tag: "tick" });
+          flush(slot);
+        }
+      }
+      if (!slot.events.has(record.kind)) {
+        continue;
+      }
+      if (record.request !== undefined) {
+        slot.builder.pushRequest(record.request, record.time);
+        if (slot.builder.requestCount >= batchSize) {
+          flush(slot);
+        }
+      } else {
+        slot.builder.pushEvent(record.time, /** @type {any} */ (record.event));
+        flush(slot);
+      }
+    }
+  }
+  for (const slot of slots) {
+    flush(slot);
+    emit(slot, slot.state.finish(), slot.nodeState.lastTime);
+  }
+  return out;
+}
