@@ -7,6 +7,9 @@
 //!   record, validate, enrich, write to `io::sink`); only the recorder backend differs.
 //! * `stages/...`: where replay time goes: decode only, and the pipeline with a recorder
 //!   that does nothing.
+//! * `polyglot/{rust,python,js_quickjs,js_spidermonkey}/1024`: the same request-stats
+//!   recorder written in each language (built by `scripts/build-polyglot.sh`), one call on a
+//!   batch of 1024.
 //!
 //! The native backend runs the request-stats guest's logic (`RequestStatsRecorder` plus the
 //! guest SDK's endpoint table) with the same `request_stats::aggregate` code, so the
@@ -564,10 +567,62 @@ fn benchmarking() -> bool {
     has("--bench") && !has("--test") && !has("--list")
 }
 
+/// The request-stats recorder in Rust, Python and JavaScript (both engines): one `handle` call on a batch
+/// of 1024 request events each, reported per event.
+fn polyglot(c: &mut Criterion, setup: &Setup) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = Command::new(root.join("scripts/build-polyglot.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run scripts/build-polyglot.sh");
+    assert!(output.status.success(), "scripts/build-polyglot.sh failed");
+    let paths: Vec<PathBuf> = String::from_utf8(output.stdout)
+        .expect("UTF-8 paths")
+        .lines()
+        .map(PathBuf::from)
+        .collect();
+    let mut group = c.benchmark_group("polyglot");
+    group
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(6))
+        .sample_size(30);
+    let n = 1024;
+    let languages = ["rust", "python", "js_quickjs", "js_spidermonkey"];
+    for (language, path) in languages.into_iter().zip(&paths) {
+        let text = format!(
+            "[run]\ntestplan = \"bench\"\n\n[[plugins]]\npath = {:?}\n",
+            path.display().to_string()
+        );
+        let config = Config::parse(&text, &setup.guests.join("polyglot.toml"), &setup.guests)
+            .expect("polyglot config");
+        let entry = &config.plugins[0];
+        let plugin = plugin::load_plugin(&setup.sandbox, path, entry, &|_| None)
+            .unwrap_or_else(|error| panic!("load {}: {error}", path.display()));
+        let recorder = &plugin.recorders[0];
+        let batch = request_batch(n, recorder.request_extras);
+        let config = plugin::recorder_config(&plugin, recorder, RoleName::Worker, "worker-0");
+        let mut wasm = WasmRecorder::new(
+            setup.sandbox.clone(),
+            plugin.pre.clone(),
+            plugin.id(),
+            plugin.limits,
+            plugin.capabilities,
+            config,
+        );
+        wasm.start().expect("start recorder");
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("{language}/{n}"), |b| {
+            b.iter(|| black_box(wasm.handle(black_box(&batch)).expect("handle")))
+        });
+    }
+    group.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let setup = Setup::new();
     batch(c, &setup);
     replay(c, &setup);
+    polyglot(c, &setup);
 }
 
 criterion_group!(request_path, benches);
