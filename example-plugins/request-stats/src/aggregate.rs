@@ -10,18 +10,19 @@ use std::collections::BTreeMap;
 const DENSE_LIMIT_MS: u64 = 10_000;
 const DENSE_SLOTS: usize = 280;
 
-/// Locust's rounding of a response time for its histogram (`StatsEntry._log_time_of_request`):
-/// exact below 100 ms, to 10 ms below 1 s, to 100 ms below 10 s, to 1 s above.
+/// Locust's rounding of a response time for its histogram (`StatsEntry._log_response_time`):
+/// to 1 ms below 100 ms, to 10 ms below 1 s, to 100 ms below 10 s, to 1 s above, with
+/// Python's `round`: a half goes to the even neighbour (12.5 → 12, 145 → 140, 1,050 → 1,000).
 pub fn round_response_time(response_time_ms: f64) -> u64 {
     let ms = response_time_ms.max(0.0);
     let rounded = if ms < 100.0 {
-        ms.round()
+        ms.round_ties_even()
     } else if ms < 1_000.0 {
-        (ms / 10.0).round() * 10.0
+        (ms / 10.0).round_ties_even() * 10.0
     } else if ms < 10_000.0 {
-        (ms / 100.0).round() * 100.0
+        (ms / 100.0).round_ties_even() * 100.0
     } else {
-        (ms / 1_000.0).round() * 1_000.0
+        (ms / 1_000.0).round_ties_even() * 1_000.0
     };
     rounded as u64
 }
@@ -286,6 +287,13 @@ mod tests {
     #[test]
     fn rounds_like_locust() {
         assert_eq!(round_response_time(12.4), 12);
+        // Python's round(), as Locust calls it: halves go to the even neighbour.
+        assert_eq!(round_response_time(12.5), 12);
+        assert_eq!(round_response_time(13.5), 14);
+        assert_eq!(round_response_time(145.0), 140);
+        assert_eq!(round_response_time(155.0), 160);
+        assert_eq!(round_response_time(1_050.0), 1_000);
+        assert_eq!(round_response_time(12_500.0), 12_000);
         assert_eq!(round_response_time(147.0), 150);
         assert_eq!(round_response_time(3_449.0), 3_400);
         assert_eq!(round_response_time(12_600.0), 13_000);
