@@ -11,17 +11,79 @@ import { float } from "swarmtel-recorder";
 const DENSE_LIMIT_MS = 10_000;
 const DENSE_SLOTS = 280;
 
+/** 2^64, the first number Rust's `as u64` saturates (to 2^64 - 1). */
+const U64_LIMIT = 18_446_744_073_709_551_616;
+const U64_MAX = 18_446_744_073_709_551_615n;
+
 /**
- * Locust's rounding of a response time for its histogram (`StatsEntry._log_time_of_request`):
- * exact below 100 ms, to 10 ms below 1 s, to 100 ms below 10 s, to 1 s above.
+ * Python's `round(x)` (Rust's `round_ties_even`): to the nearest integer, a half to the even
+ * neighbour (12.5 → 12, 13.5 → 14). Exact for every double: `x - floor(x)` loses nothing.
+ * @param {number} x
+ */
+export function roundTiesEven(x) {
+  if (!Number.isFinite(x)) return x;
+  const floor = Math.floor(x);
+  const fraction = x - floor;
+  if (fraction > 0.5) return floor + 1;
+  if (fraction < 0.5) return floor;
+  return floor % 2 === 0 ? floor : floor + 1;
+}
+
+/**
+ * Rust's `f64::round`: to the nearest integer, a half away from zero. Written out rather than
+ * `Math.round` (a half towards +infinity), so every engine gives the Rust plugin's result.
+ * @param {number} x
+ */
+function roundHalfAway(x) {
+  if (!Number.isFinite(x)) return x;
+  const magnitude = Math.abs(x);
+  const floor = Math.floor(magnitude);
+  const rounded = magnitude - floor >= 0.5 ? floor + 1 : floor;
+  return x < 0 ? -rounded : rounded;
+}
+
+/**
+ * Locust's rounding of a response time for its histogram (`StatsEntry._log_response_time`):
+ * to 1 ms below 100 ms, to 10 ms below 1 s, to 100 ms below 10 s, to 1 s above, with
+ * Python's `round`: a half goes to the even neighbour (12.5 → 12, 145 → 140, 1,050 → 1,000).
+ * Like the Rust plugin's `as u64`, NaN gives 0 and anything from 2^64 up gives one bucket
+ * (2^64, written 2^64 - 1 by {@link u64Json}).
  * @param {number} responseTimeMs
  */
 export function roundResponseTime(responseTimeMs) {
-  const ms = Math.max(responseTimeMs, 0);
-  if (ms < 100) return Math.round(ms);
-  if (ms < 1_000) return Math.round(ms / 10) * 10;
-  if (ms < 10_000) return Math.round(ms / 100) * 100;
-  return Math.round(ms / 1_000) * 1_000;
+  const ms = responseTimeMs > 0 ? responseTimeMs : 0; // NaN and negatives: 0, as f64::max
+  let rounded;
+  if (ms < 100) rounded = roundTiesEven(ms);
+  else if (ms < 1_000) rounded = roundTiesEven(ms / 10) * 10;
+  else if (ms < 10_000) rounded = roundTiesEven(ms / 100) * 100;
+  else rounded = roundTiesEven(ms / 1_000) * 1_000;
+  return rounded >= U64_LIMIT ? U64_LIMIT : rounded;
+}
+
+/**
+ * A whole number of at most 2^64 as the JSON integer the Rust plugin writes for its `u64`:
+ * exact past 2^53 (a BigInt), and 2^64 (the saturated bucket) as 2^64 - 1.
+ * @param {number | bigint} value
+ */
+export function u64Json(value) {
+  if (typeof value === "bigint") return value;
+  if (value >= U64_LIMIT) return U64_MAX;
+  return Number.isSafeInteger(value) ? value : BigInt(value);
+}
+
+/**
+ * `a + b` as Rust's `u64` addition in a release build (wrapping at 2^64): a number while the
+ * sum is safe, else a BigInt.
+ * @param {number | bigint} a
+ * @param {number | bigint} b
+ */
+function addU64(a, b) {
+  if (typeof a === "number" && typeof b === "number") {
+    const sum = a + b;
+    if (Number.isSafeInteger(sum)) return sum;
+  }
+  const exact = BigInt.asUintN(64, BigInt(a) + BigInt(b));
+  return exact <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(exact) : exact;
 }
 
 /** @param {number} rounded */
@@ -95,9 +157,14 @@ export class Histogram {
   }
 }
 
-/** Milliseconds to three decimals: enough for a dashboard, stable in snapshots. */
+/**
+ * Milliseconds to three decimals: enough for a dashboard, stable in snapshots. A result that
+ * is not finite is `null`, as serde_json writes the Rust plugin's infinite `f64`.
+ * @param {number} value
+ */
 function round3(value) {
-  return Math.round(value * 1_000) / 1_000;
+  const rounded = roundHalfAway(value * 1_000) / 1_000;
+  return Number.isFinite(rounded) ? float(rounded) : null;
 }
 
 /** Running statistics of one endpoint. */
@@ -114,20 +181,21 @@ export class EndpointStats {
     this.totalResponseTimeMs = 0;
     this.minResponseTimeMs = Infinity;
     this.maxResponseTimeMs = 0;
+    /** @type {number | bigint} */
     this.totalBytes = 0;
     this.histogram = new Histogram();
   }
 
   /**
    * @param {number} responseTimeMs
-   * @param {number} responseLength
+   * @param {number | bigint} responseLength exact (a BigInt) past 2^53
    */
   record(responseTimeMs, responseLength) {
     this.requests += 1;
     this.totalResponseTimeMs += responseTimeMs;
     this.minResponseTimeMs = Math.min(this.minResponseTimeMs, responseTimeMs);
     this.maxResponseTimeMs = Math.max(this.maxResponseTimeMs, responseTimeMs);
-    this.totalBytes += responseLength;
+    this.totalBytes = addU64(this.totalBytes, responseLength);
     this.histogram.record(responseTimeMs);
   }
 
@@ -138,7 +206,7 @@ export class EndpointStats {
     this.totalResponseTimeMs += other.totalResponseTimeMs;
     this.minResponseTimeMs = Math.min(this.minResponseTimeMs, other.minResponseTimeMs);
     this.maxResponseTimeMs = Math.max(this.maxResponseTimeMs, other.maxResponseTimeMs);
-    this.totalBytes += other.totalBytes;
+    this.totalBytes = addU64(this.totalBytes, other.totalBytes);
     this.histogram.merge(other.histogram);
   }
 
@@ -155,14 +223,14 @@ export class EndpointStats {
       endpoint: this.name,
       requests: this.requests,
       failures: this.failures,
-      avg_response_time_ms: float(round3(average)),
-      min_response_time_ms: float(round3(min)),
-      max_response_time_ms: float(round3(this.maxResponseTimeMs)),
-      p50_ms: this.histogram.percentile(this.requests, 0.5),
-      p90_ms: this.histogram.percentile(this.requests, 0.9),
-      p95_ms: this.histogram.percentile(this.requests, 0.95),
-      p99_ms: this.histogram.percentile(this.requests, 0.99),
-      total_bytes: this.totalBytes,
+      avg_response_time_ms: round3(average),
+      min_response_time_ms: round3(min),
+      max_response_time_ms: round3(this.maxResponseTimeMs),
+      p50_ms: u64Json(this.histogram.percentile(this.requests, 0.5)),
+      p90_ms: u64Json(this.histogram.percentile(this.requests, 0.9)),
+      p95_ms: u64Json(this.histogram.percentile(this.requests, 0.95)),
+      p99_ms: u64Json(this.histogram.percentile(this.requests, 0.99)),
+      total_bytes: u64Json(this.totalBytes),
       final: isFinal,
     };
   }
@@ -214,7 +282,7 @@ export class RequestStats {
     this.endpoints = this.endpoints.map((e) => new EndpointStats(e.requestType, e.name));
   }
 
-  /** @param {number} index @param {number} responseTimeMs @param {number} responseLength */
+  /** @param {number} index @param {number} responseTimeMs @param {number | bigint} responseLength */
   record(index, responseTimeMs, responseLength) {
     this.endpoints[index].record(responseTimeMs, responseLength);
   }

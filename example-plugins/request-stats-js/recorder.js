@@ -70,8 +70,16 @@ export class RequestStatsRecorder extends BaseTelemetryRecorder {
     const ids = requests.endpointIds;
     const times = requests.responseTimesMs;
     const lengths = requests.responseLengths;
+    let exact;
     for (let i = 0; i < ids.length; i++) {
-      this.stats.record(ids[i], times[i], lengths[i]);
+      const length = lengths[i];
+      // Past 2^53 a number is not exact: read the u64 itself, as the Rust plugin does.
+      if (length > Number.MAX_SAFE_INTEGER) {
+        exact ??= requests.responseLengthsExact;
+        this.stats.record(ids[i], times[i], exact[i]);
+      } else {
+        this.stats.record(ids[i], times[i], length);
+      }
     }
     for (const { index } of requests.failures) {
       this.stats.recordFailure(ids[index]);

@@ -4,6 +4,7 @@
 
 import { BuildError, build, describeOrFail, loadRecorderModule } from "../src/build.js";
 import { replay } from "../src/testing.js";
+import path from "node:path";
 
 const USAGE = `usage:
   swarmtel-recorder build RECORDER.js -o PLUGIN.wasm [--engine quickjs|spidermonkey]
@@ -106,11 +107,12 @@ async function main() {
         if (option === undefined) fail(`--option ${name}: the plugin declares no such option`);
         values[name] = optionValue(option, setting.slice(equals + 1));
       }
-      const items = replay(plugin, positional[1], { options: values, batchSize });
+      const items = replay(plugin, positional[1], { options: values, batchSize, module: path.resolve(positional[0]) });
       // `fields` is the JSON text the recorder handed over, unchanged (20.0 stays a float).
       const lines = items.map((item) => {
         const head = JSON.stringify({
           time: item.time,
+          rfc3339: item.rfc3339,
           node: item.node,
           role: item.role,
           recorder: item.recorder,

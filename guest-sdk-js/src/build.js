@@ -49,6 +49,8 @@ export const ENGINES = Object.freeze(["spidermonkey", "quickjs"]);
 /** The engine used when none is named. */
 export const DEFAULT_ENGINE = "quickjs";
 
+const UNCHECKED = Symbol.for("swarmtel-recorder.unchecked");
+
 /** A build failure whose message is one line for the author. */
 export class BuildError extends Error {
   /** @param {string} message */
@@ -196,8 +198,9 @@ export function describeOrFail(plugin, file) {
  *
  * @param {string} source the recorder module (ES module that calls `registerPlugin` once)
  * @param {string} output where the `.wasm` goes
- * @param {{ log?: (line: string) => void, engine?: "spidermonkey" | "quickjs" }} [settings]
- *   `engine`: see {@link ENGINES} (default {@link DEFAULT_ENGINE})
+ * @param {{ log?: (line: string) => void, engine?: "spidermonkey" | "quickjs", hostChecks?: boolean }} [settings]
+ *   `engine`: see {@link ENGINES} (default {@link DEFAULT_ENGINE}); `hostChecks: false` skips
+ *   the SDK's copy of the host's description checks (only to test the host's verdicts)
  * @returns {Promise<{ bytes: number, seconds: number, info: any, engine: string }>}
  */
 export async function build(source, output, settings = {}) {
@@ -209,7 +212,17 @@ export async function build(source, output, settings = {}) {
   const started = performance.now();
   const file = path.resolve(source);
   const { plugin } = await loadRecorderModule(file);
-  const { info } = describeOrFail(plugin, file);
+  // `hostChecks: false` leaves the host's own checks to the host: only for testing them.
+  const unchecked = settings.hostChecks === false;
+  const global = /** @type {any} */ (globalThis);
+  const before = global[UNCHECKED];
+  let info;
+  try {
+    if (unchecked) global[UNCHECKED] = true;
+    ({ info } = describeOrFail(plugin, file));
+  } finally {
+    global[UNCHECKED] = before;
+  }
   say(
     `${shown(file)}: plugin ${info.id} ${info.version}: ${info.recorders
       .map((/** @type {any} */ r) => `${r.name} (${r.roles.join(", ")}; ${r.events.join(", ") || "no events"})`)
@@ -222,9 +235,11 @@ export async function build(source, output, settings = {}) {
       `import { log } from "swarmtel:telemetry/host@0.1.0";`,
       `import { componentExports } from ${JSON.stringify(path.join(SDK_ROOT, "src", "component.js"))};`,
       `import ${JSON.stringify(file)};`,
+      ...(unchecked ? [`globalThis[Symbol.for("swarmtel-recorder.unchecked")] = true;`] : []),
       `export const plugin = componentExports(log);`,
     ].join("\n");
-    await bundle({ contents: entry, resolveDir: path.dirname(file), outfile: bundled });
+    await bundle({ contents: entry, resolveDir: path.dirname(file), outfile: bundled, sourcemap: true });
+    embedSourceMap(bundled);
     if (!existsSync(path.join(WIT_DIR, "telemetry.wit"))) {
       throw new BuildError(
         `${WIT_DIR}/telemetry.wit is missing: install swarmtel-recorder from a swarmtel checkout (npm install path/to/swarmtel/guest-sdk-js), whose wit/ it links to`,
@@ -242,6 +257,29 @@ export async function build(source, output, settings = {}) {
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * Replaces the bundle's inline source map by a compact one (no source text, paths relative
+ * to the working directory) that the component's error reports read (see `stack.js`),
+ * appended after the code so no line moves.
+ * @param {string} bundled the bundle's path
+ */
+function embedSourceMap(bundled) {
+  const text = readFileSync(bundled, "utf8");
+  const marker = "//# sourceMappingURL=data:application/json;base64,";
+  const at = text.lastIndexOf(marker);
+  if (at < 0) {
+    return;
+  }
+  const map = JSON.parse(Buffer.from(text.slice(at + marker.length).trim(), "base64").toString("utf8"));
+  const sources = map.sources.map((/** @type {string} */ source) => {
+    const absolute = path.resolve(path.dirname(bundled), source);
+    const src = path.join(SDK_ROOT, "src") + path.sep;
+    return absolute.startsWith(src) ? `swarmtel-recorder/src/${path.relative(src, absolute)}` : shown(absolute);
+  });
+  const compact = JSON.stringify({ sources, mappings: map.mappings });
+  writeFileSync(bundled, `${text.slice(0, at)}globalThis[Symbol.for("swarmtel-recorder.sourcemap")] = ${compact};\n`);
 }
 
 /**

@@ -9,6 +9,7 @@ import { RecorderState } from "./dispatch.js";
 import { describeError } from "./errors.js";
 import { log, setLogSink } from "./log.js";
 import { describePlugin, recorderName, registeredPlugins } from "./plugin.js";
+import { mapStack } from "./stack.js";
 
 /** The one registered plugin; throws when there is none or more than one. */
 export function thePlugin() {
@@ -81,6 +82,6 @@ export function componentExports(hostLog) {
  */
 function report(state, error) {
   const name = recorderName(state.recorder.constructor);
-  const stack = error instanceof Error && error.stack ? `\n${error.stack.trimEnd()}` : "";
+  const stack = error instanceof Error && error.stack ? `\n${mapStack(error.stack).trimEnd()}` : "";
   log("error", `recorder ${name} threw ${describeError(error, false)}${stack}`);
 }

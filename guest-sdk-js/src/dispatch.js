@@ -7,13 +7,16 @@
 
 import { HOOK_BY_TAG } from "./hooks.js";
 import { createRecorder, subscriptions } from "./plugin.js";
-import { EndpointTable, Requests } from "./requests.js";
+import { EndpointTable, Requests, u64Number } from "./requests.js";
 
 /**
  * A BigInt as a number when that loses nothing.
  * @param {bigint | number} value
  */
 function toNumber(value) {
+  if (typeof value === "number") {
+    return u64Number(value);
+  }
   return typeof value === "bigint" && value <= BigInt(Number.MAX_SAFE_INTEGER) && value >= BigInt(Number.MIN_SAFE_INTEGER)
     ? Number(value)
     : value;

@@ -113,6 +113,7 @@ export interface HookArgs {
 export interface EventHook<A> {
   readonly name: string;
   addListener(listener: (this: BaseTelemetryRecorder, args: A) => void): void;
+  /** Stops a listener added with addListener, or the recorder's own method named after the hook. */
   removeListener(listener: (args: A) => void): void;
 }
 
@@ -157,6 +158,8 @@ export class Requests implements Iterable<RequestArgs> {
   readonly endpointIds: Uint32Array;
   readonly responseTimesMs: Float64Array;
   readonly responseLengths: Float64Array;
+  /** Exact response lengths (the host's u64), for lengths past 2^53. */
+  readonly responseLengthsExact: BigUint64Array;
   readonly startTimes: Float64Array;
   readonly statusCodes: Uint16Array;
   readonly failures: ReadonlyArray<{ index: number; exception: string }>;

@@ -77,18 +77,71 @@ export function floatText(value) {
   return negative ? `-${text}` : text;
 }
 
+/** A number JSON cannot hold (NaN, Infinity) in telemetry fields; see {@link encodeFields}. */
+export class NonFiniteError extends Error {
+  /**
+   * @param {string} path where the number is, such as `latency.p50` or `samples[3]`
+   * @param {number} value
+   */
+  constructor(path, value) {
+    super(`field ${path} is ${value}: JSON has no NaN or Infinity; check the arithmetic, or log null or a string instead`);
+    this.name = "NonFiniteError";
+    /** Where the number is. */
+    this.path = path;
+  }
+}
+
 /**
- * Encodes a value as JSON text with the number rules above.
+ * Encodes telemetry fields as JSON text with the number rules above, and throws a
+ * {@link NonFiniteError} naming the field for NaN or an infinity (plain or in `float()`),
+ * which JSON cannot hold.
+ *
+ * @param {unknown} value
+ * @returns {string | undefined}
+ */
+export function encodeFields(value) {
+  return encode(value, "");
+}
+
+/**
+ * Encodes a value as JSON text with the number rules above; NaN and infinities become `null`
+ * (as `JSON.stringify` and serde_json write them).
  *
  * @param {unknown} value
  * @returns {string | undefined} undefined for values JSON has no place for (functions, undefined)
  */
 export function encodeJson(value) {
+  return encode(value, undefined);
+}
+
+/**
+ * @param {string} path
+ * @param {string | number} key
+ */
+function child(path, key) {
+  if (typeof key === "number") {
+    return `${path}[${key}]`;
+  }
+  return path === "" ? key : `${path}.${key}`;
+}
+
+/**
+ * @param {unknown} value
+ * @param {string | undefined} path where `value` is, when non-finite numbers must throw
+ * @returns {string | undefined}
+ */
+function encode(value, path) {
   switch (typeof value) {
     case "string":
       return JSON.stringify(value);
     case "number":
-      return Number.isFinite(value) ? String(value) : "null";
+      if (Number.isFinite(value)) {
+        return String(value);
+      }
+      if (path !== undefined) {
+        throw new NonFiniteError(path, value);
+      }
+      return "null";
     case "bigint":
       return value.toString();
     case "boolean":
@@ -104,24 +157,30 @@ export function encodeJson(value) {
     return "null";
   }
   if (/** @type {any} */ (value)[FLOAT] === true) {
-    return floatText(value.value);
+    const number = /** @type {any} */ (value).value;
+    if (path !== undefined && !Number.isFinite(number)) {
+      throw new NonFiniteError(path, number);
+    }
+    return floatText(number);
   }
   if (Array.isArray(value) || ArrayBuffer.isView(value)) {
     const parts = [];
+    let index = 0;
     for (const element of /** @type {ArrayLike<unknown>} */ (value)) {
-      parts.push(encodeJson(element) ?? "null");
+      parts.push(encode(element, path === undefined ? undefined : child(path, index)) ?? "null");
+      index++;
     }
     return `[${parts.join(",")}]`;
   }
   if (value instanceof Map) {
-    return encodeJson(Object.fromEntries(value));
+    return encode(Object.fromEntries(value), path);
   }
   if (typeof (/** @type {any} */ (value).toJSON) === "function") {
-    return encodeJson(/** @type {any} */ (value).toJSON());
+    return encode(/** @type {any} */ (value).toJSON(), path);
   }
   const parts = [];
   for (const [key, element] of Object.entries(/** @type {object} */ (value))) {
-    const text = encodeJson(element);
+    const text = encode(element, path === undefined ? undefined : child(path, key));
     if (text !== undefined) {
       parts.push(`${JSON.stringify(key)}:${text}`);
     }

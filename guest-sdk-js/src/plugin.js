@@ -7,7 +7,7 @@
 
 import { PluginError } from "./errors.js";
 import { HOOK_BY_NAME, HOOK_NAMES, nearest } from "./hooks.js";
-import { encodeJson } from "./json.js";
+import { NonFiniteError, encodeFields } from "./json.js";
 
 /** Internal state of an {@link Environment}; not API. */
 const ENV = Symbol.for("swarmtel-recorder.env");
@@ -67,6 +67,9 @@ function idFromClassName(name) {
   return snakeCase(name.replace(/Plugin$/, "") || name).replace(/_/g, "-");
 }
 
+/** The host's rule for a telemetry name (`schemas/telemetry.schema.json`). */
+const TELEMETRY_NAME = /^[A-Za-z][A-Za-z0-9_.:-]{0,127}$/;
+
 /**
  * The type and name of a piece of telemetry, like locust-telemetry's `TelemetryData`.
  */
@@ -84,6 +87,11 @@ export class TelemetryData {
     if (typeof name !== "string" || name === "") {
       throw new PluginError("TelemetryData needs a name, such as CUSTOM_START");
     }
+    if (!TELEMETRY_NAME.test(name)) {
+      throw new PluginError(
+        `TelemetryData name ${JSON.stringify(name)} must start with a letter and hold at most 128 of A-Z, a-z, 0-9, _, ., :, - (the host refuses other names)`,
+      );
+    }
     /** `event` or `metric`. */
     this.type = type;
     /** The telemetry name. */
@@ -100,6 +108,7 @@ export class TelemetryData {
  * @property {string | number | bigint | boolean | undefined} default
  * @property {string} help
  * @property {string | undefined} envVar
+ * @property {boolean} [whenAbsent] for `store_false`: the value when the flag is not given
  */
 
 /**
@@ -151,7 +160,7 @@ export class ArgumentParser {
     let fallback;
     if (spec.action === "store_true" || spec.action === "store_false") {
       type = "boolean";
-      fallback = spec.action === "store_false";
+      fallback = false;
     } else if (spec.action !== undefined) {
       throw new PluginError(`option --${name}: action ${JSON.stringify(spec.action)} is not supported (store_true or store_false)`);
     }
@@ -168,7 +177,16 @@ export class ArgumentParser {
         `option --${name} has no type: add type: "text" (or String), "integer", "float" (or Number) or "boolean" (or Boolean)`,
       );
     }
-    const value = spec.default === undefined ? fallback : spec.default;
+    // store_false, as argparse: the host's boolean says whether the flag is given (default
+    // false); parsedOptions holds false when it is, else the default (true unless set).
+    const storeFalse = spec.action === "store_false";
+    if (storeFalse && spec.default !== undefined && typeof spec.default !== "boolean") {
+      throw new PluginError(`option --${name}: default ${JSON.stringify(spec.default)} is not of type boolean`);
+    }
+    const value = storeFalse ? false : spec.default === undefined ? fallback : spec.default;
+    if (type === "integer" && typeof value === "bigint" && !fitsType(type, value)) {
+      throw new PluginError(`option --${name}: default ${value} is outside the host's 64-bit integers (-2^63 to 2^63 - 1)`);
+    }
     if (value !== undefined && !fitsType(type, value)) {
       throw new PluginError(
         `option --${name}: default ${JSON.stringify(typeof value === "bigint" ? String(value) : value)} is not of type ${type}`,
@@ -178,7 +196,14 @@ export class ArgumentParser {
     if (envVar !== undefined && typeof envVar !== "string") {
       throw new PluginError(`option --${name}: envVar must be a string`);
     }
-    this.options.push({ name, type, default: value, help: String(spec.help ?? ""), envVar });
+    this.options.push({
+      name,
+      type,
+      default: value,
+      help: String(spec.help ?? ""),
+      envVar,
+      ...(storeFalse ? { whenAbsent: spec.default ?? true } : {}),
+    });
   }
 }
 
@@ -191,7 +216,7 @@ function fitsType(type, value) {
     case "text":
       return typeof value === "string";
     case "integer":
-      return typeof value === "bigint" || Number.isSafeInteger(value);
+      return (typeof value === "bigint" && value >= -(2n ** 63n) && value < 2n ** 63n) || Number.isSafeInteger(value);
     case "float":
       return typeof value === "number";
     default:
@@ -236,23 +261,52 @@ class EventHook {
       );
     }
     state.listeners.push({ hook: this.name, listener, owner: state.current, stack: new Error().stack });
+    claim(state, state.current, this.name);
     state.version++;
   }
 
   /**
-   * Stops calling `listener`.
+   * Stops calling `listener`, one added with `addListener` or the recorder's method named
+   * after this hook (`onTestStart`): once removed, the method is not called either. Works
+   * in the constructor and after (in a listener). The host keeps delivering the hook's
+   * events; the recorder ignores them.
    * @param {(args: any) => void} listener
    */
   removeListener(listener) {
     const state = this.state;
+    const owner = state.current;
     const index = state.listeners.findIndex(
-      (entry) => entry.hook === this.name && entry.listener === listener,
+      (entry) => entry.hook === this.name && entry.listener === listener && (owner === undefined || entry.owner === owner),
     );
     if (index >= 0) {
       state.listeners.splice(index, 1);
       state.version++;
+      return;
+    }
+    if (owner !== undefined && typeof listener === "function") {
+      const method = [...HOOK_METHODS].find(([name, hook]) => hook === this.name && /** @type {any} */ (owner)[name] === listener);
+      if (method !== undefined) {
+        claim(state, owner, this.name);
+        state.version++;
+      }
     }
   }
+}
+
+/**
+ * Marks `hook` as managed by addListener/removeListener for `owner`: its method named after
+ * the hook is no longer a listener by itself.
+ * @param {EnvState} state
+ * @param {object} owner
+ * @param {string} hook
+ */
+function claim(state, owner, hook) {
+  let hooks = state.claimed.get(owner);
+  if (hooks === undefined) {
+    hooks = new Set();
+    state.claimed.set(owner, hooks);
+  }
+  hooks.add(hook);
 }
 
 /**
@@ -260,6 +314,8 @@ class EventHook {
  * @property {BaseTelemetryRecorder[]} recorders created on this environment, in order
  * @property {BaseTelemetryRecorder | undefined} current the recorder listeners are added to
  * @property {{ hook: string, listener: Function, owner: BaseTelemetryRecorder, stack?: string }[]} listeners
+ * @property {WeakMap<object, Set<string>>} claimed per recorder, the hooks whose listeners it
+ *   manages with addListener/removeListener (its methods named after them are not listeners)
  * @property {boolean} frozen whether the recorder was created (no listener may be added)
  * @property {number} version bumped when listeners change
  * @property {any[]} out telemetry logged and not handed over yet
@@ -275,7 +331,7 @@ export class Environment {
    */
   constructor({ role, node, parsedOptions, probing = false }) {
     /** @type {EnvState} */
-    const state = { recorders: [], current: undefined, listeners: [], frozen: false, version: 0, out: [] };
+    const state = { recorders: [], current: undefined, listeners: [], claimed: new WeakMap(), frozen: false, version: 0, out: [] };
     Object.defineProperty(this, ENV, { value: state });
     /** The role of the node served: `master`, `worker` or `standalone`. */
     this.role = role;
@@ -367,21 +423,79 @@ export class BaseTelemetryRecorder {
     const data = telemetry instanceof TelemetryData ? telemetry : new TelemetryData(telemetry ?? {});
     let encoded = "";
     if (fields !== undefined && fields !== null) {
-      if (typeof fields !== "object" || Array.isArray(fields)) {
-        throw new PluginError(`logTelemetry fields must be an object, got ${Array.isArray(fields) ? "an array" : typeof fields}`);
+      let top = /** @type {any} */ (fields);
+      if (top instanceof Map) {
+        top = Object.fromEntries(top);
+      } else if (typeof top === "object" && typeof top.toJSON === "function" && top[FLOAT_MARK] !== true) {
+        top = top.toJSON();
       }
-      encoded = encodeJson(fields) ?? "";
+      if (top === null || typeof top !== "object" || Array.isArray(top) || ArrayBuffer.isView(top) || top[FLOAT_MARK] === true) {
+        throw new PluginError(`logTelemetry ${data.name}: fields must be an object, got ${describeKind(top)}`);
+      }
+      const keys = Object.keys(top).filter((key) => {
+        const kind = typeof top[key];
+        return kind !== "undefined" && kind !== "function" && kind !== "symbol";
+      });
+      if (keys.length > MAX_FIELDS) {
+        throw new PluginError(`logTelemetry ${data.name}: ${keys.length} fields; the host takes at most ${MAX_FIELDS}`);
+      }
+      const owned = keys.find((key) => HOST_OWNED_KEYS.includes(key));
+      if (owned !== undefined) {
+        throw new PluginError(
+          `logTelemetry ${data.name}: field \`${owned}\` is owned by the host and cannot be set by a plugin (the host adds ${HOST_OWNED_KEYS.join(", ")}); rename it`,
+        );
+      }
+      try {
+        encoded = encodeFields(top) ?? "";
+      } catch (error) {
+        if (error instanceof NonFiniteError) {
+          throw new PluginError(`logTelemetry ${data.name}: ${error.message}`);
+        }
+        throw error;
+      }
       if (encoded === "{}") {
         encoded = "";
       }
     }
+    const text = String(message ?? "");
+    if (text.length > MAX_MESSAGE_CHARS && [...text].length > MAX_MESSAGE_CHARS) {
+      throw new PluginError(`logTelemetry ${data.name}: a message of ${[...text].length} characters; the host takes at most ${MAX_MESSAGE_CHARS}`);
+    }
     this.env[ENV].out.push({
       telemetryType: data.type,
       name: data.name,
-      message: String(message ?? ""),
+      message: text,
       fields: encoded,
     });
   }
+}
+
+/** Field names the host writes itself and refuses from a plugin (`validate::HOST_OWNED_KEYS`). */
+export const HOST_OWNED_KEYS = Object.freeze([
+  "time",
+  "run_id",
+  "testplan",
+  "source",
+  "source_id",
+  "plugin",
+  "telemetry_type",
+  "telemetry_name",
+]);
+
+const FLOAT_MARK = Symbol.for("swarmtel-recorder.float");
+
+/** The host's envelope (`schemas/telemetry.schema.json`): fields per item, message length. */
+const MAX_FIELDS = 256;
+const MAX_MESSAGE_CHARS = 4096;
+
+/** @param {unknown} value */
+function describeKind(value) {
+  if (Array.isArray(value)) return "an array";
+  if (value instanceof Map) return "a Map (use Object.fromEntries)";
+  if (ArrayBuffer.isView(value)) return "a typed array";
+  if (value !== null && typeof value === "object" && /** @type {any} */ (value)[FLOAT_MARK] === true) return "a float()";
+  if (value !== null && typeof value === "object") return `a ${value.constructor?.name ?? "object"}`;
+  return typeof value;
 }
 
 /**
@@ -518,13 +632,8 @@ export function describePlugin(entry) {
   if (cached) {
     return cached;
   }
-  if (typeof entry.id !== "string" || !/^[a-z0-9][a-z0-9_-]*$/.test(entry.id)) {
-    throw new PluginError(
-      entry.id === undefined
-        ? "the plugin has no id: registerPlugin(plugin, { id: \"my-plugin\" })"
-        : `plugin id ${JSON.stringify(entry.id)} must be lower-case letters, digits, - and _`,
-      { stack: entry.stack },
-    );
+  if (typeof entry.id !== "string" || entry.id === "") {
+    throw new PluginError("the plugin has no id: registerPlugin(plugin, { id: \"my-plugin\" })", { stack: entry.stack });
   }
   const parser = new ArgumentParser();
   if (typeof entry.plugin.addArguments === "function") {
@@ -602,9 +711,142 @@ export function describePlugin(entry) {
     })),
     schemas,
   };
+  const problem = hostChecksOn() ? hostRefusal(info) : undefined;
+  if (problem !== undefined) {
+    throw new PluginError(problem, { stack: entry.stack });
+  }
   const described = { info, options, recorders };
   describeCache.set(entry, described);
   return described;
+}
+
+/** Set by a build that skips {@link hostRefusal} (only to test the host's own verdicts). */
+const UNCHECKED = Symbol.for("swarmtel-recorder.unchecked");
+
+function hostChecksOn() {
+  return /** @type {any} */ (globalThis)[UNCHECKED] !== true;
+}
+
+/** The host's caps on a description (`runtime/src/plugin.rs`, `caps`). */
+export const CAPS = Object.freeze({
+  recorders: 64,
+  options: 64,
+  schemas: 64,
+  name_chars: 128,
+  version_chars: 64,
+  text_chars: 1024,
+});
+
+const NAME_RULE = "1 to 128 of A-Z, a-z, 0-9, `.`, `:`, `-`, `_`";
+
+/**
+ * Rust's `char::is_control`: the Unicode control characters (Cc).
+ * @param {string} text
+ */
+function hasControl(text) {
+  return /[\u0000-\u001f\u007f-\u009f]/.test(text);
+}
+
+/** @param {string} text characters as Rust counts them (code points) */
+function chars(text) {
+  return [...text].length;
+}
+
+/**
+ * The host's `name_allowed`: an option, recorder or telemetry name.
+ * @param {string} name
+ */
+export function nameAllowed(name) {
+  return name.length >= 1 && name.length <= CAPS.name_chars && /^[A-Za-z0-9.:_-]+$/.test(name);
+}
+
+/**
+ * The host's `option_env_var_allowed`: an environment variable the host may read for a
+ * plugin (`LOCUST_*` or `SWARMTEL_*`, A-Z, 0-9 and `_`).
+ * @param {string} name
+ */
+export function envVarAllowed(name) {
+  return /^[A-Z0-9_]*$/.test(name)
+    && ["LOCUST_", "SWARMTEL_"].some((prefix) => name.length > prefix.length && name.startsWith(prefix))
+    && name.length <= CAPS.name_chars;
+}
+
+const OWN_ENV_VARS = ["SWARMTEL_TOKEN", "SWARMTEL_CONFIG", "SWARMTEL_CACHE_DIR"];
+const SECRET_WORDS = ["TOKEN", "TOKENS", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "PASS", "PWD", "AUTH",
+  "CREDENTIAL", "CREDENTIALS", "KEY", "APIKEY", "COOKIE", "SESSION", "PRIVATE"];
+const SECRET_PARTS = ["TOKEN", "SECRET", "PASSW", "PASSPHRASE", "CREDENTIAL", "PRIVATE", "CERT"];
+
+/**
+ * The host's `env_var_holds_secret`: a variable the host never reads for a plugin.
+ * @param {string} name
+ */
+export function envVarHoldsSecret(name) {
+  return OWN_ENV_VARS.includes(name)
+    || name.startsWith("LOCUST_SWARMTEL_")
+    || SECRET_PARTS.some((part) => name.includes(part))
+    || name.split("_").some((word) =>
+      SECRET_WORDS.includes(word)
+      || (word.endsWith("S") && SECRET_WORDS.includes(word.slice(0, -1)))
+      || word.startsWith("TLS"));
+}
+
+/**
+ * Why the host would refuse this description, in the words of `swarmtel check`
+ * (`check_description` in `runtime/src/plugin.rs`, in its order), or undefined.
+ * @param {any} info WIT `plugin-info`
+ * @returns {string | undefined}
+ */
+export function hostRefusal(info) {
+  for (const cap of ["recorders", "options", "schemas"]) {
+    if (info[cap].length > CAPS[cap]) {
+      return `over the cap \`${cap}\` (${CAPS[cap]}): declares ${info[cap].length} ${cap}`;
+    }
+  }
+  if (!/^[a-z0-9_-]{1,64}$/.test(info.id)) {
+    return `id \`${info.id}\` must be 1 to 64 of a-z, 0-9, \`-\`, \`_\``;
+  }
+  if (info.id === "swarmtel") {
+    return `id \`${info.id}\` is reserved for the runtime`;
+  }
+  if (chars(info.version) > CAPS.version_chars || hasControl(info.version)) {
+    return `version \`${info.version}\` must be at most ${CAPS.version_chars} characters, none of them control characters (cap \`version_chars\`)`;
+  }
+  if (chars(info.description) > CAPS.text_chars) {
+    return `over the cap \`text_chars\` (${CAPS.text_chars}): a description of ${chars(info.description)} characters`;
+  }
+  const seen = new Set();
+  for (const option of info.options) {
+    if (!nameAllowed(option.name)) {
+      return `option name \`${option.name}\` must be ${NAME_RULE}`;
+    }
+    if (seen.has(option.name)) {
+      return `option name \`${option.name}\` is repeated`;
+    }
+    seen.add(option.name);
+    if (chars(option.help) > CAPS.text_chars) {
+      return `over the cap \`text_chars\` (${CAPS.text_chars}): option \`${option.name}\` has help of ${chars(option.help)} characters`;
+    }
+    const envVar = option.envVar;
+    if (envVar !== undefined) {
+      if (!envVarAllowed(envVar)) {
+        return `option \`${option.name}\` names env var \`${envVar}\`; the host reads only LOCUST_* and SWARMTEL_* names for plugins (A-Z, 0-9, _; at most 128)`;
+      }
+      if (envVarHoldsSecret(envVar)) {
+        return `option \`${option.name}\` names env var \`${envVar}\`, which holds a secret of swarmtel, its Locust bridge or Locust; the host never reads it for a plugin`;
+      }
+    }
+  }
+  for (const schema of info.schemas) {
+    if (!nameAllowed(schema.name)) {
+      return `schema for telemetry name \`${schema.name}\`: the name must be ${NAME_RULE}`;
+    }
+  }
+  for (const recorder of info.recorders) {
+    if (!nameAllowed(recorder.name)) {
+      return `recorder name \`${recorder.name}\` must be ${NAME_RULE}`;
+    }
+  }
+  return undefined;
 }
 
 /** @type {WeakMap<object, ReturnType<typeof describePlugin>>} */
@@ -655,6 +897,9 @@ function parsedOptions(declared, values) {
   for (const option of declared) {
     const given = values.find((value) => value.name === option.name);
     let value = given?.value ?? null;
+    if (option.whenAbsent !== undefined) {
+      value = value === true ? false : option.whenAbsent;
+    }
     if (typeof value === "bigint" && value >= Number.MIN_SAFE_INTEGER && value <= Number.MAX_SAFE_INTEGER) {
       value = Number(value);
     }
@@ -685,7 +930,7 @@ export function optionKeys(name) {
  * @returns {{ recorder: BaseTelemetryRecorder, state: EnvState }}
  */
 export function createRecorder(entry, config) {
-  const { options } = describePlugin(entry);
+  const { options, recorders } = describePlugin(entry);
   const role = ROLES[config.role];
   if (role === undefined) {
     throw new PluginError(`unknown role ${config.role}`);
@@ -699,6 +944,16 @@ export function createRecorder(entry, config) {
   const recorder = state.recorders.find((candidate) => recorderName(candidate.constructor) === config.recorder);
   if (recorder === undefined) {
     throw new PluginError(`the plugin created no recorder ${config.recorder} for role ${config.role}`);
+  }
+  const declared = recorders.get(config.recorder)?.events ?? [];
+  const undeclared = [...new Set(subscriptions(state, recorder).map((entry) => entry.hook))].filter((hook) => {
+    const kind = HOOK_BY_NAME.get(hook).kind;
+    return kind !== null && !declared.includes(kind);
+  });
+  if (undeclared.length > 0) {
+    throw new PluginError(
+      `recorder ${config.recorder} listens to ${undeclared.join(", ")} with these options, but did not when the plugin was described (every option at its default), so the host never delivers ${undeclared.length === 1 ? "it" : "them"}: add every listener you may need whatever the options, and ignore what you do not want`,
+    );
   }
   state.frozen = true;
   state.current = recorder;
@@ -746,7 +1001,7 @@ function methodNames(recorder) {
  */
 export function subscriptions(state, recorder) {
   const added = state.listeners.filter((entry) => entry.owner === recorder);
-  const hooksAdded = new Set(added.map((entry) => entry.hook));
+  const hooksAdded = new Set([...added.map((entry) => entry.hook), ...(state.claimed.get(recorder) ?? [])]);
   const fromMethods = [];
   for (const method of methodNames(recorder)) {
     const hook = HOOK_METHODS.get(method);

@@ -46,6 +46,29 @@ export class EndpointTable {
 
 const NO_FAILURES = Object.freeze([]);
 
+/** 2^64. */
+const TWO_64 = 18_446_744_073_709_551_616;
+
+/**
+ * A WIT `u64` as a number. SpiderMonkey's bindings hand over BigInts; QuickJS's hand over the
+ * bits as a signed 64-bit number (2^64 - 1 arrives as -1), turned back into the unsigned value
+ * here. Past 2^53 a number is not exact: see {@link u64BigInt}.
+ * @param {number | bigint} value
+ */
+export function u64Number(value) {
+  const number = Number(value);
+  return number < 0 ? number + TWO_64 : number;
+}
+
+/**
+ * A WIT `u64` as an exact BigInt. QuickJS's bindings hand over a signed 64-bit number, so a
+ * value from 2^53 to 2^64 - 2^53 has already lost its low bits there (componentize-qjs 0.4.5).
+ * @param {number | bigint} value
+ */
+export function u64BigInt(value) {
+  return BigInt.asUintN(64, typeof value === "bigint" ? value : BigInt(value));
+}
+
 /**
  * A column as the typed array the API promises: SpiderMonkey's bindings hand over typed
  * arrays already; QuickJS's hand over plain arrays, copied here once per batch.
@@ -80,6 +103,8 @@ export class Requests {
     this.lengths = undefined;
     /** @type {Float64Array | undefined} */
     this.times = undefined;
+    /** @type {BigUint64Array | undefined} */
+    this.exactLengths = undefined;
     /** @type {Float64Array | undefined} */
     this.starts = undefined;
     /** @type {Uint16Array | undefined} */
@@ -102,11 +127,23 @@ export class Requests {
       const raw = this.columns.responseLength;
       const lengths = new Float64Array(raw.length);
       for (let i = 0; i < raw.length; i++) {
-        lengths[i] = Number(raw[i]);
+        lengths[i] = u64Number(raw[i]);
       }
       this.lengths = lengths;
     }
     return this.lengths;
+  }
+
+  /**
+   * Per request: Locust's `response_length`, exact (the host's `u64`): for lengths past 2^53,
+   * which {@link Requests#responseLengths} rounds. @returns {BigUint64Array}
+   */
+  get responseLengthsExact() {
+    if (this.exactLengths === undefined) {
+      const raw = this.columns.responseLength;
+      this.exactLengths = raw instanceof BigUint64Array ? raw : BigUint64Array.from(raw, u64BigInt);
+    }
+    return this.exactLengths;
   }
 
   /** Per request: Locust's `start_time`, Unix seconds. @returns {Float64Array} */
@@ -192,7 +229,7 @@ export class Requests {
         request_type: endpoint.request_type,
         name: endpoint.name,
         response_time: columns.responseTimeMs[index],
-        response_length: Number(lengths[index]),
+        response_length: u64Number(lengths[index]),
         exception,
         start_time: columns.startTime[index],
         url,

@@ -19,6 +19,8 @@ export interface ReplayItem extends TelemetryItem {
   recorder: string;
   /** Event time of the batch that produced it, Unix seconds. */
   time: number;
+  /** `time` as the host writes it: RFC 3339, cut to milliseconds (`2026-11-25T11:12:02.099Z`). */
+  rfc3339: string;
 }
 
 type PluginLike = RegisteredPlugin | BaseTelemetryPlugin | (new () => BaseTelemetryPlugin);
@@ -51,9 +53,17 @@ export interface EventRecord {
 export function decodeEvent(line: Record<string, unknown>, accept?: { tick?: boolean }): EventRecord;
 export function readEventStream(path: string): EventRecord[];
 
-/** Runs an event stream through every recorder of a plugin, as `swarmtel replay` does. */
+/**
+ * Runs an event stream through every recorder of a plugin, as `swarmtel replay` does. Each
+ * recorder instance gets a realm of its own (module state is per instance, as in the host)
+ * when the recorder module's file is known: the module that called `registerPlugin`, or
+ * `settings.module`.
+ */
 export function replay(
   plugin: PluginLike,
   events: string | Iterable<EventRecord | Record<string, unknown>>,
-  settings?: { options?: Record<string, unknown>; batchSize?: number; roles?: Role[] },
+  settings?: { options?: Record<string, unknown>; batchSize?: number; roles?: Role[]; module?: string; isolate?: boolean },
 ): ReplayItem[];
+
+/** Unix seconds as the host writes a line's `time`: RFC 3339, cut to milliseconds. */
+export function formatTime(unixSeconds: number): string;

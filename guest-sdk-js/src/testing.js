@@ -23,9 +23,109 @@
  */
 
 import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import vm from "node:vm";
 
 import { RecorderState } from "./dispatch.js";
+import { authorLocation } from "./errors.js";
+import { mapStack } from "./stack.js";
 import { ROLES, describePlugin, optionKeys, registrationOf } from "./plugin.js";
+
+const SDK_SRC = path.dirname(fileURLToPath(import.meta.url));
+const REALM = "__swarmtelRecorderRealm";
+
+/**
+ * The file of the module that registered `entry` (where `registerPlugin` was called).
+ * @param {import("./plugin.js").RegisteredPlugin} entry
+ */
+function moduleOf(entry) {
+  const location = authorLocation(entry.stack);
+  return location === undefined ? undefined : location.replace(/:\d+:\d+$/, "");
+}
+
+/**
+ * A factory of recorder states that each run in a realm of their own (a fresh `vm` context
+ * with the recorder module and the SDK loaded anew), as the host gives each recorder
+ * instance its own JavaScript engine: module-level variables are not shared. Undefined when
+ * the module cannot be loaded that way (its file is unknown, or it needs Node's modules).
+ *
+ * @param {string | undefined} file the recorder module
+ * @returns {((config: any) => RecorderState) | undefined}
+ */
+function isolatedStates(file) {
+  if (file === undefined) {
+    return undefined;
+  }
+  let code;
+  try {
+    const esbuild = createRequire(import.meta.url)("esbuild");
+    const result = esbuild.buildSync({
+      bundle: true,
+      write: false,
+      format: "iife",
+      platform: "neutral",
+      target: "es2022",
+      mainFields: ["module", "main"],
+      alias: { "swarmtel-recorder": path.join(SDK_SRC, "index.js") },
+      sourcemap: "inline",
+      logLevel: "silent",
+      stdin: {
+        contents: [
+          `import { RecorderState } from ${JSON.stringify(path.join(SDK_SRC, "dispatch.js"))};`,
+          `import { thePlugin } from ${JSON.stringify(path.join(SDK_SRC, "component.js"))};`,
+          `import ${JSON.stringify(file)};`,
+          `globalThis.${REALM} = { RecorderState, thePlugin };`,
+        ].join("\n"),
+        resolveDir: path.dirname(file),
+        sourcefile: "swarmtel-isolated-entry.js",
+        loader: "js",
+      },
+    });
+    code = result.outputFiles[0].text;
+  } catch {
+    return undefined;
+  }
+  // Stacks from the realm point into the bundle: map them back to the files before they
+  // reach the test (Node does not apply the bundle's source map to a vm script).
+  const marker = "//# sourceMappingURL=data:application/json;base64,";
+  const at = code.lastIndexOf(marker);
+  const raw = at < 0 ? undefined : JSON.parse(Buffer.from(code.slice(at + marker.length).trim(), "base64").toString("utf8"));
+  const map = raw && { sources: raw.sources.map((/** @type {string} */ source) => path.resolve(source)), mappings: raw.mappings };
+  const filename = path.join(path.dirname(file), "swarmtel-isolated.js");
+  const positions = new RegExp(`${filename.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:(\\d+):(\\d+)`, "g");
+  /** @type {<T>(call: () => T) => T} */
+  const mapped = (call) => {
+    try {
+      return call();
+    } catch (error) {
+      const thrown = /** @type {any} */ (error);
+      if (map !== undefined && thrown !== null && typeof thrown === "object" && typeof thrown.stack === "string") {
+        try {
+          thrown.stack = mapStack(thrown.stack, map, positions);
+          if (typeof thrown.location === "string") {
+            thrown.location = mapStack(thrown.location, map, positions);
+          }
+        } catch {
+          // a frozen error keeps its stack
+        }
+      }
+      throw error;
+    }
+  };
+  const script = new vm.Script(code.slice(0, at < 0 ? code.length : at), { filename });
+  return (config) => {
+    const context = vm.createContext({ console, TextEncoder, TextDecoder, URL, URLSearchParams });
+    script.runInContext(context);
+    const realm = context[REALM];
+    const state = mapped(() => new realm.RecorderState(realm.thePlugin(), config));
+    return {
+      handle: (/** @type {any} */ batch) => mapped(() => state.handle(batch)),
+      finish: () => mapped(() => state.finish()),
+    };
+  };
+}
 
 /**
  * One telemetry item a recorder logged, as the host receives it.
@@ -39,10 +139,51 @@ import { ROLES, describePlugin, optionKeys, registrationOf } from "./plugin.js";
  */
 
 /**
- * A telemetry item from {@link replay}, with where and when the host would write it.
+ * A telemetry item from {@link replay}, with where and when the host would write it: `time`
+ * in Unix seconds, and `rfc3339` as the host writes it in the line's `time`.
  *
- * @typedef {TelemetryItem & { node: string, role: string, recorder: string, time: number }} ReplayItem
+ * @typedef {TelemetryItem & { node: string, role: string, recorder: string, time: number, rfc3339: string }} ReplayItem
  */
+
+/** The last second the host accepts (`ingest::MAX_UNIX_SECONDS`): 9999-12-31T23:59:59Z. */
+const MAX_UNIX_SECONDS = 253402300799;
+
+/**
+ * Unix seconds as the host writes them (`enrich::format_time`): clamped to the years 1970 to
+ * 9999 (NaN as 0), made exact nanoseconds as Rust's `Duration::from_secs_f64` does (to the
+ * nearest), then cut (not rounded) to milliseconds, so 1795557122.1, which is
+ * 1795557122.0999999046... as a double, is written `...:02.099Z`.
+ *
+ * @param {number} unixSeconds
+ * @returns {string}
+ */
+export function formatTime(unixSeconds) {
+  const seconds = Number.isNaN(unixSeconds) ? 0 : Math.min(Math.max(unixSeconds, 0), MAX_UNIX_SECONDS);
+  const view = new DataView(new ArrayBuffer(8));
+  view.setFloat64(0, seconds);
+  const bits = view.getBigUint64(0);
+  const biased = Number((bits >> 52n) & 0x7ffn);
+  let mantissa = bits & ((1n << 52n) - 1n);
+  let exponent = -1074;
+  if (biased !== 0) {
+    mantissa |= 1n << 52n;
+    exponent = biased - 1075;
+  }
+  // seconds = mantissa * 2^exponent, exactly.
+  let nanos;
+  if (exponent >= 0) {
+    nanos = (mantissa << BigInt(exponent)) * 1_000_000_000n;
+  } else {
+    const numerator = mantissa * 1_000_000_000n;
+    const denominator = 1n << BigInt(-exponent);
+    nanos = numerator / denominator;
+    const twice = 2n * (numerator % denominator);
+    if (twice > denominator || (twice === denominator && (nanos & 1n) === 1n)) {
+      nanos += 1n;
+    }
+  }
+  return new Date(Number(nanos / 1_000_000n)).toISOString();
+}
 
 /**
  * @param {any[]} items WIT `telemetry` items
@@ -88,7 +229,7 @@ function resolveOptions(described, given) {
     }
     const ok =
       option.type === "text" ? typeof value === "string"
-      : option.type === "integer" ? typeof value === "bigint" || Number.isSafeInteger(value)
+      : option.type === "integer" ? (typeof value === "bigint" && value >= -(2n ** 63n) && value < 2n ** 63n) || Number.isSafeInteger(value)
       : option.type === "float" ? typeof value === "number"
       : typeof value === "boolean";
     if (!ok) {
@@ -267,7 +408,7 @@ function arg(line, key, type, required) {
     }
     return undefined;
   }
-  if (type === "integer" ? !Number.isInteger(value) : typeof value !== type) {
+  if (type === "integer" ? !Number.isInteger(value) && typeof value !== "bigint" : typeof value !== type) {
     throw new Error(`\`${key}\`: expected ${type === "integer" ? "an integer" : `a ${type}`}`);
   }
   return value;
@@ -429,6 +570,31 @@ export function decodeEvent(line, accept = {}) {
   return { ...base, kind: wit.tag, event: wit };
 }
 
+/** The event stream's `u64` arguments, which the host reads exactly. */
+const EXACT_KEYS = ["response_length", "memory_usage"];
+
+/**
+ * A parsed event-stream line whose `u64` arguments past 2^53 are BigInts, read from its text
+ * (`JSON.parse` rounds them: 18446744073709551615 would become 2^64).
+ * @param {string} text
+ * @param {any} line
+ */
+function exactIntegers(text, line) {
+  if (line === null || typeof line !== "object") {
+    return line;
+  }
+  for (const key of EXACT_KEYS) {
+    const value = line[key];
+    if (typeof value === "number" && Number.isInteger(value) && !Number.isSafeInteger(value)) {
+      const match = new RegExp(`"${key}"\\s*:\\s*(-?\\d+)\\s*[,}]`).exec(text);
+      if (match !== null) {
+        line[key] = BigInt(match[1]);
+      }
+    }
+  }
+  return line;
+}
+
 /**
  * Reads an event-stream file (NDJSON, the format `swarmtel replay` reads). Blank lines are
  * skipped; a bad line throws `FILE:LINE: reason`.
@@ -445,7 +611,7 @@ export function readEventStream(path) {
       continue;
     }
     try {
-      records.push(decodeEvent(JSON.parse(text)));
+      records.push(decodeEvent(exactIntegers(text, JSON.parse(text))));
     } catch (error) {
       throw new Error(`${path}:${index + 1}: ${/** @type {Error} */ (error).message}`);
     }
@@ -562,8 +728,20 @@ export class Harness {
  * @param {any} plugin what `registerPlugin` returned, or the plugin's class or instance
  * @param {string | Iterable<EventRecord | Record<string, any>>} events an event-stream file,
  *   or its lines (decoded or as parsed JSON objects)
- * @param {{ options?: Record<string, unknown>, batchSize?: number, roles?: string[] }} [settings]
- *   option values, the config's `batch_size` (1024) and `roles` (default: every role)
+ * Each recorder instance runs in a realm of its own (a fresh `vm` context, with the recorder
+ * module and the SDK loaded anew), as each has its own engine in the host, so module-level
+ * variables are per instance there too. That needs the recorder module's file: the module
+ * that called `registerPlugin`, or `settings.module`. A plugin class that was never
+ * registered, or a module that needs Node's own modules, runs every instance in the caller's
+ * realm instead, sharing module state (`isolate: true` makes that an error).
+ *
+ * @param {any} plugin what `registerPlugin` returned, or the plugin's class or instance
+ * @param {string | Iterable<EventRecord | Record<string, any>>} events an event-stream file,
+ *   or its lines (decoded or as parsed JSON objects)
+ * @param {{ options?: Record<string, unknown>, batchSize?: number, roles?: string[], module?: string, isolate?: boolean }} [settings]
+ *   option values, the config's `batch_size` (1024) and `roles` (default: every role), the
+ *   recorder module's file, and whether instances must (true) or must not (false) get a
+ *   realm each (default: when possible)
  * @returns {ReplayItem[]}
  */
 export function replay(plugin, events, settings = {}) {
@@ -571,6 +749,11 @@ export function replay(plugin, events, settings = {}) {
   const described = describePlugin(entry);
   const options = resolveOptions(described, settings.options ?? {});
   const batchSize = settings.batchSize ?? 1024;
+  const isolated = settings.isolate === false ? undefined : isolatedStates(settings.module ?? moduleOf(entry));
+  if (settings.isolate === true && isolated === undefined) {
+    throw new Error("replay cannot isolate this plugin's recorders: pass what registerPlugin returned (or its class) and settings.module, the recorder module's file, which must load without Node's own modules");
+  }
+  const newState = (config) => (isolated === undefined ? new RecorderState(entry, config) : isolated(config));
   const records = typeof events === "string" ? readEventStream(events) : events;
   /** @type {Map<string, { role: string, lastTime: number, slots: any[] }>} */
   const nodes = new Map();
@@ -580,7 +763,7 @@ export function replay(plugin, events, settings = {}) {
 
   const emit = (slot, items, time) => {
     for (const item of toItems(items)) {
-      out.push({ ...item, node: slot.node, role: slot.role, recorder: slot.recorder, time });
+      out.push({ ...item, node: slot.node, role: slot.role, recorder: slot.recorder, time, rfc3339: formatTime(time) });
     }
   };
   const flush = (slot) => {
@@ -606,7 +789,7 @@ export function replay(plugin, events, settings = {}) {
             node: record.node,
             role: record.role,
             events: new Set(spec.events),
-            state: new RecorderState(entry, { recorder: name, role: record.role, node: record.node, options }),
+            state: newState({ recorder: name, role: record.role, node: record.node, options }),
             builder: new BatchBuilder(spec.extras),
             tick: spec.tickIntervalMs === undefined ? undefined : new TickClock(spec.tickIntervalMs),
             nodeState: node,

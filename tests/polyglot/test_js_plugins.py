@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -117,6 +116,74 @@ def test_js_request_stats_matches_rust_byte_for_byte(swarmtel, rust_request_stat
     assert last == sent
 
 
+def rounding_stream(path):
+    """A crafted capture: Locust's rounding ties (12.5, 13.5, 145, 155, 1050, 12500: Python's
+    `round` goes to the even neighbour), the edges of its bands (0, 0.5, 99.5, 999.5, 9950),
+    huge times (1e6, 1e20 and 1e306, past what a u64 holds: Rust's `as u64` saturates, and
+    round3 of 1e306 is infinite, written null), and a response_length of 2^64 - 1 on its own
+    node next to ordinary ones (the u64 sum wraps, as in a release build)."""
+    times = [12.5, 13.5, 14.5, 145, 155, 165, 1050, 1150, 12500, 13500, 0, 0.5, 1.5, 99.5, 999.5,
+             9950, 9949.999, 1e6, 2.5, 2.5, 2.5]
+    lines = []
+    t = 1795557120.0
+
+    def add(node, event, **fields):
+        nonlocal t
+        t += 0.25
+        lines.append(dict(event=event, role="worker", node=node, time=t, **fields))
+
+    for node in ("worker-0", "worker-1", "worker-2"):
+        add(node, "test_start")
+    for i, ms in enumerate(times):
+        add("worker-0", "request", request_type="GET", name="/ties", response_time=ms,
+            response_length=i, exception="boom" if i % 5 == 0 else None)
+    for ms in (1e20, 1e19, 1.8446744073709552e19, 5e18):
+        add("worker-1", "request", request_type="GET", name="/huge", response_time=ms, response_length=1)
+    add("worker-1", "request", request_type="POST", name="/huge", response_time=1e306, response_length=2)
+    for length in (2**64 - 1, 2**63, 7):
+        add("worker-2", "request", request_type="GET", name="/bytes", response_time=3.5, response_length=length)
+    for node in ("worker-0", "worker-1", "worker-2"):
+        add(node, "test_stop")
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_js_request_stats_rounds_ties_and_edges_as_rust(swarmtel, sdk, rust_request_stats, js_request_stats):
+    """Byte for byte on a capture made of ties and edge values; the Node harness's replay of
+    it gives the same rows (less those the host dead-letters)."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    capture = rounding_stream(OUT / "rounding-ties.ndjson")
+
+    def replayed(wasm):
+        result = run([str(swarmtel), "replay", "--config", str(config_for(wasm.stem, wasm)), str(capture)])
+        return [line for line in result.stdout.splitlines() if line.strip()], result.stderr
+
+    rust, rust_err = replayed(rust_request_stats)
+    js, js_err = replayed(js_request_stats)
+    assert js == rust
+    assert "PLUGIN_FAULT" not in "".join(js) and "threw" not in js_err
+    rows = {(r["source_id"], r["endpoint"], r["final"]): r for r in
+            (json.loads(line)["telemetry"] for line in rust) if r["telemetry_name"] == "request_stats"}
+    ties = rows[("worker-0", "/ties", True)]
+    assert ties["requests"] == 21 and ties["failures"] == 5
+    huge = rows[("worker-1", "/huge", True)]
+    assert huge["p99_ms"] == 2**64 - 1 and huge["min_response_time_ms"] == 5e18
+    assert rows[("worker-2", "/bytes", True)]["total_bytes"] == (2**64 - 1 + 2**63 + 7) % 2**64
+    # 1e306 ms: the Rust plugin's rounded average is infinite, so its row is dead-lettered.
+    assert ("worker-1", "Aggregated", True) not in rows
+    assert "PLUGIN_FAULT" not in "".join(rust)
+    harness = run(["node", str(sdk / "bin" / "swarmtel-recorder.js"), "replay",
+                   "example-plugins/request-stats-js/recorder.js", str(capture)], cwd=ROOT).stdout.splitlines()
+    harness = [json.loads(line) for line in harness]
+    host = [json.loads(line) for line in request_stats(rust)]
+    assert [(item["rfc3339"], item["node"], item["message"], json.dumps(item["fields"], sort_keys=True))
+            for item in harness if None not in item["fields"].values()] == \
+        [(line["time"], line["telemetry"]["source_id"], line["message"],
+          json.dumps({k: v for k, v in line["telemetry"].items() if k not in HOST_KEYS}, sort_keys=True))
+         for line in host]
+    assert sum(None in item["fields"].values() for item in harness) == 2, "the rows with an infinite time"
+
+
 def test_js_request_stats_describes_itself_as_the_rust_one(swarmtel, rust_request_stats, js_request_stats):
     def inspect(wasm):
         info = json.loads(run([str(swarmtel), "plugin", "inspect", "--json", str(wasm)]).stdout)
@@ -145,9 +212,8 @@ def test_node_harness_gives_what_swarmtel_replay_gives(swarmtel, sdk, js_request
                 telemetry["telemetry_name"], line["message"], json.dumps(fields, sort_keys=True))
 
     def harness_view(item):
-        ms = int(round(item["time"] * 1e9)) // 1_000_000
-        time = datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (ms % 1000)
-        return (time, item["role"], item["node"], item["telemetry_type"], item["telemetry_name"],
+        # The harness writes the time as the host does (rfc3339, cut to milliseconds).
+        return (item["rfc3339"], item["role"], item["node"], item["telemetry_type"], item["telemetry_name"],
                 item["message"], json.dumps(item["fields"], sort_keys=True))
 
     assert [harness_view(item) for item in harness] == [host_view(line) for line in replayed]
