@@ -166,11 +166,43 @@ class Recorder(_plugin_exports.Recorder):
 
     # An exception from the author's code traps: componentize-py prints its traceback to the
     # captured stderr, and the host counts a fault, restarts the recorder or disables it.
+    # Anything raised (SystemExit and KeyboardInterrupt too) is first logged through the host's
+    # diagnostics log, in one line, so the reason shows even where stderr is not kept; what is
+    # not an Exception is raised again as a RuntimeError, which componentize-py reports.
     def handle(self, batch: "_t.EventBatch") -> list:
-        return _telemetry(self._runtime.handle(batch.requests, _events(batch.events)))
+        try:
+            return _telemetry(self._runtime.handle(batch.requests, _events(batch.events)))
+        except Exception as error:
+            _log_failure("handle", error)
+            raise
+        except BaseException as error:  # SystemExit...: componentize-py cannot report these
+            _log_failure("handle", error)
+            raise RuntimeError("%s: %s" % (type(error).__name__, error)) from error
 
     def finish(self) -> list:
-        return _telemetry(self._runtime.finish())
+        try:
+            return _telemetry(self._runtime.finish())
+        except Exception as error:
+            _log_failure("finish", error)
+            raise
+        except BaseException as error:  # SystemExit...: componentize-py cannot report these
+            _log_failure("finish", error)
+            raise RuntimeError("%s: %s" % (type(error).__name__, error)) from error
+
+
+def _log_failure(call: str, error: BaseException) -> None:
+    try:
+        import traceback
+
+        frames = traceback.extract_tb(error.__traceback__)
+        where = ""
+        for frame in frames:
+            if "/swarmtel_recorder/" not in frame.filename:
+                filename = frame.filename[3:] if frame.filename.startswith("/0/") else frame.filename
+                where = " at %s:%s" % (filename, frame.lineno)
+        _host.log(_host.LogLevel.ERROR, "recorder %s raised %s: %s%s" % (call, type(error).__name__, error, where))
+    except BaseException:
+        pass
 
 
 class Plugin(wit_world.exports.Plugin):

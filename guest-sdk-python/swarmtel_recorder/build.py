@@ -2,16 +2,19 @@
 
 1. Imports the plugin in this (plain) Python and describes it, so an author's mistake fails
    here with ``FILE:LINE: what is wrong`` instead of deep inside componentize-py.
-2. Copies exactly what the component needs into a temporary directory: the modules the
-   plugin's import loaded from its own folder, this SDK, and a generated entry module that
-   imports the plugin and then the SDK's WIT adapter (`swarmtel_recorder._component`).
+2. Copies what the component needs into a temporary directory: the plugin's own files (each
+   package its import loaded from its own folder, whole, and each such top-level module; at
+   most `MAX_PLUGIN_BYTES`), this SDK, and a generated entry module that imports the plugin,
+   the rest of its packages' modules, and then the SDK's WIT adapter
+   (`swarmtel_recorder._component`).
 3. Runs the pinned componentize-py with the WIT bundled in this package
    (world ``recorder-plugin``), which puts CPython, the standard library and those modules
-   into one component.
+   into one component. A failure there is reported in one line (`componentize_failure`).
 """
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -68,7 +71,12 @@ def check(target: str) -> "tuple[dispatch.PluginInfo, str, List[str]]":
     """Imports and describes the plugin at ``target`` in this Python; returns its description,
     its ``sys.path`` root and the files under that root the import loaded. Raises
     `AuthorError` for the author's mistakes."""
-    plugin, root, modules = import_plugin(target)
+    dont_write_bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # no __pycache__ in the author's source tree
+    try:
+        plugin, root, modules = import_plugin(target)
+    finally:
+        sys.dont_write_bytecode = dont_write_bytecode
     try:
         info = dispatch.describe(plugin)
     except AuthorError:
@@ -88,43 +96,158 @@ def check(target: str) -> "tuple[dispatch.PluginInfo, str, List[str]]":
     return info, root, sorted(set(files))
 
 
+#: Standard library modules the component's Python (3.14) no longer has.
+REMOVED_BY_314 = frozenset({
+    "aifc", "asynchat", "asyncore", "audioop", "cgi", "cgitb", "chunk", "crypt", "distutils", "imghdr",
+    "imp", "lib2to3", "mailcap", "msilib", "nis", "nntplib", "ossaudiodev", "pipes", "smtpd", "sndhdr",
+    "spwd", "sunau", "telnetlib", "uu", "xdrlib",
+})
+
+_IMPORT_ERRORS = {"ImportError", "ModuleNotFoundError"}
+
+
+def _catches_import_error(handler: "object") -> bool:
+    import ast
+
+    kind = getattr(handler, "type", None)
+    names = kind.elts if isinstance(kind, ast.Tuple) else [kind]
+    return any(
+        (isinstance(n, ast.Name) and n.id in _IMPORT_ERRORS)
+        or (isinstance(n, ast.Attribute) and n.attr in _IMPORT_ERRORS)
+        for n in names
+    )
+
+
+def _is_type_checking(test: "object") -> bool:
+    import ast
+
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _imports(tree: "object") -> "List[tuple]":
+    """``(node, top-level name, inside a function)`` for each absolute import that runs in the
+    component: not under ``if TYPE_CHECKING:``, not in a ``try`` whose ``except ImportError``
+    handles its absence."""
+    import ast
+
+    found: List[tuple] = []
+
+    def visit(node: "ast.AST", in_function: bool) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            in_function = True
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for child in node.orelse:
+                visit(child, in_function)
+            return
+        if isinstance(node, ast.Try) or type(node).__name__ == "TryStar":
+            if any(_catches_import_error(h) for h in node.handlers):
+                for child in node.handlers + node.orelse + node.finalbody:
+                    visit(child, in_function)
+                return
+        if isinstance(node, ast.Import):
+            found.extend((node, alias.name.split(".")[0], in_function) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node, node.module.split(".")[0], in_function))
+        for child in ast.iter_child_nodes(node):
+            visit(child, in_function)
+
+    visit(tree, False)
+    return found
+
+
 def _check_imports(root: str, files: List[str]) -> None:
     """Fails on an ``import`` of something that will not be in the component: anything but the
-    standard library, swarmtel_recorder and the modules under the plugin's root."""
+    standard library (of Python 3.14), swarmtel_recorder and the modules under the plugin's
+    root; and on an import, inside a function, of a module next to a single-file plugin that
+    the build does not bundle (it bundles what is imported at build time, and whole packages)."""
     import ast
 
     stdlib = _stdlib_names()
     if stdlib is None:  # Python < 3.10 cannot tell; componentize-py will
         return
+    bundled = {os.path.relpath(f, root).split(os.sep)[0] for f in files}
+    bundled |= {name[:-3] for name in bundled if name.endswith(".py")}
     for filename in files:
         with open(filename, "rb") as source:
             tree = ast.parse(source.read(), filename)
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            else:
-                continue
-            for name in names:
-                top = name.split(".")[0]
-                local = os.path.exists(os.path.join(root, top + ".py")) or os.path.isdir(
-                    os.path.join(root, top)
-                )
-                if top in stdlib or top == "swarmtel_recorder" or local:
-                    continue
+        for node, top, in_function in _imports(tree):
+            where = "%s:%d" % (_shown(filename), node.lineno)
+            local = os.path.exists(os.path.join(root, top + ".py")) or os.path.isdir(os.path.join(root, top))
+            if top in REMOVED_BY_314:
                 raise AuthorError(
-                    "imports `%s`, which will not be in the component: only the standard "
-                    "library, swarmtel_recorder and modules next to the plugin are bundled" % top,
-                    "%s:%d" % (_shown(filename), node.lineno),
+                    "imports `%s`, which the component's Python 3.14 no longer has" % top, where
                 )
+            if top == "swarmtel_recorder" or (top in stdlib and not local):
+                continue
+            if local:
+                if in_function and top not in bundled:
+                    raise AuthorError(
+                        "imports `%s` inside a function, and only modules imported at module level "
+                        "(or packages) are bundled: import it at the top of the file" % top,
+                        where,
+                    )
+                continue
+            raise AuthorError(
+                "imports `%s`, which will not be in the component: only the standard "
+                "library, swarmtel_recorder and modules next to the plugin are bundled" % top,
+                where,
+            )
+
+
+#: The most a plugin's own files (its package trees and modules) may hold: they all go into
+#: the component, and a data set that size belongs outside it.
+MAX_PLUGIN_BYTES = 16 * 1024 * 1024
+
+_SKIPPED = shutil.ignore_patterns("__pycache__", "*.pyc", ".*")
+
+
+def plugin_files(root: str, files: List[str]) -> List[str]:
+    """What the component gets of the plugin: every file of each top-level package the import
+    loaded from ``root`` (data files and modules imported later too, since a module imported
+    inside a function must be in the component when it runs), and each top-level module.
+    Raises `BuildError` over `MAX_PLUGIN_BYTES`."""
+    tops = sorted({os.path.relpath(f, root).split(os.sep)[0] for f in files})
+    found: List[str] = []
+    for top in tops:
+        path = os.path.join(root, top)
+        if not os.path.isdir(path):
+            found.append(path)
+            continue
+        for directory, subdirectories, names in os.walk(path):
+            ignored = _SKIPPED(directory, subdirectories + names)
+            subdirectories[:] = sorted(d for d in subdirectories if d not in ignored)
+            found.extend(os.path.join(directory, n) for n in sorted(names) if n not in ignored)
+    total = sum(os.path.getsize(f) for f in found if os.path.isfile(f))
+    if total > MAX_PLUGIN_BYTES:
+        raise BuildError(
+            "%s holds %.1f MiB, over the %d MiB the build puts into a component: move data files "
+            "out of the plugin's package"
+            % (", ".join(_shown(os.path.join(root, t)) for t in tops), total / 2**20, MAX_PLUGIN_BYTES // 2**20)
+        )
+    return found
+
+
+def _module_name(relative: str) -> Optional[str]:
+    if not relative.endswith(".py"):
+        return None
+    parts = relative[:-3].split(os.sep)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts) or None
 
 
 def _stage(root: str, files: List[str], module: str, stage: str) -> None:
-    for filename in files:
-        target = os.path.join(stage, os.path.relpath(filename, root))
+    others = []
+    for filename in plugin_files(root, files):
+        relative = os.path.relpath(filename, root)
+        target = os.path.join(stage, relative)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         shutil.copyfile(filename, target)
+        name = _module_name(relative)
+        if name and name != module:
+            others.append(name)
     shutil.copytree(
         _SDK_DIR,
         os.path.join(stage, "swarmtel_recorder"),
@@ -133,9 +256,52 @@ def _stage(root: str, files: List[str], module: str, stage: str) -> None:
     with open(os.path.join(stage, _ENTRY + ".py"), "w", encoding="utf-8") as entry:
         entry.write(
             "# Generated by swarmtel-recorder build: the plugin, then the SDK's WIT adapter.\n"
-            "import %s  # registers the plugin\n"
-            "from swarmtel_recorder._component import Plugin, Recorder  # noqa: F401\n" % module
+            "import importlib\n"
+            "from swarmtel_recorder import plugin as _plugin\n"
+            "importlib.import_module(%r)  # registers the plugin (its name may hold a hyphen)\n"
+            "_registered = list(_plugin._registered)\n"
+            "# The component holds only what is imported now (it is snapshotted after this), so the\n"
+            "# plugin's other modules are imported too, for imports inside its functions. One that\n"
+            "# fails to import here is left out.\n"
+            "for _name in %r:\n"
+            "    try:\n"
+            "        importlib.import_module(_name)\n"
+            "    except Exception:\n"
+            "        pass\n"
+            "_plugin._registered[:] = _registered\n"
+            "from swarmtel_recorder._component import Plugin, Recorder  # noqa: F401\n" % (module, others)
         )
+
+
+_FRAME = re.compile(r'^\s*File "/0/([^"]+)", line (\d+)')
+_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)\b.*)$")
+
+
+def componentize_failure(output: str, root: str) -> str:
+    """componentize-py's output (a Python traceback from inside the component, then a Rust
+    backtrace) as one line: ``FILE:LINE: Exception: message`` for the innermost frame in the
+    plugin's files, when it can be told."""
+    location = None
+    for line in output.splitlines():
+        frame = _FRAME.match(line)
+        if frame:
+            relative = frame.group(1)
+            if relative != _ENTRY + ".py" and not relative.startswith("swarmtel_recorder/"):
+                location = "%s:%s" % (_shown(os.path.join(root, relative)), frame.group(2))
+    message = None
+    lines = output.splitlines()
+    for index, line in enumerate(lines):
+        if line.strip() == "Caused by:" and index + 1 < len(lines) and lines[index + 1].strip():
+            message = lines[index + 1].strip()
+            break
+    if message is None:
+        candidates = [line.strip() for line in lines if _EXCEPTION.match(line.strip())]
+        candidates = [c for c in candidates if not c.startswith("AssertionError: Traceback")]
+        message = candidates[-1] if candidates else (lines[-1].strip() if lines else "no output")
+    message = message[:500]
+    if location:
+        return "%s: %s (in the component's Python)" % (location, message)
+    return "componentize-py failed: %s" % message
 
 
 def build(target: str, output: Optional[str] = None, quiet: bool = False) -> str:
@@ -158,9 +324,14 @@ def build(target: str, output: Optional[str] = None, quiet: bool = False) -> str
         )
         if result.returncode != 0:
             text = result.stdout.decode("utf-8", "replace").strip()
-            raise BuildError(
-                "componentize-py failed (exit %d):\n%s" % (result.returncode, text[-4000:])
-            )
+            log = output + ".log"
+            try:
+                with open(log, "w", encoding="utf-8") as handle:
+                    handle.write(text + "\n")
+                full = " (componentize-py's output: %s)" % _shown(log)
+            except OSError:
+                full = ""
+            raise BuildError(componentize_failure(text, root) + full)
     if not quiet:
         size = os.path.getsize(output) / 1e6
         print(

@@ -16,11 +16,12 @@ Values used here:
 """
 
 import json
+import unicodedata
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from .errors import AuthorError, Refusal, object_location
 from .hooks import HOOKS, SPECIAL_METHODS, near_method
-from .options import ArgumentParser, OptionSpec, ParsedOptions, resolve
+from .options import ArgumentParser, OptionSpec, resolve
 from .plugin import BaseTelemetryPlugin
 from .recorder import REQUEST_EXTRAS, ROLES, BaseTelemetryRecorder, Environment, Listener
 from .requests import EndpointTable, RequestBatch
@@ -106,9 +107,10 @@ class Subscriptions:
         #: Listeners per hook name (only hooks with listeners).
         self.listeners: Dict[str, List[Listener]] = {}
         for name, hook in HOOKS.items():
-            functions = events.hook(name).listeners_of(recorder)
+            event_hook = events.hook(name)
+            functions = event_hook.listeners_of(recorder)
             method = getattr(recorder, "on_" + name, None)
-            if method is not None and callable(method) and method not in functions:
+            if method is not None and callable(method) and method not in functions and method not in event_hook.removed:
                 functions.append(method)
             if functions:
                 self.listeners[name] = [Listener(function, hook) for function in functions]
@@ -155,12 +157,8 @@ def describe(plugin: BaseTelemetryPlugin) -> PluginInfo:
     cls = type(plugin)
     options = declared_options(plugin)
     info = PluginInfo(plugin, options)
-    if not info.id or not all(c.isascii() and (c.isalnum() or c in "-_") for c in info.id) or info.id != info.id.lower():
-        raise AuthorError(
-            "plugin id %r: use lower-case letters, digits, - and _ (set plugin_id)" % info.id,
-            object_location(cls),
-        )
-    defaults = ParsedOptions({spec.dest: spec.default for spec in options})
+    check_plugin_text(info, object_location(cls))
+    defaults = resolve(options, {})
     for role in ROLES:
         env = Environment(role, PROBE_NODES[role], defaults, probing=True)
         _load(plugin, env)
@@ -198,7 +196,131 @@ def describe(plugin: BaseTelemetryPlugin) -> PluginInfo:
         except (TypeError, ValueError) as error:
             raise AuthorError("schema of %s is not JSON: %s" % (name, error), object_location(cls)) from None
         info.schemas.append((str(name), text))
+    check_names(info)
     return info
+
+
+# --- the host's rules for a description (runtime/src/plugin.rs `check_description`) -----------
+# The same checks, in the same words, so `swarmtel-recorder check/build` refuse what
+# `swarmtel check` would refuse, with the author's file and line.
+
+#: The host's caps on a description (`runtime/src/plugin.rs`, `caps`).
+CAP_RECORDERS = CAP_OPTIONS = CAP_SCHEMAS = 64
+CAP_NAME_CHARS = 128
+CAP_VERSION_CHARS = 64
+CAP_TEXT_CHARS = 1024
+#: The id the host keeps for itself.
+RESERVED_ID = "swarmtel"
+
+_NAME_RULE = "1 to 128 of A-Z, a-z, 0-9, `.`, `:`, `-`, `_`"
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_:")
+_ENV_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_OWN_ENV_VARS = ("SWARMTEL_TOKEN", "SWARMTEL_CONFIG", "SWARMTEL_CACHE_DIR")
+_SECRET_WORDS = ("TOKEN", "TOKENS", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "PASS", "PWD", "AUTH",
+                 "CREDENTIAL", "CREDENTIALS", "KEY", "APIKEY", "COOKIE", "SESSION", "PRIVATE")
+_SECRET_PARTS = ("TOKEN", "SECRET", "PASSW", "PASSPHRASE", "CREDENTIAL", "PRIVATE", "CERT")
+
+
+def name_allowed(name: str) -> bool:
+    """The host's rule for an option, recorder or telemetry name."""
+    return isinstance(name, str) and 0 < len(name.encode("utf-8")) <= CAP_NAME_CHARS and set(name) <= _NAME_CHARS
+
+
+def env_var_allowed(name: str) -> bool:
+    """Whether the host may read ``name`` for a plugin: ``LOCUST_*`` or ``SWARMTEL_*``, of
+    A-Z, 0-9 and ``_``, at most 128 characters."""
+    return (
+        isinstance(name, str)
+        and set(name) <= _ENV_CHARS
+        and any(len(name) > len(prefix) and name.startswith(prefix) for prefix in ("LOCUST_", "SWARMTEL_"))
+        and len(name) <= CAP_NAME_CHARS
+    )
+
+
+def env_var_holds_secret(name: str) -> bool:
+    """Whether the host refuses ``name`` as holding a secret of swarmtel, the bridge or Locust."""
+    return (
+        name in _OWN_ENV_VARS
+        or name.startswith("LOCUST_SWARMTEL_")
+        or any(part in name for part in _SECRET_PARTS)
+        or any(
+            word in _SECRET_WORDS or (word.endswith("S") and word[:-1] in _SECRET_WORDS) or word.startswith("TLS")
+            for word in name.split("_")
+        )
+    )
+
+
+def _shown(text: str) -> str:
+    """Control characters escaped as the host shows them (``\\u{1b}``, ``\\n``)."""
+    escapes = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    return "".join(
+        escapes.get(c, "\\u{%x}" % ord(c)) if unicodedata.category(c) == "Cc" else c for c in text
+    )
+
+
+def _invalid(message: str, where: Optional[str]) -> AuthorError:
+    return AuthorError("invalid description: %s" % message, where)
+
+
+def check_plugin_text(info: "PluginInfo", where: Optional[str]) -> None:
+    """The host's checks of the id, version, description and options."""
+    if not (isinstance(info.id, str) and 0 < len(info.id) <= 64 and set(info.id) <= _ID_CHARS):
+        raise _invalid("id `%s` must be 1 to 64 of a-z, 0-9, `-`, `_`" % _shown(str(info.id)), where)
+    if info.id == RESERVED_ID:
+        raise _invalid("id `%s` is reserved for the runtime" % info.id, where)
+    if len(info.version) > CAP_VERSION_CHARS or any(unicodedata.category(c) == "Cc" for c in info.version):
+        raise _invalid(
+            "version `%s` must be at most %d characters, none of them control characters (cap `version_chars`)"
+            % (_shown(info.version), CAP_VERSION_CHARS),
+            where,
+        )
+    if len(info.description) > CAP_TEXT_CHARS:
+        raise AuthorError(
+            "over the cap `text_chars` (%d): a description of %d characters" % (CAP_TEXT_CHARS, len(info.description)),
+            where,
+        )
+    if len(info.options) > CAP_OPTIONS:
+        raise AuthorError("over the cap `options` (%d): declares %d options" % (CAP_OPTIONS, len(info.options)), where)
+    for option in info.options:
+        if not name_allowed(option.name):
+            raise _invalid("option name `%s` must be %s" % (_shown(option.name), _NAME_RULE), option.location)
+        if len(option.help) > CAP_TEXT_CHARS:
+            raise AuthorError(
+                "over the cap `text_chars` (%d): option `%s` has help of %d characters"
+                % (CAP_TEXT_CHARS, option.name, len(option.help)),
+                option.location,
+            )
+        var = option.env_var
+        if var is not None:
+            if not env_var_allowed(var):
+                raise _invalid(
+                    "option `%s` names env var `%s`; the host reads only LOCUST_* and SWARMTEL_* names "
+                    "for plugins (A-Z, 0-9, _; at most 128)" % (option.name, _shown(str(var))),
+                    option.location,
+                )
+            if env_var_holds_secret(var):
+                raise AuthorError(
+                    "option `%s` names env var `%s`, which holds a secret of swarmtel, its Locust bridge "
+                    "or Locust; the host never reads it for a plugin" % (option.name, var),
+                    option.location,
+                )
+
+
+def check_names(info: "PluginInfo") -> None:
+    """The host's checks of recorder and telemetry names, and the counts."""
+    where = object_location(type(info.plugin))
+    for cap, limit, count in (("recorders", CAP_RECORDERS, len(info.recorders)), ("schemas", CAP_SCHEMAS, len(info.schemas))):
+        if count > limit:
+            raise AuthorError("over the cap `%s` (%d): declares %d %s" % (cap, limit, count, cap), where)
+    for name, _text in info.schemas:
+        if not name_allowed(name):
+            raise _invalid("schema for telemetry name `%s`: the name must be %s" % (_shown(name), _NAME_RULE), where)
+    for recorder in info.recorders:
+        if not name_allowed(recorder.name):
+            raise _invalid(
+                "recorder name `%s` must be %s" % (_shown(recorder.name), _NAME_RULE), object_location(recorder.cls)
+            )
 
 
 def _check_recorder(info: RecorderInfo) -> None:
@@ -249,9 +371,18 @@ class RecorderRuntime:
         self._table = EndpointTable()
         self._env = recorder.env
 
+    def _resubscribe(self) -> None:
+        """Takes in listeners added or removed since the last batch."""
+        self._env.listeners_changed = False
+        subscriptions = Subscriptions(self.recorder)
+        self._listeners = subscriptions.listeners
+        self._request_listeners = subscriptions.listeners.get("request", [])
+
     def handle(self, columns: Any, events: List[Event]) -> List[Item]:
         """Delivers a batch: its requests (columns, possibly empty), then its other events;
         returns the telemetry logged meanwhile."""
+        if self._env.listeners_changed:
+            self._resubscribe()
         if columns is not None and columns.endpoint:
             table = self._table
             new_from = len(table)
@@ -263,6 +394,8 @@ class RecorderRuntime:
             if self._request_listeners:
                 self._per_request(batch)
         for event in events:
+            if self._env.listeners_changed:  # a listener of an earlier event changed them
+                self._resubscribe()
             listeners = self._listeners.get(event.name)
             if listeners:
                 arguments = dict(event.arguments)
@@ -320,7 +453,19 @@ def create(
         _load(info.plugin, env)
         for recorder in env.recorders:
             if recorder.recorder_name() == recorder_name:
-                return RecorderRuntime(recorder, Subscriptions(recorder))
+                subscriptions = Subscriptions(recorder)
+                described = info.recorder(recorder_name)
+                declared = frozenset(described.events if described is not None else ())
+                undeclared = [name for name in subscriptions.hook_names() if name not in declared]
+                if undeclared:
+                    raise Refusal(
+                        "recorder %s subscribes to %s with these options, but not when the plugin "
+                        "was described (options at their defaults), so the host would never send "
+                        "them: subscribe whatever the option values, and ignore what is not wanted"
+                        % (recorder_name, ", ".join(undeclared))
+                    )
+                env.delivered_hooks = declared
+                return RecorderRuntime(recorder, subscriptions)
     except Refusal:
         raise
     except Exception as error:  # the author's code refused in its own way

@@ -46,6 +46,18 @@ class OptionSpec:
         self.choices = list(choices) if choices is not None else None
         #: Where the author declared it.
         self.location = location
+        #: For ``action="store_true"``/``"store_false"``: the value the flag stores (True or
+        #: False) when the config sets the option true; None for a plain option.
+        self.flag_const: Optional[bool] = None
+        #: For a flag: the attribute's value when the flag is not given (argparse's default).
+        self.flag_default: Any = None
+
+    def value_of(self, value: Any) -> Any:
+        """The ``env.parsed_options`` value for a resolved option value (a flag set true
+        stores its constant, as argparse does; unset or false, its default)."""
+        if self.flag_const is None:
+            return value
+        return self.flag_const if value else self.flag_default
 
     def check(self, value: Any) -> Any:
         """Checks a resolved value against the declared type and choices; raises `Refusal`."""
@@ -55,6 +67,11 @@ class OptionSpec:
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise Refusal(
                 "option %s must be %s, got %r" % (self.name, _TYPE_NAMES[self.option_type], value)
+            )
+        if expected is int and not -(2**63) <= value < 2**63:
+            raise Refusal(
+                "option %s must be an integer from -2^63 to 2^63-1 (a 64-bit integer), got %r"
+                % (self.name, value)
             )
         if self.choices is not None and value not in self.choices:
             raise Refusal(
@@ -117,12 +134,17 @@ class ArgumentParser:
             )
         action = kwargs.get("action")
         default = kwargs.get("default")
+        flag_const = flag_default = None
         if action in ("store_true", "store_false"):
             if kwargs.get("type") not in (None, bool):
                 raise AuthorError("option --%s: %s takes no type" % (name, action), location)
             option_type = "boolean"
-            if default is None:
-                default = action == "store_false"
+            # As argparse: the option set true is the flag given, which stores True
+            # (store_true) or False (store_false); unset or false, the attribute keeps its
+            # default (False for store_true, True for store_false).
+            flag_const = action == "store_true"
+            flag_default = (not flag_const) if default is None else default
+            default = False
         elif action not in (None, "store"):
             raise AuthorError(
                 "option --%s: action=%r is not supported (only store_true and store_false)"
@@ -161,6 +183,7 @@ class ArgumentParser:
             except Refusal as error:
                 raise AuthorError("default of --%s: %s" % (name, error), location) from None
         spec.default = default
+        spec.flag_const, spec.flag_default = flag_const, flag_default
         self.options.append(spec)
         return spec
 
@@ -186,7 +209,7 @@ def resolve(specs: List[OptionSpec], settings: Dict[str, Any]) -> ParsedOptions:
     values = {}
     for spec in specs:
         if spec.name in settings:
-            values[spec.dest] = spec.check(settings[spec.name])
+            values[spec.dest] = spec.value_of(spec.check(settings[spec.name]))
         else:
-            values[spec.dest] = spec.default
+            values[spec.dest] = spec.value_of(spec.default)
     return ParsedOptions(values)

@@ -100,6 +100,9 @@ class EventHook:
         self._env = env
         #: ``(function, owning recorder)`` pairs, in order of subscription.
         self.subscriptions: List[Tuple[Callable[..., Any], "BaseTelemetryRecorder"]] = []
+        #: Functions removed with `remove_listener` (an ``on_<hook>`` method is then not
+        #: subscribed by its name either).
+        self.removed: List[Callable[..., Any]] = []
 
     def add_listener(self, function: Callable[..., Any]) -> Callable[..., Any]:
         """Subscribes ``function``; returns it, so this works as a decorator too."""
@@ -114,12 +117,26 @@ class EventHook:
                 )
             owner = self._env.recorders[-1]
         Listener(function, self._hook)  # checks the signature now, where the author is
+        delivered = self._env.delivered_hooks
+        if delivered is not None:  # the recorder is live: the host sends only what it declared
+            if self._hook.name not in delivered:
+                raise AuthorError(
+                    "env.events.%s.add_listener after the recorder was created: the host sends it "
+                    "only the hooks it subscribed to when the plugin was described (%s); subscribe "
+                    "to %s in __init__ and ignore it until wanted"
+                    % (self._hook.name, ", ".join(sorted(delivered)) or "none", self._hook.name)
+                )
+            self._env.listeners_changed = True
+        if function in self.removed:
+            self.removed.remove(function)
         self.subscriptions.append((function, owner))
         return function
 
     def remove_listener(self, function: Callable[..., Any]) -> None:
-        """Unsubscribes ``function``."""
+        """Unsubscribes ``function`` (an ``on_<hook>`` method too): it is not called again."""
         self.subscriptions = [s for s in self.subscriptions if s[0] != function]
+        self.removed.append(function)
+        self._env.listeners_changed = True
 
     def listeners_of(self, recorder: "BaseTelemetryRecorder") -> List[Callable[..., Any]]:
         """The functions subscribed for ``recorder``, in order."""
@@ -181,6 +198,27 @@ class Environment:
         self.probing = probing
         #: The recorders created with this environment, in order.
         self.recorders: List["BaseTelemetryRecorder"] = []
+        #: Once a recorder is live: the hooks the host delivers to it (None before).
+        self.delivered_hooks: Optional[frozenset] = None
+        #: Set when a listener is added or removed after creation (the SDK then rebuilds
+        #: its listener lists before the next batch).
+        self.listeners_changed = False
+
+
+def _fields_json(telemetry: TelemetryData, fields: Any) -> str:
+    """The fields as JSON text; raises ValueError here, at the author's call, for what is
+    not JSON (NaN and infinities included: the host would reject the item)."""
+    if isinstance(fields, dict) and not fields:
+        return ""
+    try:
+        return json.dumps(fields, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        detail = str(error)
+        if "Out of range float" in detail:
+            detail = "NaN and Infinity are not JSON (%s); log None or a string instead" % detail
+        raise ValueError(
+            "log_telemetry %s: fields are not JSON: %s" % (telemetry.name, detail)
+        ) from None
 
 
 def _snake(name: str) -> str:
@@ -231,13 +269,13 @@ class BaseTelemetryRecorder:
         """
         if not isinstance(telemetry, TelemetryData):
             raise TypeError("log_telemetry needs telemetry=TelemetryData(type=..., name=...)")
-        text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False) if fields else ""
-        self._telemetry_out.append((telemetry.type, telemetry.name, str(message), text))
+        self._telemetry_out.append((telemetry.type, telemetry.name, str(message), _fields_json(telemetry, fields)))
 
     def log_telemetry_fields(self, telemetry: TelemetryData, message: str, fields: Dict[str, Any]) -> None:
         """Like `log_telemetry`, with the fields as one dict (for keys that are not names)."""
-        text = json.dumps(fields, separators=(",", ":"), ensure_ascii=False) if fields else ""
-        self._telemetry_out.append((telemetry.type, telemetry.name, str(message), text))
+        if not isinstance(telemetry, TelemetryData):
+            raise TypeError("log_telemetry_fields needs telemetry=TelemetryData(type=..., name=...)")
+        self._telemetry_out.append((telemetry.type, telemetry.name, str(message), _fields_json(telemetry, fields)))
 
     def on_finish(self) -> None:
         """Called once when the event stream ends; log any last telemetry here."""

@@ -17,6 +17,7 @@ import importlib
 import json
 import math
 import os
+import re
 import sys
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Union
 
@@ -130,6 +131,12 @@ def stats_entry(
 
 
 def _round_half_away(value: float) -> int:
+    """The host's ``ms.max(0.0).round() as u32`` for a snapshot's histogram keys: halves away
+    from zero, NaN to 0, saturating at ``u32::MAX``."""
+    if not value > 0.0:
+        return 0
+    if value >= 2**32 - 1:
+        return 2**32 - 1
     floor = math.floor(value)
     return int(floor + 1 if value - floor >= 0.5 else floor)
 
@@ -144,7 +151,7 @@ def _stats_from_json(row: Dict[str, Any]) -> StatsEntry:
         float(row.get("min_response_time") or 0.0),
         float(row["max_response_time"]),
         int(row.get("total_content_length") or 0),
-        {_round_half_away(max(ms, 0.0)): count for ms, count in row.get("response_times") or []},
+        {_round_half_away(float(ms)): count for ms, count in row.get("response_times") or []},
         float(row.get("current_rps") or 0.0),
         float(row.get("current_fail_per_sec") or 0.0),
     )
@@ -208,9 +215,57 @@ def make_event(name: str, time: float = 0.0, **arguments: Any) -> Event:
     return Event(name, float(time), values)
 
 
-def _item(raw: dispatch.Item) -> Dict[str, Any]:
+class TelemetryRejected(ValueError):
+    """Telemetry the host would reject (and write to its dead-letter output instead): a
+    host-owned key, fields that are not a JSON object, a bad telemetry name, a message over
+    4,096 characters, more than 256 fields. The harness raises it where the host would drop
+    the item, so a test sees the mistake. The plugin's own ``schemas`` are not checked here."""
+
+
+#: The keys the host owns in every item (``runtime/src/validate.rs``).
+HOST_OWNED_KEYS = ("time", "run_id", "testplan", "source", "source_id", "plugin", "telemetry_type", "telemetry_name")
+
+_TELEMETRY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}\Z")
+_JSON_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}
+
+
+def check_item(raw: dispatch.Item) -> Dict[str, Any]:
+    """Parses one logged item as the host's validation does (without the plugin's schemas,
+    and without the size limits of a call); raises `TelemetryRejected` with the host's reason
+    for what the host rejects."""
     kind, name, message, fields = raw
-    return {"type": kind, "name": name, "message": message, "fields": json.loads(fields) if fields else {}}
+
+    def rejected(reason: str) -> TelemetryRejected:
+        return TelemetryRejected("telemetry %s rejected by the host: %s" % (name, reason))
+
+    if fields.strip():
+        try:
+            parsed = json.loads(fields, parse_constant=_no_constant)
+        except ValueError as error:
+            raise rejected("fields are not valid JSON: %s" % error) from None
+    else:
+        parsed = {}
+    if not isinstance(parsed, dict):
+        raise rejected("fields must be a JSON object, got %s" % _JSON_KINDS.get(type(parsed), "a value"))
+    for key in HOST_OWNED_KEYS:
+        if key in parsed:
+            raise rejected("field `%s` is owned by the host and cannot be set by a plugin" % key)
+    if not isinstance(name, str) or not _TELEMETRY_NAME.match(name):
+        raise rejected('envelope: at /telemetry_name: value does not match "^[A-Za-z][A-Za-z0-9_.:-]{0,127}$"')
+    if len(message) > 4096:
+        raise rejected("envelope: at /message: longer than 4096 characters")
+    if len(parsed) > 256:
+        raise rejected("envelope: at /fields: more than 256 properties")
+    return parsed
+
+
+def _no_constant(constant: str) -> Any:
+    raise ValueError("%s is not JSON" % constant)
+
+
+def _item(raw: dispatch.Item) -> Dict[str, Any]:
+    kind, name, message, _fields = raw
+    return {"type": kind, "name": name, "message": message, "fields": check_item(raw)}
 
 
 def load_plugin(path: Union[str, "os.PathLike[str]"]) -> BaseTelemetryPlugin:
@@ -252,7 +307,12 @@ def import_plugin(path: Union[str, "os.PathLike[str]"]) -> "tuple[BaseTelemetryP
             if not error.location:
                 error.location = _shown(getattr(sys.modules.get(module), "__file__", None) or module)
             raise
-        return plugin, root, [name for name in list(sys.modules) if name not in known]
+        added = [name for name in list(sys.modules) if name not in known]
+        try:  # where it came from, so `replay` can import it afresh for every recorder instance
+            plugin._swarmtel_source = os.path.abspath(os.fspath(path))
+        except AttributeError:
+            pass
+        return plugin, root, added
     finally:
         sys.path.remove(root)
         _plugin._registered[:] = before
@@ -301,6 +361,41 @@ def _plugin_of(source: PluginSource) -> BaseTelemetryPlugin:
     if isinstance(source, BaseTelemetryPlugin):
         return source
     return load_plugin(source)
+
+
+def _own_modules(root: str) -> Dict[str, Any]:
+    """The modules in ``sys.modules`` loaded from the plugin's folder (not the SDK)."""
+    sdk = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    own = {}
+    for name, module in list(sys.modules.items()):
+        filename = getattr(module, "__file__", None)
+        if filename:
+            filename = os.path.abspath(filename)
+            if filename.startswith(root + os.sep) and not filename.startswith(sdk):
+                own[name] = module
+    return own
+
+
+def _fresh_instance(plugin: BaseTelemetryPlugin) -> "tuple[BaseTelemetryPlugin, dispatch.PluginInfo]":
+    """The plugin imported afresh, with its own module state, and described in it, as the
+    host's new interpreter for a recorder instance has it (the component is snapshotted after
+    importing and describing). Every module from the plugin's folder is imported anew for it;
+    ``sys.modules`` is left as it was. Only for a plugin loaded from a file (a path, or
+    `load_plugin`); any other plugin object is used as it is, its module state shared."""
+    path = getattr(plugin, "_swarmtel_source", None)
+    if path is None:
+        return plugin, dispatch.describe(plugin)
+    root = module_of(path)[0]
+    saved = _own_modules(root)
+    for name in saved:
+        del sys.modules[name]
+    try:
+        fresh = load_plugin(path)
+        return fresh, dispatch.describe(fresh)
+    finally:
+        for name in _own_modules(root):
+            del sys.modules[name]
+        sys.modules.update(saved)
 
 
 def _settings(info: dispatch.PluginInfo, options: Optional[Dict[str, Any]]) -> Dict[str, Any]:
@@ -556,7 +651,12 @@ def replay(
     returns the telemetry in the order ``swarmtel replay`` writes it.
 
     ``roles`` restricts the roles served (the config's ``roles``); ``options`` are by option
-    name. A line that does not decode raises `StreamError` naming the line.
+    name. A line that does not decode raises `StreamError` naming the line; telemetry the host
+    would reject raises `TelemetryRejected`.
+
+    As in the host, every recorder instance (node and recorder) has its own module state: a
+    plugin loaded from a file is imported afresh for each. A plugin object defined elsewhere
+    (in a test module) is shared by all instances.
     """
     info = dispatch.describe(_plugin_of(plugin))
     settings = _settings(info, options)
@@ -589,7 +689,8 @@ def _replay_lines(
             if role in served:
                 for recorder in info.recorders:
                     if role in recorder.roles:
-                        runtime = dispatch.create(info, recorder.name, role, node, settings)
+                        _plugin_object, own_info = _fresh_instance(info.plugin)
+                        runtime = dispatch.create(own_info, recorder.name, role, node, settings)
                         slots.append(_Slot(runtime, recorder, role, node))
             nodes[node] = (role, slots)
             order.extend(slots)

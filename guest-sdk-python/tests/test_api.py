@@ -103,6 +103,47 @@ def test_an_option_value_of_the_wrong_type_or_not_in_choices_refuses_the_recorde
         Harness(OptionsPlugin(), options={"count": 5})
 
 
+class Flags(BaseTelemetryRecorder):
+    name = "flags"
+
+    def on_test_start(self):
+        o = self.env.parsed_options
+        self.log_telemetry(TelemetryData("event", "FLAGS"), "", thing=o.thing, verbose=o.verbose, on=o.on)
+
+
+class FlagsPlugin(BaseTelemetryPlugin):
+    def add_arguments(self, parser):
+        parser.add_argument("--no-thing", action="store_false", dest="thing")
+        parser.add_argument("--verbose", action="store_true")
+        parser.add_argument("--on", action="store_true", default=True)
+
+    def load_worker_telemetry_recorders(self, environment, **kwargs):
+        Flags(env=environment)
+
+
+def test_store_true_and_store_false_behave_like_argparse():
+    """`no-thing = true` in the config is `--no-thing` on a command line: thing becomes False."""
+    import argparse
+
+    def fields(options):
+        return Harness(FlagsPlugin(), options=options).event("test_start", time=1.0)[0]["fields"]
+
+    def argparse_says(argv):
+        parser = argparse.ArgumentParser()
+        parser.add_argument("--no-thing", action="store_false", dest="thing")
+        parser.add_argument("--verbose", action="store_true")
+        parser.add_argument("--on", action="store_true", default=True)
+        return vars(parser.parse_args(argv))
+
+    assert fields({}) == argparse_says([]) == {"thing": True, "verbose": False, "on": True}
+    assert fields({"no-thing": True, "verbose": True}) == argparse_says(["--no-thing", "--verbose"])
+    assert fields({"no-thing": True})["thing"] is False
+    assert fields({"no-thing": False})["thing"] is True
+    # The host sees each flag as a boolean option that is off unless the config sets it.
+    assert [(o.name, o.option_type, o.default) for o in describe(FlagsPlugin()).options] == [
+        ("no-thing", "boolean", False), ("verbose", "boolean", False), ("on", "boolean", False)]
+
+
 def test_unknown_options_are_an_error_in_the_harness():
     with pytest.raises(ValueError, match="declares no option colour"):
         Harness(OptionsPlugin(), options={"colour": "red"})
@@ -452,3 +493,87 @@ def test_hasattr_on_events_still_works():
     env = Environment("worker", "worker-0", ParsedOptions({}))
     assert hasattr(env.events, "test_start")
     assert not hasattr(env.events, "test_strat")
+
+
+class ConditionalSubscriber(BaseTelemetryRecorder):
+    name = "conditional"
+
+    def __init__(self, env):
+        super().__init__(env)
+        env.events.test_start.add_listener(self.started)
+        if env.parsed_options.track_stop:
+            env.events.test_stop.add_listener(self.stopped)
+
+    def started(self):
+        self.log_telemetry(TelemetryData("event", "START"), "")
+
+    def stopped(self):
+        self.log_telemetry(TelemetryData("event", "STOP"), "")
+
+
+class ConditionalPlugin(BaseTelemetryPlugin):
+    def add_arguments(self, parser):
+        parser.add_argument("--track-stop", action="store_true")
+
+    def load_worker_telemetry_recorders(self, environment, **kwargs):
+        ConditionalSubscriber(env=environment)
+
+
+def test_subscribing_to_a_hook_only_for_some_option_values_refuses_the_recorder():
+    assert describe(ConditionalPlugin()).recorders[0].events == ["test_start"]
+    assert Harness(ConditionalPlugin()).event("test_start", time=1.0)[0]["name"] == "START"
+    with pytest.raises(Refusal, match=r"recorder conditional subscribes to test_stop with these options, "
+                                      r"but not when the plugin was described"):
+        Harness(ConditionalPlugin(), options={"track-stop": True})
+
+
+class Dynamic(BaseTelemetryRecorder):
+    name = "dynamic"
+
+    def __init__(self, env):
+        super().__init__(env)
+        env.events.test_start.add_listener(self.started)
+        env.events.quitting.add_listener(self.bye)
+
+    def started(self):
+        self.env.events.quitting.remove_listener(self.bye)
+        self.env.events.test_stop.remove_listener(self.on_test_stop)
+        self.env.events.test_stopping.add_listener(self.stopping)
+
+    def stopping(self):
+        self.log_telemetry(TelemetryData("event", "STOPPING"), "")
+
+    def on_test_stop(self):
+        self.log_telemetry(TelemetryData("event", "STOP"), "removed, never called")
+
+    def on_test_stopping(self):
+        self.log_telemetry(TelemetryData("event", "ON_STOPPING"), "")
+
+    def bye(self):
+        self.log_telemetry(TelemetryData("event", "BYE"), "removed, never called")
+
+    def spawned(self, user_count):
+        pass
+
+
+class DynamicPlugin(BaseTelemetryPlugin):
+    def load_worker_telemetry_recorders(self, environment, **kwargs):
+        Dynamic(env=environment)
+
+
+def test_remove_listener_works_and_adding_a_declared_hook_later_works():
+    harness = Harness(DynamicPlugin())
+    assert harness.event("quitting", time=0.5)[0]["name"] == "BYE"
+    assert harness.event("test_start", time=1.0) == []
+    assert [i["name"] for i in harness.event("test_stopping", time=2.0)] == ["STOPPING", "ON_STOPPING"]
+    assert harness.event("test_stop", time=3.0) == []
+    assert harness.event("quitting", time=4.0) == []
+
+
+def test_adding_a_listener_to_an_undeclared_hook_after_creation_is_an_author_error():
+    from swarmtel_recorder.errors import AuthorError
+
+    harness = Harness(DynamicPlugin())
+    with pytest.raises(AuthorError, match=r"env\.events\.spawning_complete\.add_listener after the recorder "
+                                          r"was created: the host sends it only the hooks it subscribed to"):
+        harness.recorder.env.events.spawning_complete.add_listener(harness.recorder.spawned)

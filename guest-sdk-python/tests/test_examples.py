@@ -95,17 +95,44 @@ def test_request_stats_reset_starts_over_and_keeps_endpoint_names(request_stats)
 
 def test_request_stats_rounds_like_locust():
     assert aggregate.round_response_time(12.4) == 12
-    assert aggregate.round_response_time(12.5) == 13, "halves go up, as Rust's f64::round"
+    # Locust's _log_response_time uses Python's round(): a half goes to the even neighbour.
+    assert aggregate.round_response_time(12.5) == 12
+    assert aggregate.round_response_time(13.5) == 14
+    assert aggregate.round_response_time(0.5) == 0
+    assert aggregate.round_response_time(99.5) == 100
+    assert aggregate.round_response_time(145.0) == 140
+    assert aggregate.round_response_time(155.0) == 160
+    assert aggregate.round_response_time(1050.0) == 1000
+    assert aggregate.round_response_time(12500.0) == 12000
     assert aggregate.round_response_time(147.0) == 150
     assert aggregate.round_response_time(3449.0) == 3400
     assert aggregate.round_response_time(12600.0) == 13000
+
+
+def test_request_stats_clamps_absurd_values_like_rust():
+    """Rust's `as u64` saturates, f64::max(0.0) turns NaN into 0, u64 sums wrap, and
+    serde_json writes a non-finite f64 as null: the port must do the same and never raise."""
+    assert aggregate.round_response_time(float("nan")) == 0
+    assert aggregate.round_response_time(-5.0) == 0
+    assert aggregate.round_response_time(float("inf")) == aggregate.U64_MAX
+    assert aggregate.round_response_time(1e300) == aggregate.U64_MAX
+    assert aggregate.round_response_time(4.503599627370497e18) == 4503599627370497024
+    assert aggregate.round3(float("inf")) is None
+    stats = aggregate.EndpointStats("GET", "/a")
+    stats.record_many([1.0, float("nan"), float("inf"), 1e308, 1e308], [aggregate.U64_MAX, 2, 0, 0, 0])
+    fields = stats.fields(True)
+    assert fields["total_bytes"] == 1, "wraps like a u64"
+    assert fields["max_response_time_ms"] is None and fields["avg_response_time_ms"] is None
+    assert fields["min_response_time_ms"] == 1.0
+    assert fields["p99_ms"] == aggregate.U64_MAX and fields["p50_ms"] == aggregate.U64_MAX
 
 
 def test_column_counting_equals_rounding_one_by_one():
     rng = random.Random(7)
     values = [rng.choice([rng.uniform(0, 20000), rng.randint(0, 300) / 2, rng.uniform(0, 2)]) for _ in range(20000)]
     values += [0.0, 0.49999999999999994, 0.5, 99.5, 99.99, 100.0, 104.99, 105.0, 999.4, 999.5,
-               1000.0, 9949.0, 9950.0, 10000.0, 10499.0, 10500.0]
+               1000.0, 9949.0, 9950.0, 10000.0, 10499.0, 10500.0, 12.5, 145.0, 1050.0,
+               12500.0, -1.0, -0.0, 1e6, 4.503599627370497e15, 6.755399441055746e18, 1e300]
     histogram = Counter()
     aggregate.count_rounded(histogram, values)
     expected = {}
@@ -113,6 +140,8 @@ def test_column_counting_equals_rounding_one_by_one():
         rounded = aggregate.round_response_time(value)
         expected[rounded] = expected.get(rounded, 0) + 1
     assert histogram == expected
+    # The round_response_time above is Python's round() per the Locust rule, written plainly.
+    assert aggregate.round_response_time(2.5) == round(2.5) == 2
 
 
 def test_percentiles_follow_locust():

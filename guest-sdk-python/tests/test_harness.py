@@ -120,3 +120,99 @@ def test_the_sample_capture_replays_through_the_seed_port():
         ("worker-0", "CUSTOM_STOP", "Custom telemetry recorder stopped"),
     ]
     assert all(i["type"] == "event" and i["fields"] == {} for i in items)
+
+
+class Misbehaving(BaseTelemetryRecorder):
+    """Logs, on test_start, what its `mode` option says: telemetry the host would reject."""
+
+    name = "misbehaving"
+
+    def __init__(self, env, mode):
+        super().__init__(env)
+        self.mode = mode
+
+    def on_test_start(self):
+        T = TelemetryData("event", "bad")
+        if self.mode == "nan":
+            self.log_telemetry(T, "x", v=float("nan"))
+        elif self.mode == "inf":
+            self.log_telemetry_fields(T, "x", {"v": float("inf")})
+        elif self.mode == "owned":
+            self.log_telemetry(T, "x", time=1, plugin="p")
+        elif self.mode == "array":
+            self.log_telemetry_fields(T, "x", [1, 2])
+        elif self.mode == "badname":
+            self.log_telemetry(TelemetryData("event", "bad name!"), "x")
+        elif self.mode == "longmessage":
+            self.log_telemetry(T, "x" * 4097)
+        else:
+            self.log_telemetry(T, "fine", ok=1)
+
+
+def misbehaving_plugin(mode):
+    class MisbehavingPlugin(BaseTelemetryPlugin):
+        def load_worker_telemetry_recorders(self, environment, **kwargs):
+            Misbehaving(environment, mode)
+
+    return MisbehavingPlugin()
+
+
+@pytest.mark.parametrize("mode", ["nan", "inf"])
+def test_nan_and_infinity_raise_at_the_log_telemetry_call(mode):
+    harness = Harness(misbehaving_plugin(mode))
+    with pytest.raises(ValueError, match=r"log_telemetry bad: fields are not JSON: NaN and Infinity"):
+        harness.event("test_start", time=1.0)
+
+
+@pytest.mark.parametrize("mode, reason", [
+    ("owned", "field `time` is owned by the host and cannot be set by a plugin"),
+    ("array", "fields must be a JSON object, got an array"),
+    ("badname", "envelope: at /telemetry_name: value does not match"),
+    ("longmessage", "envelope: at /message"),
+])
+def test_the_harness_rejects_what_the_host_rejects(mode, reason):
+    from swarmtel_recorder.testing import TelemetryRejected
+
+    with pytest.raises(TelemetryRejected, match="rejected by the host: " + reason.replace("(", r"\(")):
+        Harness(misbehaving_plugin(mode)).event("test_start", time=1.0)
+    with pytest.raises(TelemetryRejected):
+        replay(misbehaving_plugin(mode), [line("test_start", time=1.0)])
+    assert Harness(misbehaving_plugin("fine")).event("test_start", time=1.0)[0]["fields"] == {"ok": 1}
+
+
+SHARED_STATE_PLUGIN = """
+from swarmtel_recorder import BaseTelemetryPlugin, BaseTelemetryRecorder, TelemetryData, register_plugin
+from shared_helper import SEEN
+
+STARTS = []  # module-level state, as Locust plugins often keep
+
+class Counter(BaseTelemetryRecorder):
+    name = "counter"
+
+    def on_test_start(self):
+        STARTS.append(self.env.node)
+        SEEN.append(self.env.node)
+        self.log_telemetry(TelemetryData("event", "STARTS"), "", starts=list(STARTS), seen=list(SEEN))
+
+class SharedPlugin(BaseTelemetryPlugin):
+    def load_master_telemetry_recorders(self, environment, **kwargs):
+        Counter(env=environment)
+
+    def load_worker_telemetry_recorders(self, environment, **kwargs):
+        Counter(env=environment)
+
+register_plugin(plugin=SharedPlugin())
+"""
+
+
+def test_replay_gives_every_recorder_instance_its_own_module_state(write_plugin):
+    """The host runs each (node, recorder) in its own interpreter: module-level state, in the
+    plugin's module or a module next to it, is never shared between nodes."""
+    write_plugin("SEEN = []\n", "shared_helper.py")
+    path = write_plugin(SHARED_STATE_PLUGIN)
+    lines = [line("test_start", node=node, role=role, time=1.0)
+             for node, role in (("master", "master"), ("worker-0", "worker"), ("worker-1", "worker"))]
+    for plugin in (path, load_plugin(path)):
+        items = replay(plugin, lines)
+        assert [(i["node"], i["fields"]) for i in items] == [
+            (node, {"starts": [node], "seen": [node]}) for node in ("master", "worker-0", "worker-1")]

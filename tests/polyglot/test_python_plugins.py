@@ -15,6 +15,7 @@ builds the Rust guests with scripts/build-guests.sh only when they are missing.
 """
 
 import datetime
+import decimal
 import json
 import os
 import subprocess
@@ -85,9 +86,9 @@ def config(tmp_path: Path, plugin: Path, extra: str = "") -> Path:
     return path
 
 
-def swarmtel_replay(swarmtel_bin: str, config_path: Path) -> list:
+def swarmtel_replay(swarmtel_bin: str, config_path: Path, stream: Path = SAMPLE) -> list:
     result = subprocess.run(
-        [swarmtel_bin, "replay", "--config", str(config_path), str(SAMPLE)],
+        [swarmtel_bin, "replay", "--config", str(config_path), str(stream)],
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
@@ -105,6 +106,57 @@ def test_python_request_stats_writes_the_same_lines_as_the_rust_one(
     rust = telemetry_lines(swarmtel_replay(swarmtel_bin, config(tmp_path, request_stats_rust_wasm)), "request_stats")
     assert len(rust) > 10
     assert python == rust
+
+
+#: Response times on Locust's rounding ties (Python's round: half to even), its range edges,
+#: and absurd values where Rust's `as u64` saturates; lengths whose u64 sum wraps.
+TIES = [0, 0.5, 1.5, 2.5, 12.5, 13.5, 99.5, 100, 145, 155, 995, 999.5, 1000, 1050, 1150,
+        9950, 10000, 12500, 13500, 1e6, 1e6 + 500, 4.503599627370497e15, 6.755399441055746e18,
+        1e300, 1.7e308]
+
+
+def crafted_stream(path: Path) -> Path:
+    lines = [{"event": "test_start", "role": "worker", "node": "worker-0", "time": 1795557121.0}]
+    for index, response_time in enumerate(TIES * 3):
+        lines.append({
+            "event": "request", "role": "worker", "node": "worker-%d" % (index % 2),
+            "time": 1795557122.0 + index / 100, "request_type": "GET",
+            "name": "/tie-%d" % (index % 5), "response_time": response_time,
+            "response_length": 18446744073709551615 if index % 7 == 0 else index,
+            "exception": "boom" if index % 11 == 0 else None,
+        })
+    for index, response_time in enumerate((12.5, 145, 1050, 12500)):  # one endpoint each
+        lines.append({
+            "event": "request", "role": "worker", "node": "worker-0", "time": 1795557129.0,
+            "request_type": "GET", "name": "/only-%s" % response_time,
+            "response_time": response_time, "response_length": 1, "exception": None,
+        })
+    lines.append({"event": "test_stop", "role": "worker", "node": "worker-0", "time": 1795557130.0})
+    lines.append({"event": "test_stop", "role": "worker", "node": "worker-1", "time": 1795557130.0})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_python_request_stats_rounds_ties_and_clamps_like_the_rust_one(
+    swarmtel_bin, tmp_path, request_stats_py_wasm, request_stats_rust_wasm
+):
+    stream = crafted_stream(tmp_path / "ties.ndjson")
+    for batch_size in (1024, 3):
+        python_config = config(tmp_path, request_stats_py_wasm)
+        rust_config = config(tmp_path, request_stats_rust_wasm)
+        for path in (python_config, rust_config):
+            path.write_text(path.read_text().replace('run_id = "polyglot-run"\n',
+                                                     'run_id = "polyglot-run"\nbatch_size = %d\n' % batch_size))
+        python = telemetry_lines(swarmtel_replay(swarmtel_bin, python_config, stream), "request_stats")
+        rust = telemetry_lines(swarmtel_replay(swarmtel_bin, rust_config, stream), "request_stats")
+        assert len(rust) >= 12
+        assert python == rust, "batch size %d" % batch_size
+    # Locust's own rounding (Python's round, half to even) shows in the percentiles.
+    p50 = {
+        json.loads(line)["telemetry"]["endpoint"]: json.loads(line)["telemetry"]["p50_ms"]
+        for line in rust if json.loads(line)["telemetry"]["endpoint"].startswith("/only-")
+    }
+    assert p50 == {"/only-12.5": 12, "/only-145": 140, "/only-1050": 1000, "/only-12500": 12000}
 
 
 def test_python_request_stats_describes_itself_like_the_rust_one(
@@ -143,8 +195,19 @@ def test_the_seed_port_logs_start_and_stop_on_master_and_workers(swarmtel_bin, t
 
 
 def rfc3339_millis(seconds: float) -> str:
-    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (moment.microsecond // 1000)
+    """The host's `format_time`: Duration::from_secs_f64 (to the nearest nanosecond, exact
+    from the float), then humantime's RFC 3339 with the milliseconds truncated."""
+    nanos = round(decimal.Decimal(seconds) * 10**9)
+    millis = nanos // 10**6
+    moment = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + datetime.timedelta(
+        seconds=millis // 1000)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (millis % 1000)
+
+
+def test_rfc3339_millis_truncates_like_the_host():
+    assert rfc3339_millis(1795557121.0009999) == "2026-11-24T21:52:01.000Z"  # 999_928 ns
+    assert rfc3339_millis(1795557121.9996) == "2026-11-24T21:52:01.999Z"
+    assert rfc3339_millis(0.9999999996) == "1970-01-01T00:00:01.000Z"  # rounds to 1 s first
 
 
 def test_the_harness_gives_what_swarmtel_replay_gives(swarmtel_bin, tmp_path, request_stats_py_wasm):
@@ -167,3 +230,251 @@ def test_the_harness_gives_what_swarmtel_replay_gives(swarmtel_bin, tmp_path, re
     ]
     assert len(harness) > 10
     assert harness == host
+
+
+#: Descriptions the host refuses. `swarmtel-recorder check` must refuse each in the same words
+#: as `swarmtel check` of the component built without the SDK's own check.
+HOST_RULES = {
+    "recorder_name": (
+        'class R(BaseTelemetryRecorder):\n    name = "métrique"\n    def on_test_stop(self): pass\n'
+        "class P(BaseTelemetryPlugin):\n"
+        "    def load_worker_telemetry_recorders(self, environment, **kw): R(env=environment)\n",
+        "invalid description: recorder name `métrique` must be 1 to 128 of A-Z, a-z, 0-9, `.`, `:`, `-`, `_`",
+    ),
+    "env_var": (
+        "class R(BaseTelemetryRecorder):\n    def on_test_stop(self): pass\n"
+        "class P(BaseTelemetryPlugin):\n"
+        "    def add_arguments(self, parser): parser.add_argument('--x', type=str, default='a', env_var='CUSTOM_X')\n"
+        "    def load_worker_telemetry_recorders(self, environment, **kw): R(env=environment)\n",
+        "invalid description: option `x` names env var `CUSTOM_X`; the host reads only LOCUST_* and "
+        "SWARMTEL_* names for plugins (A-Z, 0-9, _; at most 128)",
+    ),
+    "secret_env_var": (
+        "class R(BaseTelemetryRecorder):\n    def on_test_stop(self): pass\n"
+        "class P(BaseTelemetryPlugin):\n"
+        "    def add_arguments(self, parser): parser.add_argument('--x', type=str, default='a', env_var='LOCUST_API_TOKEN')\n"
+        "    def load_worker_telemetry_recorders(self, environment, **kw): R(env=environment)\n",
+        "option `x` names env var `LOCUST_API_TOKEN`, which holds a secret of swarmtel, its Locust bridge "
+        "or Locust; the host never reads it for a plugin",
+    ),
+    "reserved_id": (
+        "class R(BaseTelemetryRecorder):\n    def on_test_stop(self): pass\n"
+        "class P(BaseTelemetryPlugin):\n    plugin_id = 'swarmtel'\n"
+        "    def load_worker_telemetry_recorders(self, environment, **kw): R(env=environment)\n",
+        "invalid description: id `swarmtel` is reserved for the runtime",
+    ),
+}
+
+HOST_RULES_HEADER = "from swarmtel_recorder import BaseTelemetryPlugin, BaseTelemetryRecorder, register_plugin\n"
+#: Turns the SDK's own description checks off inside the component (the plugin module is
+#: imported before the SDK describes it), so the host's verdict on the raw description shows.
+WITHOUT_SDK_CHECKS = (
+    "import swarmtel_recorder.dispatch as _d\n"
+    "_d.check_plugin_text = _d.check_names = lambda *args: None\n"
+)
+
+
+@pytest.mark.parametrize("case", sorted(HOST_RULES))
+def test_the_sdk_refuses_a_description_in_the_words_swarmtel_check_uses(swarmtel_bin, tmp_path, case):
+    body, words = HOST_RULES[case]
+    checked = tmp_path / "checked" / "rule_plugin.py"
+    unchecked = tmp_path / "unchecked" / "rule_plugin.py"
+    for path, extra in ((checked, ""), (unchecked, WITHOUT_SDK_CHECKS)):
+        path.parent.mkdir()
+        path.write_text(HOST_RULES_HEADER + extra + body + "register_plugin(plugin=P())\n")
+    sdk = subprocess.run([sys.executable, "-m", "swarmtel_recorder", "check", str(checked)],
+                         capture_output=True, text=True, timeout=120)
+    assert sdk.returncode == 1
+    assert sdk.stderr.startswith("swarmtel-recorder: error: %s:" % checked) and words in sdk.stderr, sdk.stderr
+    wasm = tmp_path / "rule.wasm"
+    built = subprocess.run([sys.executable, "-m", "swarmtel_recorder", "build", str(unchecked), "-o", str(wasm)],
+                           capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr
+    host = subprocess.run([swarmtel_bin, "check", "--config", str(config(tmp_path, wasm))],
+                          capture_output=True, text=True, timeout=300)
+    assert host.returncode != 0
+    assert words in host.stderr, host.stderr
+
+
+SHARED_STATE_PLUGIN = """
+from swarmtel_recorder import BaseTelemetryPlugin, BaseTelemetryRecorder, TelemetryData, register_plugin
+
+STARTS = []  # module-level state, as Locust plugins often keep
+
+class Counter(BaseTelemetryRecorder):
+    name = "counter"
+
+    def on_test_start(self):
+        STARTS.append(self.env.node)
+        self.log_telemetry(TelemetryData("event", "STARTS"), "seen %d" % len(STARTS), nodes=list(STARTS))
+
+class SharedPlugin(BaseTelemetryPlugin):
+    plugin_id = "shared"
+
+    def load_master_telemetry_recorders(self, environment, **kwargs):
+        Counter(env=environment)
+
+    def load_worker_telemetry_recorders(self, environment, **kwargs):
+        Counter(env=environment)
+
+register_plugin(plugin=SharedPlugin())
+"""
+
+
+def test_module_state_is_per_instance_in_the_harness_as_in_the_host(swarmtel_bin, tmp_path):
+    source = tmp_path / "shared_plugin.py"
+    source.write_text(SHARED_STATE_PLUGIN)
+    wasm = build(source, "shared_state_py.wasm")
+    host = sorted(
+        (record["telemetry"]["source_id"], record["message"], record["telemetry"]["nodes"])
+        for record in map(json.loads, swarmtel_replay(swarmtel_bin, config(tmp_path, wasm)))
+        if record["telemetry"]["telemetry_name"] == "STARTS"
+    )
+    harness = sorted((i["node"], i["message"], i["fields"]["nodes"]) for i in replay(load_plugin(source), SAMPLE))
+    assert host == [(node, "seen 1", [node]) for node in ("master", "worker-0", "worker-1")]
+    assert harness == host
+
+
+def write_tree(root: Path, files: dict) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def one_event_stream(tmp_path: Path) -> Path:
+    stream = tmp_path / "stop.ndjson"
+    stream.write_text('{"event":"test_stop","role":"worker","node":"worker-0","time":1795557121.0}\n')
+    return stream
+
+
+def test_the_whole_package_goes_into_the_component(swarmtel_bin, tmp_path):
+    """A data file read at import, and a module of the package imported inside a function."""
+    write_tree(tmp_path / "src", {
+        "datapkg/__init__.py": (
+            "import json, os\n"
+            "from swarmtel_recorder import BaseTelemetryPlugin, BaseTelemetryRecorder, TelemetryData, register_plugin\n"
+            "with open(os.path.join(os.path.dirname(__file__), 'data', 'words.json')) as f:\n"
+            "    WORDS = json.load(f)\n"
+            "class R(BaseTelemetryRecorder):\n"
+            "    def on_test_stop(self):\n"
+            "        from . import later\n"
+            "        self.log_telemetry(TelemetryData('event', 'X'), later.message(), word=WORDS['word'])\n"
+            "class P(BaseTelemetryPlugin):\n"
+            "    plugin_id = 'datapkg'\n"
+            "    def load_worker_telemetry_recorders(self, environment, **kw): R(env=environment)\n"
+            "register_plugin(plugin=P())\n"
+        ),
+        "datapkg/later.py": "def message():\n    return 'from a module imported late'\n",
+        "datapkg/data/words.json": '{"word": "bundled"}',
+    })
+    wasm = build(tmp_path / "src" / "datapkg", "datapkg_py.wasm")
+    lines = swarmtel_replay(swarmtel_bin, config(tmp_path, wasm), one_event_stream(tmp_path))
+    [record] = [json.loads(line) for line in telemetry_lines(lines, "X")]
+    assert (record["message"], record["telemetry"]["word"]) == ("from a module imported late", "bundled")
+
+
+def test_a_hyphenated_file_name_builds_and_runs(swarmtel_bin, tmp_path):
+    source = tmp_path / "ok-plugin.py"
+    source.write_text(
+        "from swarmtel_recorder import BaseTelemetryPlugin, BaseTelemetryRecorder, TelemetryData, register_plugin\n"
+        "class R(BaseTelemetryRecorder):\n"
+        "    def on_test_stop(self): self.log_telemetry(TelemetryData('event', 'X'), 'hyphen')\n"
+        "class P(BaseTelemetryPlugin):\n"
+        "    def load_worker_telemetry_recorders(self, environment, **kw): R(env=environment)\n"
+        "register_plugin(plugin=P())\n"
+    )
+    wasm = build(source, "hyphen_py.wasm")
+    lines = swarmtel_replay(swarmtel_bin, config(tmp_path, wasm), one_event_stream(tmp_path))
+    assert [json.loads(line)["message"] for line in telemetry_lines(lines, "X")] == ["hyphen"]
+
+
+def test_a_failure_inside_componentize_py_is_one_line(tmp_path):
+    source = tmp_path / "uses_ssl.py"
+    source.write_text(
+        "import ssl\n"
+        "from swarmtel_recorder import BaseTelemetryPlugin, BaseTelemetryRecorder, register_plugin\n"
+        "class R(BaseTelemetryRecorder):\n"
+        "    def on_test_stop(self): pass\n"
+        "class P(BaseTelemetryPlugin):\n"
+        "    def load_worker_telemetry_recorders(self, environment, **kw): R(env=environment)\n"
+        "register_plugin(plugin=P())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "swarmtel_recorder", "build", "uses_ssl.py", "-o", "out.wasm"],
+        cwd=str(tmp_path), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "swarmtel-recorder: error: uses_ssl.py:1: ModuleNotFoundError: No module named '_ssl' "
+        "(in the component's Python) (componentize-py's output: out.wasm.log)"
+    ]
+    assert not (tmp_path / "out.wasm").exists()
+
+
+CONDITIONAL_PLUGIN = """
+from swarmtel_recorder import BaseTelemetryPlugin, BaseTelemetryRecorder, TelemetryData, register_plugin
+
+class R(BaseTelemetryRecorder):
+    name = "conditional"
+
+    def __init__(self, env):
+        super().__init__(env)
+        env.events.test_start.add_listener(self.started)
+        if env.parsed_options.track_stop:
+            env.events.test_stop.add_listener(self.stopped)
+
+    def started(self):
+        self.log_telemetry(TelemetryData("event", "START"), "s")
+
+    def stopped(self):
+        self.log_telemetry(TelemetryData("event", "STOP"), "s")
+
+class P(BaseTelemetryPlugin):
+    plugin_id = "condsub"
+
+    def add_arguments(self, parser):
+        parser.add_argument("--track-stop", action="store_true")
+
+    def load_worker_telemetry_recorders(self, environment, **kwargs):
+        R(env=environment)
+
+register_plugin(plugin=P())
+"""
+
+
+def test_a_subscription_that_depends_on_options_is_refused_by_the_host(swarmtel_bin, tmp_path):
+    source = tmp_path / "condsub.py"
+    source.write_text(CONDITIONAL_PLUGIN)
+    wasm = build(source, "condsub_py.wasm")
+    ok = subprocess.run([swarmtel_bin, "check", "--config", str(config(tmp_path, wasm))],
+                        capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    refused = subprocess.run(
+        [swarmtel_bin, "check", "--config", str(config(tmp_path, wasm, "\n[plugins.options]\ntrack-stop = true\n"))],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert refused.returncode != 0
+    assert ("recorder conditional subscribes to test_stop with these options, but not when the plugin was "
+            "described") in refused.stderr, refused.stderr
+
+
+def test_an_exception_in_a_recorder_is_logged_to_the_host_in_one_line(swarmtel_bin, tmp_path):
+    source = tmp_path / "sysexit_plugin.py"
+    source.write_text(
+        "from swarmtel_recorder import BaseTelemetryPlugin, BaseTelemetryRecorder, register_plugin\n"
+        "class R(BaseTelemetryRecorder):\n"
+        "    def on_test_stop(self):\n"
+        "        raise SystemExit(3)\n"
+        "class P(BaseTelemetryPlugin):\n"
+        "    plugin_id = 'sysexit'\n"
+        "    def load_worker_telemetry_recorders(self, environment, **kw): R(env=environment)\n"
+        "register_plugin(plugin=P())\n"
+    )
+    wasm = build(source, "sysexit_py.wasm")
+    result = subprocess.run(
+        [swarmtel_bin, "replay", "--config", str(config(tmp_path, wasm)), str(one_event_stream(tmp_path))],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert "recorder handle raised SystemExit: 3 at sysexit_plugin.py:4" in result.stderr, result.stderr
+    assert "unknown handle index" not in result.stderr  # what a bare SystemExit used to trap with

@@ -9,60 +9,95 @@ without SDK types. Counting works on whole columns at a time with C-level builti
 from bisect import bisect_left
 from collections import Counter
 from functools import reduce
-from math import floor, inf
+from math import floor, inf, isfinite
 from operator import add
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
-_HALF = (0.5).__add__
+#: Rust's ``u64::MAX``: where ``as u64`` saturates, and the modulus of its wrapping sums.
+U64_MAX = (1 << 64) - 1
+
+#: Below this, ``round(x / 1000.0) * 1000`` (exact) equals Rust's float product.
+_EXACT_LIMIT = 2.0 ** 52
 
 
-def round_half_away(value: float) -> int:
-    """Rust's ``f64::round`` for values >= 0: halves go up."""
+def as_u64(value: float) -> int:
+    """Rust's ``value as u64``: NaN and negatives to 0, at most ``u64::MAX``."""
+    if not value > 0.0:
+        return 0
+    if value >= 18446744073709551616.0:
+        return U64_MAX
+    return int(value)
+
+
+def round_half_away(value: float) -> float:
+    """Rust's ``f64::round``: halves away from zero; non-finite values stay as they are."""
+    if not isfinite(value):
+        return value
     whole = floor(value)
-    return int(whole + 1 if value - whole >= 0.5 else whole)
+    if value >= 0:
+        return float(whole + 1 if value - whole >= 0.5 else whole)
+    return -round_half_away(-value)
 
 
 def round_response_time(response_time_ms: float) -> int:
-    """Locust's rounding for its histogram (``StatsEntry._log_time_of_request``): exact below
-    100 ms, to 10 ms below 1 s, to 100 ms below 10 s, to 1 s above."""
-    ms = max(response_time_ms, 0.0)
+    """Locust's rounding for its histogram (``StatsEntry._log_response_time``): to 1 ms below
+    100 ms, to 10 ms below 1 s, to 100 ms below 10 s, to 1 s above, with Python's ``round``
+    (a half goes to the even neighbour: 12.5 → 12, 145 → 140, 1,050 → 1,000).
+
+    Like the Rust recorder: a negative or NaN time counts as 0, and the result saturates at
+    ``u64::MAX`` (Rust's ``as u64``), so absurd values never raise."""
+    ms = response_time_ms if response_time_ms > 0.0 else 0.0  # NaN → 0, as f64::max(0.0)
     if ms < 100.0:
-        return round_half_away(ms)
+        return round(ms)
     if ms < 1000.0:
-        return round_half_away(ms / 10.0) * 10
+        return round(ms / 10.0) * 10
     if ms < 10000.0:
-        return round_half_away(ms / 100.0) * 100
-    return round_half_away(ms / 1000.0) * 1000
+        return round(ms / 100.0) * 100
+    if ms == inf:
+        return U64_MAX
+    return as_u64(float(round(ms / 1000.0)) * 1000.0)
 
 
 def count_rounded(histogram: Counter, response_times: List[float]) -> Tuple[float, float]:
     """Adds each response time, rounded as `round_response_time` does, to ``histogram``.
 
     Returns the smallest and largest value (free, once sorted). Works on the sorted values
-    a range at a time, all in C: ``int(x + 0.5)`` is Rust's
-    ``round`` for every x >= 0.5 (the sum is exact or cannot reach the next integer), and
-    ``Counter.update`` of an iterable counts in C. Below 0.5 ``int(x + 0.5)`` differs for
-    0.49999999999999994 only, which is why those few values take the exact path.
+    a range at a time, all in C: builtin ``round`` of a float is Python's half-to-even
+    rounding, and ``Counter.update`` of an iterable counts in C. Every value must be finite
+    (`EndpointStats.record_many` takes `count_rounded_one_by_one` otherwise).
     """
     values = sorted(response_times)
-    low = bisect_left(values, 0.5)
-    cut_100 = bisect_left(values, 100.0, low)
+    low = bisect_left(values, 0.0)
     if low:
-        histogram.update(map(round_response_time, values[:low]))
-    histogram.update(map(int, map(_HALF, values[low:cut_100])))
+        histogram[0] += low
+    cut_100 = bisect_left(values, 100.0, low)
+    histogram.update(map(round, values[low:cut_100]))
     if cut_100 < len(values):
         cut_1000 = bisect_left(values, 1000.0, cut_100)
         cut_10000 = bisect_left(values, 10000.0, cut_1000)
+        cut_exact = bisect_left(values, _EXACT_LIMIT, cut_10000)
         for start, end, unit in (
             (cut_100, cut_1000, 10),
             (cut_1000, cut_10000, 100),
-            (cut_10000, len(values), 1000),
+            (cut_10000, cut_exact, 1000),
         ):
             if start < end:
                 divide = float(unit).__rtruediv__
                 scale = unit.__mul__
-                histogram.update(map(scale, map(int, map(_HALF, map(divide, values[start:end])))))
+                histogram.update(map(scale, map(round, map(divide, values[start:end]))))
+        if cut_exact < len(values):
+            histogram.update(map(round_response_time, values[cut_exact:]))
     return values[0], values[-1]
+
+
+def count_rounded_one_by_one(histogram: Counter, response_times: List[float]) -> Tuple[float, float]:
+    """`count_rounded` for a column with NaN or infinities: one value at a time, min and max
+    ignoring NaN (Rust's ``f64::min``/``max``). Returns (inf, 0.0) when every value is NaN."""
+    histogram.update(map(round_response_time, response_times))
+    finite = [value for value in response_times if value == value]
+    if not finite:
+        return inf, 0.0
+    return min(finite), max(finite)
 
 
 def percentile(histogram: Dict[int, int], total: int, percent: float) -> int:
@@ -77,9 +112,10 @@ def percentile(histogram: Dict[int, int], total: int, percent: float) -> int:
     return 0
 
 
-def round3(value: float) -> float:
+def round3(value: float) -> Optional[float]:
     """Milliseconds to three decimals, as the Rust recorder rounds them."""
-    return round_half_away(value * 1000.0) / 1000.0
+    rounded = round_half_away(value * 1000.0) / 1000.0
+    return rounded if isfinite(rounded) else None  # serde_json writes a non-finite f64 as null
 
 
 class EndpointStats:
@@ -123,8 +159,11 @@ class EndpointStats:
             return
         self.requests += len(response_times)
         self.total_response_time_ms = reduce(add, response_times, self.total_response_time_ms)
-        self.total_bytes += sum(response_lengths)
-        smallest, largest = count_rounded(self.histogram, response_times)
+        self.total_bytes = (self.total_bytes + sum(response_lengths)) & U64_MAX  # u64 wraps
+        if isfinite(self.total_response_time_ms):
+            smallest, largest = count_rounded(self.histogram, response_times)
+        else:  # a NaN or an infinity somewhere (or an overflowing sum): the careful way
+            smallest, largest = count_rounded_one_by_one(self.histogram, response_times)
         self.min_response_time_ms = min(self.min_response_time_ms, smallest)
         self.max_response_time_ms = max(self.max_response_time_ms, largest)
 
@@ -135,7 +174,7 @@ class EndpointStats:
         self.total_response_time_ms += other.total_response_time_ms
         self.min_response_time_ms = min(self.min_response_time_ms, other.min_response_time_ms)
         self.max_response_time_ms = max(self.max_response_time_ms, other.max_response_time_ms)
-        self.total_bytes += other.total_bytes
+        self.total_bytes = (self.total_bytes + other.total_bytes) & U64_MAX
         self.histogram.update(other.histogram)
 
     def fields(self, is_final: bool) -> Dict[str, object]:
