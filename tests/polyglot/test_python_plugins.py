@@ -282,10 +282,11 @@ def test_the_sdk_refuses_a_description_in_the_words_swarmtel_check_uses(swarmtel
     for path, extra in ((checked, ""), (unchecked, WITHOUT_SDK_CHECKS)):
         path.parent.mkdir()
         path.write_text(HOST_RULES_HEADER + extra + body + "register_plugin(plugin=P())\n")
-    sdk = subprocess.run([sys.executable, "-m", "swarmtel_recorder", "check", str(checked)],
-                         capture_output=True, text=True, timeout=120)
+    # Run from the plugin's folder: the error names the file as the author typed it.
+    sdk = subprocess.run([sys.executable, "-m", "swarmtel_recorder", "check", "rule_plugin.py"],
+                         capture_output=True, text=True, timeout=120, cwd=str(checked.parent))
     assert sdk.returncode == 1
-    assert sdk.stderr.startswith("swarmtel-recorder: error: %s:" % checked) and words in sdk.stderr, sdk.stderr
+    assert sdk.stderr.startswith("swarmtel-recorder: error: rule_plugin.py:") and words in sdk.stderr, sdk.stderr
     wasm = tmp_path / "rule.wasm"
     built = subprocess.run([sys.executable, "-m", "swarmtel_recorder", "build", str(unchecked), "-o", str(wasm)],
                            capture_output=True, text=True, timeout=600)
