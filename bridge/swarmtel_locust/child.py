@@ -7,7 +7,7 @@ import re
 import signal
 import subprocess
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, NamedTuple, Optional
 
 log = logging.getLogger("swarmtel_locust")
 
@@ -17,6 +17,23 @@ STDERR_TAIL = 16 * 1024
 QUOTE_LIMIT = 2000
 #: How long to wait, once the child has exited, for the rest of its stderr.
 DRAIN_TIMEOUT = 2.0
+#: While waiting for the child to be ready: seconds between progress lines.
+PROGRESS_EVERY = 10.0
+#: How long to wait for the child to exit after it sent an error frame.
+ERROR_EXIT_TIMEOUT = 5.0
+
+#: What a readiness probe found (:meth:`ServerChild.wait_ready`): the runtime does not accept
+#: connections yet; it accepted the hello and loads its plugins; it is ready; it refused the
+#: hello; it failed (an error frame) before it was ready.
+STARTING, LOADING, READY, REFUSED, FAILED = "starting", "loading", "ready", "refused", "failed"
+
+
+class Probe(NamedTuple):
+    """One look at the runtime: ``state`` (:data:`STARTING`, :data:`LOADING`, :data:`READY`,
+    :data:`REFUSED` or :data:`FAILED`) and, for the last two, the runtime's ``words``."""
+
+    state: str
+    words: Optional[str] = None
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -60,7 +77,7 @@ class ServerChild:
 
     Its stderr goes through a pipe that a native thread copies to this process's stderr
     (``stderr_fd``) as it comes, keeping the latest :data:`STDERR_TAIL` bytes: when the
-    child exits before it accepts connections, :attr:`failure` quotes them. Being a pipe,
+    child exits before it is ready, :attr:`failure` quotes them. Being a pipe,
     the runtime logs its status every 10 s instead of drawing a status line. The thread
     never waits for Locust, so a busy Locust never blocks the runtime's stderr."""
 
@@ -133,28 +150,73 @@ class ServerChild:
         """The exit code if the child has exited, else ``None``."""
         return None if self.proc is None else self.proc.poll()
 
-    def wait_ready(self, probe: Callable[[], bool], timeout: float = 20.0, interval: float = 0.1,
+    def wait_ready(self, probe: Callable[[], "Probe"], interval: float = 0.1,
+                   progress_every: float = PROGRESS_EVERY, error_exit_timeout: float = ERROR_EXIT_TIMEOUT,
                    clock: Callable[[], float] = time.monotonic,
                    sleep: Callable[[float], None] = time.sleep) -> bool:
-        """Poll ``probe`` (a connect attempt) until it succeeds, the child exits, or
-        ``timeout`` passes. An exit sets :attr:`failure`, quoting the child's stderr; a
-        timeout (the child still running) is logged and not a failure: the bridge keeps
-        retrying."""
-        deadline = clock() + timeout
+        """Wait until the child is ready to take a test's events, never giving up while it
+        runs: call ``probe`` (connect, read the runtime's frames) every ``interval`` seconds
+        until it says :data:`READY` (return True) or the child fails (set :attr:`failure`,
+        return False): it exits (its stderr quoted), refuses the hello
+        (``Probe(REFUSED, reason)``), or sends an error frame (``Probe(FAILED, words)``; the
+        child exits just after, so its stderr is quoted once it has, at most
+        ``error_exit_timeout`` seconds later).
+
+        Every ``progress_every`` seconds it logs what it waits for: the runtime to accept
+        connections (:data:`STARTING`) or to load its plugins (:data:`LOADING`). A runtime
+        that never gets there and never exits is waited for until the process is
+        interrupted (Ctrl-C), which the caller handles."""
+        started = clock()
+        next_progress = started + progress_every
+        accepted = False  # the runtime answered a hello and loads its plugins
         while True:
-            if probe():
+            state, words = probe()
+            if state == READY:
+                if accepted:
+                    log.info("swarmtel-locust: the swarmtel runtime is ready (waited %.1f s)", clock() - started)
                 return True
+            if state == REFUSED:
+                self.failure = f"{self.command} refused the bridge's hello: {words}"
+                return False
+            if state == FAILED:
+                self._fail_after_error(words or "no reason given", error_exit_timeout, clock, sleep)
+                return False
+            if state == LOADING and not accepted:
+                accepted = True
+                log.info("swarmtel-locust: the swarmtel runtime is loading its plugins; the test starts "
+                         "once it is ready")
             code = self.exited()
-            if code is not None:
+            if code is not None:  # (whether it answered a hello first is a race: not said)
                 self.wait_relayed(sleep=sleep)
-                self.failure = (f"{self.command} exited with code {code} before accepting connections: "
-                                f"{quote_output(self._tail)}")
+                self.failure = f"{self.command} exited with code {code} before it was ready: {quote_output(self._tail)}"
                 return False
-            if clock() >= deadline:
-                log.warning("swarmtel-locust: %s did not accept connections within %.0f s; "
-                            "buffering events and retrying", self.command, timeout)
-                return False
+            now = clock()
+            if now >= next_progress:
+                waited = next_progress - started
+                while next_progress <= now:
+                    next_progress += progress_every
+                what = "load its plugins" if state == LOADING else "accept connections"
+                log.info("swarmtel-locust: waiting for the swarmtel runtime to %s (%.0f s)", what, waited)
             sleep(interval)
+
+    def _fail_after_error(self, words: str, timeout: float, clock: Callable[[], float],
+                          sleep: Callable[[float], None]) -> None:
+        """The runtime sent an error frame: wait (bounded) for it to exit, then set
+        :attr:`failure` quoting its stderr (and the frame's words, when they are not in it)."""
+        deadline = clock() + timeout
+        code = self.exited()
+        while code is None and clock() < deadline:
+            sleep(0.05)
+            code = self.exited()
+        said = quote_output(words.encode("utf-8"))
+        if code is None:
+            self.failure = f"{self.command} failed before it was ready: {said}"
+            return
+        self.wait_relayed(sleep=sleep)
+        quoted = quote_output(self._tail)
+        if said not in quoted:
+            quoted = f"{said} | {quoted}" if self._tail.strip() else said
+        self.failure = f"{self.command} exited with code {code} before it was ready: {quoted}"
 
     def wait_relayed(self, timeout: float = DRAIN_TIMEOUT, sleep: Callable[[float], None] = time.sleep) -> bool:
         """Wait (bounded) until everything the exited child wrote to stderr has been copied,

@@ -32,8 +32,8 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument(
         "--swarmtel-config", type=str, default=None, metavar="<path>",
         env_var=ENV_PREFIX + "CONFIG",
-        help="swarmtel: start `swarmtel serve --config <path>` as a child process "
-             "(master and standalone only)",
+        help="swarmtel: start `swarmtel serve --config <path>` as a child process and start the "
+             "test once it has loaded its plugins (master and standalone only)",
     )
     parser.add_argument(
         "--swarmtel-bin", type=str, default="swarmtel", metavar="<path>",

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
+import signal
 from typing import Any, Optional, Tuple
 
 import gevent
 
 from . import encode
 from .buffer import EventBuffer
-from .child import ServerChild
+from .child import FAILED, LOADING, READY, REFUSED, STARTING, Probe, ServerChild
 from .options import Settings, add_arguments
 from .runid import uuid7
 from .shipper import Shipper
@@ -30,8 +32,29 @@ MSG_RUN_REQUEST = "swarmtel_run_request"
 EARLY_BUFFER = 100000
 
 FLUSH_TIMEOUT = 10.0
-CHILD_READY_TIMEOUT = 20.0
 CHILD_STOP_TIMEOUT = 20.0
+#: Stopping the child when Locust is interrupted while waiting for it: SIGTERM, then SIGKILL
+#: after this many seconds.
+INTERRUPT_STOP_TIMEOUT = 5.0
+
+
+@contextlib.contextmanager
+def _terminate_as_exit():
+    """While waiting for the runtime (inside Locust's ``init``, before Locust installs its own
+    SIGTERM handler), turn SIGTERM into ``SystemExit(143)`` so the caller can stop the child
+    first; outside the main thread, or where signals cannot be set, do nothing."""
+    def on_term(signum, frame):
+        raise SystemExit(128 + signal.SIGTERM)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except (ValueError, OSError):  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def _runner_kind(runner: Any) -> str:
@@ -137,24 +160,40 @@ class Bridge:
                  f" (run {self.run_id})" if self.run_id else "")
 
     def _start_child(self) -> bool:
-        """Start the runtime and wait until it accepts connections. When it cannot start
-        (it cannot be run, exits, or refuses our hello): stop Locust with its error
+        """Start the runtime and wait until it is ready: it accepted the bridge's hello and
+        loaded its plugins (a cold compile of big plugins takes a while; progress is logged
+        every 10 s). While the child runs the bridge never gives up, so the test never starts
+        before the runtime is ready. When it cannot start (it cannot be run, exits, refuses
+        our hello, or reports an error before it is ready): stop Locust with its error
         (``SystemExit(1)``), or with ``--swarmtel-optional`` warn, turn the bridge off for
-        this process and return False. A runtime still starting after
-        :data:`CHILD_READY_TIMEOUT` is not a failure: events are buffered and retried."""
+        this process and return False. Interrupted while waiting (Ctrl-C, SIGTERM), it stops
+        the child before Locust exits."""
         s = self.settings
+        transport = self.transport
         child = self.child = ServerChild(s.bin, s.config, s.endpoint, s.token)
-        if child.start():
-            child.wait_ready(lambda: self.transport.try_connect(force=True)
-                             or self.transport.refused is not None, CHILD_READY_TIMEOUT)
+        transport.log_readiness = False  # what the runtime does is reported here, once
+        try:
+            with _terminate_as_exit():
+                if child.start():
+                    child.wait_ready(self._probe_child)
+        except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C, SIGTERM: leave no runtime behind
+            log.warning("swarmtel-locust: interrupted while waiting for the swarmtel runtime; stopping it")
+            self.stop_child(INTERRUPT_STOP_TIMEOUT)
+            self._drop_transport()
+            if isinstance(e, KeyboardInterrupt):
+                raise SystemExit(130) from None
+            raise
+        except BaseException:
+            self.stop_child(INTERRUPT_STOP_TIMEOUT)
+            self._drop_transport()
+            raise
+        finally:
+            transport.log_readiness = True
         failure = child.failure
-        if failure is None and self.transport.refused is not None:
-            failure = f"{child.command} refused the bridge's hello: {self.transport.refused}"
         if failure is None:
             return True
         self.stop_child(CHILD_STOP_TIMEOUT)
-        self.transport.close()
-        self.shipper = self.transport = None
+        self._drop_transport()
         if s.optional:
             log.warning("swarmtel-locust: the swarmtel runtime did not start: %s; --swarmtel-optional is set, "
                         "so the test runs WITHOUT telemetry", failure)
@@ -162,6 +201,24 @@ class Bridge:
         log.error("swarmtel-locust: the swarmtel runtime did not start: %s; stopping Locust "
                   "(--swarmtel-optional runs the test without telemetry instead)", failure)
         raise SystemExit(1)
+
+    def _probe_child(self) -> Probe:
+        """One look at the runtime the bridge started, through the bridge's own connection
+        (connect if not connected, read the runtime's frames if connected)."""
+        t = self.transport
+        connected = t.try_connect(force=True)
+        if t.runtime_error is not None:
+            return Probe(FAILED, t.runtime_error)
+        if t.refused is not None:
+            return Probe(REFUSED, t.refused)
+        if not connected:
+            return Probe(STARTING)
+        return Probe(LOADING if t.awaiting_ready else READY)
+
+    def _drop_transport(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self.shipper = self.transport = None
 
     # ---------------------------------------------------------------- run id hand-out
 

@@ -10,6 +10,7 @@ import socket
 import time
 from typing import Callable, Dict, Optional, Tuple
 
+from .child import quote_output
 
 PROTOCOL_VERSION = 1
 CLIENT = "swarmtel-locust/0.1.0"
@@ -98,6 +99,14 @@ class Transport:
     sends ``{"ack":N}`` frames, read by :meth:`poll` without waiting; each one, never past
     what this connection wrote, goes to :attr:`on_ack`. :attr:`position` is the sequence
     number of the next line this connection writes.
+
+    Readiness (wire protocol, sections 2 and 3a): a runtime still loading its plugins answers
+    ``"ready":false`` and holds the lines it receives until they are loaded; to a hello with
+    ``seq`` it then sends ``{"ready":true}`` (:attr:`ready` becomes true), or
+    ``{"error":"..."}`` just before it exits because loading failed (kept in
+    :attr:`runtime_error`). Unless :attr:`log_readiness` is off, each is logged once, the
+    error as an error with the runtime's words. The transport never waits for readiness
+    itself: it sends, and the runtime holds the lines.
     """
 
     def __init__(self, endpoint: str, hello_fields: Callable[[], Dict], dropped: Callable[[], int],
@@ -127,8 +136,23 @@ class Transport:
         self.acks = False
         self.hello_seq = 0  # the current connection's hello ``seq`` (0 when none was sent)
         self._offered_seq = 0
+        self._offered_seq_sent = False
         self.acked = 0  # the highest acknowledgement received on the current connection
         self._inbox = b""  # bytes the runtime sent that do not make a whole line yet
+        #: Whether the current connection's runtime has loaded its plugins: its reply did not
+        #: say ``"ready":false``, or a ``{"ready":true}`` frame came since.
+        self.ready = False
+        #: Whether the current connection's runtime will send a ``ready`` or ``error`` frame:
+        #: it answered ``"ready":false`` to a hello that had ``seq``.
+        self.awaiting_ready = False
+        #: The runtime's words from the last ``{"error":...}`` frame (it failed to load its
+        #: plugins and is exiting), or ``None``.
+        self.runtime_error: Optional[str] = None
+        #: Log, once each per transport, that the runtime is loading its plugins (info), that
+        #: it became ready (info) and its error frame (error). Off while a caller reports
+        #: readiness itself (the bridge waiting for the runtime it started).
+        self.log_readiness = True
+        self._logged = set()
 
     @property
     def connected(self) -> bool:
@@ -149,6 +173,7 @@ class Transport:
                 hello[key] = value
         hello["dropped"] = int(self.dropped())
         self._offered_seq = 0
+        self._offered_seq_sent = self.first_seq is not None
         if self.first_seq is not None:
             self._offered_seq = hello["seq"] = int(self.first_seq())
         hello["client"] = CLIENT
@@ -213,6 +238,11 @@ class Transport:
         self.hello_seq = self._offered_seq
         self.acks = self.first_seq is not None and self.reply.get("acks") is True
         self.acked = self.hello_seq
+        self.ready = self.reply.get("ready") is not False
+        self.awaiting_ready = not self.ready and self._offered_seq_sent
+        if not self.ready:
+            self._note("loading", logging.INFO, "the runtime at %s is still loading its plugins; it holds "
+                       "the events sent meanwhile and processes them once it is ready", self.endpoint)
         self.connections += 1
         self.backoff.reset()
         self.last_error = None
@@ -221,8 +251,8 @@ class Transport:
 
     def poll(self) -> bool:
         """Read what the runtime sent since the hello reply, without waiting (a ``select``
-        with no timeout before each read, so under gevent no greenlet ever waits here), and
-        hand each acknowledgement to :attr:`on_ack`. Return False when the connection is
+        with no timeout before each read, so under gevent no greenlet ever waits here): hand
+        each acknowledgement to :attr:`on_ack`, note the ``ready`` and ``error`` frames. Return False when the connection is
         gone: closed by the runtime (end of stream), an error, or a line over 64 KiB. Acks
         read before the end of the stream still count."""
         sock = self.sock
@@ -243,19 +273,27 @@ class Transport:
         return True
 
     def _take(self, data: bytes) -> bool:
-        """Parse the whole lines of what arrived; False when a line is too long."""
+        """Parse the whole lines of what arrived (acks, and the ``ready`` and ``error``
+        frames); False when a line is too long. Anything else is ignored."""
         inbox = self._inbox + data
         *lines, self._inbox = inbox.split(b"\n")
         if len(self._inbox) > MAX_REPLY:
             return False
-        if not self.acks:  # a runtime that did not offer acks sends nothing: ignore it
-            return True
         for line in lines:
             try:
-                ack = json.loads(line).get("ack")
-            except (ValueError, AttributeError):
-                continue  # not an ack: nothing else is defined, so ignore it
-            if type(ack) is not int:
+                frame = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(frame, dict):
+                continue
+            if frame.get("ready") is True and not self.ready:
+                self.ready = True
+                self.awaiting_ready = False
+                self._note("ready", logging.INFO, "the runtime at %s is ready", self.endpoint)
+            if "error" in frame:
+                self._runtime_failed(frame["error"])
+            ack = frame.get("ack")
+            if not self.acks or type(ack) is not int:  # acks only from a runtime that offered them
                 continue
             ack = min(ack, self.position)  # never past what this connection wrote
             if ack > self.acked:
@@ -263,6 +301,20 @@ class Transport:
                 if self.on_ack is not None:
                     self.on_ack(ack)
         return True
+
+    def _runtime_failed(self, error: object) -> None:
+        """An ``{"error":...}`` frame: the runtime could not load its plugins and exits."""
+        text = error if isinstance(error, str) else json.dumps(error)
+        self.runtime_error = text.strip() or "no reason given"
+        self.awaiting_ready = False
+        self._note("error", logging.ERROR, "the runtime at %s could not load its plugins and is exiting: %s",
+                   self.endpoint, quote_output(self.runtime_error.encode("utf-8")))
+
+    def _note(self, what: str, level: int, message: str, *args: object) -> None:
+        """Log ``message`` once per transport for ``what``, unless :attr:`log_readiness` is off."""
+        if self.log_readiness and what not in self._logged:
+            self._logged.add(what)
+            log.log(level, "swarmtel-locust: " + message, *args)
 
     def _schedule(self, reason: str) -> None:
         self.last_error = reason

@@ -16,13 +16,26 @@ class ProtoServer:
     ``acks``: a hello with ``seq`` gets ``"acks": true`` and ``{"ack": N}`` frames: with
     ``auto_ack``, every 10 ms while lines arrive, each covering every line read so far;
     without, only when the test calls :meth:`ack`. Without ``acks`` the server is an older
-    one: it ignores ``seq`` and sends nothing after the reply."""
+    one: it ignores ``seq`` and sends nothing after the reply.
 
-    def __init__(self, path, refuse=None, stall=False, rcvbuf=None, refuse_retry=0, acks=False, auto_ack=True):
+    ``ready``: ``None``, a server that predates readiness (no ``ready`` key in its replies);
+    ``True``, one with its plugins loaded (``"ready": true``); ``False``, one still loading
+    them: it answers ``"ready": false``, reads and records lines but acknowledges nothing until
+    :meth:`set_ready`, which sends ``{"ready": true}`` to each connection whose hello had
+    ``seq`` and was told ``false``; :meth:`fail` sends those ``{"error": ...}`` instead and
+    closes every connection."""
+
+    def __init__(self, path, refuse=None, stall=False, rcvbuf=None, refuse_retry=0, acks=False, auto_ack=True,
+                 ready=None):
         self.path = path
         self.refuse = refuse
         self.acks = acks
         self.auto_ack = auto_ack
+        self.ready = ready
+        self.loaded = threading.Event()
+        if ready is not False:
+            self.loaded.set()
+        self.ready_lock = threading.Lock()  # a reply's `ready` and the frame that follows agree
         # Refuse this many hellos with "retry": true, then accept.
         self.refuse_retry = refuse_retry
         self.stall = threading.Event()
@@ -57,7 +70,8 @@ class ProtoServer:
                 c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
             self.client_socks.append(c)
             rec = {"hello": None, "lines": [], "bye": None, "raw_bad": [], "eof": False, "seqs": [],
-                   "acked": None, "sock": c, "send_lock": threading.Lock()}
+                   "acked": None, "sock": c, "send_lock": threading.Lock(), "awaiting_ready": False,
+                   "frames": []}
             self.conns.append(rec)
             t = threading.Thread(target=self._serve, args=(c, rec), daemon=True)
             t.start()
@@ -87,7 +101,11 @@ class ProtoServer:
             if seq is not None:
                 reply["acks"] = True
                 rec["acked"] = seq
-            c.sendall((json.dumps(reply) + "\n").encode())
+            with self.ready_lock:
+                if self.ready is not None:
+                    reply["ready"] = self.loaded.is_set()
+                    rec["awaiting_ready"] = seq is not None and not reply["ready"]
+                c.sendall((json.dumps(reply) + "\n").encode())
             if seq is not None and self.auto_ack:
                 t = threading.Thread(target=self._auto_ack, args=(rec,), daemon=True)
                 t.start()
@@ -122,6 +140,34 @@ class ProtoServer:
             except OSError:
                 pass
 
+    def set_ready(self):
+        """The plugins are loaded: send ``{"ready": true}`` where it is awaited; acks start."""
+        with self.ready_lock:
+            self.loaded.set()
+            for rec in self.conns:
+                if rec["awaiting_ready"]:
+                    rec["awaiting_ready"] = False
+                    self._send_frame(rec, {"ready": True})
+
+    def fail(self, error):
+        """Loading failed: send ``{"error": error}`` where readiness is awaited, then close
+        every connection and the listener (the runtime exits)."""
+        with self.ready_lock:
+            for rec in self.conns:
+                if rec["awaiting_ready"]:
+                    rec["awaiting_ready"] = False
+                    self._send_frame(rec, {"error": error})
+        self.stop()
+
+    @staticmethod
+    def _send_frame(rec, frame):
+        with rec["send_lock"]:
+            try:
+                rec["sock"].sendall((json.dumps(frame) + "\n").encode())
+            except OSError:
+                return
+            rec["frames"].append(frame)
+
     def ack(self, index, n):
         """Send ``{"ack": n}`` on connection ``index``."""
         self._send_ack(self.conns[index], n)
@@ -136,6 +182,8 @@ class ProtoServer:
         """Acknowledge every line read so far, every 10 ms, until the connection ends."""
         while not rec["eof"] and not self.closed:
             time.sleep(0.01)
+            if not self.loaded.is_set():
+                continue  # lines are held, not processed, while the plugins load
             seqs = rec["seqs"]
             if seqs and seqs[-1] + 1 != rec["acked"]:
                 try:
@@ -179,19 +227,64 @@ if __name__ == "__main__":
     out = argv[argv.index("--config") + 1]
     listen = argv[argv.index("--listen") + 1]
     assert listen.startswith("unix:")
-    srv = ProtoServer(listen[len("unix:"):], acks=os.environ.get("FAKE_SERVE_ACKS") == "1")
+    # FAKE_SERVE_LOAD_SECONDS: answer hellos at once, but "load plugins" that long (None:
+    # forever) first; then, by FAKE_SERVE_LOAD_FAIL: nothing (ready), "frame" (an error frame
+    # with FAKE_SERVE_LOAD_ERROR, then exit 1), or "exit" (exit 3, no frame). The output has
+    # `ready_at` (time.time() when it became ready) and `pid`.
+    load = os.environ.get("FAKE_SERVE_LOAD_SECONDS")
+    load_fail = os.environ.get("FAKE_SERVE_LOAD_FAIL")
+    load_error = os.environ.get("FAKE_SERVE_LOAD_ERROR", "plugins[0] cannot load")
+    acks = os.environ.get("FAKE_SERVE_ACKS") == "1" or load is not None
+    srv = ProtoServer(listen[len("unix:"):], acks=acks, ready=None if load is None else False)
     done = threading.Event()
+    ready_at = None
 
     def term(*_):
         done.set()
 
+    def dump():
+        with open(out, "w") as fh:
+            conns = [{k: v for k, v in c.items() if k not in ("sock", "send_lock")} for c in srv.conns]
+            json.dump({"argv": sys.argv, "token": os.environ.get("SWARMTEL_TOKEN"), "conns": conns,
+                       "ready_at": ready_at, "pid": os.getpid()}, fh)
+
     signal.signal(signal.SIGTERM, term)
     time.sleep(float(os.environ.get("FAKE_SERVE_DELAY", "0")))
     srv.start()
+    if load is not None:
+        sys.stderr.write("swarmtel: compiling plugins\n")
+        sys.stderr.flush()
+        with open(out + ".pid", "w") as fh:
+            fh.write(str(os.getpid()))
+        until = None if load == "forever" else time.monotonic() + float(load)
+        # FAKE_SERVE_READY_AFTER_NODES: also keep loading until these nodes said hello.
+        nodes = set(filter(None, os.environ.get("FAKE_SERVE_READY_AFTER_NODES", "").split(",")))
+
+        def loading():
+            if until is None or time.monotonic() < until:
+                return True
+            return not nodes <= {c["hello"]["node"] for c in srv.conns if c["hello"]}
+
+        while not done.wait(0.05) and loading():
+            pass
+        if not done.is_set():
+            if load_fail == "frame":
+                sys.stderr.write(f"swarmtel: error: {load_error}\n")
+                sys.stderr.flush()
+                srv.fail(load_error)
+                dump()
+                sys.exit(1)
+            if load_fail == "exit":
+                sys.stderr.write("swarmtel: compiling crashed\n")
+                sys.stderr.flush()
+                srv.stop()
+                os._exit(3)
+            ready_at = time.time()
+            sys.stderr.write("swarmtel: plugins ready\n")
+            sys.stderr.flush()
+            srv.set_ready()
     while not done.wait(0.05):
         pass
     time.sleep(0.2)
-    with open(out, "w") as fh:
-        conns = [{k: v for k, v in c.items() if k not in ("sock", "send_lock")} for c in srv.conns]
-        json.dump({"argv": sys.argv, "token": os.environ.get("SWARMTEL_TOKEN"), "conns": conns}, fh)
+    dump()
     srv.stop()

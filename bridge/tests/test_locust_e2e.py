@@ -3,6 +3,7 @@ fake `swarmtel serve` of tests/protoserver.py started through --swarmtel-config.
 import json
 import os
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -226,8 +227,8 @@ def test_runtime_that_cannot_start_stops_locust(setup, tmp_path, role):
     assert "swarmtel: error: plugins[1] \x1b[1mserves no role\x1b[0m\n" in p.stderr  # its stderr, as it came
     errors = [l for l in p.stderr.splitlines() if "/ERROR/swarmtel_locust" in l]
     assert len(errors) == 1, p.stderr[-3000:]
-    assert f"{failing} serve --config {out} --listen {endpoint} exited with code 1 before accepting " \
-           "connections: swarmtel: error: plugins[1] serves no role; stopping Locust" in errors[0]
+    assert f"{failing} serve --config {out} --listen {endpoint} exited with code 1 before it was " \
+           "ready: swarmtel: error: plugins[1] serves no role; stopping Locust" in errors[0]
     # Stopped in init: the test never started (nor waited for workers).
     assert "Ramping to" not in p.stderr and "Waiting for workers" not in p.stderr, p.stderr[-3000:]
 
@@ -245,7 +246,104 @@ def test_optional_runtime_that_cannot_start_runs_without_telemetry(setup, tmp_pa
     assert p.returncode == 0, p.stderr[-3000:]
     warnings = [l for l in p.stderr.splitlines() if "/WARNING/swarmtel_locust" in l]
     assert len(warnings) == 1, p.stderr[-3000:]
-    assert "exited with code 1 before accepting connections: swarmtel: error: plugins[1] serves no role; " \
+    assert "exited with code 1 before it was ready: swarmtel: error: plugins[1] serves no role; " \
            "--swarmtel-optional is set, so the test runs WITHOUT telemetry" in warnings[0]
     assert "Ramping to" in p.stderr  # the test ran
     assert "/ERROR/" not in p.stderr and "dropped" not in p.stderr, p.stderr[-3000:]
+
+
+def test_standalone_waits_for_the_runtime_to_load_its_plugins(setup):
+    """The runtime answers at once but loads its plugins for 3 s: the test starts only once it
+    is ready, and every event arrives, acknowledged, on the one connection."""
+    lf, fake, out, env, endpoint = setup
+    p = subprocess.run(_locust("-f", str(lf), "--headless", "-u", "2", "-r", "2", "-t", "2s",
+                               "--swarmtel-endpoint", endpoint, "--swarmtel-config", str(out),
+                               "--swarmtel-bin", str(fake)),
+                       env=dict(env, FAKE_SERVE_LOAD_SECONDS="3"), capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert len(res["conns"]) == 1
+    c = res["conns"][0]
+    n = len(c["lines"])
+    assert c["lines"][0]["event"] == "test_start" and c["lines"][0]["time"] >= res["ready_at"]
+    assert c["frames"] == [{"ready": True}] and c["seqs"] == list(range(n)) and c["acked"] == n
+    assert c["bye"] == {"bye": True, "sent": n, "dropped": 0}
+    err = p.stderr
+    assert "the swarmtel runtime is loading its plugins; the test starts once it is ready" in err, err[-3000:]
+    assert err.index("the swarmtel runtime is ready (waited") < err.index("Ramping to"), err[-3000:]
+    assert "telemetry is being lost" not in err and "dropped" not in err
+
+
+def test_worker_sends_to_a_loading_runtime_without_waiting(setup):
+    """The master waits for the runtime it started; the worker does not: it connects while
+    the runtime still loads (the fake one stays loading until the worker said hello), sends,
+    and the runtime holds its lines. Nothing is lost."""
+    lf, fake, out, env, endpoint = setup
+    env = dict(env, FAKE_SERVE_LOAD_SECONDS="0.5", FAKE_SERVE_READY_AFTER_NODES="master,worker-0")
+    port = str(20000 + (os.getpid() + 21) % 20000)
+    master = subprocess.Popen(_locust("-f", str(lf), "--master", "--headless", "--expect-workers", "1",
+                                      "-u", "2", "-r", "2", "-t", "2s", "--master-bind-port", port,
+                                      "--swarmtel-endpoint", endpoint, "--swarmtel-config", str(out),
+                                      "--swarmtel-bin", str(fake)),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(_locust("-f", str(lf), "--worker", "--master-port", port,
+                                      "--swarmtel-endpoint", endpoint),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, merr = master.communicate(timeout=60)
+        _, werr = worker.communicate(timeout=30)
+    finally:
+        for p in (master, worker):
+            if p.poll() is None:
+                p.kill()
+    assert master.returncode == 0, merr[-3000:]
+    res = json.loads(out.read_text())
+    conns = {c["hello"]["node"]: c for c in res["conns"]}
+    assert set(conns) == {"master", "worker-0"} and len(res["conns"]) == 2
+    for node, c in conns.items():
+        n = len(c["lines"])
+        assert c["frames"] == [{"ready": True}], node  # both connected while it was loading
+        assert c["seqs"] == list(range(n)) and c["acked"] == n and c["bye"] == {"bye": True, "sent": n, "dropped": 0}
+    assert "is still loading its plugins; it holds the events sent meanwhile" in werr, werr[-3000:]
+    assert "is ready" in werr
+    assert merr.index("the swarmtel runtime is ready (waited") < merr.index("Sending spawn jobs"), merr[-3000:]
+    for c in conns.values():  # the test started once the runtime was ready
+        assert [l["time"] >= res["ready_at"] for l in c["lines"] if l["event"] == "test_start"] == [True]
+    wev = [line["event"] for line in conns["worker-0"]["lines"]]
+    final = [line for line in conns["master"]["lines"] if line["event"] == "stats"][-1]
+    assert final["total"]["num_requests"] == wev.count("request") > 10
+    for log in (merr, werr):
+        assert "telemetry is being lost" not in log and "dropped" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_interrupting_locust_while_the_runtime_loads_stops_both(setup, sig, code):
+    """A runtime that never gets ready is waited for, with progress, until the user
+    interrupts Locust (Ctrl-C, or SIGTERM): Locust exits at once and stops the runtime."""
+    lf, fake, out, env, endpoint = setup
+    p = subprocess.Popen(_locust("-f", str(lf), "--headless", "-u", "2", "-r", "2", "-t", "2s",
+                                 "--swarmtel-endpoint", endpoint, "--swarmtel-config", str(out),
+                                 "--swarmtel-bin", str(fake)),
+                         env=dict(env, FAKE_SERVE_LOAD_SECONDS="forever"), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        lines = []
+        for line in p.stderr:  # until the bridge says it is waiting for the plugins
+            lines.append(line)
+            if "the swarmtel runtime is loading its plugins" in line:
+                break
+        else:
+            pytest.fail("".join(lines)[-3000:])
+        p.send_signal(sig)
+        rest = p.stderr.read()
+        assert p.wait(timeout=15) == code, rest[-3000:]
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert "interrupted while waiting for the swarmtel runtime; stopping it" in rest, rest[-3000:]
+    assert "Ramping to" not in rest and "Traceback" not in rest, rest[-3000:]
+    pid = int(out.with_name(out.name + ".pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # stopped (and reaped), not left behind
+    assert json.loads(out.read_text())["ready_at"] is None  # it wrote its output on SIGTERM
