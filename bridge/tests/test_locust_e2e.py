@@ -4,6 +4,7 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -107,9 +108,17 @@ def test_standalone_without_runtime_does_not_hurt(setup):
     assert re.search(r"\d+ events dropped in total", p.stderr)
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (the kernel's pick), for the master to bind; a port
+    derived from the pid could be held by another test's server."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_master_and_worker_share_run_id(setup):
     lf, fake, out, env, endpoint = setup
-    port = str(20000 + os.getpid() % 20000)
+    port = str(free_port())
     master = subprocess.Popen(_locust("-f", str(lf), "--master", "--headless", "--expect-workers", "1",
                                       "-u", "2", "-r", "2", "-t", "2s", "--master-bind-port", port,
                                       "--swarmtel-endpoint", endpoint, "--swarmtel-config", str(out),
@@ -178,7 +187,7 @@ def test_worker_events_before_init_are_not_lost(setup, tmp_path):
     lf, fake, out, env, endpoint = setup
     wlf = tmp_path / "worker_locustfile.py"
     wlf.write_text(LOCUSTFILE + HOLD_WORKER_CONSTRUCTOR)
-    port = str(20000 + (os.getpid() + 7) % 20000)
+    port = str(free_port())
     master = subprocess.Popen(_locust("-f", str(lf), "--master", "--headless", "--expect-workers", "1",
                                       "-u", "2", "-r", "2", "-t", "2s", "--master-bind-port", port,
                                       "--swarmtel-endpoint", endpoint, "--swarmtel-config", str(out),
@@ -221,7 +230,7 @@ def test_runtime_that_cannot_start_stops_locust(setup, tmp_path, role):
     args = ["-f", str(lf), "--headless", "-u", "2", "-r", "2", "-t", "2s", "--swarmtel-endpoint", endpoint,
             "--swarmtel-config", str(out), "--swarmtel-bin", str(failing)]
     if role == "master":
-        args += ["--master", "--expect-workers", "1", "--master-bind-port", str(20000 + (os.getpid() + 13) % 20000)]
+        args += ["--master", "--expect-workers", "1", "--master-bind-port", str(free_port())]
     p = subprocess.run(_locust(*args), env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 1, p.stderr[-3000:]
     assert "swarmtel: error: plugins[1] \x1b[1mserves no role\x1b[0m\n" in p.stderr  # its stderr, as it came
@@ -280,7 +289,7 @@ def test_worker_sends_to_a_loading_runtime_without_waiting(setup):
     and the runtime holds its lines. Nothing is lost."""
     lf, fake, out, env, endpoint = setup
     env = dict(env, FAKE_SERVE_LOAD_SECONDS="0.5", FAKE_SERVE_READY_AFTER_NODES="master,worker-0")
-    port = str(20000 + (os.getpid() + 21) % 20000)
+    port = str(free_port())
     master = subprocess.Popen(_locust("-f", str(lf), "--master", "--headless", "--expect-workers", "1",
                                       "-u", "2", "-r", "2", "-t", "2s", "--master-bind-port", port,
                                       "--swarmtel-endpoint", endpoint, "--swarmtel-config", str(out),
