@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Un
 from . import dispatch, plugin as _plugin
 from .dispatch import Event, RecorderRuntime
 from .errors import AuthorError
+from .errors import _relative as _shown
 from .hooks import HOOKS
 from .plugin import BaseTelemetryPlugin
 from .requests import Endpoint
@@ -316,14 +317,6 @@ def import_plugin(path: Union[str, "os.PathLike[str]"]) -> "tuple[BaseTelemetryP
     finally:
         sys.path.remove(root)
         _plugin._registered[:] = before
-
-
-def _shown(filename: str) -> str:
-    try:
-        relative = os.path.relpath(filename)
-    except ValueError:
-        return filename
-    return filename if relative.startswith(".." + os.sep + "..") else relative
 
 
 def module_of(path: Union[str, "os.PathLike[str]"]) -> "tuple[str, str]":
