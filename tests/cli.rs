@@ -445,7 +445,7 @@ fn ctrl_c_finishes_recorders_and_flushes_the_output() {
     let mut stdin = child.stdin.take().unwrap();
     // Requests but no test stop: only `finish` can report them. stdin stays open, as a live
     // bridge's would.
-    let stream = String::from_utf8(swarmtel::synthetic::request_stream(1, 100)).unwrap();
+    let stream = String::from_utf8(swarmtel::sources::synthetic::request_stream(1, 100)).unwrap();
     let without_stop: Vec<&str> = stream
         .lines()
         .filter(|line| !line.contains("test_stop"))

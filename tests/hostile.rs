@@ -855,7 +855,7 @@ fn a_description_past_its_host_memory_cap_is_refused_before_it_is_copied() {
 #[test]
 fn threads_stay_bounded_whatever_the_recorders_times_nodes() {
     // 300 workers: 300 request-stats instances (and the misbehave guest's 300).
-    let stream = swarmtel::synthetic::request_stream(300, 3_000);
+    let stream = swarmtel::sources::synthetic::request_stream(300, 3_000);
     let workspace = Workspace::new();
     let config = workspace.write(
         "many.toml",
@@ -877,7 +877,7 @@ fn threads_stay_bounded_whatever_the_recorders_times_nodes() {
     // main, the line reader, the epoch ticker, the pool, and wasmtime's compile threads (one
     // per core) if a plugin was not in the tests' compile cache yet.
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let bound = 3 + swarmtel::recorder_task::default_pool_threads() + cores;
+    let bound = 3 + swarmtel::pipeline::recorder_task::default_pool_threads() + cores;
     assert!(
         run.peak_threads <= bound as u64,
         "{} threads for 600 recorder instances (bound {bound})",

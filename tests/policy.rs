@@ -28,7 +28,7 @@ fn config(workspace: &Workspace, name: &str, plugins: &str) -> std::path::PathBu
 }
 
 fn stream() -> Vec<u8> {
-    swarmtel::synthetic::request_stream(2, 20_000)
+    swarmtel::sources::synthetic::request_stream(2, 20_000)
 }
 
 fn summary_of<'a>(lines: &'a [Value], plugin: &str) -> &'a Value {

@@ -341,7 +341,7 @@ mod whole_path_fuzz {
     use swarmtel::config::Config;
     use swarmtel::pipeline::{Outputs, Pipeline};
     use swarmtel::sandbox::Sandbox;
-    use swarmtel::sink::JsonLinesSink;
+    use swarmtel::sinks::json_lines::JsonLinesSink;
 
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);
@@ -490,8 +490,7 @@ mod whole_path_fuzz {
             let pipeline = Pipeline::new(sandbox.clone(), config, outputs, &|_| None).unwrap();
             let mut input = lines.join(&b'\n');
             input.push(b'\n');
-            let summary = pipeline
-                .run_stream(Box::new(std::io::Cursor::new(input)), "fuzz", false, &AtomicBool::new(false))
+            let summary = swarmtel::sources::replay::run_stream(pipeline, Box::new(std::io::Cursor::new(input)), "fuzz", false, &AtomicBool::new(false))
                 .unwrap();
             prop_assert_eq!(summary.events + summary.bad_lines, lines.len() as u64);
             let written = output.0.lock().unwrap().clone();

@@ -457,7 +457,7 @@ fn bad_frames_are_counted_and_the_connection_goes_on() {
         "{\"event\":\"request\",\"role\":\"worker\",\"node\":\"worker-1\",\"time\":20}\n",
     );
     connection.send(stream.as_bytes());
-    connection.send(&vec![b'x'; swarmtel::wire::MAX_FRAME_BYTES + 10]);
+    connection.send(&vec![b'x'; swarmtel::sources::wire::MAX_FRAME_BYTES + 10]);
     connection.send(b"\n");
     connection.send(request(30).as_bytes());
     connection
@@ -1150,7 +1150,7 @@ fn slow_or_silent_hellos_cannot_keep_bridges_out() {
         })
         .collect();
     // 32 silent connections on a sixth address.
-    let silent: Vec<_> = (0..swarmtel::serve::MAX_AWAITING_HELLO)
+    let silent: Vec<_> = (0..swarmtel::sources::serve::MAX_AWAITING_HELLO)
         .map(|_| connect_from([127, 0, 0, 7], port))
         .collect();
     // Long enough for the refused and the closed attackers to come back, several times.

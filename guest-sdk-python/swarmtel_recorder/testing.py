@@ -223,7 +223,7 @@ class TelemetryRejected(ValueError):
     the item, so a test sees the mistake. The plugin's own ``schemas`` are not checked here."""
 
 
-#: The keys the host owns in every item (``runtime/src/validate.rs``).
+#: The keys the host owns in every item (``runtime/src/pipeline/validate.rs``).
 HOST_OWNED_KEYS = ("time", "run_id", "testplan", "source", "source_id", "plugin", "telemetry_type", "telemetry_name")
 
 _TELEMETRY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,127}\Z")

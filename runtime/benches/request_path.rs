@@ -31,12 +31,12 @@ use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group,
 use request_stats::aggregate::RequestStats;
 use swarmtel::bindings::types as wit;
 use swarmtel::config::{Config, Limits, RoleName};
-use swarmtel::ingest::{self, EventBody};
+use swarmtel::pipeline::route::{BatchBuilder, EndpointInterner};
 use swarmtel::pipeline::{BackendFactory, Outputs, Pipeline};
 use swarmtel::plugin::{self, LoadedPlugin, RecorderManifest};
-use swarmtel::route::{BatchBuilder, EndpointInterner};
 use swarmtel::sandbox::{Fault, RecorderBackend, Sandbox, WasmRecorder};
-use swarmtel::sink::JsonLinesSink;
+use swarmtel::sinks::json_lines::JsonLinesSink;
+use swarmtel::sources::ingest::{self, EventBody};
 
 /// Batch sizes of the per-event benchmark.
 const BATCH_SIZES: [usize; 4] = [1, 64, 256, 1024];
@@ -180,7 +180,7 @@ impl Setup {
 
 /// A batch of `n` request events, built as the pipeline builds them.
 fn request_batch(n: usize, extras: wit::RequestExtras) -> wit::EventBatch {
-    let stream = swarmtel::synthetic::request_stream(1, n);
+    let stream = swarmtel::sources::synthetic::request_stream(1, n);
     let text = std::str::from_utf8(&stream).expect("UTF-8");
     let mut interner = EndpointInterner::default();
     let mut builder = BatchBuilder::new(extras);
@@ -420,8 +420,7 @@ fn batch(c: &mut Criterion, setup: &Setup) {
 
 fn run_replay(pipeline: Pipeline, stream: &SharedBytes) -> swarmtel::pipeline::Summary {
     let stop = AtomicBool::new(false);
-    pipeline
-        .run_stream(Box::new(stream.clone()), "bench", false, &stop)
+    swarmtel::sources::replay::run_stream(pipeline, Box::new(stream.clone()), "bench", false, &stop)
         .expect("replay")
 }
 
@@ -494,7 +493,7 @@ fn report_cpu(setup: &Setup, stream: &SharedBytes) {
 }
 
 fn replay(c: &mut Criterion, setup: &Setup) {
-    let stream = SharedBytes::new(swarmtel::synthetic::request_stream(
+    let stream = SharedBytes::new(swarmtel::sources::synthetic::request_stream(
         REPLAY_WORKERS,
         REPLAY_REQUESTS,
     ));

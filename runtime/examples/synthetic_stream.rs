@@ -1,7 +1,7 @@
 //! Writes a synthetic event stream to stdout, for whole-process benchmarks:
 //! `cargo run --release -p swarmtel --example synthetic_stream -- WORKERS REQUESTS > stream.ndjson`
 //! (defaults: 4 workers, 1,000,000 requests). The stream is
-//! [`swarmtel::synthetic::request_stream`]: the same every time.
+//! [`swarmtel::sources::synthetic::request_stream`]: the same every time.
 
 use std::io::Write;
 
@@ -20,5 +20,7 @@ fn main() -> std::io::Result<()> {
     let requests = number("REQUESTS", 1_000_000)?;
     std::io::stdout()
         .lock()
-        .write_all(&swarmtel::synthetic::request_stream(workers, requests))
+        .write_all(&swarmtel::sources::synthetic::request_stream(
+            workers, requests,
+        ))
 }

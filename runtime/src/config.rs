@@ -112,7 +112,7 @@ pub struct OutputConfig {
     /// What to do when an output file exists already (a restarted runtime, a second run):
     /// `append` (the default), `new` (write `NAME.1.EXT`, ...) or `truncate`.
     #[serde(default)]
-    pub existing: crate::sink::Existing,
+    pub existing: crate::sinks::json_lines::Existing,
 }
 
 impl Default for OutputConfig {
@@ -120,7 +120,7 @@ impl Default for OutputConfig {
         Self {
             path: default_output_path(),
             dead_letter: default_dead_letter_path(),
-            existing: crate::sink::Existing::default(),
+            existing: crate::sinks::json_lines::Existing::default(),
         }
     }
 }

@@ -5,15 +5,19 @@
 //! create recorders per Locust role. The runtime feeds them Locust events in columnar batches
 //! and validates every piece of telemetry they return before it reaches an output.
 //!
-//! The pipeline, one module per stage:
+//! The folders follow the flow of an event:
 //!
 //! ```text
-//! ingest ─► route ─► sandbox (recorder instances) ─► validate ─► enrich ─► sink
-//!                                                        └─► dead letter
+//! sources ──────────► pipeline ──────────────────────────────────────────────► sinks
+//! replay, serve       route ─► sandbox (recorder instances) ─► validate ─► enrich   json_lines
+//! (ingest, wire)                                                  └─► dead letter
 //! ```
 //!
-//! [`config`] reads the config file, [`plugin`] loads and describes plugins, and [`pipeline`]
-//! drives a run.
+//! - [`sources`]: where events come from (a replayed stream, live Locust processes);
+//! - [`pipeline`]: one module per stage, plus the runtime's own [`pipeline::counters`];
+//! - [`sinks`]: where validated telemetry goes;
+//! - around them, the plugin host: [`config`] reads the config file, [`plugin`] loads and
+//!   describes plugins in the [`sandbox`], [`cache`] keeps compiled components.
 
 /// Like `eprintln!`, for the runtime's diagnostics, except that a closed or broken stderr is
 /// ignored instead of panicking: losing a log line must never stop a run or lose telemetry
@@ -57,16 +61,9 @@ pub fn diagnostics_silenced() -> bool {
 pub mod bindings;
 pub mod cache;
 pub mod config;
-pub mod enrich;
 pub mod guest_text;
-pub mod ingest;
 pub mod pipeline;
 pub mod plugin;
-pub mod recorder_task;
-pub mod route;
 pub mod sandbox;
-pub mod serve;
-pub mod sink;
-pub mod synthetic;
-pub mod validate;
-pub mod wire;
+pub mod sinks;
+pub mod sources;

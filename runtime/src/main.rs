@@ -288,7 +288,8 @@ fn replay(config_path: &Path, events: &str, strict: bool) -> anyhow::Result<Exit
         swarmtel::diag!("swarmtel: interrupted; finishing recorders and flushing outputs (Ctrl-C again to abort)");
     })
     .context("cannot install the Ctrl-C handler")?;
-    let summary = pipeline.run_stream(input, &source_name, strict, &stop)?;
+    let summary =
+        swarmtel::sources::replay::run_stream(pipeline, input, &source_name, strict, &stop)?;
     swarmtel::diag_text!("{}", summary.render());
     cache_report(&sandbox_ref);
     Ok(if summary.interrupted {
@@ -312,7 +313,7 @@ struct ServeArgs {
     /// When the recorders cannot keep up: block the connection (the bridge then drops
     /// and counts on its side) or drop here and count.
     #[arg(long, env = "SWARMTEL_OVERLOAD", value_enum, default_value = "block")]
-    overload: swarmtel::serve::Overload,
+    overload: swarmtel::sources::serve::Overload,
     /// After SIGINT or SIGTERM, how long open connections may go on before they are
     /// closed.
     #[arg(long, env = "SWARMTEL_DRAIN_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
@@ -330,7 +331,7 @@ struct ServeArgs {
     /// Progress on stderr: a live line on a terminal and a log line every 10 s otherwise
     /// (auto), or always one of them, or neither.
     #[arg(long, env = "SWARMTEL_STATUS", value_enum, default_value = "auto")]
-    status: swarmtel::serve::StatusMode,
+    status: swarmtel::sources::serve::StatusMode,
     /// How long a new connection has to send its hello.
     #[arg(long, env = "SWARMTEL_HELLO_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     hello_timeout: std::time::Duration,
@@ -340,7 +341,7 @@ struct ServeArgs {
 }
 
 fn serve(config_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    use swarmtel::wire::Endpoint;
+    use swarmtel::sources::wire::Endpoint;
     let mut config = Config::load(config_path)?;
     if let Some(run_id) = args.run_id {
         config.run.run_id = Some(run_id);
@@ -368,14 +369,14 @@ fn serve(config_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let sandbox = Arc::new(sandbox_for(&config)?);
     let sandbox_ref = sandbox.clone();
     let outputs = Outputs::from_config(&config)?;
-    let pipeline = swarmtel::serve::PendingPipeline {
-        run: swarmtel::enrich::RunContext {
+    let pipeline = swarmtel::sources::serve::PendingPipeline {
+        run: swarmtel::pipeline::enrich::RunContext {
             run_id: run,
             testplan: config.run.testplan.clone(),
         },
         build: Box::new(move || Pipeline::new(sandbox, &config, outputs, &env_var)),
     };
-    let options = swarmtel::serve::ServeOptions {
+    let options = swarmtel::sources::serve::ServeOptions {
         listen,
         token,
         overload: args.overload,
@@ -385,7 +386,7 @@ fn serve(config_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
         hello_timeout: args.hello_timeout,
         max_connections: args.max_connections,
     };
-    let report = swarmtel::serve::serve(pipeline, options)?;
+    let report = swarmtel::sources::serve::serve(pipeline, options)?;
     swarmtel::diag_text!("{}", report.summary.render());
     swarmtel::diag_text!("{}", report.connections.render());
     cache_report(&sandbox_ref);
@@ -542,7 +543,7 @@ fn inspect(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
             shown(&schema.name),
             capped(
                 &schema.schema,
-                swarmtel::validate::schema_caps::SCHEMA_BYTES
+                swarmtel::pipeline::validate::schema_caps::SCHEMA_BYTES
             )
         ));
     }

@@ -115,7 +115,7 @@ pub enum PluginError {
         /// The plugin id.
         id: String,
         /// Which schema, and why.
-        source: crate::validate::SchemaError,
+        source: crate::pipeline::validate::SchemaError,
     },
     /// An option names an environment variable that holds a secret of swarmtel, the bridge or
     /// Locust: such a plugin is refused whatever the config says.
@@ -293,7 +293,7 @@ pub struct LoadedPlugin {
     /// The env vars the config lets the host read for its options.
     pub env_vars: Vec<String>,
     /// Its telemetry schemas, checked against the caps and compiled at load.
-    pub schemas: Arc<crate::validate::PluginSchemas>,
+    pub schemas: Arc<crate::pipeline::validate::PluginSchemas>,
     /// Linked component, for fast instantiation.
     pub pre: RecorderPluginPre<GuestState>,
 }
@@ -580,20 +580,27 @@ fn check_start_resources(
 
 /// Checks what a plugin declared, as every command does before using it: the [`caps`], the
 /// naming and env var rules, then its schemas (against
-/// [`crate::validate::schema_caps`], then compiled). Returns its recorders and compiled
+/// [`crate::pipeline::validate::schema_caps`], then compiled). Returns its recorders and compiled
 /// schemas.
 pub fn check_plugin_info(
     info: &wit::PluginInfo,
     path: &Path,
-) -> Result<(Vec<RecorderManifest>, crate::validate::PluginSchemas), PluginError> {
+) -> Result<
+    (
+        Vec<RecorderManifest>,
+        crate::pipeline::validate::PluginSchemas,
+    ),
+    PluginError,
+> {
     let recorders = check_description(info, path)?;
-    let schemas = crate::validate::PluginSchemas::compile(&info.schemas).map_err(|source| {
-        PluginError::Schema {
-            path: path.to_owned(),
-            id: info.id.clone(),
-            source,
-        }
-    })?;
+    let schemas =
+        crate::pipeline::validate::PluginSchemas::compile(&info.schemas).map_err(|source| {
+            PluginError::Schema {
+                path: path.to_owned(),
+                id: info.id.clone(),
+                source,
+            }
+        })?;
     Ok((recorders, schemas))
 }
 
@@ -753,7 +760,7 @@ fn check_description(
             shown(&info.id)
         )));
     }
-    if info.id == crate::enrich::SELF_PLUGIN_ID {
+    if info.id == crate::pipeline::enrich::SELF_PLUGIN_ID {
         return Err(bad(format!("id `{}` is reserved for the runtime", info.id)));
     }
     let chars = |text: &str| text.chars().count();

@@ -200,7 +200,7 @@ pub fn toml_path(path: &Path) -> String {
 /// `test_stop` on each worker.
 pub fn side_by_side_stream() -> &'static [u8] {
     static STREAM: OnceLock<Vec<u8>> = OnceLock::new();
-    STREAM.get_or_init(|| swarmtel::synthetic::request_stream(2, 20_000))
+    STREAM.get_or_init(|| swarmtel::sources::synthetic::request_stream(2, 20_000))
 }
 
 /// Events per worker in [`side_by_side_stream`]: its requests, `test_start` and `test_stop`.

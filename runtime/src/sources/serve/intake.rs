@@ -10,10 +10,10 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::status::{Live, role_index};
 use super::{BAD_FRAMES_REPORTED, ConnectionTotals, ServeError, ServeReport};
-use crate::enrich::RunContext;
-use crate::ingest::{self, DecodeError};
+use crate::pipeline::enrich::RunContext;
 use crate::pipeline::{Pipeline, ProcessError, RunError, RunHandle};
-use crate::wire::{self, Peer};
+use crate::sources::ingest::{self, DecodeError};
+use crate::sources::wire::{self, Peer};
 
 /// What a connection's task counts on its side, read by the pipeline thread when the
 /// connection ends (or when the server stops first).

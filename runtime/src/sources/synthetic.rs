@@ -73,8 +73,8 @@ mod tests {
         let mut requests = 0;
         let mut failures = 0;
         for line in text.lines() {
-            let record = crate::ingest::decode_line(line).unwrap();
-            if let crate::ingest::EventBody::Request(request) = record.body {
+            let record = crate::sources::ingest::decode_line(line).unwrap();
+            if let crate::sources::ingest::EventBody::Request(request) = record.body {
                 requests += 1;
                 failures += usize::from(request.exception.is_some());
             }

@@ -4,7 +4,7 @@
 //! dashboards keep working: top-level `time` (RFC 3339 UTC, milliseconds, `Z`), `level`,
 //! `name`, `message`, and a `telemetry` object with `telemetry_type`, `telemetry_name`,
 //! `source` (the role), `source_id` (the node), `run_id`, `testplan`, `plugin`, then the
-//! recorder's own fields. A guest cannot set any of the context keys (see [`crate::validate`]).
+//! recorder's own fields. A guest cannot set any of the context keys (see [`crate::pipeline::validate`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::config::RoleName;
-use crate::validate::{RejectedItem, ValidItem, type_name};
+use crate::pipeline::validate::{RejectedItem, ValidItem, type_name};
 
 /// The plugin id of the runtime's own telemetry (faults, rejections, summary).
 pub const SELF_PLUGIN_ID: &str = "swarmtel";
@@ -82,7 +82,7 @@ pub fn format_time(unix_seconds: f64) -> String {
     let seconds = if unix_seconds.is_nan() {
         0.0
     } else {
-        unix_seconds.clamp(0.0, crate::ingest::MAX_UNIX_SECONDS)
+        unix_seconds.clamp(0.0, crate::sources::ingest::MAX_UNIX_SECONDS)
     };
     let time = UNIX_EPOCH + Duration::from_secs_f64(seconds);
     humantime::format_rfc3339_millis(time).to_string()

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use crate::bindings::types as wit;
-use crate::ingest::RequestRecord;
+use crate::sources::ingest::RequestRecord;
 
 /// Every endpoint seen in the run, numbered densely in order of first sight.
 #[derive(Debug, Default)]

@@ -654,7 +654,8 @@ mod tests {
             serde_json::from_str(&repo_file("schemas/event-stream.schema.json")).unwrap();
         let validator = jsonschema::validator_for(&schema).unwrap();
         let sample = repo_file("examples/locust-run.ndjson");
-        let synthetic = String::from_utf8(crate::synthetic::request_stream(2, 50)).unwrap();
+        let synthetic =
+            String::from_utf8(crate::sources::synthetic::request_stream(2, 50)).unwrap();
         let mut lines = 0;
         for line in sample.lines().chain(synthetic.lines()) {
             let value: serde_json::Value = serde_json::from_str(line).unwrap();

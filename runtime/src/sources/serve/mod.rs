@@ -27,10 +27,10 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, watch};
 
-use crate::enrich::RunContext;
+use crate::pipeline::enrich::RunContext;
 use crate::pipeline::{Pipeline, RunError, Summary};
-use crate::wire::Refusal;
-use crate::wire::{Endpoint, EndpointError};
+use crate::sources::wire::Refusal;
+use crate::sources::wire::{Endpoint, EndpointError};
 use connection::{ActiveGuard, AwaitingHelloGuard, BUDGET_UNIT, Shared};
 use listen::{Listener, Stream, accept_any};
 use status::{Live, Status};

@@ -473,7 +473,7 @@ mod tests {
 
     fn handle_job(time: f64) -> Job {
         Job::Handle {
-            batch: crate::route::BatchBuilder::empty_batch(),
+            batch: crate::pipeline::route::BatchBuilder::empty_batch(),
             time,
             delivered: 1,
         }

@@ -5,7 +5,7 @@ use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt}
 use std::path::{Path, PathBuf};
 
 use super::ServeError;
-use crate::wire::Endpoint;
+use crate::sources::wire::Endpoint;
 
 /// A bound listener.
 pub(super) enum Listener {
@@ -32,7 +32,7 @@ impl Listener {
             Endpoint::Tcp(_) => {
                 // Resolve once: the addresses checked are the addresses bound.
                 let addresses = endpoint.resolve()?;
-                if !crate::wire::all_loopback(&addresses) && !has_token {
+                if !crate::sources::wire::all_loopback(&addresses) && !has_token {
                     return Err(ServeError::TokenRequired {
                         endpoint: endpoint.clone(),
                     });

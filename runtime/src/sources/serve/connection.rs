@@ -13,8 +13,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch}
 use super::intake::{ConnectionCounters, Inbound, line_count};
 use super::status::{Live, role_index};
 use super::{MAX_AWAITING_HELLO, MAX_AWAITING_HELLO_PER_PEER, Overload, Readiness};
-use crate::enrich::RunContext;
-use crate::wire::{self, HelloReply, Notice, Refusal};
+use crate::pipeline::enrich::RunContext;
+use crate::sources::wire::{self, HelloReply, Notice, Refusal};
 
 /// How much a connection reads at a time.
 pub(super) const READ_CHUNK: usize = 64 * 1024;

@@ -13,7 +13,7 @@ use crate::bindings::types as wit;
 use crate::config::Limits;
 
 /// The envelope schema every item must satisfy.
-pub const ENVELOPE_SCHEMA: &str = include_str!("../../schemas/telemetry.schema.json");
+pub const ENVELOPE_SCHEMA: &str = include_str!("../../../schemas/telemetry.schema.json");
 
 /// Field names the host writes itself; a guest field with one of these names is rejected.
 pub const HOST_OWNED_KEYS: [&str; 8] = [

@@ -1,7 +1,7 @@
 //! The bridge wire protocol, version 1 (`docs/wire-protocol.md`): endpoints, and the hello,
 //! hello-reply and bye frames around the event lines.
 //!
-//! Event lines themselves are the replay stream's lines and are decoded by [`crate::ingest`].
+//! Event lines themselves are the replay stream's lines and are decoded by [`crate::sources::ingest`].
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -11,16 +11,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::RoleName;
-use crate::ingest::check_label;
+use crate::sources::ingest::check_label;
 
 /// The protocol version this runtime speaks.
 pub const VERSION: u32 = 1;
 
 /// Longest frame, newline excluded (the same cap as the replay reader's).
-pub const MAX_FRAME_BYTES: usize = crate::ingest::MAX_LINE_BYTES;
+pub const MAX_FRAME_BYTES: usize = crate::sources::ingest::MAX_LINE_BYTES;
 
 /// Longest node name.
-pub const MAX_NODE_CHARS: usize = crate::ingest::MAX_LABEL_CHARS;
+pub const MAX_NODE_CHARS: usize = crate::sources::ingest::MAX_LABEL_CHARS;
 
 /// Where a server listens, or a client connects.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,3 @@
+//! Sinks: where validated telemetry goes.
+
+pub mod json_lines;

@@ -1,0 +1,171 @@
+//! The replay source: a recorded event stream (NDJSON, from a file or stdin) read to its end.
+
+use std::io::Read;
+use std::sync::atomic::AtomicBool;
+
+use crate::pipeline::{Pipeline, ProcessError, RunError, Summary};
+use crate::sources::ingest::{self, DecodeError};
+
+/// Reads an NDJSON stream to its end (or until `stop` is set: lines already read are still
+/// processed), then finishes the run.
+/// Malformed lines are reported on stderr with their number and skipped, or end the run
+/// with `strict`.
+pub fn run_stream(
+    mut pipeline: Pipeline,
+    input: Box<dyn Read + Send>,
+    source_name: &str,
+    strict: bool,
+    stop: &AtomicBool,
+) -> Result<Summary, RunError> {
+    let chunks = ingest::ChunkReader::spawn(input);
+    let mut line_number = 0u64;
+    loop {
+        let chunk = match chunks.next_chunk(stop) {
+            ingest::Chunk::Data(chunk) => chunk,
+            ingest::Chunk::Overlong(bytes) => {
+                line_number += 1;
+                let error = format!(
+                    "line of {bytes} bytes is longer than the {} byte limit",
+                    ingest::MAX_LINE_BYTES
+                );
+                bad_line(&mut pipeline, source_name, line_number, error, strict)?;
+                continue;
+            }
+            ingest::Chunk::End => break,
+            ingest::Chunk::Stopped => {
+                pipeline.mark_interrupted();
+                break;
+            }
+            ingest::Chunk::Failed(source) => {
+                // Keep what was delivered: finish and flush, then report.
+                pipeline.count_lines(line_number);
+                pipeline.finish()?;
+                return Err(RunError::Input {
+                    source_name: source_name.to_owned(),
+                    source,
+                });
+            }
+        };
+        for raw in chunk.split(|b| *b == b'\n') {
+            line_number += 1;
+            if raw.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let result = std::str::from_utf8(raw)
+                .map_err(|e| DecodeError::Json(format!("not UTF-8: {e}")))
+                .and_then(|line| ingest::decode_line(line.trim_end_matches('\r')));
+            let outcome = match result {
+                Ok(record) => match pipeline.process(&record) {
+                    Ok(()) => Ok(()),
+                    Err(ProcessError::BadRecord(error)) => Err(error),
+                    Err(ProcessError::Run(error)) => return Err(error),
+                },
+                Err(error) => Err(error.to_string()),
+            };
+            if let Err(error) = outcome {
+                bad_line(&mut pipeline, source_name, line_number, error, strict)?;
+            }
+            if pipeline.has_required_failure() {
+                break;
+            }
+        }
+        if pipeline.has_required_failure() {
+            break;
+        }
+    }
+    pipeline.count_lines(line_number);
+    let summary = pipeline.finish()?;
+    match pipeline.required_failure() {
+        Some(error) => {
+            crate::diag_text!("{}", summary.render());
+            Err(error)
+        }
+        None => Ok(summary),
+    }
+}
+
+/// Counts a bad line and reports it on stderr; with `strict`, finishes the run (flushing
+/// what came before) and returns the line as the run's error.
+fn bad_line(
+    pipeline: &mut Pipeline,
+    source_name: &str,
+    line: u64,
+    error: String,
+    strict: bool,
+) -> Result<(), RunError> {
+    pipeline.count_bad_line();
+    if !strict {
+        crate::diag!("swarmtel: {source_name}:{line}: {error}; line skipped");
+        return Ok(());
+    }
+    pipeline.count_lines(line);
+    pipeline.finish()?;
+    Err(RunError::BadLine {
+        source_name: source_name.to_owned(),
+        line,
+        error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    mod fuzz {
+        //! Property test: any mix of good, bad and binary lines is counted line by line, and
+        //! the stream's reader never panics.
+
+        use super::*;
+        use crate::config::Config;
+        use crate::pipeline::{BackendFactory, Outputs};
+        use crate::sinks::json_lines::JsonLinesSink;
+        use proptest::prelude::*;
+        use std::path::Path;
+
+        fn empty_pipeline() -> Pipeline {
+            // Every bad line would be reported on stderr, which the test harness shows.
+            crate::silence_diagnostics(true);
+            let config = Config::parse(
+                "[run]\ntestplan = \"t\"\n",
+                Path::new("t.toml"),
+                Path::new("."),
+            )
+            .unwrap();
+            let outputs = Outputs {
+                output: JsonLinesSink::new(Box::new(std::io::sink())),
+                output_path: "-".into(),
+                dead_letter: JsonLinesSink::new(Box::new(std::io::sink())),
+                dead_letter_path: "-".into(),
+            };
+            let factory: Box<BackendFactory> = Box::new(|_, _, _, _| unreachable!("no plugins"));
+            Pipeline::with_backends(&config, Vec::new(), outputs, factory).unwrap()
+        }
+
+        fn line() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                Just(br#"{"event":"test_start","role":"worker","node":"w","time":1}"#.to_vec()),
+                Just(br#"{"event":"request","role":"worker","node":"w","time":1,"request_type":"GET","name":"/","response_time":1}"#.to_vec()),
+                Just(br#"{"event":"request","role":"worker","node":"w","time":1}"#.to_vec()),
+                Just(br#"{"event":"test_stop","role":"master","node":"w","time":1}"#.to_vec()),
+                proptest::collection::vec(any::<u8>().prop_filter("no newline", |b| *b != b'\n'), 1..40),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+            #[test]
+            fn every_line_is_an_event_or_a_bad_line(lines in proptest::collection::vec(line(), 0..200)) {
+                let non_blank = lines
+                    .iter()
+                    .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+                    .count() as u64;
+                let mut input = lines.join(&b'\n');
+                input.push(b'\n');
+                let summary = run_stream(empty_pipeline(), Box::new(std::io::Cursor::new(input)), "fuzz", false, &AtomicBool::new(false))
+                    .unwrap();
+                prop_assert_eq!(summary.events + summary.bad_lines, non_blank);
+            }
+        }
+    }
+}
