@@ -136,6 +136,70 @@ fn sample_run_through_the_example_plugins() {
 }
 
 #[test]
+fn each_output_takes_what_its_filter_names_in_stream_order() {
+    let workspace = Workspace::new();
+    let config = example_config(
+        &workspace,
+        r#"
+[[outputs]]
+type = "json_lines"
+path = "stats.ndjson"
+filter = { plugins = ["request-stats"], types = ["metric"] }
+
+[[outputs]]
+type = "json_lines"
+path = "runtime.ndjson"
+filter = { plugins = ["swarmtel"], names = ["PLUGIN_SUMMARY"] }
+
+[[outputs]]
+type = "json_lines"
+"#,
+    );
+    let output = replay(&config, &sample_stream(), &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let everything = json_lines(&output.stdout);
+    let file = |name: &str| json_lines(&std::fs::read(workspace.path(name)).unwrap());
+    let (stats, runtime) = (file("stats.ndjson"), file("runtime.ndjson"));
+
+    let expected_stats: Vec<Value> = everything
+        .iter()
+        .filter(|line| {
+            line["telemetry"]["plugin"] == "request-stats"
+                && line["telemetry"]["telemetry_type"] == "metric"
+        })
+        .cloned()
+        .collect();
+    assert!(!expected_stats.is_empty());
+    assert_eq!(stats, expected_stats);
+    let expected_runtime: Vec<Value> = self_telemetry(&everything, "PLUGIN_SUMMARY")
+        .into_iter()
+        .cloned()
+        .collect();
+    assert_eq!(expected_runtime.len(), 2);
+    assert_eq!(runtime, expected_runtime);
+    // The unfiltered output has the other plugin's events too.
+    assert!(!from_plugin(&everything, "custom-telemetry").is_empty());
+
+    // The summary counts what each output wrote.
+    for (name, count) in [
+        ("stats.ndjson", stats.len()),
+        ("runtime.ndjson", 2),
+        ("-", everything.len()),
+    ] {
+        let path = if name == "-" {
+            "-".to_owned()
+        } else {
+            workspace.path(name).display().to_string()
+        };
+        assert!(
+            stderr.contains(&format!("output {path}: {count} records\n")),
+            "{name} {count}\n{stderr}"
+        );
+    }
+}
+
+#[test]
 fn replay_reads_a_file_argument_too() {
     let workspace = Workspace::new();
     let config = example_config(&workspace, "");
@@ -339,9 +403,9 @@ mod whole_path_fuzz {
     use std::sync::atomic::AtomicBool;
     use std::sync::{Arc, Mutex, OnceLock};
     use swarmtel::config::Config;
-    use swarmtel::pipeline::{Outputs, Pipeline};
+    use swarmtel::pipeline::Pipeline;
     use swarmtel::sandbox::Sandbox;
-    use swarmtel::sinks::json_lines::JsonLinesSink;
+    use swarmtel::sinks::Outputs;
 
     #[derive(Clone, Default)]
     struct Shared(Arc<Mutex<Vec<u8>>>);
@@ -481,12 +545,7 @@ mod whole_path_fuzz {
             let (sandbox, config) = setup();
             let output = Shared::default();
             let dead = Shared::default();
-            let outputs = Outputs {
-                output: JsonLinesSink::new(Box::new(output.clone())),
-                output_path: "out".into(),
-                dead_letter: JsonLinesSink::new(Box::new(dead.clone())),
-                dead_letter_path: "dead".into(),
-            };
+            let outputs = Outputs::json_lines(Box::new(output.clone()), Box::new(dead.clone()));
             let pipeline = Pipeline::new(sandbox.clone(), config, outputs, &|_| None).unwrap();
             let mut input = lines.join(&b'\n');
             input.push(b'\n');

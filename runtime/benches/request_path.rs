@@ -32,10 +32,10 @@ use request_stats::aggregate::RequestStats;
 use swarmtel::bindings::types as wit;
 use swarmtel::config::{Config, Limits, RoleName};
 use swarmtel::pipeline::route::{BatchBuilder, EndpointInterner};
-use swarmtel::pipeline::{BackendFactory, Outputs, Pipeline};
+use swarmtel::pipeline::{BackendFactory, Pipeline};
 use swarmtel::plugin::{self, LoadedPlugin, RecorderManifest};
 use swarmtel::sandbox::{Fault, RecorderBackend, Sandbox, WasmRecorder};
-use swarmtel::sinks::json_lines::JsonLinesSink;
+use swarmtel::sinks::Outputs;
 use swarmtel::sources::ingest::{self, EventBody};
 
 /// Batch sizes of the per-event benchmark.
@@ -167,12 +167,7 @@ impl Setup {
 
     /// A pipeline over `output` whose recorders come from `factory`.
     fn pipeline(&self, factory: Box<BackendFactory>, output: Box<dyn Write + Send>) -> Pipeline {
-        let outputs = Outputs {
-            output: JsonLinesSink::new(output),
-            output_path: "-".into(),
-            dead_letter: JsonLinesSink::new(Box::new(std::io::sink())),
-            dead_letter_path: "-".into(),
-        };
+        let outputs = Outputs::json_lines(output, Box::new(std::io::sink()));
         Pipeline::with_backends(&self.config, vec![self.plugin_copy()], outputs, factory)
             .expect("pipeline")
     }

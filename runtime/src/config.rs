@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::sinks::config::{DeadLetterConfig, LegacyOutputConfig, OutputConfig};
+use crate::sinks::json_lines::JsonLinesConfig;
+
 /// A config file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -46,9 +49,23 @@ pub enum ConfigError {
 pub struct Config {
     /// The run's context, stamped on every telemetry line.
     pub run: RunConfig,
-    /// Where telemetry goes.
-    #[serde(default)]
-    pub output: OutputConfig,
+    /// `[output]` of configs written before `[[outputs]]`; read into `outputs` and
+    /// `dead_letter`.
+    #[serde(default, rename = "output")]
+    legacy_output: Option<LegacyOutputConfig>,
+    /// `[[outputs]]` as written.
+    #[serde(default, rename = "outputs")]
+    listed_outputs: Option<Vec<OutputConfig>>,
+    /// `[dead_letter]` as written.
+    #[serde(default, rename = "dead_letter")]
+    listed_dead_letter: Option<DeadLetterConfig>,
+    /// Where telemetry goes: the `[[outputs]]` entries, `[output]`, or JSON lines on stdout
+    /// when the config names none.
+    #[serde(skip)]
+    pub outputs: Vec<OutputConfig>,
+    /// Where rejected telemetry goes: stderr unless the config says otherwise.
+    #[serde(skip)]
+    pub dead_letter: DeadLetterConfig,
     /// The plugins to load, in order.
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
@@ -98,39 +115,22 @@ fn default_node_idle_seconds() -> u64 {
     600
 }
 
-/// `[output]`: where telemetry and rejected items go.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutputConfig {
-    /// JSON lines of telemetry: a file path, or `-` for stdout.
-    #[serde(default = "default_output_path")]
-    pub path: String,
-    /// JSON lines of rejected telemetry with the reason: a file path, or `-` for stderr
-    /// (the default).
-    #[serde(default = "default_dead_letter_path")]
-    pub dead_letter: String,
-    /// What to do when an output file exists already (a restarted runtime, a second run):
-    /// `append` (the default), `new` (write `NAME.1.EXT`, ...) or `truncate`.
-    #[serde(default)]
-    pub existing: crate::sinks::json_lines::Existing,
-}
-
-impl Default for OutputConfig {
-    fn default() -> Self {
-        Self {
-            path: default_output_path(),
-            dead_letter: default_dead_letter_path(),
-            existing: crate::sinks::json_lines::Existing::default(),
+/// `path` without `.` components and with `..` applied, so two spellings of one file compare
+/// equal (symbolic links are not followed).
+fn normalized(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
         }
     }
-}
-
-fn default_output_path() -> String {
-    "-".to_owned()
-}
-
-fn default_dead_letter_path() -> String {
-    "-".to_owned()
+    out
 }
 
 /// `[cache]`: precompiled components, so a plugin is compiled once per version and engine.
@@ -346,6 +346,7 @@ impl Config {
         })?;
         config.base_dir = base_dir.to_owned();
         config.source_path = path.to_owned();
+        config.resolve_outputs()?;
         config.check()?;
         Ok(config)
     }
@@ -370,6 +371,79 @@ impl Config {
             key,
             message: message.into(),
         }
+    }
+
+    /// Reads `[[outputs]]`, `[dead_letter]` and the older `[output]` into [`Config::outputs`]
+    /// and [`Config::dead_letter`], and refuses two outputs on one file: their buffered
+    /// writes would cut each other's lines.
+    fn resolve_outputs(&mut self) -> Result<(), ConfigError> {
+        let legacy = self.legacy_output.take();
+        let listed = self.listed_outputs.take();
+        let listed_dead_letter = self.listed_dead_letter.take();
+        if let Some(legacy) = legacy {
+            if listed.is_some() {
+                return Err(self.value_error(
+                    "output".into(),
+                    "[output] and [[outputs]] cannot both be used: make [output]'s path an [[outputs]] entry with type = \"json_lines\"",
+                ));
+            }
+            if legacy.dead_letter.is_some() && listed_dead_letter.is_some() {
+                return Err(self.value_error(
+                    "output.dead_letter".into(),
+                    "[dead_letter] is given too: keep one of them",
+                ));
+            }
+            self.outputs = vec![OutputConfig::JsonLines(JsonLinesConfig {
+                path: legacy.path,
+                existing: legacy.existing,
+                filter: Default::default(),
+            })];
+            self.dead_letter = match (listed_dead_letter, legacy.dead_letter) {
+                (Some(dead_letter), _) => dead_letter,
+                (None, Some(path)) => DeadLetterConfig {
+                    path,
+                    existing: legacy.existing,
+                },
+                (None, None) => DeadLetterConfig {
+                    existing: legacy.existing,
+                    ..DeadLetterConfig::default()
+                },
+            };
+        } else {
+            self.outputs =
+                listed.unwrap_or_else(|| vec![OutputConfig::JsonLines(JsonLinesConfig::default())]);
+            self.dead_letter = listed_dead_letter.unwrap_or_default();
+        }
+        // Where each output writes: stdout and stderr by name, files by resolved path.
+        let mut destinations: Vec<(PathBuf, String)> = Vec::new();
+        let mut claim = |config: &Config, destination: PathBuf, key: String| {
+            if let Some((_, first)) = destinations.iter().find(|(d, _)| *d == destination) {
+                return Err(config.value_error(
+                    key,
+                    format!(
+                        "{} writes there already: two outputs on one file or stream would cut each other's lines",
+                        first
+                    ),
+                ));
+            }
+            destinations.push((destination, key));
+            Ok(())
+        };
+        let dead_letter = match self.dead_letter.path.as_str() {
+            "-" => PathBuf::from("<stderr>"),
+            path => normalized(&self.resolve(Path::new(path))),
+        };
+        claim(self, dead_letter, "dead_letter.path".into())?;
+        for (index, output) in self.outputs.iter().enumerate() {
+            if let Some(path) = output.local_path() {
+                let destination = match path {
+                    "-" => PathBuf::from("<stdout>"),
+                    path => normalized(&self.resolve(Path::new(path))),
+                };
+                claim(self, destination, format!("outputs[{index}].path"))?;
+            }
+        }
+        Ok(())
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -460,9 +534,119 @@ mod tests {
     }
 
     #[test]
+    fn outputs_are_listed_with_types_and_filters() {
+        let config = parse(
+            r#"
+[run]
+testplan = "t"
+
+[[outputs]]
+type = "json_lines"
+path = "stats.ndjson"
+existing = "truncate"
+filter = { plugins = ["request-stats"], types = ["metric"] }
+
+[[outputs]]
+type = "json_lines"
+
+[dead_letter]
+path = "rejected.ndjson"
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.outputs.len(), 2);
+        let OutputConfig::JsonLines(stats) = &config.outputs[0];
+        assert_eq!(stats.path, "stats.ndjson");
+        assert_eq!(stats.existing, crate::sinks::json_lines::Existing::Truncate);
+        assert_eq!(stats.filter.plugins, ["request-stats"]);
+        assert_eq!(
+            stats.filter.types,
+            [crate::sinks::filter::TelemetryKind::Metric]
+        );
+        assert_eq!(
+            config.outputs[1],
+            OutputConfig::JsonLines(JsonLinesConfig::default())
+        );
+        assert_eq!(config.dead_letter.path, "rejected.ndjson");
+    }
+
+    #[test]
+    fn the_older_output_table_still_reads_as_one_json_lines_output() {
+        let config = parse(
+            "[run]\ntestplan = \"t\"\n[output]\npath = \"out.ndjson\"\ndead_letter = \"dead.ndjson\"\nexisting = \"new\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.outputs,
+            [OutputConfig::JsonLines(JsonLinesConfig {
+                path: "out.ndjson".into(),
+                existing: crate::sinks::json_lines::Existing::New,
+                filter: Default::default(),
+            })]
+        );
+        assert_eq!(
+            config.dead_letter,
+            DeadLetterConfig {
+                path: "dead.ndjson".into(),
+                existing: crate::sinks::json_lines::Existing::New,
+            }
+        );
+    }
+
+    #[test]
+    fn output_mistakes_name_their_key() {
+        let cases = [
+            (
+                "[output]\npath = \"a\"\n[[outputs]]\ntype = \"json_lines\"\n",
+                "config /cfg/swarmtel.toml: output: [output] and [[outputs]] cannot both be used",
+            ),
+            (
+                "[output]\ndead_letter = \"a\"\n[dead_letter]\npath = \"b\"\n",
+                "config /cfg/swarmtel.toml: output.dead_letter: [dead_letter] is given too",
+            ),
+            (
+                "[[outputs]]\ntype = \"json_lines\"\npath = \"a.ndjson\"\n[[outputs]]\ntype = \"json_lines\"\npath = \"./x/../a.ndjson\"\n",
+                "config /cfg/swarmtel.toml: outputs[1].path: outputs[0].path writes there already",
+            ),
+            (
+                "[[outputs]]\ntype = \"json_lines\"\n[[outputs]]\ntype = \"json_lines\"\npath = \"-\"\n",
+                "config /cfg/swarmtel.toml: outputs[1].path: outputs[0].path writes there already",
+            ),
+            (
+                "[dead_letter]\npath = \"/cfg/a\"\n[[outputs]]\ntype = \"json_lines\"\npath = \"a\"\n",
+                "config /cfg/swarmtel.toml: outputs[0].path: dead_letter.path writes there already",
+            ),
+            ("[[outputs]]\ntype = \"kafka\"\n", "unknown variant `kafka`"),
+            ("[[outputs]]\npath = \"a\"\n", "missing field `type`"),
+            (
+                "[[outputs]]\ntype = \"json_lines\"\npaht = \"a\"\n",
+                "unknown field `paht`",
+            ),
+            (
+                "[[outputs]]\ntype = \"json_lines\"\nfilter = { plugin = [\"a\"] }\n",
+                "unknown field `plugin`",
+            ),
+            (
+                "[[outputs]]\ntype = \"json_lines\"\nfilter = { types = [\"log\"] }\n",
+                "unknown variant `log`",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = parse(&format!("[run]\ntestplan = \"t\"\n{text}"))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{text}\n{error}");
+        }
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let config = parse("[run]\ntestplan = \"checkout\"\n").unwrap();
-        assert_eq!(config.output.path, "-");
+        assert_eq!(
+            config.outputs,
+            [OutputConfig::JsonLines(JsonLinesConfig::default())]
+        );
+        assert_eq!(config.dead_letter, DeadLetterConfig::default());
         assert_eq!(config.run.batch_size, 1024);
         assert!(config.plugins.is_empty());
     }
@@ -555,7 +739,10 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        const KEYS: [&str; 16] = [
+        const KEYS: [&str; 19] = [
+            "type",
+            "existing",
+            "filter",
             "testplan",
             "run_id",
             "batch_size",
@@ -582,6 +769,8 @@ mod tests {
                 Just("[\"master\", \"worker\"]".to_owned()),
                 Just("[]".to_owned()),
                 Just("1.5".to_owned()),
+                Just("\"json_lines\"".to_owned()),
+                Just("{ plugins = [\"a\"], types = [\"metric\"] }".to_owned()),
             ]
         }
 
@@ -611,12 +800,13 @@ mod tests {
             fn config_shaped_toml_never_panics(
                 run in table("[run]"),
                 output in table("[output]"),
+                outputs in table("[[outputs]]"),
                 plugin in table("[[plugins]]"),
                 limits in table("[plugins.limits]"),
                 capabilities in table("[plugins.capabilities]"),
                 cache in table("[cache]"),
             ) {
-                let text = format!("{run}{output}{cache}{plugin}{limits}{capabilities}");
+                let text = format!("{run}{output}{outputs}{cache}{plugin}{limits}{capabilities}");
                 if let Ok(config) = parse(&text) {
                     prop_assert!(!config.run.testplan.trim().is_empty());
                     for plugin in &config.plugins {

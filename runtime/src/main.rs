@@ -15,9 +15,10 @@ use swarmtel::bindings::types as wit;
 use swarmtel::cache::CompileCache;
 use swarmtel::config::Config;
 use swarmtel::guest_text::{capped, shown};
-use swarmtel::pipeline::{self, Outputs, Pipeline, RunError};
+use swarmtel::pipeline::{self, Pipeline, RunError};
 use swarmtel::plugin::{self, option_type_name, option_value_json};
 use swarmtel::sandbox::Sandbox;
+use swarmtel::sinks::Outputs;
 
 /// WebAssembly-sandboxed telemetry recorders for Locust load tests.
 #[derive(Debug, Parser)]
@@ -569,7 +570,7 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
             .map_or("off".to_owned(), |cache| cache.dir().display().to_string())
     );
     println!(
-        "config {}: ok\n  testplan: {}\n  run_id: {}\n  output: {}\n  dead letter: {}\n  batch size: {}",
+        "config {}: ok\n  testplan: {}\n  run_id: {}\n  batch size: {}",
         config_path.display(),
         config.run.testplan,
         config
@@ -577,10 +578,27 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
             .run_id
             .as_deref()
             .unwrap_or("(generated per run)"),
-        config.output.path,
-        config.output.dead_letter,
         config.run.batch_size
     );
+    for (index, output) in config.outputs.iter().enumerate() {
+        let filter = output.filter();
+        println!(
+            "  outputs[{index}]: {}{}{}",
+            output.type_name(),
+            output
+                .local_path()
+                .map_or(String::new(), |path| format!(" {}", shown(path))),
+            if filter.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (filter: plugins {:?}, names {:?}, types {:?})",
+                    filter.plugins, filter.names, filter.types
+                )
+            }
+        );
+    }
+    println!("  dead letter: {}", shown(&config.dead_letter.path));
     for loaded in &plugins.loaded {
         let roles: Vec<&str> = loaded.roles.iter().map(|r| r.as_str()).collect();
         println!(

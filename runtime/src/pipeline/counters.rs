@@ -57,6 +57,8 @@ pub struct Summary {
     pub events_refused_instance_cap: u64,
     /// Counters per plugin id, in config order.
     pub plugins: Vec<(String, PluginCounters)>,
+    /// Records each output wrote, by output name, in config order.
+    pub outputs: Vec<(String, u64)>,
     /// Plugins skipped because their code faulted while loading: (file, error).
     pub failed_plugins: Vec<(String, String)>,
     /// Whether the run stopped early on a signal.
@@ -126,6 +128,9 @@ impl Summary {
                 self.events_refused_instance_cap
             ));
         }
+        for (name, records) in &self.outputs {
+            text.push_str(&format!("output {name}: {records} records\n"));
+        }
         for (path, error) in &self.failed_plugins {
             text.push_str(&format!("plugin {path} not loaded: {error}\n"));
         }
@@ -178,6 +183,7 @@ mod tests {
             nodes_retired_idle: 2,
             events_refused_instance_cap: 3,
             plugins: vec![("stats".into(), counters)],
+            outputs: vec![("out.ndjson".into(), 9)],
             interrupted: true,
             failed_plugins: vec![("bad.wasm".into(), "describe faulted".into())],
         };
@@ -199,6 +205,7 @@ mod tests {
         let row = text.lines().nth(2).unwrap();
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(cells, ["stats", "10", "2", "3", "4", "5", "7", "1"]);
+        assert!(text.contains("\noutput out.ndjson: 9 records\n"), "{text}");
         assert!(
             text.ends_with("plugin bad.wasm not loaded: describe faulted\n"),
             "{text}"

@@ -23,18 +23,18 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 pub use counters::{PluginCounters, Summary, Totals};
-use emit::Emitter;
+use emit::{Emitted, Emitter};
 use enrich::{Level, Origin, RunContext, SELF_PLUGIN_ID};
 pub use loading::{LoadedPlugins, check_plugin_files, load_plugins};
 use recorder_task::{Done, Job, Outcome, RecorderPool, RecorderTask};
 use route::{BatchBuilder, EndpointInterner, TickClock};
-use validate::{PluginSchemas, Rejection, Validator};
+use validate::{PluginSchemas, Validator};
 
 use crate::bindings::types as wit;
 use crate::config::{Config, Limits, RoleName};
 use crate::plugin::{LoadedPlugin, PluginError, RecorderManifest};
 use crate::sandbox::{RecorderBackend, Sandbox};
-use crate::sinks::json_lines::{Console, JsonLinesSink};
+use crate::sinks::Outputs;
 use crate::sources::ingest::{EventBody, EventRecord};
 
 /// The run could not start or had to stop.
@@ -235,48 +235,6 @@ pub struct Pipeline {
     pool: RecorderPool,
 }
 
-/// Where the pipeline's outputs go.
-pub struct Outputs {
-    /// Telemetry lines.
-    pub output: JsonLinesSink,
-    /// Its name for messages.
-    pub output_path: String,
-    /// Dead-letter lines.
-    pub dead_letter: JsonLinesSink,
-    /// Its name for messages.
-    pub dead_letter_path: String,
-}
-
-impl Outputs {
-    /// Opens the outputs a config names.
-    pub fn from_config(config: &Config) -> Result<Self, RunError> {
-        let open = |path: &str, console| {
-            let resolved = config.resolve(Path::new(path));
-            let (sink, written) = JsonLinesSink::open(&resolved, console, config.output.existing)
-                .map_err(|source| RunError::Output {
-                path: resolved.display().to_string(),
-                source,
-            })?;
-            if written != resolved {
-                crate::diag!(
-                    "swarmtel: {} exists: writing {} instead (output.existing = \"new\")",
-                    resolved.display(),
-                    written.display()
-                );
-            }
-            Ok::<_, RunError>((sink, written.display().to_string()))
-        };
-        let (output, output_path) = open(&config.output.path, Console::Stdout)?;
-        let (dead_letter, dead_letter_path) = open(&config.output.dead_letter, Console::Stderr)?;
-        Ok(Self {
-            output,
-            output_path,
-            dead_letter,
-            dead_letter_path,
-        })
-    }
-}
-
 /// Generates a run id: time-ordered and unique enough across machines.
 pub fn generate_run_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -373,10 +331,7 @@ impl Pipeline {
             runs: vec![run],
             emitter: Emitter {
                 validator: Validator::new(),
-                output: outputs.output,
-                output_path: outputs.output_path,
-                dead_letter: outputs.dead_letter,
-                dead_letter_path: outputs.dead_letter_path,
+                outputs,
             },
             batch_size: config.run.batch_size,
             factory,
@@ -900,79 +855,17 @@ impl Pipeline {
                     )?;
                 }
                 let limits: Limits = plugin.loaded.limits;
-                let run = &self.runs[node.run];
-                let Emitter {
-                    validator,
-                    output,
-                    output_path,
-                    dead_letter,
-                    dead_letter_path,
-                } = &mut self.emitter;
-                let counters = &mut plugin.counters;
-                // The first write that fails, and the output it failed on.
-                let mut failure: Option<(std::io::Error, &str)> = None;
-                let mut rejected_here = 0u64;
-                let mut over_budget = false;
-                // Items past the per-call caps: the first gets its own dead letter, the rest
-                // one line together.
-                let mut over_cap: Option<(&'static str, u64)> = None;
-                validator.check_call(items, &plugin.schemas, &limits, |outcome| {
-                    if failure.is_some() {
-                        return;
-                    }
-                    let written = match outcome {
-                        Ok(item) => {
-                            counters.telemetry_out += 1;
-                            output
-                                .write(&enrich::telemetry_line(run, &origin, &item, Level::Info))
-                                .map_err(|error| (error, output_path.as_str()))
-                        }
-                        Err(rejected) => {
-                            rejected_here += 1;
-                            over_budget |=
-                                matches!(rejected.reason, Rejection::ValidationBudget { .. });
-                            let label = rejected.reason.label();
-                            *counters.rejected.entry(label).or_insert(0) += 1;
-                            let past_cap = matches!(
-                                rejected.reason,
-                                Rejection::TooManyItems { .. }
-                                    | Rejection::CallTooLarge { .. }
-                                    | Rejection::ValidationBudget { .. }
-                            );
-                            match &mut over_cap {
-                                Some((_, more)) if past_cap => {
-                                    *more += 1;
-                                    Ok(())
-                                }
-                                _ => {
-                                    if past_cap {
-                                        over_cap = Some((label, 0));
-                                    }
-                                    dead_letter
-                                        .write(&enrich::dead_letter_line(run, &origin, &rejected))
-                                        .map_err(|error| (error, dead_letter_path.as_str()))
-                                }
-                            }
-                        }
-                    };
-                    if let Err(error) = written {
-                        failure = Some(error);
-                    }
-                });
-                if failure.is_none()
-                    && let Some((label, more)) = over_cap.filter(|(_, more)| *more > 0)
-                {
-                    failure = dead_letter
-                        .write(&enrich::over_cap_line(run, &origin, label, more))
-                        .err()
-                        .map(|error| (error, dead_letter_path.as_str()));
-                }
-                if let Some((source, path)) = failure {
-                    return Err(RunError::Output {
-                        path: path.to_owned(),
-                        source,
-                    });
-                }
+                let Emitted {
+                    rejected: rejected_here,
+                    over_budget,
+                } = self.emitter.emit_items(
+                    items,
+                    &plugin.schemas,
+                    &limits,
+                    &self.runs[node.run],
+                    &origin,
+                    &mut plugin.counters,
+                )?;
                 if rejected_here > 0 {
                     self.emitter.self_telemetry(
                         &self.runs[node.run],
@@ -1187,6 +1080,7 @@ impl Pipeline {
             self.summary.plugins[index].1 = counters;
         }
         self.emitter.flush()?;
+        self.summary.outputs = self.emitter.outputs.records_written();
         Ok(self.summary.clone())
     }
 }

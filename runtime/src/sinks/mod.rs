@@ -1,3 +1,206 @@
 //! Sinks: where validated telemetry goes.
+//!
+//! A config lists any number of outputs (`[[outputs]]`), each a [`Sink`] of one type with an
+//! optional [`filter`]. [`Outputs`] holds them all and the dead-letter output, hands every
+//! record to each output whose filter takes it, and counts what each one wrote.
+//!
+//! To add a sink: a folder `sinks/<type>/` with its settings in `config.rs` (a variant of
+//! [`config::OutputConfig`]) and a type that implements [`Sink`]; [`Outputs::from_config`]
+//! opens it. Encoding stays apart from transport, as in [`json_lines`].
 
+pub mod config;
+pub mod filter;
 pub mod json_lines;
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::pipeline::enrich::{Level, Origin, RunContext};
+use crate::pipeline::validate::ValidItem;
+use config::OutputConfig;
+use filter::FilterConfig;
+use json_lines::{Console, Existing, JsonLinesSink, JsonLinesWriter};
+
+/// One validated piece of telemetry with the context the host adds, on its way out.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    /// The run it belongs to.
+    pub run: &'a RunContext,
+    /// Plugin, recorder, node, role and event time.
+    pub origin: &'a Origin<'a>,
+    /// What the recorder returned, validated.
+    pub item: &'a ValidItem,
+    /// Severity (the runtime's own records may warn).
+    pub level: Level,
+}
+
+/// An output: takes records, writes them somewhere.
+pub trait Sink: Send {
+    /// Takes one record. May buffer; an error stops the run (the output is gone).
+    fn write(&mut self, record: &Record<'_>) -> io::Result<()>;
+    /// Makes what was written so far visible.
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+/// An output could not be opened or written.
+#[derive(Debug, thiserror::Error)]
+#[error("output {output}: {source}")]
+pub struct SinkError {
+    /// The output's name (its path, for a file).
+    pub output: String,
+    /// Why.
+    pub source: io::Error,
+}
+
+/// One configured output.
+struct Output {
+    name: String,
+    filter: FilterConfig,
+    sink: Box<dyn Sink>,
+    records: u64,
+}
+
+/// Every output of a run, and the dead-letter output.
+pub struct Outputs {
+    outputs: Vec<Output>,
+    dead_letter: JsonLinesWriter,
+    dead_letter_name: String,
+}
+
+impl Outputs {
+    /// No outputs yet; rejected items go to `dead_letter`, named `dead_letter_name` in
+    /// errors.
+    pub fn new(dead_letter: JsonLinesWriter, dead_letter_name: impl Into<String>) -> Self {
+        Self {
+            outputs: Vec::new(),
+            dead_letter,
+            dead_letter_name: dead_letter_name.into(),
+        }
+    }
+
+    /// One unfiltered JSON-lines output to `output` and dead letters to `dead_letter`
+    /// (tests and benchmarks).
+    pub fn json_lines(output: Box<dyn Write + Send>, dead_letter: Box<dyn Write + Send>) -> Self {
+        Self::new(JsonLinesWriter::new(dead_letter), "dead letter").with_sink(
+            "output",
+            FilterConfig::default(),
+            Box::new(JsonLinesSink::new(JsonLinesWriter::new(output))),
+        )
+    }
+
+    /// Adds an output.
+    pub fn with_sink(
+        mut self,
+        name: impl Into<String>,
+        filter: FilterConfig,
+        sink: Box<dyn Sink>,
+    ) -> Self {
+        self.outputs.push(Output {
+            name: name.into(),
+            filter,
+            sink,
+            records: 0,
+        });
+        self
+    }
+
+    /// Opens every output a config lists, and its dead-letter output.
+    pub fn from_config(config: &Config) -> Result<Self, SinkError> {
+        let dead_letter = &config.dead_letter;
+        let (writer, name) = open_json_lines(
+            config,
+            &dead_letter.path,
+            Console::Stderr,
+            dead_letter.existing,
+        )?;
+        let mut outputs = Self::new(writer, name);
+        for output in &config.outputs {
+            match output {
+                OutputConfig::JsonLines(settings) => {
+                    let (writer, name) = open_json_lines(
+                        config,
+                        &settings.path,
+                        Console::Stdout,
+                        settings.existing,
+                    )?;
+                    outputs = outputs.with_sink(
+                        name,
+                        settings.filter.clone(),
+                        Box::new(JsonLinesSink::new(writer)),
+                    );
+                }
+            }
+        }
+        Ok(outputs)
+    }
+
+    /// Hands a record to every output whose filter takes it.
+    pub fn write(&mut self, record: &Record<'_>) -> Result<(), SinkError> {
+        for output in &mut self.outputs {
+            if output.filter.accepts(record) {
+                output.sink.write(record).map_err(|source| SinkError {
+                    output: output.name.clone(),
+                    source,
+                })?;
+                output.records += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one dead-letter line.
+    pub fn write_dead_letter<T: Serialize>(&mut self, line: &T) -> Result<(), SinkError> {
+        self.dead_letter.write(line).map_err(|source| SinkError {
+            output: self.dead_letter_name.clone(),
+            source,
+        })
+    }
+
+    /// Flushes every output and the dead-letter output.
+    pub fn flush(&mut self) -> Result<(), SinkError> {
+        for output in &mut self.outputs {
+            output.sink.flush().map_err(|source| SinkError {
+                output: output.name.clone(),
+                source,
+            })?;
+        }
+        self.dead_letter.flush().map_err(|source| SinkError {
+            output: self.dead_letter_name.clone(),
+            source,
+        })
+    }
+
+    /// Records written per output, in config order.
+    pub fn records_written(&self) -> Vec<(String, u64)> {
+        self.outputs
+            .iter()
+            .map(|output| (output.name.clone(), output.records))
+            .collect()
+    }
+}
+
+/// Opens a JSON-lines file (or console stream, for `-`) named in the config; returns the
+/// writer and the name of what it writes.
+fn open_json_lines(
+    config: &Config,
+    path: &str,
+    console: Console,
+    existing: Existing,
+) -> Result<(JsonLinesWriter, String), SinkError> {
+    let resolved = config.resolve(std::path::Path::new(path));
+    let (writer, written) =
+        JsonLinesWriter::open(&resolved, console, existing).map_err(|source| SinkError {
+            output: resolved.display().to_string(),
+            source,
+        })?;
+    if written != resolved {
+        crate::diag!(
+            "swarmtel: {} exists: writing {} instead (existing = \"new\")",
+            resolved.display(),
+            written.display()
+        );
+    }
+    Ok((writer, written.display().to_string()))
+}

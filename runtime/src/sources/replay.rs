@@ -117,8 +117,8 @@ mod tests {
 
         use super::*;
         use crate::config::Config;
-        use crate::pipeline::{BackendFactory, Outputs};
-        use crate::sinks::json_lines::JsonLinesSink;
+        use crate::pipeline::BackendFactory;
+        use crate::sinks::Outputs;
         use proptest::prelude::*;
         use std::path::Path;
 
@@ -131,12 +131,7 @@ mod tests {
                 Path::new("."),
             )
             .unwrap();
-            let outputs = Outputs {
-                output: JsonLinesSink::new(Box::new(std::io::sink())),
-                output_path: "-".into(),
-                dead_letter: JsonLinesSink::new(Box::new(std::io::sink())),
-                dead_letter_path: "-".into(),
-            };
+            let outputs = Outputs::json_lines(Box::new(std::io::sink()), Box::new(std::io::sink()));
             let factory: Box<BackendFactory> = Box::new(|_, _, _, _| unreachable!("no plugins"));
             Pipeline::with_backends(&config, Vec::new(), outputs, factory).unwrap()
         }

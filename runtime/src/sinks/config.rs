@@ -1,0 +1,82 @@
+//! The config of the output side: `[[outputs]]` entries, each a `type` with that sink's own
+//! settings (in the sink's `config` module) and an optional filter, and `[dead_letter]`.
+
+use serde::Deserialize;
+
+use super::filter::FilterConfig;
+use super::json_lines::{Existing, JsonLinesConfig};
+
+/// One `[[outputs]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutputConfig {
+    /// `type = "json_lines"`: JSON lines to a file or stdout.
+    JsonLines(JsonLinesConfig),
+}
+
+impl OutputConfig {
+    /// The `type` key's value.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            OutputConfig::JsonLines(_) => "json_lines",
+        }
+    }
+
+    /// Which telemetry the output takes.
+    pub fn filter(&self) -> &FilterConfig {
+        match self {
+            OutputConfig::JsonLines(config) => &config.filter,
+        }
+    }
+
+    /// The file or console stream it writes, when it writes one (`-` is stdout).
+    pub fn local_path(&self) -> Option<&str> {
+        match self {
+            OutputConfig::JsonLines(config) => Some(&config.path),
+        }
+    }
+}
+
+/// `[dead_letter]`: where rejected telemetry goes, with the reason, as JSON lines.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// A file path, or `-` for stderr (the default).
+    #[serde(default = "stderr")]
+    pub path: String,
+    /// What to do when the file exists already, as for a JSON-lines output.
+    #[serde(default)]
+    pub existing: Existing,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        Self {
+            path: stderr(),
+            existing: Existing::default(),
+        }
+    }
+}
+
+fn stderr() -> String {
+    "-".to_owned()
+}
+
+/// `[output]`: the single JSON-lines output (and dead letter) of configs written before
+/// `[[outputs]]`; still accepted, as one `json_lines` output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacyOutputConfig {
+    /// JSON lines of telemetry: a file path, or `-` for stdout.
+    #[serde(default = "stdout")]
+    pub path: String,
+    /// Rejected telemetry: a file path, or `-` for stderr.
+    pub dead_letter: Option<String>,
+    /// What to do when an output file exists already.
+    #[serde(default)]
+    pub existing: Existing,
+}
+
+fn stdout() -> String {
+    "-".to_owned()
+}
