@@ -8,7 +8,9 @@
 #     replayed by swarmtel, then the live end-to-end runs (real Locust, master + 2 workers and
 #     standalone, through `swarmtel serve`);
 #  4. the JavaScript guest SDK's own tests under Node (scripts/js-env.sh installs its pinned
-#     packages with npm).
+#     packages with npm);
+#  5. with a real Prometheus (Debian's package, installed by scripts/prometheus-env.sh when
+#     missing) scraping `swarmtel serve` during a live Locust run.
 # Arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,4 +23,5 @@ sdk_js="$(scripts/js-env.sh)"
 pytest=(env SWARMTEL_BIN="$PWD/target/debug/swarmtel" "$venv/bin/python" -m pytest -q -p no:cacheprovider)
 "${pytest[@]}" guest-sdk-python/tests
 "${pytest[@]}" tests/polyglot
-"${pytest[@]}" bridge/tests tests/live
+prometheus="$(scripts/prometheus-env.sh)"
+PROMETHEUS_BIN="$prometheus" "${pytest[@]}" bridge/tests tests/live

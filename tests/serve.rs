@@ -1553,3 +1553,121 @@ fn plugins_that_fail_to_load_after_the_hello_stop_the_server_and_tell_the_client
     let stderr = server.wait_for("swarmtel: error: required plugin");
     assert!(stderr.contains("deadline"), "{stderr}");
 }
+
+/// `GET /metrics` from a scrape endpoint: the body, after checking the status.
+fn scrape(address: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: swarmtel\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    response.split("\r\n\r\n").nth(1).unwrap().to_owned()
+}
+
+/// The value of one series in an exposition, such as `swarmtel_events_total`.
+fn series(exposition: &str, name: &str) -> Option<u64> {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+// The Prometheus output serves the runtime's own counters while `serve` runs, and they end
+// equal to the summary's.
+#[test]
+fn the_prometheus_output_shows_the_runtime_counters_while_serving() {
+    let workspace = Workspace::new();
+    let output = workspace.path("out.ndjson");
+    let config = workspace.write(
+        "swarmtel.toml",
+        format!(
+            "[run]\ntestplan = \"swarmtel-example\"\nrun_id = \"example-run\"\n\
+             [[outputs]]\ntype = \"json_lines\"\npath = {}\n\
+             [[outputs]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\n\
+             [[plugins]]\npath = {}\nroles = [\"master\", \"worker\"]\n\
+             [plugins.options]\ncustom-option = \"from-config\"\n\
+             [[plugins]]\npath = {}\n",
+            toml_path(&output),
+            toml_path(&guest("custom_telemetry")),
+            toml_path(&guest("request_stats")),
+        ),
+    );
+    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let line = server.wait_for("prometheus metrics at http://");
+    let address = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("/metrics")
+        .to_owned();
+    assert_eq!(series(&scrape(&address), "swarmtel_events_total"), Some(0));
+
+    for ((role, node), lines) in sample_by_node() {
+        let mut connection = server.connect();
+        let reply = connection.hello(hello(&role, &node));
+        assert_eq!(reply["ok"], true, "{reply}");
+        let count = lines.iter().filter(|b| **b == b'\n').count();
+        connection.send(&lines);
+        connection.send(format!("{}\n", json!({"bye": true, "sent": count})).as_bytes());
+    }
+    for _ in 0..3 {
+        server.wait_for(") closed: ");
+    }
+    // Published when the server is next idle.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let exposition = loop {
+        let exposition = scrape(&address);
+        if series(&exposition, "swarmtel_events_total") == Some(5436)
+            || std::time::Instant::now() > deadline
+        {
+            break exposition;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        series(&exposition, "swarmtel_events_total"),
+        Some(5436),
+        "{exposition}"
+    );
+    assert_eq!(series(&exposition, "swarmtel_nodes_started_total"), Some(3));
+    assert_eq!(series(&exposition, "swarmtel_bad_lines_total"), Some(0));
+    let stats_in = series(
+        &exposition,
+        "swarmtel_plugin_events_in_total{plugin=\"request-stats\"}",
+    )
+    .expect("request-stats events in");
+    let custom_in = series(
+        &exposition,
+        "swarmtel_plugin_events_in_total{plugin=\"custom-telemetry\"}",
+    )
+    .expect("custom-telemetry events in");
+    let written = series(
+        &exposition,
+        &format!(
+            "swarmtel_output_records_total{{output=\"{}\"}}",
+            output.display()
+        ),
+    )
+    .expect("records of the JSON-lines output");
+    assert!(written > 0);
+
+    let stderr = server.stop_ok();
+    let row = |plugin: &str| -> Vec<u64> {
+        let line = stderr
+            .lines()
+            .find(|line| line.starts_with(plugin))
+            .unwrap_or_else(|| panic!("no {plugin} row in\n{stderr}"));
+        line.split_whitespace()
+            .skip(1)
+            .map(|cell| cell.parse().unwrap())
+            .collect()
+    };
+    assert_eq!(row("request-stats")[0], stats_in, "{stderr}");
+    assert_eq!(row("custom-telemetry")[0], custom_in, "{stderr}");
+    // Nothing of the telemetry is counted for the scrape endpoint: it takes no records.
+    assert!(!stderr.contains("output http://"), "{stderr}");
+}

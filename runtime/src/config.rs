@@ -549,13 +549,25 @@ filter = { plugins = ["request-stats"], types = ["metric"] }
 [[outputs]]
 type = "json_lines"
 
+[[outputs]]
+type = "prometheus"
+listen = "127.0.0.1:9999"
+
 [dead_letter]
 path = "rejected.ndjson"
 "#,
         )
         .unwrap();
-        assert_eq!(config.outputs.len(), 2);
-        let OutputConfig::JsonLines(stats) = &config.outputs[0];
+        assert_eq!(config.outputs.len(), 3);
+        assert_eq!(
+            config.outputs[2],
+            OutputConfig::Prometheus(crate::sinks::prometheus::PrometheusConfig {
+                listen: "127.0.0.1:9999".into()
+            })
+        );
+        let OutputConfig::JsonLines(stats) = &config.outputs[0] else {
+            panic!("{:?}", config.outputs[0]);
+        };
         assert_eq!(stats.path, "stats.ndjson");
         assert_eq!(stats.existing, crate::sinks::json_lines::Existing::Truncate);
         assert_eq!(stats.filter.plugins, ["request-stats"]);

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::{Map, Value};
+
 /// Per-plugin counters for the summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PluginCounters {
@@ -36,6 +38,24 @@ impl PluginCounters {
     /// All faults.
     pub fn faults_total(&self) -> u64 {
         self.faults.values().sum()
+    }
+
+    /// The fields of the plugin's `PLUGIN_SUMMARY` record.
+    pub fn summary_fields(&self, plugin_id: &str) -> Map<String, Value> {
+        let mut fields = Map::new();
+        fields.insert("subject_plugin".into(), plugin_id.into());
+        fields.insert("events_in".into(), self.events_in.into());
+        fields.insert("events_lost".into(), self.events_lost.into());
+        fields.insert("telemetry_out".into(), self.telemetry_out.into());
+        fields.insert("rejected".into(), self.rejected_total().into());
+        fields.insert("faults".into(), self.faults_total().into());
+        fields.insert("restarts".into(), self.restarts.into());
+        fields.insert(
+            "stdio_dropped_bytes".into(),
+            self.stdio_dropped_bytes.into(),
+        );
+        fields.insert("disabled".into(), self.disabled.into());
+        fields
     }
 }
 

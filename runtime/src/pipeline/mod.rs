@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 pub use counters::{PluginCounters, Summary, Totals};
 use emit::{Emitted, Emitter};
@@ -106,7 +106,6 @@ pub enum ProcessError {
 struct PluginSlot {
     loaded: Arc<LoadedPlugin>,
     schemas: Arc<PluginSchemas>,
-    counters: PluginCounters,
 }
 
 /// A run registered with [`Pipeline::add_run`].
@@ -307,7 +306,6 @@ impl Pipeline {
             slots.push(PluginSlot {
                 schemas: loaded.schemas.clone(),
                 loaded: Arc::new(loaded),
-                counters: PluginCounters::default(),
             });
         }
         let run = RunContext {
@@ -373,7 +371,17 @@ impl Pipeline {
     /// event.
     pub fn poll(&mut self) -> Result<(), RunError> {
         self.emit_done(false)?;
-        self.emitter.flush()
+        self.flush_outputs()
+    }
+
+    /// Flushes the outputs, then publishes the counters to those that show them.
+    fn flush_outputs(&mut self) -> Result<(), RunError> {
+        self.emitter.flush()?;
+        self.summary.outputs = self.emitter.outputs.records_written();
+        self.emitter
+            .outputs
+            .publish_counters(&self.summary, self.live_instances as u64);
+        Ok(())
     }
 
     /// Makes everything processed so far visible: partly filled batches go to their
@@ -387,7 +395,12 @@ impl Pipeline {
             }
         }
         self.emit_done(true)?;
-        self.emitter.flush()
+        self.flush_outputs()
+    }
+
+    /// The runtime's own counters so far: what the summary will say at the end.
+    pub fn counters(&self) -> &Summary {
+        &self.summary
     }
 
     /// Totals across plugins so far, for a live status line.
@@ -396,10 +409,10 @@ impl Pipeline {
             events: self.summary.events,
             ..Totals::default()
         };
-        for plugin in &self.plugins {
-            totals.telemetry_out += plugin.counters.telemetry_out;
-            totals.rejected += plugin.counters.rejected_total();
-            totals.faults += plugin.counters.faults_total();
+        for (_, counters) in &self.summary.plugins {
+            totals.telemetry_out += counters.telemetry_out;
+            totals.rejected += counters.rejected_total();
+            totals.faults += counters.faults_total();
         }
         totals
     }
@@ -465,7 +478,7 @@ impl Pipeline {
             // Drop the batch buffers too: they are most of a slot's memory.
             slot.spare = Vec::new();
             slot.builder = BatchBuilder::new(slot.builder.request_extras());
-            self.plugins[slot.plugin].counters.stdio_dropped_bytes += slot.stdio_dropped_bytes;
+            self.summary.plugins[slot.plugin].1.stdio_dropped_bytes += slot.stdio_dropped_bytes;
             slot.stdio_dropped_bytes = 0;
             self.free_slots.push(slot_index);
         }
@@ -570,7 +583,7 @@ impl Pipeline {
             if slot.disabled {
                 // Lost to this recorder, counted. (Batches in a restart backoff are skipped,
                 // and counted, by the recorder's task.)
-                self.plugins[slot.plugin].counters.events_lost += 1;
+                self.summary.plugins[slot.plugin].1.events_lost += 1;
                 continue;
             }
             match (&record.body, endpoint) {
@@ -819,7 +832,8 @@ impl Pipeline {
             BatchBuilder::recycle(&mut batch);
             slot.spare.push(batch);
         }
-        let plugin = &mut self.plugins[slot.plugin];
+        let plugin = &self.plugins[slot.plugin];
+        let counters = &mut self.summary.plugins[slot.plugin].1;
         let node = &self.nodes[slot.node];
         let recorder = &plugin.loaded.recorders[slot.recorder];
         let origin = Origin {
@@ -832,12 +846,12 @@ impl Pipeline {
         match outcome {
             Outcome::Skipped => {
                 // Disabled, or waiting out its restart backoff: lost to it, counted.
-                plugin.counters.events_lost += delivered;
+                counters.events_lost += delivered;
             }
             Outcome::Items { items, restarted } => {
-                plugin.counters.events_in += delivered;
+                counters.events_in += delivered;
                 if restarted {
-                    plugin.counters.restarts += 1;
+                    counters.restarts += 1;
                     self.emitter.self_telemetry(
                         &self.runs[node.run],
                         Level::Info,
@@ -864,7 +878,7 @@ impl Pipeline {
                     &limits,
                     &self.runs[node.run],
                     &origin,
-                    &mut plugin.counters,
+                    counters,
                 )?;
                 if rejected_here > 0 {
                     self.emitter.self_telemetry(
@@ -890,7 +904,7 @@ impl Pipeline {
                         // Telemetry that costs more to validate than the plugin's own call
                         // time, call after call: the recorder goes, like one that faults.
                         slot.disabled = true;
-                        plugin.counters.disabled += 1;
+                        counters.disabled += 1;
                         let message = format!(
                             "plugin {} recorder {} on {} disabled: {} calls used up their validation time ({} ms, cpu_ms_per_call)",
                             origin.plugin,
@@ -930,12 +944,8 @@ impl Pipeline {
                 backoff_ms,
             } => {
                 let limits = plugin.loaded.limits;
-                plugin.counters.events_lost += delivered;
-                *plugin
-                    .counters
-                    .faults
-                    .entry(fault.kind.as_str())
-                    .or_insert(0) += 1;
+                counters.events_lost += delivered;
+                *counters.faults.entry(fault.kind.as_str()).or_insert(0) += 1;
                 crate::diag!(
                     "swarmtel: plugin {} recorder {} on {}: {fault}; {} events lost{}",
                     origin.plugin,
@@ -953,7 +963,7 @@ impl Pipeline {
                 );
                 if disable {
                     slot.disabled = true;
-                    plugin.counters.disabled += 1;
+                    counters.disabled += 1;
                     if plugin.loaded.required && self.required_failure.is_none() {
                         self.required_failure = Some(RunError::RequiredPluginFailed {
                             id: origin.plugin.to_owned(),
@@ -1042,26 +1052,13 @@ impl Pipeline {
         }
         self.emit_done(true)?;
         for slot in &self.slots {
-            self.plugins[slot.plugin].counters.stdio_dropped_bytes += slot.stdio_dropped_bytes;
+            self.summary.plugins[slot.plugin].1.stdio_dropped_bytes += slot.stdio_dropped_bytes;
         }
         let time = time_or_now(self.latest_time);
         for index in 0..self.plugins.len() {
             let id = self.plugins[index].loaded.id().to_owned();
-            let counters = self.plugins[index].counters.clone();
+            let counters = self.summary.plugins[index].1.clone();
             let origin = runtime_origin("summary", time);
-            let mut fields = Map::new();
-            fields.insert("subject_plugin".into(), id.clone().into());
-            fields.insert("events_in".into(), counters.events_in.into());
-            fields.insert("events_lost".into(), counters.events_lost.into());
-            fields.insert("telemetry_out".into(), counters.telemetry_out.into());
-            fields.insert("rejected".into(), counters.rejected_total().into());
-            fields.insert("faults".into(), counters.faults_total().into());
-            fields.insert("restarts".into(), counters.restarts.into());
-            fields.insert(
-                "stdio_dropped_bytes".into(),
-                counters.stdio_dropped_bytes.into(),
-            );
-            fields.insert("disabled".into(), counters.disabled.into());
             self.emitter.self_telemetry(
                 &self.runs[summary_run],
                 Level::Info,
@@ -1074,13 +1071,11 @@ impl Pipeline {
                     counters.rejected_total(),
                     counters.faults_total()
                 ),
-                Value::Object(fields),
+                Value::Object(counters.summary_fields(&id)),
                 origin,
             )?;
-            self.summary.plugins[index].1 = counters;
         }
-        self.emitter.flush()?;
-        self.summary.outputs = self.emitter.outputs.records_written();
+        self.flush_outputs()?;
         Ok(self.summary.clone())
     }
 }

@@ -5,6 +5,7 @@ use serde::Deserialize;
 
 use super::filter::FilterConfig;
 use super::json_lines::{Existing, JsonLinesConfig};
+use super::prometheus::PrometheusConfig;
 
 /// One `[[outputs]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -12,13 +13,23 @@ use super::json_lines::{Existing, JsonLinesConfig};
 pub enum OutputConfig {
     /// `type = "json_lines"`: JSON lines to a file or stdout.
     JsonLines(JsonLinesConfig),
+    /// `type = "prometheus"`: a scrape endpoint with the runtime's own counters.
+    Prometheus(PrometheusConfig),
 }
+
+/// The filter of an output that has none: it takes everything it can show.
+static NO_FILTER: FilterConfig = FilterConfig {
+    plugins: Vec::new(),
+    names: Vec::new(),
+    types: Vec::new(),
+};
 
 impl OutputConfig {
     /// The `type` key's value.
     pub fn type_name(&self) -> &'static str {
         match self {
             OutputConfig::JsonLines(_) => "json_lines",
+            OutputConfig::Prometheus(_) => "prometheus",
         }
     }
 
@@ -26,6 +37,7 @@ impl OutputConfig {
     pub fn filter(&self) -> &FilterConfig {
         match self {
             OutputConfig::JsonLines(config) => &config.filter,
+            OutputConfig::Prometheus(_) => &NO_FILTER,
         }
     }
 
@@ -33,6 +45,7 @@ impl OutputConfig {
     pub fn local_path(&self) -> Option<&str> {
         match self {
             OutputConfig::JsonLines(config) => Some(&config.path),
+            OutputConfig::Prometheus(_) => None,
         }
     }
 }

@@ -11,12 +11,14 @@
 pub mod config;
 pub mod filter;
 pub mod json_lines;
+pub mod prometheus;
 
 use std::io::{self, Write};
 
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::pipeline::Summary;
 use crate::pipeline::enrich::{Level, Origin, RunContext};
 use crate::pipeline::validate::ValidItem;
 use config::OutputConfig;
@@ -42,6 +44,13 @@ pub trait Sink: Send {
     fn write(&mut self, record: &Record<'_>) -> io::Result<()>;
     /// Makes what was written so far visible.
     fn flush(&mut self) -> io::Result<()>;
+    /// Whether the sink takes telemetry records at all (the Prometheus endpoint shows only
+    /// counters, so records are neither handed to it nor counted for it).
+    fn takes_records(&self) -> bool {
+        true
+    }
+    /// Takes the runtime's own counters, published after each flush of the outputs.
+    fn publish_counters(&mut self, _counters: &Summary, _live_instances: u64) {}
 }
 
 /// An output could not be opened or written.
@@ -58,6 +67,7 @@ pub struct SinkError {
 struct Output {
     name: String,
     filter: FilterConfig,
+    takes_records: bool,
     sink: Box<dyn Sink>,
     records: u64,
 }
@@ -100,6 +110,7 @@ impl Outputs {
         self.outputs.push(Output {
             name: name.into(),
             filter,
+            takes_records: sink.takes_records(),
             sink,
             records: 0,
         });
@@ -131,6 +142,17 @@ impl Outputs {
                         Box::new(JsonLinesSink::new(writer)),
                     );
                 }
+                OutputConfig::Prometheus(settings) => {
+                    let sink = prometheus::PrometheusSink::start(settings).map_err(|source| {
+                        SinkError {
+                            output: format!("prometheus {}", settings.listen),
+                            source,
+                        }
+                    })?;
+                    let name = format!("http://{}/metrics", sink.address());
+                    crate::diag!("swarmtel: prometheus metrics at {name}");
+                    outputs = outputs.with_sink(name, FilterConfig::default(), Box::new(sink));
+                }
             }
         }
         Ok(outputs)
@@ -139,7 +161,7 @@ impl Outputs {
     /// Hands a record to every output whose filter takes it.
     pub fn write(&mut self, record: &Record<'_>) -> Result<(), SinkError> {
         for output in &mut self.outputs {
-            if output.filter.accepts(record) {
+            if output.takes_records && output.filter.accepts(record) {
                 output.sink.write(record).map_err(|source| SinkError {
                     output: output.name.clone(),
                     source,
@@ -172,10 +194,18 @@ impl Outputs {
         })
     }
 
-    /// Records written per output, in config order.
+    /// Hands the runtime's own counters to every output that shows them.
+    pub fn publish_counters(&mut self, counters: &Summary, live_instances: u64) {
+        for output in &mut self.outputs {
+            output.sink.publish_counters(counters, live_instances);
+        }
+    }
+
+    /// Records written per output that takes records, in config order.
     pub fn records_written(&self) -> Vec<(String, u64)> {
         self.outputs
             .iter()
+            .filter(|output| output.takes_records)
             .map(|output| (output.name.clone(), output.records))
             .collect()
     }

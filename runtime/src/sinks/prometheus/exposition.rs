@@ -1,0 +1,205 @@
+//! The Prometheus encoding: the runtime's own counters as OpenMetrics text, through
+//! `prometheus-client`'s encoder (names, `_total` suffixes, label escaping, `# EOF`).
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::pipeline::Summary;
+
+/// What a scrape shows: the latest counters the pipeline published.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The runtime's own counters.
+    pub counters: Summary,
+    /// Recorder instances alive now.
+    pub live_instances: u64,
+}
+
+/// Encodes a snapshot as an OpenMetrics text exposition.
+pub fn encode(snapshot: &Snapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector(snapshot.clone())));
+    let mut text = String::new();
+    // Writing to a String cannot fail; the encoder only reports the writer's errors.
+    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+    text
+}
+
+#[derive(Debug)]
+struct SnapshotCollector(Snapshot);
+
+/// Writes one counter family with one series per label set.
+fn counter_family<'a>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Counter,
+    )?;
+    for (labels, value) in series {
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let counters = &self.0.counters;
+        for (name, help, value) in [
+            (
+                "swarmtel_lines",
+                "Lines read from every source (good, bad and blank).",
+                counters.lines,
+            ),
+            ("swarmtel_events", "Events decoded.", counters.events),
+            (
+                "swarmtel_bad_lines",
+                "Lines skipped as malformed.",
+                counters.bad_lines,
+            ),
+            ("swarmtel_nodes_started", "Nodes started.", counters.nodes),
+            (
+                "swarmtel_nodes_retired_idle",
+                "Nodes whose recorders were freed after node_idle_seconds without an event.",
+                counters.nodes_retired_idle,
+            ),
+            (
+                "swarmtel_events_refused_instance_cap",
+                "Events refused at the max_live_instances cap.",
+                counters.events_refused_instance_cap,
+            ),
+        ] {
+            counter_family(&mut encoder, name, help, [(Vec::new(), value)])?;
+        }
+        let gauge = ConstGauge::new(self.0.live_instances as i64);
+        gauge.encode(encoder.encode_descriptor(
+            "swarmtel_live_instances",
+            "Recorder instances alive now.",
+            None,
+            gauge.metric_type(),
+        )?)?;
+
+        let plugins = &counters.plugins;
+        let per_plugin = |value: fn(&crate::pipeline::PluginCounters) -> u64| {
+            plugins
+                .iter()
+                .map(move |(id, c)| (vec![("plugin", id.as_str())], value(c)))
+        };
+        counter_family(
+            &mut encoder,
+            "swarmtel_plugin_events_in",
+            "Stream events delivered to the plugin's recorders.",
+            per_plugin(|c| c.events_in),
+        )?;
+        counter_family(
+            &mut encoder,
+            "swarmtel_plugin_events_lost",
+            "Events lost to the plugin's recorders (a faulted batch, a disabled recorder).",
+            per_plugin(|c| c.events_lost),
+        )?;
+        counter_family(
+            &mut encoder,
+            "swarmtel_plugin_telemetry_out",
+            "Telemetry items that passed validation.",
+            per_plugin(|c| c.telemetry_out),
+        )?;
+        counter_family(
+            &mut encoder,
+            "swarmtel_plugin_restarts",
+            "Recorder instances restarted after a fault.",
+            per_plugin(|c| c.restarts),
+        )?;
+        counter_family(
+            &mut encoder,
+            "swarmtel_plugin_disabled",
+            "Recorder instances disabled.",
+            per_plugin(|c| c.disabled),
+        )?;
+        counter_family(
+            &mut encoder,
+            "swarmtel_plugin_stdio_dropped_bytes",
+            "Bytes of guest stdout/stderr dropped past stdio_bytes.",
+            per_plugin(|c| c.stdio_dropped_bytes),
+        )?;
+        counter_family(
+            &mut encoder,
+            "swarmtel_plugin_rejected",
+            "Telemetry items rejected, by reason.",
+            plugins.iter().flat_map(|(id, c)| {
+                c.rejected.iter().map(move |(reason, n)| {
+                    (vec![("plugin", id.as_str()), ("reason", *reason)], *n)
+                })
+            }),
+        )?;
+        counter_family(
+            &mut encoder,
+            "swarmtel_plugin_faults",
+            "Recorder faults, by kind.",
+            plugins.iter().flat_map(|(id, c)| {
+                c.faults
+                    .iter()
+                    .map(move |(kind, n)| (vec![("plugin", id.as_str()), ("kind", *kind)], *n))
+            }),
+        )?;
+        counter_family(
+            &mut encoder,
+            "swarmtel_output_records",
+            "Records each output took.",
+            counters
+                .outputs
+                .iter()
+                .map(|(name, n)| (vec![("output", name.as_str())], *n)),
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::PluginCounters;
+
+    #[test]
+    fn counters_are_openmetrics_with_plugin_and_reason_labels() {
+        let mut stats = PluginCounters {
+            events_in: 7,
+            telemetry_out: 3,
+            ..PluginCounters::default()
+        };
+        stats.rejected.insert("schema", 2);
+        stats.faults.insert("trap", 1);
+        let snapshot = Snapshot {
+            counters: Summary {
+                lines: 10,
+                events: 9,
+                plugins: vec![("request-stats".into(), stats)],
+                outputs: vec![("out \"1\".ndjson".into(), 3)],
+                ..Summary::default()
+            },
+            live_instances: 4,
+        };
+        let text = encode(&snapshot);
+        for line in [
+            "# TYPE swarmtel_events counter",
+            "swarmtel_events_total 9",
+            "swarmtel_lines_total 10",
+            "swarmtel_live_instances 4",
+            "swarmtel_plugin_events_in_total{plugin=\"request-stats\"} 7",
+            "swarmtel_plugin_rejected_total{plugin=\"request-stats\",reason=\"schema\"} 2",
+            "swarmtel_plugin_faults_total{plugin=\"request-stats\",kind=\"trap\"} 1",
+            // Label values are escaped.
+            "swarmtel_output_records_total{output=\"out \\\"1\\\".ndjson\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}
