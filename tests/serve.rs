@@ -1635,6 +1635,40 @@ fn the_prometheus_output_shows_the_runtime_counters_while_serving() {
     );
     assert_eq!(series(&exposition, "swarmtel_nodes_started_total"), Some(3));
     assert_eq!(series(&exposition, "swarmtel_bad_lines_total"), Some(0));
+    // serve's own: connections by role, none open now, nothing dropped, an empty queue.
+    for (role, accepted) in [("master", 1), ("worker", 2), ("standalone", 0)] {
+        let labels = format!("{{role=\"{role}\"}}");
+        assert_eq!(
+            series(
+                &exposition,
+                &format!("swarmtel_serve_connections_total{labels}")
+            ),
+            Some(accepted),
+            "{exposition}"
+        );
+        assert_eq!(
+            series(
+                &exposition,
+                &format!("swarmtel_serve_open_connections{labels}")
+            ),
+            Some(0),
+            "{exposition}"
+        );
+    }
+    for place in ["bridges", "here", "in_transit"] {
+        assert_eq!(
+            series(
+                &exposition,
+                &format!("swarmtel_serve_events_dropped_total{{where=\"{place}\"}}")
+            ),
+            Some(0)
+        );
+    }
+    assert_eq!(series(&exposition, "swarmtel_serve_queue_bytes"), Some(0));
+    assert_eq!(
+        series(&exposition, "swarmtel_serve_queue_capacity_bytes"),
+        Some(64 << 20)
+    );
     let stats_in = series(
         &exposition,
         "swarmtel_plugin_events_in_total{plugin=\"request-stats\"}",

@@ -77,6 +77,8 @@ pub struct Summary {
     pub events_refused_instance_cap: u64,
     /// Counters per plugin id, in config order.
     pub plugins: Vec<(String, PluginCounters)>,
+    /// A live source's counters, as it last published them (none for a replay).
+    pub source: Option<SourceCounters>,
     /// Records each output wrote, by output name, in config order.
     pub outputs: Vec<(String, u64)>,
     /// Plugins skipped because their code faulted while loading: (file, error).
@@ -179,6 +181,75 @@ pub struct Totals {
     pub faults: u64,
 }
 
+/// `swarmtel serve`'s connection counters, for the summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionTotals {
+    /// Connections accepted, by role (master, worker, standalone).
+    pub accepted: [u64; 3],
+    /// Connections refused at hello.
+    pub refused: u64,
+    /// Connections closed before their hello to make room for newer ones.
+    pub evicted_before_hello: u64,
+    /// Frames that did not parse or named another node.
+    pub bad_frames: u64,
+    /// Events the bridges said they dropped (from hello and bye frames).
+    pub dropped_by_clients: u64,
+    /// Event lines dropped here under `Overload::Drop`.
+    pub dropped_here: u64,
+    /// Event lines a bye frame counted that never arrived.
+    pub lost_in_transit: u64,
+    /// Over-long lines skipped.
+    pub overlong: u64,
+    /// Lines a client sent again after a reconnect that had already been processed: skipped.
+    pub duplicates_skipped: u64,
+}
+
+impl ConnectionTotals {
+    /// The totals as text for stderr.
+    pub fn render(&self) -> String {
+        let [master, worker, standalone] = self.accepted;
+        format!(
+            "swarmtel serve: {} connections ({master} master, {worker} worker, {standalone} standalone), {} refused{}; {} bad frames, {} over-long lines; events dropped: {} by bridges, {} here, {} lost in transit\n",
+            master + worker + standalone,
+            self.refused,
+            if self.evicted_before_hello > 0 {
+                format!(
+                    ", {} closed before their hello to make room",
+                    self.evicted_before_hello
+                )
+            } else {
+                String::new()
+            },
+            self.bad_frames,
+            self.overlong,
+            self.dropped_by_clients,
+            self.dropped_here,
+            self.lost_in_transit,
+        ) + &if self.duplicates_skipped > 0 {
+            format!(
+                "swarmtel serve: {} lines sent again after a reconnect were already processed: skipped\n",
+                self.duplicates_skipped
+            )
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// A live source's own counters (`swarmtel serve`), for the metrics outputs: its connections,
+/// what was lost on the way, and how full its queue is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceCounters {
+    /// Connections and losses so far.
+    pub connections: ConnectionTotals,
+    /// Connections open now, by role (master, worker, standalone).
+    pub open: [u64; 3],
+    /// Bytes of read lines waiting for the pipeline.
+    pub queued_bytes: u64,
+    /// The queue's byte budget (`--queue-mib`).
+    pub queue_capacity_bytes: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +275,7 @@ mod tests {
             events_refused_instance_cap: 3,
             plugins: vec![("stats".into(), counters)],
             outputs: vec![("out.ndjson".into(), 9)],
+            source: None,
             interrupted: true,
             failed_plugins: vec![("bad.wasm".into(), "describe faulted".into())],
         };

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-pub use counters::{PluginCounters, Summary, Totals};
+pub use counters::{PluginCounters, SourceCounters, Summary, Totals};
 use emit::{Emitted, Emitter};
 use enrich::{Level, Origin, RunContext, SELF_PLUGIN_ID};
 pub use loading::{LoadedPlugins, check_plugin_files, load_plugins};
@@ -396,6 +396,12 @@ impl Pipeline {
         }
         self.emit_done(true)?;
         self.flush_outputs()
+    }
+
+    /// Takes a live source's own counters, for the metrics outputs (published at the next
+    /// flush).
+    pub fn set_source_counters(&mut self, counters: SourceCounters) {
+        self.summary.source = Some(counters);
     }
 
     /// The runtime's own counters so far: what the summary will say at the end.

@@ -7,7 +7,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::pipeline::Summary;
+use crate::pipeline::{SourceCounters, Summary};
 
 /// What a scrape shows: the latest counters the pipeline published.
 #[derive(Debug, Clone, Default)]
@@ -149,6 +149,9 @@ impl Collector for SnapshotCollector {
                     .map(move |(kind, n)| (vec![("plugin", id.as_str()), ("kind", *kind)], *n))
             }),
         )?;
+        if let Some(source) = &counters.source {
+            encode_source(&mut encoder, source)?;
+        }
         counter_family(
             &mut encoder,
             "swarmtel_output_records",
@@ -160,6 +163,95 @@ impl Collector for SnapshotCollector {
         )?;
         Ok(())
     }
+}
+
+/// The roles, in the order of per-role arrays.
+const ROLES: [&str; 3] = ["master", "worker", "standalone"];
+
+/// Writes one gauge family with one series per label set.
+fn gauge_family<'a>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        prometheus_client::metrics::MetricType::Gauge,
+    )?;
+    for (labels, value) in series {
+        ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+            .encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A live source's counters: `swarmtel serve`'s connections, losses and queue.
+fn encode_source(
+    encoder: &mut DescriptorEncoder<'_>,
+    source: &SourceCounters,
+) -> Result<(), std::fmt::Error> {
+    let by_role = |values: [u64; 3]| {
+        ROLES
+            .iter()
+            .zip(values)
+            .map(|(role, value)| (vec![("role", *role)], value))
+    };
+    let connections = &source.connections;
+    counter_family(
+        encoder,
+        "swarmtel_serve_connections",
+        "Connections accepted, by role.",
+        by_role(connections.accepted),
+    )?;
+    gauge_family(
+        encoder,
+        "swarmtel_serve_open_connections",
+        "Connections open now, by role.",
+        by_role(source.open),
+    )?;
+    counter_family(
+        encoder,
+        "swarmtel_serve_bad_frames",
+        "Frames that did not parse or named another node: skipped.",
+        [(Vec::new(), connections.bad_frames)],
+    )?;
+    counter_family(
+        encoder,
+        "swarmtel_serve_overlong_lines",
+        "Lines past the 1 MiB limit: skipped.",
+        [(Vec::new(), connections.overlong)],
+    )?;
+    counter_family(
+        encoder,
+        "swarmtel_serve_duplicates_skipped",
+        "Lines a client sent again after a reconnect that were already processed.",
+        [(Vec::new(), connections.duplicates_skipped)],
+    )?;
+    counter_family(
+        encoder,
+        "swarmtel_serve_events_dropped",
+        "Events lost before the pipeline: by the bridges, here under --overload drop, or in transit.",
+        [
+            (vec![("where", "bridges")], connections.dropped_by_clients),
+            (vec![("where", "here")], connections.dropped_here),
+            (vec![("where", "in_transit")], connections.lost_in_transit),
+        ],
+    )?;
+    gauge_family(
+        encoder,
+        "swarmtel_serve_queue_bytes",
+        "Bytes of read lines waiting for the pipeline.",
+        [(Vec::new(), source.queued_bytes)],
+    )?;
+    gauge_family(
+        encoder,
+        "swarmtel_serve_queue_capacity_bytes",
+        "The queue's byte budget (--queue-mib).",
+        [(Vec::new(), source.queue_capacity_bytes)],
+    )
 }
 
 #[cfg(test)]
@@ -182,6 +274,16 @@ mod tests {
                 events: 9,
                 plugins: vec![("request-stats".into(), stats)],
                 outputs: vec![("out \"1\".ndjson".into(), 3)],
+                source: Some(SourceCounters {
+                    connections: crate::pipeline::counters::ConnectionTotals {
+                        accepted: [1, 2, 0],
+                        dropped_here: 5,
+                        ..Default::default()
+                    },
+                    open: [0, 1, 0],
+                    queued_bytes: 2048,
+                    queue_capacity_bytes: 64 << 20,
+                }),
                 ..Summary::default()
             },
             live_instances: 4,
@@ -195,6 +297,11 @@ mod tests {
             "swarmtel_plugin_events_in_total{plugin=\"request-stats\"} 7",
             "swarmtel_plugin_rejected_total{plugin=\"request-stats\",reason=\"schema\"} 2",
             "swarmtel_plugin_faults_total{plugin=\"request-stats\",kind=\"trap\"} 1",
+            "swarmtel_serve_connections_total{role=\"worker\"} 2",
+            "swarmtel_serve_open_connections{role=\"worker\"} 1",
+            "swarmtel_serve_events_dropped_total{where=\"here\"} 5",
+            "swarmtel_serve_queue_bytes 2048",
+            "swarmtel_serve_queue_capacity_bytes 67108864",
             // Label values are escaped.
             "swarmtel_output_records_total{output=\"out \\\"1\\\".ndjson\"} 3",
         ] {

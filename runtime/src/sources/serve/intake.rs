@@ -11,7 +11,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use super::status::{Live, role_index};
 use super::{BAD_FRAMES_REPORTED, ConnectionTotals, ServeError, ServeReport};
 use crate::pipeline::enrich::RunContext;
-use crate::pipeline::{Pipeline, ProcessError, RunError, RunHandle};
+use crate::pipeline::{Pipeline, ProcessError, RunError, RunHandle, SourceCounters};
 use crate::sources::ingest::{self, DecodeError};
 use crate::sources::wire::{self, Peer};
 
@@ -109,18 +109,38 @@ impl SeenRange {
 
 /// The pipeline thread's loop: runs until every sender is gone (or the run must stop), then
 /// finishes the run.
+/// The connections' shared byte budget, as the pipeline thread sees it: to tell how full the
+/// queue is.
+pub(super) struct Queue {
+    pub budget: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Its size, in [`super::connection::BUDGET_UNIT`]s.
+    pub units: usize,
+}
+
+impl Queue {
+    fn bytes(units: usize) -> u64 {
+        (units as u64).saturating_mul(super::connection::BUDGET_UNIT as u64)
+    }
+}
+
 pub(super) fn run(
     mut pipeline: Pipeline,
     mut receiver: mpsc::UnboundedReceiver<Inbound>,
     live: &Live,
+    queue: &Queue,
 ) -> Result<ServeReport, ServeError> {
     let mut intake = Intake::default();
     let mut last_poll = Instant::now();
     let mut failure: Option<RunError> = None;
     while let Some(message) = receiver.blocking_recv() {
+        if matches!(message, Inbound::Idle) {
+            // Published by the poll it leads to.
+            pipeline.set_source_counters(intake.source_counters(live, queue));
+        }
         let result = intake.handle(&mut pipeline, message);
         if last_poll.elapsed() >= Duration::from_millis(200) {
             last_poll = Instant::now();
+            pipeline.set_source_counters(intake.source_counters(live, queue));
             if let Err(error) = intake.poll(&mut pipeline) {
                 failure.get_or_insert(error);
             }
@@ -160,6 +180,8 @@ pub(super) fn run(
             None,
         )?;
     }
+    // The final counters, published when the pipeline finishes.
+    pipeline.set_source_counters(intake.source_counters(live, queue));
     let totals = intake.finish_totals();
     if failure.is_none() {
         // The connections' accounting, where the telemetry goes too: every event a bridge
@@ -476,14 +498,32 @@ impl Intake {
     }
 
     fn finish_totals(&mut self) -> ConnectionTotals {
+        let dropped_by_clients = self.dropped_by_clients();
         let mut totals = std::mem::take(&mut self.totals);
-        totals.dropped_by_clients = self
-            .client_drops
+        totals.dropped_by_clients = dropped_by_clients;
+        totals
+    }
+
+    /// Events the bridges said they dropped, over every node seen.
+    fn dropped_by_clients(&self) -> u64 {
+        self.client_drops
             .values()
             .fold(self.client_drops_of_finished_nodes, |sum, dropped| {
                 sum.saturating_add(*dropped)
-            });
-        totals
+            })
+    }
+
+    /// The counters so far, for the metrics outputs.
+    fn source_counters(&self, live: &Live, queue: &Queue) -> SourceCounters {
+        let mut connections = self.totals.clone();
+        connections.dropped_by_clients = self.dropped_by_clients();
+        let free = queue.budget.available_permits().min(queue.units);
+        SourceCounters {
+            connections,
+            open: std::array::from_fn(|role| live.open[role].load(Ordering::Relaxed)),
+            queued_bytes: Queue::bytes(queue.units - free),
+            queue_capacity_bytes: Queue::bytes(queue.units),
+        }
     }
 }
 

@@ -164,60 +164,7 @@ pub enum ServeError {
     Run(#[from] RunError),
 }
 
-/// Connection counters, for the summary.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConnectionTotals {
-    /// Connections accepted, by role (master, worker, standalone).
-    pub accepted: [u64; 3],
-    /// Connections refused at hello.
-    pub refused: u64,
-    /// Connections closed before their hello to make room for newer ones.
-    pub evicted_before_hello: u64,
-    /// Frames that did not parse or named another node.
-    pub bad_frames: u64,
-    /// Events the bridges said they dropped (from hello and bye frames).
-    pub dropped_by_clients: u64,
-    /// Event lines dropped here under `Overload::Drop`.
-    pub dropped_here: u64,
-    /// Event lines a bye frame counted that never arrived.
-    pub lost_in_transit: u64,
-    /// Over-long lines skipped.
-    pub overlong: u64,
-    /// Lines a client sent again after a reconnect that had already been processed: skipped.
-    pub duplicates_skipped: u64,
-}
-
-impl ConnectionTotals {
-    /// The totals as text for stderr.
-    pub fn render(&self) -> String {
-        let [master, worker, standalone] = self.accepted;
-        format!(
-            "swarmtel serve: {} connections ({master} master, {worker} worker, {standalone} standalone), {} refused{}; {} bad frames, {} over-long lines; events dropped: {} by bridges, {} here, {} lost in transit\n",
-            master + worker + standalone,
-            self.refused,
-            if self.evicted_before_hello > 0 {
-                format!(
-                    ", {} closed before their hello to make room",
-                    self.evicted_before_hello
-                )
-            } else {
-                String::new()
-            },
-            self.bad_frames,
-            self.overlong,
-            self.dropped_by_clients,
-            self.dropped_here,
-            self.lost_in_transit,
-        ) + &if self.duplicates_skipped > 0 {
-            format!(
-                "swarmtel serve: {} lines sent again after a reconnect were already processed: skipped\n",
-                self.duplicates_skipped
-            )
-        } else {
-            String::new()
-        }
-    }
-}
+pub use crate::pipeline::counters::ConnectionTotals;
 
 /// What a `serve` run ends with.
 #[derive(Debug, Clone)]
@@ -317,20 +264,25 @@ async fn run(
     let live = Arc::new(Live::default());
     let (sender, receiver) = mpsc::unbounded_channel();
     let (readiness_tx, readiness) = watch::channel(Readiness::Loading);
+    let budget_units = (options.queue_bytes / BUDGET_UNIT).clamp(1, Semaphore::MAX_PERMITS);
+    let budget = Arc::new(Semaphore::new(budget_units));
     let pipeline_thread = {
         let live = live.clone();
+        let queue = intake::Queue {
+            budget: budget.clone(),
+            units: budget_units,
+        };
         std::thread::Builder::new()
             .name("swarmtel-pipeline".into())
             .spawn(move || {
                 let pipeline = build_pipeline(pipeline.build, &readiness_tx)?;
-                intake::run(pipeline, receiver, &live)
+                intake::run(pipeline, receiver, &live, &queue)
             })
             .expect("cannot start the pipeline thread")
     };
-    let budget_units = (options.queue_bytes / BUDGET_UNIT).clamp(1, Semaphore::MAX_PERMITS);
     let shared = Arc::new(Shared {
         sender: sender.clone(),
-        budget: Arc::new(Semaphore::new(budget_units)),
+        budget,
         budget_units,
         token: options.token.clone(),
         hello_timeout: options.hello_timeout,
