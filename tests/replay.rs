@@ -153,11 +153,23 @@ filter = { plugins = ["swarmtel"], names = ["PLUGIN_SUMMARY"] }
 
 [[outputs]]
 type = "json_lines"
+
+[[outputs]]
+type = "json_lines"
+path = "typo.ndjson"
+filter = { plugins = ["request-stat"] }
 "#,
     );
     let output = replay(&config, &sample_stream(), &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: outputs[3].filter names plugin `request-stat`, which is not loaded"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(workspace.path("typo.ndjson")).unwrap(), b"");
     let everything = json_lines(&output.stdout);
     let file = |name: &str| json_lines(&std::fs::read(workspace.path(name)).unwrap());
     let (stats, runtime) = (file("stats.ndjson"), file("runtime.ndjson"));
@@ -561,4 +573,81 @@ mod whole_path_fuzz {
             }
         }
     }
+}
+
+// A replay whose stream pauses (stdin from a live source) shows its counters on the
+// Prometheus output while it waits, and keeps serving the final ones for linger_seconds.
+#[test]
+fn a_paused_replay_shows_its_counters_and_lingers_with_the_final_ones() {
+    use std::io::{BufRead, Write};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let workspace = Workspace::new();
+    let config = example_config(
+        &workspace,
+        "[[outputs]]\ntype = \"json_lines\"\npath = \"out.ndjson\"\n\
+         [[outputs]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\nlinger_seconds = 2\n",
+    );
+    let mut child = swarmtel()
+        .args(["replay", "--config"])
+        .arg(&config)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (sender, stderr) = std::sync::mpsc::channel::<String>();
+    let pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    let wait_for = |text: &str| loop {
+        let line = stderr
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no `{text}` on stderr"));
+        if line.contains(text) {
+            return line;
+        }
+    };
+    let line = wait_for("prometheus metrics at http://");
+    let address = metrics_address(&line);
+    let stream = sample_stream();
+    let lines: Vec<&[u8]> = stream.split_inclusive(|b| *b == b'\n').collect();
+    let (first, rest) = lines.split_at(lines.len() / 2);
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&first.concat()).unwrap();
+    stdin.flush().unwrap();
+    // The stream pauses: its first half shows.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while series(&scrape(&address), "swarmtel_events_total") != Some(first.len() as u64) {
+        assert!(Instant::now() < deadline, "{}", scrape(&address));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        series(&scrape(&address), "swarmtel_lines_total"),
+        Some(first.len() as u64)
+    );
+    stdin.write_all(&rest.concat()).unwrap();
+    drop(stdin);
+    wait_for("serving the final metrics");
+    let lingering = Instant::now();
+    let exposition = scrape(&address);
+    assert_eq!(series(&exposition, "swarmtel_events_total"), Some(5436));
+    // The recorders' final telemetry is counted: 6 custom lines, 36 request-stats reports.
+    assert_eq!(
+        series(
+            &exposition,
+            "swarmtel_plugin_telemetry_out_total{plugin=\"request-stats\"}"
+        ),
+        Some(36)
+    );
+    assert!(child.wait().unwrap().success());
+    assert!(
+        lingering.elapsed() >= Duration::from_millis(1500),
+        "exited {:?} into a linger of 2 s",
+        lingering.elapsed()
+    );
 }

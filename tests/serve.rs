@@ -1554,28 +1554,6 @@ fn plugins_that_fail_to_load_after_the_hello_stop_the_server_and_tell_the_client
     assert!(stderr.contains("deadline"), "{stderr}");
 }
 
-/// `GET /metrics` from a scrape endpoint: the body, after checking the status.
-fn scrape(address: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: swarmtel\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
-    response.split("\r\n\r\n").nth(1).unwrap().to_owned()
-}
-
-/// The value of one series in an exposition, such as `swarmtel_events_total`.
-fn series(exposition: &str, name: &str) -> Option<u64> {
-    exposition
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-}
-
 // The Prometheus output serves the runtime's own counters while `serve` runs, and they end
 // equal to the summary's.
 #[test]
@@ -1598,12 +1576,7 @@ fn the_prometheus_output_shows_the_runtime_counters_while_serving() {
     );
     let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
     let line = server.wait_for("prometheus metrics at http://");
-    let address = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches("/metrics")
-        .to_owned();
+    let address = metrics_address(&line);
     assert_eq!(series(&scrape(&address), "swarmtel_events_total"), Some(0));
 
     for ((role, node), lines) in sample_by_node() {
@@ -1681,10 +1654,7 @@ fn the_prometheus_output_shows_the_runtime_counters_while_serving() {
     .expect("custom-telemetry events in");
     let written = series(
         &exposition,
-        &format!(
-            "swarmtel_output_records_total{{output=\"{}\"}}",
-            output.display()
-        ),
+        "swarmtel_output_records_total{output=\"outputs[0]\"}",
     )
     .expect("records of the JSON-lines output");
     assert!(written > 0);

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::sinks::config::{DeadLetterConfig, LegacyOutputConfig, OutputConfig};
-use crate::sinks::json_lines::JsonLinesConfig;
+use crate::sinks::json_lines::{Existing, JsonLinesConfig};
 
 /// A config file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -53,9 +53,12 @@ pub struct Config {
     /// `dead_letter`.
     #[serde(default, rename = "output")]
     legacy_output: Option<LegacyOutputConfig>,
-    /// `[[outputs]]` as written.
+    /// `[[outputs]]` as written: read entry by entry, so an error names its entry.
     #[serde(default, rename = "outputs")]
-    listed_outputs: Option<Vec<OutputConfig>>,
+    listed_outputs: Option<Vec<toml::Table>>,
+    /// Whether the config has an `outputs` key at all (an empty list means no outputs).
+    #[serde(skip)]
+    outputs_listed: bool,
     /// `[dead_letter]` as written.
     #[serde(default, rename = "dead_letter")]
     listed_dead_letter: Option<DeadLetterConfig>,
@@ -115,22 +118,46 @@ fn default_node_idle_seconds() -> u64 {
     600
 }
 
-/// `path` without `.` components and with `..` applied, so two spellings of one file compare
-/// equal (symbolic links are not followed).
+/// `path` without `.` components and with `..` applied where it can be, so two spellings of
+/// one file compare equal (symbolic links are not followed; `Outputs` also compares the files
+/// it opened).
 fn normalized(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
+    use std::path::Component;
+    let mut parts: Vec<Component<'_>> = Vec::new();
     for component in path.components() {
         match component {
-            std::path::Component::CurDir => {}
-            std::path::Component::ParentDir => {
-                if !out.pop() {
-                    out.push("..");
+            Component::CurDir => {}
+            Component::ParentDir => match parts.last() {
+                Some(Component::Normal(_)) => {
+                    parts.pop();
                 }
-            }
-            other => out.push(other),
+                // `/..` is `/`.
+                Some(Component::RootDir) => {}
+                _ => parts.push(component),
+            },
+            other => parts.push(other),
         }
     }
-    out
+    parts.iter().collect()
+}
+
+/// The key of an `[[outputs]]` entry's setting.
+fn listed_key(index: usize, key: &str) -> String {
+    format!("outputs[{index}].{key}")
+}
+
+/// The key of an `[output]` setting (there is one output).
+fn legacy_key(_index: usize, key: &str) -> String {
+    format!("output.{key}")
+}
+
+/// Where an output writes, for telling two outputs on one destination apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Destination {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+    Listen(std::net::SocketAddr),
 }
 
 /// `[cache]`: precompiled components, so a plugin is compiled once per version and engine.
@@ -374,12 +401,15 @@ impl Config {
     }
 
     /// Reads `[[outputs]]`, `[dead_letter]` and the older `[output]` into [`Config::outputs`]
-    /// and [`Config::dead_letter`], and refuses two outputs on one file: their buffered
-    /// writes would cut each other's lines.
+    /// and [`Config::dead_letter`], and refuses two outputs on one file, stream or address:
+    /// their buffered writes would cut each other's lines.
     fn resolve_outputs(&mut self) -> Result<(), ConfigError> {
         let legacy = self.legacy_output.take();
         let listed = self.listed_outputs.take();
+        self.outputs_listed = listed.is_some();
         let listed_dead_letter = self.listed_dead_letter.take();
+        // The key each output's destination goes by in messages.
+        let (output_key, dead_letter_key): (fn(usize, &str) -> String, &str);
         if let Some(legacy) = legacy {
             if listed.is_some() {
                 return Err(self.value_error(
@@ -398,52 +428,107 @@ impl Config {
                 existing: legacy.existing,
                 filter: Default::default(),
             })];
-            self.dead_letter = match (listed_dead_letter, legacy.dead_letter) {
-                (Some(dead_letter), _) => dead_letter,
-                (None, Some(path)) => DeadLetterConfig {
-                    path,
-                    existing: legacy.existing,
-                },
-                (None, None) => DeadLetterConfig {
-                    existing: legacy.existing,
-                    ..DeadLetterConfig::default()
-                },
+            (output_key, dead_letter_key) = match (listed_dead_letter, legacy.dead_letter) {
+                (Some(dead_letter), _) => {
+                    self.dead_letter = dead_letter;
+                    (legacy_key, "dead_letter.path")
+                }
+                (None, dead_letter) => {
+                    self.dead_letter = DeadLetterConfig {
+                        path: dead_letter.unwrap_or_else(|| "-".into()),
+                        existing: legacy.existing,
+                    };
+                    (legacy_key, "output.dead_letter")
+                }
             };
         } else {
-            self.outputs =
-                listed.unwrap_or_else(|| vec![OutputConfig::JsonLines(JsonLinesConfig::default())]);
+            let mut outputs = Vec::new();
+            for (index, table) in listed.into_iter().flatten().enumerate() {
+                let output = OutputConfig::from_table(table).map_err(|(key, message)| {
+                    let key = if key.is_empty() {
+                        format!("outputs[{index}]")
+                    } else {
+                        format!("outputs[{index}].{key}")
+                    };
+                    self.value_error(key, message)
+                })?;
+                outputs.push(output);
+            }
+            if self.listed_outputs_absent(&outputs) {
+                outputs.push(OutputConfig::JsonLines(JsonLinesConfig::default()));
+            }
+            self.outputs = outputs;
             self.dead_letter = listed_dead_letter.unwrap_or_default();
+            (output_key, dead_letter_key) = (listed_key, "dead_letter.path");
         }
-        // Where each output writes: stdout and stderr by name, files by resolved path.
-        let mut destinations: Vec<(PathBuf, String)> = Vec::new();
-        let mut claim = |config: &Config, destination: PathBuf, key: String| {
-            if let Some((_, first)) = destinations.iter().find(|(d, _)| *d == destination) {
+        let mut claimed: Vec<(Destination, Existing, String)> = Vec::new();
+        let mut claim = |config: &Config, destination: Destination, existing, key: String| {
+            let taken = claimed.iter().find(|(other, other_existing, _)| {
+                // Two outputs that each write a new numbered file never share one.
+                *other == destination
+                    && !(existing == Existing::New && *other_existing == Existing::New)
+            });
+            if let Some((_, _, first)) = taken {
                 return Err(config.value_error(
                     key,
                     format!(
-                        "{} writes there already: two outputs on one file or stream would cut each other's lines",
-                        first
+                        "{first} writes there already: two outputs on one file, stream or address would cut each other's lines"
                     ),
                 ));
             }
-            destinations.push((destination, key));
+            claimed.push((destination, existing, key));
             Ok(())
         };
-        let dead_letter = match self.dead_letter.path.as_str() {
-            "-" => PathBuf::from("<stderr>"),
-            path => normalized(&self.resolve(Path::new(path))),
-        };
-        claim(self, dead_letter, "dead_letter.path".into())?;
+        claim(
+            self,
+            self.destination(&self.dead_letter.path, Destination::Stderr),
+            self.dead_letter.existing,
+            dead_letter_key.to_owned(),
+        )?;
         for (index, output) in self.outputs.iter().enumerate() {
-            if let Some(path) = output.local_path() {
-                let destination = match path {
-                    "-" => PathBuf::from("<stdout>"),
-                    path => normalized(&self.resolve(Path::new(path))),
-                };
-                claim(self, destination, format!("outputs[{index}].path"))?;
+            match output {
+                OutputConfig::JsonLines(settings) => claim(
+                    self,
+                    self.destination(&settings.path, Destination::Stdout),
+                    settings.existing,
+                    output_key(index, "path"),
+                )?,
+                OutputConfig::Prometheus(settings) => {
+                    let address = settings.address().map_err(|message| {
+                        self.value_error(output_key(index, "listen"), message)
+                    })?;
+                    claim(
+                        self,
+                        Destination::Listen(address),
+                        Existing::Append,
+                        output_key(index, "listen"),
+                    )?
+                }
             }
         }
         Ok(())
+    }
+
+    /// Whether the config named no outputs at all (then telemetry goes to stdout); an
+    /// explicit empty list (`outputs = []`) stays empty.
+    fn listed_outputs_absent(&self, outputs: &[OutputConfig]) -> bool {
+        outputs.is_empty() && !self.outputs_listed
+    }
+
+    /// Where a path of an output leads: `-` is the console stream `console`, and so are the
+    /// special files that name a standard stream; any other path is the absolute file.
+    fn destination(&self, path: &str, console: Destination) -> Destination {
+        match path {
+            "-" => console,
+            "/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1" => Destination::Stdout,
+            "/dev/stderr" | "/dev/fd/2" | "/proc/self/fd/2" => Destination::Stderr,
+            path => {
+                let resolved = self.resolve(Path::new(path));
+                Destination::File(normalized(
+                    &std::path::absolute(&resolved).unwrap_or(resolved),
+                ))
+            }
+        }
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -562,7 +647,8 @@ path = "rejected.ndjson"
         assert_eq!(
             config.outputs[2],
             OutputConfig::Prometheus(crate::sinks::prometheus::PrometheusConfig {
-                listen: "127.0.0.1:9999".into()
+                listen: "127.0.0.1:9999".into(),
+                linger_seconds: 0,
             })
         );
         let OutputConfig::JsonLines(stats) = &config.outputs[0] else {
@@ -606,48 +692,96 @@ path = "rejected.ndjson"
     }
 
     #[test]
-    fn output_mistakes_name_their_key() {
+    fn output_mistakes_name_their_entry_and_key() {
+        let json = "[[outputs]]\ntype = \"json_lines\"\n";
         let cases = [
             (
-                "[output]\npath = \"a\"\n[[outputs]]\ntype = \"json_lines\"\n",
+                "[output]\npath = \"a\"\n[[outputs]]\ntype = \"json_lines\"\n".to_owned(),
                 "config /cfg/swarmtel.toml: output: [output] and [[outputs]] cannot both be used",
             ),
             (
-                "[output]\ndead_letter = \"a\"\n[dead_letter]\npath = \"b\"\n",
+                "[output]\ndead_letter = \"a\"\n[dead_letter]\npath = \"b\"\n".to_owned(),
                 "config /cfg/swarmtel.toml: output.dead_letter: [dead_letter] is given too",
             ),
             (
-                "[[outputs]]\ntype = \"json_lines\"\npath = \"a.ndjson\"\n[[outputs]]\ntype = \"json_lines\"\npath = \"./x/../a.ndjson\"\n",
+                "[output]\npath = \"x\"\ndead_letter = \"./x\"\n".to_owned(),
+                "config /cfg/swarmtel.toml: output.path: output.dead_letter writes there already",
+            ),
+            (
+                format!("{json}path = \"a.ndjson\"\n{json}path = \"./x/../a.ndjson\"\n"),
                 "config /cfg/swarmtel.toml: outputs[1].path: outputs[0].path writes there already",
             ),
             (
-                "[[outputs]]\ntype = \"json_lines\"\n[[outputs]]\ntype = \"json_lines\"\npath = \"-\"\n",
+                format!("{json}{json}path = \"-\"\n"),
                 "config /cfg/swarmtel.toml: outputs[1].path: outputs[0].path writes there already",
             ),
             (
-                "[dead_letter]\npath = \"/cfg/a\"\n[[outputs]]\ntype = \"json_lines\"\npath = \"a\"\n",
+                format!("{json}{json}path = \"/dev/stdout\"\n"),
+                "config /cfg/swarmtel.toml: outputs[1].path: outputs[0].path writes there already",
+            ),
+            (
+                format!("[dead_letter]\npath = \"/cfg/a\"\n{json}path = \"a\"\n"),
                 "config /cfg/swarmtel.toml: outputs[0].path: dead_letter.path writes there already",
             ),
-            ("[[outputs]]\ntype = \"kafka\"\n", "unknown variant `kafka`"),
-            ("[[outputs]]\npath = \"a\"\n", "missing field `type`"),
             (
-                "[[outputs]]\ntype = \"json_lines\"\npaht = \"a\"\n",
-                "unknown field `paht`",
+                format!("{json}[[outputs]]\ntype = \"kafka\"\n"),
+                "config /cfg/swarmtel.toml: outputs[1].type: unknown output type `kafka`",
             ),
             (
-                "[[outputs]]\ntype = \"json_lines\"\nfilter = { plugin = [\"a\"] }\n",
-                "unknown field `plugin`",
+                format!("{json}[[outputs]]\npath = \"a\"\n"),
+                "config /cfg/swarmtel.toml: outputs[1].type: missing",
             ),
             (
-                "[[outputs]]\ntype = \"json_lines\"\nfilter = { types = [\"log\"] }\n",
-                "unknown variant `log`",
+                format!("{json}{json}paht = \"a\"\n"),
+                "config /cfg/swarmtel.toml: outputs[1]: unknown field `paht`",
+            ),
+            (
+                format!("{json}filter = {{ plugin = [\"a\"] }}\n"),
+                "config /cfg/swarmtel.toml: outputs[0]: unknown field `plugin`",
+            ),
+            (
+                format!("{json}filter = {{ types = [\"log\"] }}\n"),
+                "config /cfg/swarmtel.toml: outputs[0]: unknown variant `log`",
+            ),
+            (
+                "[[outputs]]\ntype = \"prometheus\"\nlisten = \"localhost:9464\"\n".to_owned(),
+                "config /cfg/swarmtel.toml: outputs[0].listen: `localhost:9464` is not IP:PORT",
+            ),
+            (
+                "[[outputs]]\ntype = \"prometheus\"\nfilter = {}\n".to_owned(),
+                "config /cfg/swarmtel.toml: outputs[0]: unknown field `filter`",
+            ),
+            (
+                "[[outputs]]\ntype = \"prometheus\"\n[[outputs]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:9464\"\n"
+                    .to_owned(),
+                "config /cfg/swarmtel.toml: outputs[1].listen: outputs[0].listen writes there already",
             ),
         ];
         for (text, expected) in cases {
             let error = parse(&format!("[run]\ntestplan = \"t\"\n{text}"))
                 .unwrap_err()
                 .to_string();
-            assert!(error.contains(expected), "{text}\n{error}");
+            assert!(error.starts_with(expected), "{text}\n{error}");
+        }
+    }
+
+    #[test]
+    fn outputs_that_cannot_collide_are_accepted() {
+        for text in [
+            // Each writes a numbered file of its own when the file exists.
+            "[output]\npath = \"x\"\ndead_letter = \"x\"\nexisting = \"new\"\n",
+            // `..` past the config's folder is another file.
+            "[[outputs]]\ntype = \"json_lines\"\npath = \"../../a\"\n[[outputs]]\ntype = \"json_lines\"\npath = \"a\"\n",
+            // stdout and stderr.
+            "[[outputs]]\ntype = \"json_lines\"\npath = \"/dev/stdout\"\n[dead_letter]\npath = \"-\"\n",
+            // No outputs at all.
+            "outputs = []\n",
+        ] {
+            let config = parse(&format!("{text}[run]\ntestplan = \"t\"\n"))
+                .unwrap_or_else(|error| panic!("{text}\n{error}"));
+            if text.starts_with("outputs") {
+                assert!(config.outputs.is_empty());
+            }
         }
     }
 

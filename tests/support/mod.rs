@@ -309,3 +309,36 @@ pub fn fault_kinds(lines: &[Value]) -> Vec<String> {
         .map(|line| line["telemetry"]["fault_kind"].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// `GET /metrics` from a scrape endpoint (`HOST:PORT`): the body, after checking the status.
+pub fn scrape(address: &str) -> String {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: swarmtel\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    response.split("\r\n\r\n").nth(1).unwrap().to_owned()
+}
+
+/// The value of one series in an exposition, such as `swarmtel_events_total` or
+/// `swarmtel_plugin_events_in_total{plugin="request-stats"}`.
+pub fn series(exposition: &str, name: &str) -> Option<u64> {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// The address a server announced with "prometheus metrics at http://ADDRESS/metrics".
+pub fn metrics_address(line: &str) -> String {
+    line.split("http://")
+        .nth(1)
+        .expect("an http:// address")
+        .trim_end_matches("/metrics")
+        .to_owned()
+}

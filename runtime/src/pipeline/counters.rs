@@ -14,7 +14,7 @@ pub struct PluginCounters {
     /// Events that could not be delivered (lost with a faulted batch, or to a disabled
     /// recorder).
     pub events_lost: u64,
-    /// Telemetry lines written.
+    /// Telemetry items that passed validation (each goes to every output that takes it).
     pub telemetry_out: u64,
     /// Items rejected, by reason.
     pub rejected: BTreeMap<&'static str, u64>,
@@ -79,8 +79,8 @@ pub struct Summary {
     pub plugins: Vec<(String, PluginCounters)>,
     /// A live source's counters, as it last published them (none for a replay).
     pub source: Option<SourceCounters>,
-    /// Records each output wrote, by output name, in config order.
-    pub outputs: Vec<(String, u64)>,
+    /// Records each output that takes records wrote, in config order.
+    pub outputs: Vec<OutputRecords>,
     /// Plugins skipped because their code faulted while loading: (file, error).
     pub failed_plugins: Vec<(String, String)>,
     /// Whether the run stopped early on a signal.
@@ -150,8 +150,11 @@ impl Summary {
                 self.events_refused_instance_cap
             ));
         }
-        for (name, records) in &self.outputs {
-            text.push_str(&format!("output {name}: {records} records\n"));
+        for output in &self.outputs {
+            text.push_str(&format!(
+                "output {}: {} records\n",
+                output.name, output.records
+            ));
         }
         for (path, error) in &self.failed_plugins {
             text.push_str(&format!("plugin {path} not loaded: {error}\n"));
@@ -179,6 +182,17 @@ pub struct Totals {
     pub rejected: u64,
     /// Recorder faults.
     pub faults: u64,
+}
+
+/// What one output wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutputRecords {
+    /// `outputs[i]`: its place in the config.
+    pub key: String,
+    /// What it writes (a path, a URL).
+    pub name: String,
+    /// Records written.
+    pub records: u64,
 }
 
 /// `swarmtel serve`'s connection counters, for the summary.
@@ -274,7 +288,11 @@ mod tests {
             nodes_retired_idle: 2,
             events_refused_instance_cap: 3,
             plugins: vec![("stats".into(), counters)],
-            outputs: vec![("out.ndjson".into(), 9)],
+            outputs: vec![OutputRecords {
+                key: "outputs[0]".into(),
+                name: "out.ndjson".into(),
+                records: 9,
+            }],
             source: None,
             interrupted: true,
             failed_plugins: vec![("bad.wasm".into(), "describe faulted".into())],

@@ -76,3 +76,20 @@ pub fn load_plugins(
     }
     Ok(LoadedPlugins { loaded, failed })
 }
+
+/// Warns about output filters that name a plugin no loaded plugin is (a typo, or a plugin
+/// that failed to load): such a filter takes nothing of it.
+pub(super) fn warn_about_filters(config: &Config, loaded: &[LoadedPlugin]) {
+    for (index, output) in config.outputs.iter().enumerate() {
+        for plugin in &output.filter().plugins {
+            let known = plugin == crate::pipeline::enrich::SELF_PLUGIN_ID
+                || loaded.iter().any(|loaded| loaded.id() == plugin);
+            if !known {
+                crate::diag!(
+                    "swarmtel: warning: outputs[{index}].filter names plugin `{}`, which is not loaded: it takes nothing of it",
+                    crate::guest_text::shown(plugin)
+                );
+            }
+        }
+    }
+}

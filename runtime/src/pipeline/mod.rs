@@ -248,6 +248,7 @@ impl Pipeline {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, RunError> {
         let LoadedPlugins { loaded, failed } = load_plugins(&sandbox, config, env)?;
+        loading::warn_about_filters(config, &loaded);
         let factory = Box::new(
             move |plugin: &LoadedPlugin, recorder: &RecorderManifest, role, node: &str| {
                 Box::new(plugin.wasm_recorder(&sandbox, recorder, role, node))
@@ -377,11 +378,19 @@ impl Pipeline {
     /// Flushes the outputs, then publishes the counters to those that show them.
     fn flush_outputs(&mut self) -> Result<(), RunError> {
         self.emitter.flush()?;
-        self.summary.outputs = self.emitter.outputs.records_written();
+        self.publish_counters();
+        Ok(())
+    }
+
+    /// Hands the counters so far to the outputs that show them (the Prometheus endpoint). A
+    /// source that reads for long without polling calls this now and then.
+    pub fn publish_counters(&mut self) {
+        self.emitter
+            .outputs
+            .records_written(&mut self.summary.outputs);
         self.emitter
             .outputs
             .publish_counters(&self.summary, self.live_instances as u64);
-        Ok(())
     }
 
     /// Makes everything processed so far visible: partly filled batches go to their
@@ -433,7 +442,12 @@ impl Pipeline {
         self.summary.interrupted = true;
     }
 
-    /// Counts lines a source read (good, bad and blank).
+    /// Sets the lines the pipeline's one source has read so far (good, bad and blank).
+    pub fn set_lines_read(&mut self, lines: u64) {
+        self.summary.lines = lines;
+    }
+
+    /// Counts lines a source read (good, bad and blank), for sources that add them up.
     pub fn count_lines(&mut self, lines: u64) {
         self.summary.lines += lines;
     }
@@ -484,7 +498,6 @@ impl Pipeline {
             // Drop the batch buffers too: they are most of a slot's memory.
             slot.spare = Vec::new();
             slot.builder = BatchBuilder::new(slot.builder.request_extras());
-            self.summary.plugins[slot.plugin].1.stdio_dropped_bytes += slot.stdio_dropped_bytes;
             slot.stdio_dropped_bytes = 0;
             self.free_slots.push(slot_index);
         }
@@ -833,6 +846,8 @@ impl Pipeline {
             stdio_dropped_bytes,
         } = done;
         let slot = &mut self.slots[slot_index];
+        // A running total over the slot's instances: count what it grew by, now.
+        let stdio_grown = stdio_dropped_bytes.saturating_sub(slot.stdio_dropped_bytes);
         slot.stdio_dropped_bytes = stdio_dropped_bytes;
         if let Some(mut batch) = batch {
             BatchBuilder::recycle(&mut batch);
@@ -840,6 +855,7 @@ impl Pipeline {
         }
         let plugin = &self.plugins[slot.plugin];
         let counters = &mut self.summary.plugins[slot.plugin].1;
+        counters.stdio_dropped_bytes += stdio_grown;
         let node = &self.nodes[slot.node];
         let recorder = &plugin.loaded.recorders[slot.recorder];
         let origin = Origin {
@@ -1057,9 +1073,6 @@ impl Pipeline {
             self.submit(slot_index, Job::Finish { time })?;
         }
         self.emit_done(true)?;
-        for slot in &self.slots {
-            self.summary.plugins[slot.plugin].1.stdio_dropped_bytes += slot.stdio_dropped_bytes;
-        }
         let time = time_or_now(self.latest_time);
         for index in 0..self.plugins.len() {
             let id = self.plugins[index].loaded.id().to_owned();

@@ -7,9 +7,11 @@ use super::filter::FilterConfig;
 use super::json_lines::{Existing, JsonLinesConfig};
 use super::prometheus::PrometheusConfig;
 
+/// The output types, as `type` names them.
+pub const OUTPUT_TYPES: [&str; 2] = ["json_lines", "prometheus"];
+
 /// One `[[outputs]]` entry.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputConfig {
     /// `type = "json_lines"`: JSON lines to a file or stdout.
     JsonLines(JsonLinesConfig),
@@ -25,6 +27,45 @@ static NO_FILTER: FilterConfig = FilterConfig {
 };
 
 impl OutputConfig {
+    /// Reads one `[[outputs]]` entry: its `type`, then that type's settings. An error is the
+    /// key it concerns (below the entry, such as `type` or `listen`; empty for the entry as a
+    /// whole) and what is wrong.
+    pub fn from_table(mut table: toml::Table) -> Result<Self, (String, String)> {
+        let kind = match table.remove("type") {
+            Some(toml::Value::String(kind)) => kind,
+            Some(other) => {
+                return Err((
+                    "type".into(),
+                    format!("must be a string, one of {OUTPUT_TYPES:?}, not {other}"),
+                ));
+            }
+            None => {
+                return Err((
+                    "type".into(),
+                    format!("missing: each output needs a type, one of {OUTPUT_TYPES:?}"),
+                ));
+            }
+        };
+        let settings = toml::Value::Table(table);
+        let bad = |error: toml::de::Error| (String::new(), error.message().trim().to_owned());
+        match kind.as_str() {
+            "json_lines" => Ok(OutputConfig::JsonLines(
+                JsonLinesConfig::deserialize(settings).map_err(bad)?,
+            )),
+            "prometheus" => {
+                let config = PrometheusConfig::deserialize(settings).map_err(bad)?;
+                config
+                    .check()
+                    .map_err(|(key, message)| (key.to_owned(), message))?;
+                Ok(OutputConfig::Prometheus(config))
+            }
+            other => Err((
+                "type".into(),
+                format!("unknown output type `{other}`; the types are {OUTPUT_TYPES:?}"),
+            )),
+        }
+    }
+
     /// The `type` key's value.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -47,6 +88,11 @@ impl OutputConfig {
             OutputConfig::JsonLines(config) => Some(&config.path),
             OutputConfig::Prometheus(_) => None,
         }
+    }
+
+    /// Whether it takes telemetry records (the Prometheus endpoint shows counters only).
+    pub fn takes_records(&self) -> bool {
+        matches!(self, OutputConfig::JsonLines(_))
     }
 }
 

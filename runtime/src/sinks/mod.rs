@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::pipeline::Summary;
+use crate::pipeline::counters::OutputRecords;
 use crate::pipeline::enrich::{Level, Origin, RunContext};
 use crate::pipeline::validate::ValidItem;
 use config::OutputConfig;
@@ -65,6 +66,9 @@ pub struct SinkError {
 
 /// One configured output.
 struct Output {
+    /// `outputs[i]`: its place in the config, the same from run to run (a metrics label).
+    key: String,
+    /// What it writes (a path, a URL), for messages and the summary.
     name: String,
     filter: FilterConfig,
     takes_records: bool,
@@ -108,6 +112,7 @@ impl Outputs {
         sink: Box<dyn Sink>,
     ) -> Self {
         self.outputs.push(Output {
+            key: format!("outputs[{}]", self.outputs.len()),
             name: name.into(),
             filter,
             takes_records: sink.takes_records(),
@@ -117,8 +122,23 @@ impl Outputs {
         self
     }
 
-    /// Opens every output a config lists, and its dead-letter output.
+    /// Opens every output a config lists, and its dead-letter output. Listeners are bound
+    /// first, so a taken port fails the start before any file is created or truncated; two
+    /// outputs that turn out to open one file (through a link) are refused.
     pub fn from_config(config: &Config) -> Result<Self, SinkError> {
+        let mut listeners = Vec::new();
+        for output in &config.outputs {
+            if let OutputConfig::Prometheus(settings) = output {
+                let sink =
+                    prometheus::PrometheusSink::start(settings).map_err(|source| SinkError {
+                        output: format!("prometheus {}", settings.listen),
+                        source,
+                    })?;
+                listeners.push(sink);
+            }
+        }
+        let mut listeners = listeners.into_iter();
+        let mut files = OpenedFiles::default();
         let dead_letter = &config.dead_letter;
         let (writer, name) = open_json_lines(
             config,
@@ -126,6 +146,7 @@ impl Outputs {
             Console::Stderr,
             dead_letter.existing,
         )?;
+        files.check(&name)?;
         let mut outputs = Self::new(writer, name);
         for output in &config.outputs {
             match output {
@@ -136,24 +157,30 @@ impl Outputs {
                         Console::Stdout,
                         settings.existing,
                     )?;
+                    files.check(&name)?;
                     outputs = outputs.with_sink(
                         name,
                         settings.filter.clone(),
                         Box::new(JsonLinesSink::new(writer)),
                     );
                 }
-                OutputConfig::Prometheus(settings) => {
-                    let sink = prometheus::PrometheusSink::start(settings).map_err(|source| {
-                        SinkError {
-                            output: format!("prometheus {}", settings.listen),
-                            source,
-                        }
-                    })?;
+                OutputConfig::Prometheus(_) => {
+                    let sink = listeners.next().expect("bound above, in order");
                     let name = format!("http://{}/metrics", sink.address());
                     crate::diag!("swarmtel: prometheus metrics at {name}");
+                    if !sink.address().ip().is_loopback() {
+                        crate::diag!(
+                            "swarmtel: warning: the metrics at {name} are open to whoever reaches that address; they name plugins and outputs"
+                        );
+                    }
                     outputs = outputs.with_sink(name, FilterConfig::default(), Box::new(sink));
                 }
             }
+        }
+        if !config.outputs.iter().any(OutputConfig::takes_records) {
+            crate::diag!(
+                "swarmtel: warning: no output takes telemetry: every item is validated, then dropped"
+            );
         }
         Ok(outputs)
     }
@@ -201,13 +228,55 @@ impl Outputs {
         }
     }
 
-    /// Records written per output that takes records, in config order.
-    pub fn records_written(&self) -> Vec<(String, u64)> {
-        self.outputs
-            .iter()
-            .filter(|output| output.takes_records)
-            .map(|output| (output.name.clone(), output.records))
-            .collect()
+    /// Updates `counts` to the records written per output that takes records, in config
+    /// order (allocating only the first time).
+    pub fn records_written(&self, counts: &mut Vec<OutputRecords>) {
+        let outputs = self.outputs.iter().filter(|output| output.takes_records);
+        if counts.len() != outputs.clone().count() {
+            *counts = outputs
+                .map(|output| OutputRecords {
+                    key: output.key.clone(),
+                    name: output.name.clone(),
+                    records: output.records,
+                })
+                .collect();
+            return;
+        }
+        for (count, output) in counts.iter_mut().zip(outputs) {
+            count.records = output.records;
+        }
+    }
+}
+
+/// The files the outputs opened, by device and inode: two names for one file (a link) are
+/// refused, as two outputs on one path are when the config is read.
+#[derive(Default)]
+struct OpenedFiles(Vec<((u64, u64), String)>);
+
+impl OpenedFiles {
+    fn check(&mut self, name: &str) -> Result<(), SinkError> {
+        use std::os::unix::fs::MetadataExt;
+        if name == "-" {
+            return Ok(());
+        }
+        let Ok(metadata) = std::fs::metadata(name) else {
+            return Ok(());
+        };
+        if !metadata.is_file() {
+            // A FIFO or a device: what it is shared with is the user's business.
+            return Ok(());
+        }
+        let id = (metadata.dev(), metadata.ino());
+        if let Some((_, first)) = self.0.iter().find(|(other, _)| *other == id) {
+            return Err(SinkError {
+                output: name.to_owned(),
+                source: io::Error::other(format!(
+                    "the same file as {first}: two outputs on one file would cut each other's lines"
+                )),
+            });
+        }
+        self.0.push((id, name.to_owned()));
+        Ok(())
     }
 }
 

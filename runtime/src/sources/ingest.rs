@@ -389,6 +389,8 @@ pub enum Chunk {
     Stopped,
     /// Reading failed.
     Failed(std::io::Error),
+    /// Nothing arrived within the wait of [`ChunkReader::next_chunk_within`].
+    Idle,
 }
 
 /// What the reader thread sends.
@@ -480,12 +482,31 @@ impl ChunkReader {
     /// The next block, waiting until one is ready, the stream ends, or `stop` is set.
     pub fn next_chunk(&self, stop: &std::sync::atomic::AtomicBool) -> Chunk {
         loop {
+            match self.next_chunk_within(stop, std::time::Duration::from_secs(3600)) {
+                Chunk::Idle => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Like [`ChunkReader::next_chunk`], but gives up after `wait` with [`Chunk::Idle`].
+    pub fn next_chunk_within(
+        &self,
+        stop: &std::sync::atomic::AtomicBool,
+        wait: std::time::Duration,
+    ) -> Chunk {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
             if stop.load(std::sync::atomic::Ordering::Relaxed) {
                 return Chunk::Stopped;
             }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Chunk::Idle;
+            }
             match self
                 .receiver
-                .recv_timeout(std::time::Duration::from_millis(50))
+                .recv_timeout(left.min(std::time::Duration::from_millis(50)))
             {
                 Ok(Ok(Piece::Lines(block))) => return Chunk::Data(block),
                 Ok(Ok(Piece::Overlong(bytes))) => return Chunk::Overlong(bytes),

@@ -6,6 +6,10 @@ use std::sync::atomic::AtomicBool;
 use crate::pipeline::{Pipeline, ProcessError, RunError, Summary};
 use crate::sources::ingest::{self, DecodeError};
 
+/// How often a replay hands its counters to the metrics outputs, and how long a pause in the
+/// stream is before what was done so far is flushed.
+const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Reads an NDJSON stream to its end (or until `stop` is set: lines already read are still
 /// processed), then finishes the run.
 /// Malformed lines are reported on stderr with their number and skipped, or end the run
@@ -19,9 +23,25 @@ pub fn run_stream(
 ) -> Result<Summary, RunError> {
     let chunks = ingest::ChunkReader::spawn(input);
     let mut line_number = 0u64;
+    let mut last_publish = std::time::Instant::now();
     loop {
-        let chunk = match chunks.next_chunk(stop) {
-            ingest::Chunk::Data(chunk) => chunk,
+        let chunk = match chunks.next_chunk_within(stop, PUBLISH_EVERY) {
+            ingest::Chunk::Data(chunk) => {
+                if last_publish.elapsed() >= PUBLISH_EVERY {
+                    // For a metrics output scraped during a long replay.
+                    pipeline.publish_counters();
+                    last_publish = std::time::Instant::now();
+                }
+                chunk
+            }
+            ingest::Chunk::Idle => {
+                // A stream that pauses (stdin from a live source): what is done so far
+                // reaches the outputs, and its counters the metrics outputs.
+                pipeline.set_lines_read(line_number);
+                pipeline.poll()?;
+                last_publish = std::time::Instant::now();
+                continue;
+            }
             ingest::Chunk::Overlong(bytes) => {
                 line_number += 1;
                 let error = format!(
@@ -38,7 +58,7 @@ pub fn run_stream(
             }
             ingest::Chunk::Failed(source) => {
                 // Keep what was delivered: finish and flush, then report.
-                pipeline.count_lines(line_number);
+                pipeline.set_lines_read(line_number);
                 pipeline.finish()?;
                 return Err(RunError::Input {
                     source_name: source_name.to_owned(),
@@ -73,7 +93,7 @@ pub fn run_stream(
             break;
         }
     }
-    pipeline.count_lines(line_number);
+    pipeline.set_lines_read(line_number);
     let summary = pipeline.finish()?;
     match pipeline.required_failure() {
         Some(error) => {
@@ -98,7 +118,7 @@ fn bad_line(
         crate::diag!("swarmtel: {source_name}:{line}: {error}; line skipped");
         return Ok(());
     }
-    pipeline.count_lines(line);
+    pipeline.set_lines_read(line);
     pipeline.finish()?;
     Err(RunError::BadLine {
         source_name: source_name.to_owned(),

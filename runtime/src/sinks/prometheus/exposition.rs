@@ -1,8 +1,11 @@
 //! The Prometheus encoding: the runtime's own counters as OpenMetrics text, through
 //! `prometheus-client`'s encoder (names, `_total` suffixes, label escaping, `# EOF`).
 
+use std::sync::Arc;
+
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
@@ -19,17 +22,16 @@ pub struct Snapshot {
 }
 
 /// Encodes a snapshot as an OpenMetrics text exposition.
-pub fn encode(snapshot: &Snapshot) -> String {
+pub fn encode(snapshot: &Arc<Snapshot>) -> Result<String, std::fmt::Error> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(SnapshotCollector(snapshot.clone())));
     let mut text = String::new();
-    // Writing to a String cannot fail; the encoder only reports the writer's errors.
-    let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-    text
+    prometheus_client::encoding::text::encode(&mut text, &registry)?;
+    Ok(text)
 }
 
 #[derive(Debug)]
-struct SnapshotCollector(Snapshot);
+struct SnapshotCollector(Arc<Snapshot>);
 
 /// Writes one counter family with one series per label set.
 fn counter_family<'a>(
@@ -38,14 +40,36 @@ fn counter_family<'a>(
     help: &str,
     series: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
 ) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(
-        name,
-        help,
-        None,
-        prometheus_client::metrics::MetricType::Counter,
-    )?;
+    family(encoder, name, help, MetricType::Counter, series)
+}
+
+/// Writes one gauge family with one series per label set.
+fn gauge_family<'a>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
+) -> Result<(), std::fmt::Error> {
+    family(encoder, name, help, MetricType::Gauge, series)
+}
+
+/// Writes one family of counters or gauges.
+fn family<'a>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    series: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
     for (labels, value) in series {
-        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+        let metric = family.encode_family(&labels)?;
+        match kind {
+            MetricType::Gauge => {
+                ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(metric)?
+            }
+            _ => ConstCounter::new(value).encode(metric)?,
+        }
     }
     Ok(())
 }
@@ -79,13 +103,12 @@ impl Collector for SnapshotCollector {
         ] {
             counter_family(&mut encoder, name, help, [(Vec::new(), value)])?;
         }
-        let gauge = ConstGauge::new(self.0.live_instances as i64);
-        gauge.encode(encoder.encode_descriptor(
+        gauge_family(
+            &mut encoder,
             "swarmtel_live_instances",
             "Recorder instances alive now.",
-            None,
-            gauge.metric_type(),
-        )?)?;
+            [(Vec::new(), self.0.live_instances)],
+        )?;
 
         let plugins = &counters.plugins;
         let per_plugin = |value: fn(&crate::pipeline::PluginCounters) -> u64| {
@@ -155,11 +178,11 @@ impl Collector for SnapshotCollector {
         counter_family(
             &mut encoder,
             "swarmtel_output_records",
-            "Records each output took.",
+            "Records each output took, by its place in the config (outputs[i]).",
             counters
                 .outputs
                 .iter()
-                .map(|(name, n)| (vec![("output", name.as_str())], *n)),
+                .map(|output| (vec![("output", output.key.as_str())], output.records)),
         )?;
         Ok(())
     }
@@ -167,26 +190,6 @@ impl Collector for SnapshotCollector {
 
 /// The roles, in the order of per-role arrays.
 const ROLES: [&str; 3] = ["master", "worker", "standalone"];
-
-/// Writes one gauge family with one series per label set.
-fn gauge_family<'a>(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    series: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
-) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(
-        name,
-        help,
-        None,
-        prometheus_client::metrics::MetricType::Gauge,
-    )?;
-    for (labels, value) in series {
-        ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
-            .encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
 
 /// A live source's counters: `swarmtel serve`'s connections, losses and queue.
 fn encode_source(
@@ -273,7 +276,11 @@ mod tests {
                 lines: 10,
                 events: 9,
                 plugins: vec![("request-stats".into(), stats)],
-                outputs: vec![("out \"1\".ndjson".into(), 3)],
+                outputs: vec![crate::pipeline::counters::OutputRecords {
+                    key: "outputs[\"1\"]".into(),
+                    name: "out.ndjson".into(),
+                    records: 3,
+                }],
                 source: Some(SourceCounters {
                     connections: crate::pipeline::counters::ConnectionTotals {
                         accepted: [1, 2, 0],
@@ -288,7 +295,7 @@ mod tests {
             },
             live_instances: 4,
         };
-        let text = encode(&snapshot);
+        let text = encode(&Arc::new(snapshot)).unwrap();
         for line in [
             "# TYPE swarmtel_events counter",
             "swarmtel_events_total 9",
@@ -303,7 +310,7 @@ mod tests {
             "swarmtel_serve_queue_bytes 2048",
             "swarmtel_serve_queue_capacity_bytes 67108864",
             // Label values are escaped.
-            "swarmtel_output_records_total{output=\"out \\\"1\\\".ndjson\"} 3",
+            "swarmtel_output_records_total{output=\"outputs[\\\"1\\\"]\"} 3",
         ] {
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }

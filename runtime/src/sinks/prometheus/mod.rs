@@ -15,28 +15,47 @@ use std::sync::{Arc, Mutex};
 
 pub use config::PrometheusConfig;
 use exposition::Snapshot;
-use server::ScrapeServer;
+use server::{Limits, ScrapeServer};
 
 use super::{Record, Sink};
 use crate::pipeline::Summary;
 
 /// Serves the latest published counters to Prometheus.
 pub struct PrometheusSink {
-    snapshot: Arc<Mutex<Snapshot>>,
+    snapshot: Arc<Mutex<Arc<Snapshot>>>,
+    linger: std::time::Duration,
     server: ScrapeServer,
 }
 
 impl PrometheusSink {
     /// Binds the endpoint and starts serving (empty counters until the first publish).
     pub fn start(config: &PrometheusConfig) -> io::Result<Self> {
-        let snapshot = Arc::new(Mutex::new(Snapshot::default()));
-        let server = ScrapeServer::start(&config.listen, snapshot.clone())?;
-        Ok(Self { snapshot, server })
+        let snapshot = Arc::new(Mutex::new(Arc::new(Snapshot::default())));
+        let server = ScrapeServer::start(&config.listen, snapshot.clone(), Limits::default())?;
+        Ok(Self {
+            snapshot,
+            linger: std::time::Duration::from_secs(config.linger_seconds),
+            server,
+        })
     }
 
     /// The address it serves on.
     pub fn address(&self) -> std::net::SocketAddr {
         self.server.address()
+    }
+}
+
+impl Drop for PrometheusSink {
+    /// Keeps serving the final counters for `linger_seconds`, so a scrape can see them.
+    fn drop(&mut self) {
+        if !self.linger.is_zero() {
+            crate::diag!(
+                "swarmtel: serving the final metrics at http://{}/metrics for {} s (linger_seconds)",
+                self.server.address(),
+                self.linger.as_secs()
+            );
+            std::thread::sleep(self.linger);
+        }
     }
 }
 
@@ -55,13 +74,13 @@ impl Sink for PrometheusSink {
     }
 
     fn publish_counters(&mut self, counters: &Summary, live_instances: u64) {
-        let snapshot = Snapshot {
+        let snapshot = Arc::new(Snapshot {
             counters: counters.clone(),
             live_instances,
-        };
-        match self.snapshot.lock() {
-            Ok(mut shown) => *shown = snapshot,
-            Err(poisoned) => *poisoned.into_inner() = snapshot,
-        }
+        });
+        *self
+            .snapshot
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = snapshot;
     }
 }

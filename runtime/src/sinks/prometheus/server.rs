@@ -1,12 +1,15 @@
 //! The scrape endpoint's transport: an HTTP/1.1 server (hyper) on its own thread that
 //! answers `GET /metrics` with the latest exposition.
 //!
-//! Bounds, each tested by hitting it: at most [`MAX_CONNECTIONS`] connections at once (more
-//! are closed at once), request headers of at most 8 KiB that must arrive within
-//! [`HEADER_TIMEOUT`], and each connection closed after [`CONNECTION_LIFETIME`].
+//! Bounds ([`Limits`], each tested by hitting it): at most 16 connections at once and 4 from
+//! one address; a connection past the first cap waits up to 1 s for a slot (at most 16
+//! wait), past the second it is closed at once; request headers of at most 8 KiB that must
+//! arrive within 2 s; a connection is shut down (gracefully: a response in flight is
+//! finished) after 60 s.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,14 +21,36 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 
 use super::exposition::{self, Snapshot};
 
-/// Most scrape connections served at once.
-pub const MAX_CONNECTIONS: usize = 16;
-/// Time a client has to send its request headers.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest a connection is kept, keep-alive included.
-pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// The OpenMetrics text content type.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What the endpoint lets its clients take.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once.
+    pub connections: usize,
+    /// Connections served at once from one IP address.
+    pub connections_per_address: usize,
+    /// How long a connection past `connections` waits for a slot (at most `connections`
+    /// wait; more are closed at once).
+    pub slot_wait: Duration,
+    /// Time a client has to send its request headers.
+    pub header_timeout: Duration,
+    /// Longest a connection is kept, keep-alive included.
+    pub connection_lifetime: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            connections: 16,
+            connections_per_address: 4,
+            slot_wait: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(2),
+            connection_lifetime: Duration::from_secs(60),
+        }
+    }
+}
 
 /// A running scrape endpoint; stopped when dropped.
 pub struct ScrapeServer {
@@ -36,8 +61,12 @@ pub struct ScrapeServer {
 
 impl ScrapeServer {
     /// Binds `listen` now (so a taken port fails the start) and serves `snapshot` from a
-    /// thread of its own.
-    pub fn start(listen: &str, snapshot: Arc<Mutex<Snapshot>>) -> std::io::Result<Self> {
+    /// thread of its own, within `limits`.
+    pub fn start(
+        listen: &str,
+        snapshot: Arc<Mutex<Arc<Snapshot>>>,
+        limits: Limits,
+    ) -> std::io::Result<Self> {
         let listener = std::net::TcpListener::bind(listen)?;
         listener.set_nonblocking(true)?;
         let address = listener.local_addr()?;
@@ -48,7 +77,7 @@ impl ScrapeServer {
             .build()?;
         let thread = std::thread::Builder::new()
             .name("swarmtel-prometheus".into())
-            .spawn(move || runtime.block_on(serve(listener, snapshot, stopped)))?;
+            .spawn(move || runtime.block_on(serve(listener, snapshot, stopped, limits)))?;
         Ok(Self {
             address,
             stop: Some(stop),
@@ -73,50 +102,117 @@ impl Drop for ScrapeServer {
     }
 }
 
+/// Connections per client address, released when a connection ends.
+#[derive(Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+impl PerAddress {
+    fn try_take(&self, address: IpAddr, most: usize) -> bool {
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let count = counts.entry(address).or_insert(0);
+        if *count >= most {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    fn release(&self, address: IpAddr) {
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(count) = counts.get_mut(&address) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&address);
+            }
+        }
+    }
+}
+
 async fn serve(
     listener: std::net::TcpListener,
-    snapshot: Arc<Mutex<Snapshot>>,
+    snapshot: Arc<Mutex<Arc<Snapshot>>>,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
+    limits: Limits,
 ) {
-    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-        return;
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            crate::diag!("swarmtel: the prometheus endpoint cannot serve: {error}");
+            return;
+        }
     };
-    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.connections));
+    let waiting = Arc::new(tokio::sync::Semaphore::new(limits.connections));
+    let per_address = Arc::new(PerAddress::default());
+    let mut accept_error_reported = false;
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut stopped => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 // Out of descriptors, say: wait a little rather than spin.
-                Err(_) => {
+                Err(error) => {
+                    if !std::mem::replace(&mut accept_error_reported, true) {
+                        crate::diag!("swarmtel: the prometheus endpoint cannot accept: {error}");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            // Past the cap: closed at once.
-            drop(stream);
+        if !per_address.try_take(peer.ip(), limits.connections_per_address) {
+            // Past the per-address cap: closed at once.
+            continue;
+        }
+        let Ok(waiter) = waiting.clone().try_acquire_owned() else {
+            per_address.release(peer.ip());
             continue;
         };
-        let snapshot = snapshot.clone();
+        let (snapshot, permits, per_address) =
+            (snapshot.clone(), permits.clone(), per_address.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let snapshot = snapshot.clone();
-                async move { Ok::<_, Infallible>(respond(&request, &snapshot)) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .max_buf_size(8192)
-                .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
-            drop(permit);
+            let permit = tokio::time::timeout(limits.slot_wait, permits.acquire_owned()).await;
+            drop(waiter);
+            if let Ok(Ok(_permit)) = permit {
+                serve_connection(stream, snapshot, limits).await;
+            }
+            per_address.release(peer.ip());
         });
     }
 }
 
-fn respond(request: &Request<Incoming>, snapshot: &Mutex<Snapshot>) -> Response<Full<Bytes>> {
+/// Serves one connection until it closes, fails or outlives `limits.connection_lifetime`.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    snapshot: Arc<Mutex<Arc<Snapshot>>>,
+    limits: Limits,
+) {
+    let service = hyper::service::service_fn(move |request| {
+        let snapshot = snapshot.clone();
+        async move { Ok::<_, Infallible>(respond(&request, &snapshot)) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(8192)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = tokio::time::sleep(limits.connection_lifetime) => {}
+    }
+    // Past its lifetime: finish a response in flight, take no more requests.
+    connection.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(limits.header_timeout, connection).await;
+}
+
+fn respond(request: &Request<Incoming>, snapshot: &Mutex<Arc<Snapshot>>) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, content_type: &str, body: String| {
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;
@@ -127,13 +223,6 @@ fn respond(request: &Request<Incoming>, snapshot: &Mutex<Snapshot>) -> Response<
         }
         response
     };
-    if request.uri().path() != "/metrics" {
-        return reply(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found: the metrics are at /metrics\n".into(),
-        );
-    }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -141,12 +230,26 @@ fn respond(request: &Request<Incoming>, snapshot: &Mutex<Snapshot>) -> Response<
             "only GET\n".into(),
         );
     }
-    let snapshot = match snapshot.lock() {
-        Ok(snapshot) => snapshot.clone(),
-        // A panic elsewhere while holding it: the last counters are still the best answer.
-        Err(poisoned) => poisoned.into_inner().clone(),
-    };
-    reply(StatusCode::OK, CONTENT_TYPE, exposition::encode(&snapshot))
+    if request.uri().path() != "/metrics" {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: the metrics are at /metrics\n".into(),
+        );
+    }
+    // A panic elsewhere while holding it: the last counters are still the best answer.
+    let snapshot = snapshot
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    match exposition::encode(&snapshot) {
+        Ok(text) => reply(StatusCode::OK, CONTENT_TYPE, text),
+        Err(_) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            "the metrics could not be encoded\n".into(),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -156,17 +259,65 @@ mod tests {
     use std::net::TcpStream;
     use std::time::Instant;
 
-    fn server() -> ScrapeServer {
+    /// Short limits, so tests hit them quickly.
+    fn test_limits() -> Limits {
+        Limits {
+            connections: 6,
+            connections_per_address: 3,
+            slot_wait: Duration::from_millis(300),
+            header_timeout: Duration::from_secs(1),
+            connection_lifetime: Duration::from_secs(2),
+        }
+    }
+
+    fn server(limits: Limits) -> ScrapeServer {
         let snapshot = Snapshot {
             live_instances: 3,
             ..Snapshot::default()
         };
-        ScrapeServer::start("127.0.0.1:0", Arc::new(Mutex::new(snapshot))).unwrap()
+        ScrapeServer::start(
+            "127.0.0.1:0",
+            Arc::new(Mutex::new(Arc::new(snapshot))),
+            limits,
+        )
+        .unwrap()
     }
 
-    /// Sends `request` and reads the whole response (the server closes after it).
-    fn exchange(address: SocketAddr, request: &[u8]) -> String {
-        let mut stream = TcpStream::connect(address).unwrap();
+    /// Connects from `source` (any 127.x.y.z address is this host) to `to`.
+    fn connect_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
+        // SAFETY: plain socket calls on a descriptor this function owns.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0);
+            let mut local: libc::sockaddr_in = std::mem::zeroed();
+            local.sin_family = libc::AF_INET as libc::sa_family_t;
+            local.sin_addr.s_addr = u32::from_ne_bytes(source);
+            assert_eq!(
+                libc::bind(
+                    fd,
+                    (&local as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32
+                ),
+                0
+            );
+            let mut remote: libc::sockaddr_in = std::mem::zeroed();
+            remote.sin_family = libc::AF_INET as libc::sa_family_t;
+            remote.sin_port = to.port().to_be();
+            remote.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            assert_eq!(
+                libc::connect(
+                    fd,
+                    (&remote as *const libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32
+                ),
+                0
+            );
+            std::os::fd::FromRawFd::from_raw_fd(fd)
+        }
+    }
+
+    /// Sends `request` on `stream` and reads the whole response (the server closes after it).
+    fn exchange_on(mut stream: TcpStream, request: &[u8]) -> String {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -175,6 +326,12 @@ mod tests {
         let _ = stream.read_to_end(&mut response);
         String::from_utf8_lossy(&response).into_owned()
     }
+
+    fn exchange(address: SocketAddr, request: &[u8]) -> String {
+        exchange_on(TcpStream::connect(address).unwrap(), request)
+    }
+
+    const GET: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
 
     fn get(address: SocketAddr, path: &str) -> String {
         exchange(
@@ -186,20 +343,25 @@ mod tests {
     /// Whether the server closed `stream` (end of file or reset) within `within`.
     fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
         stream.set_read_timeout(Some(within)).unwrap();
-        let mut byte = [0u8; 1];
-        match stream.read(&mut byte) {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(error) => !matches!(
-                error.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ),
+        let mut buffer = [0u8; 4096];
+        loop {
+            match stream.read(&mut buffer) {
+                Ok(0) => return true,
+                // A response (to a request sent before): read on to the close.
+                Ok(_) => continue,
+                Err(error) => {
+                    return !matches!(
+                        error.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    );
+                }
+            }
         }
     }
 
     #[test]
     fn metrics_are_served_as_openmetrics_and_nothing_else_is() {
-        let server = server();
+        let server = server(Limits::default());
         let response = get(server.address(), "/metrics");
         assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
         assert!(
@@ -214,7 +376,7 @@ mod tests {
         assert!(get(server.address(), "/").starts_with("HTTP/1.1 404"));
         let post = exchange(
             server.address(),
-            b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
         );
         assert!(post.starts_with("HTTP/1.1 405"), "{post}");
         let address = server.address();
@@ -224,7 +386,7 @@ mod tests {
 
     #[test]
     fn request_headers_past_8_kib_are_refused() {
-        let server = server();
+        let server = server(Limits::default());
         let mut request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Padding: ".to_vec();
         request.extend(std::iter::repeat_n(b'a', 64 * 1024));
         request.extend(b"\r\n\r\n");
@@ -234,35 +396,103 @@ mod tests {
             response.is_empty() || response.starts_with("HTTP/1.1 431"),
             "{response}"
         );
+        // And the server goes on.
+        assert!(exchange(server.address(), GET).starts_with("HTTP/1.1 200 OK"));
     }
 
     #[test]
-    fn connections_past_the_cap_are_closed_and_silent_ones_time_out() {
-        let server = server();
-        let mut silent: Vec<TcpStream> = (0..MAX_CONNECTIONS)
-            .map(|_| TcpStream::connect(server.address()).unwrap())
+    fn one_address_gets_a_few_connections_and_silent_ones_time_out() {
+        let limits = test_limits();
+        let server = server(limits);
+        let mut silent: Vec<TcpStream> = (0..limits.connections_per_address)
+            .map(|_| connect_from([127, 0, 0, 2], server.address()))
             .collect();
-        // Let the server accept all of them.
-        std::thread::sleep(Duration::from_millis(300));
-        let mut past_cap = TcpStream::connect(server.address()).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut past_cap = connect_from([127, 0, 0, 2], server.address());
         assert!(
-            closed_within(&mut past_cap, Duration::from_secs(2)),
-            "the connection past the cap was kept"
+            closed_within(&mut past_cap, Duration::from_millis(500)),
+            "a connection past the per-address cap was kept"
         );
-        // The silent ones are closed once their headers are late.
-        let started = Instant::now();
-        assert!(closed_within(
-            &mut silent[0],
-            HEADER_TIMEOUT + Duration::from_secs(3)
-        ));
+        // Another address is served meanwhile.
         assert!(
-            started.elapsed() >= HEADER_TIMEOUT - Duration::from_millis(500),
-            "closed after {:?}, before the header timeout",
-            started.elapsed()
+            exchange_on(connect_from([127, 0, 0, 3], server.address()), GET)
+                .starts_with("HTTP/1.1 200 OK")
+        );
+        // The silent ones are closed once their headers are late, not before.
+        let started = Instant::now();
+        assert!(closed_within(&mut silent[0], Duration::from_secs(5)));
+        let waited = started.elapsed();
+        assert!(
+            waited >= limits.header_timeout - Duration::from_millis(400),
+            "closed after {waited:?}, before the header timeout"
         );
         for stream in &mut silent[1..] {
             assert!(closed_within(stream, Duration::from_secs(2)));
         }
-        assert!(get(server.address(), "/metrics").starts_with("HTTP/1.1 200 OK"));
+        assert!(
+            exchange_on(connect_from([127, 0, 0, 2], server.address()), GET)
+                .starts_with("HTTP/1.1 200 OK")
+        );
+    }
+
+    #[test]
+    fn connections_past_the_cap_wait_for_a_slot_then_are_closed() {
+        let limits = test_limits();
+        let server = server(limits);
+        // Every slot taken by silent clients of two addresses...
+        let _silent: Vec<TcpStream> = (0..limits.connections)
+            .map(|index| connect_from([127, 0, 1, 1 + (index % 2) as u8], server.address()))
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        // ...so a newcomer waits for one, then is closed unserved.
+        let started = Instant::now();
+        let response = exchange_on(connect_from([127, 0, 1, 9], server.address()), GET);
+        assert_eq!(response, "", "served past the cap");
+        let waited = started.elapsed();
+        assert!(
+            waited >= limits.slot_wait - Duration::from_millis(100),
+            "closed after {waited:?}, without waiting for a slot"
+        );
+        // Once the silent ones time out, newcomers are served.
+        std::thread::sleep(limits.header_timeout + Duration::from_millis(500));
+        assert!(
+            exchange_on(connect_from([127, 0, 1, 9], server.address()), GET)
+                .starts_with("HTTP/1.1 200 OK")
+        );
+    }
+
+    #[test]
+    fn a_kept_alive_connection_ends_after_its_lifetime() {
+        let limits = test_limits();
+        let server = server(limits);
+        let mut stream = TcpStream::connect(server.address()).unwrap();
+        let started = Instant::now();
+        // Keep it busy with scrapes, each within the header timeout.
+        while started.elapsed() < limits.connection_lifetime + Duration::from_secs(1) {
+            if stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                .is_err()
+            {
+                break;
+            }
+            let mut head = [0u8; 12];
+            if stream.read_exact(&mut head).is_err() {
+                break;
+            }
+            assert_eq!(&head, b"HTTP/1.1 200");
+            // Drain the rest of that response.
+            stream
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+            let mut rest = [0u8; 65536];
+            while stream.read(&mut rest).map(|n| n > 0).unwrap_or(false) {}
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let lived = started.elapsed();
+        assert!(
+            lived >= limits.connection_lifetime - Duration::from_millis(200)
+                && lived < limits.connection_lifetime + Duration::from_secs(1),
+            "the connection lasted {lived:?}"
+        );
     }
 }
