@@ -508,3 +508,26 @@ fn a_plugin_cannot_read_arbitrary_environment_variables_through_its_options() {
     assert!(!String::from_utf8_lossy(&output.stdout).contains("hunter2"));
     assert!(!error.contains("hunter2"));
 }
+
+#[test]
+fn check_lists_the_outputs_with_their_filters_and_addresses() {
+    let workspace = Workspace::new();
+    let config = workspace.write(
+        "swarmtel.toml",
+        "[run]\ntestplan = \"t\"\n\
+         [[outputs]]\ntype = \"json_lines\"\npath = \"stats.ndjson\"\n\
+         filter = { plugins = [\"request-stats\"], types = [\"metric\"] }\n\
+         [[outputs]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:9999\"\nlinger_seconds = 15\n\
+         [dead_letter]\npath = \"dead.ndjson\"\n",
+    );
+    let output = run(&["check"], &config);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for line in [
+        "  outputs[0]: json_lines stats.ndjson (filter: plugins [\"request-stats\"], names [], types [\"metric\"])",
+        "  outputs[1]: prometheus http://127.0.0.1:9999/metrics (linger 15 s)",
+        "  dead letter: dead.ndjson",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line}\n{stdout}");
+    }
+}

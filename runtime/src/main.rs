@@ -585,15 +585,22 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
         println!(
             "  outputs[{index}]: {}{}{}",
             output.type_name(),
-            output
-                .local_path()
-                .map_or(String::new(), |path| format!(" {}", shown(path))),
+            match output {
+                swarmtel::sinks::config::OutputConfig::JsonLines(settings) =>
+                    format!(" {}", shown(&settings.path)),
+                swarmtel::sinks::config::OutputConfig::Prometheus(settings) => format!(
+                    " http://{}/metrics (linger {} s)",
+                    settings.listen, settings.linger_seconds
+                ),
+            },
             if filter.is_empty() {
                 String::new()
             } else {
                 format!(
                     " (filter: plugins {:?}, names {:?}, types {:?})",
-                    filter.plugins, filter.names, filter.types
+                    filter.plugins,
+                    filter.names,
+                    filter.types.iter().map(|t| t.name()).collect::<Vec<_>>()
                 )
             }
         );

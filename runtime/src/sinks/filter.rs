@@ -33,6 +33,14 @@ pub enum TelemetryKind {
 }
 
 impl TelemetryKind {
+    /// Its name in the config and in the JSON line's `telemetry_type`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TelemetryKind::Event => "event",
+            TelemetryKind::Metric => "metric",
+        }
+    }
+
     fn of(telemetry_type: wit::TelemetryType) -> Self {
         match telemetry_type {
             wit::TelemetryType::Event => TelemetryKind::Event,
