@@ -531,3 +531,28 @@ fn check_lists_the_outputs_with_their_filters_and_addresses() {
         assert!(stdout.lines().any(|l| l == line), "{line}\n{stdout}");
     }
 }
+
+#[test]
+fn a_run_that_fails_does_not_linger_on_its_metrics() {
+    let workspace = Workspace::new();
+    let config = workspace.write(
+        "swarmtel.toml",
+        "[run]\ntestplan = \"t\"\n\
+         [[outputs]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\nlinger_seconds = 60\n",
+    );
+    let started = std::time::Instant::now();
+    let output = swarmtel()
+        .args(["replay", "--config"])
+        .arg(&config)
+        .arg(workspace.path("no-such-events.ndjson"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("no-such-events.ndjson"));
+    assert!(!stderr(&output).contains("serving the final metrics"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+}

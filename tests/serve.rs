@@ -1675,3 +1675,37 @@ fn the_prometheus_output_shows_the_runtime_counters_while_serving() {
     // Nothing of the telemetry is counted for the scrape endpoint: it takes no records.
     assert!(!stderr.contains("output http://"), "{stderr}");
 }
+
+// After a run that ends well, serve keeps its metrics up for linger_seconds, after its
+// summary; another SIGTERM ends the wait.
+#[test]
+fn serve_lingers_on_its_final_metrics_until_a_signal() {
+    let workspace = Workspace::new();
+    let config = workspace.write(
+        "swarmtel.toml",
+        "[run]\ntestplan = \"t\"\n\
+         [[outputs]]\ntype = \"json_lines\"\npath = \"out.ndjson\"\n\
+         [[outputs]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\nlinger_seconds = 120\n",
+    );
+    let mut server = Server::start(&config, &["--listen", "127.0.0.1:0"], &[]);
+    let address = metrics_address(&server.wait_for("prometheus metrics at http://"));
+    let mut connection = server.connect();
+    assert_eq!(connection.hello(hello("worker", "worker-0"))["ok"], true);
+    connection.send(&request_lines(10));
+    connection.send(b"{\"bye\":true,\"sent\":10}\n");
+    drop(connection);
+    server.wait_for(") closed: ");
+    server.signal(libc::SIGTERM);
+    server.wait_for("swarmtel serve: 1 connections");
+    server.wait_for("serving the final metrics");
+    assert_eq!(series(&scrape(&address), "swarmtel_events_total"), Some(10));
+    let signalled = std::time::Instant::now();
+    server.signal(libc::SIGTERM);
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "the linger went on {:?} after the signal",
+        signalled.elapsed()
+    );
+}

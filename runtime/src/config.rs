@@ -406,6 +406,13 @@ impl Config {
     fn resolve_outputs(&mut self) -> Result<(), ConfigError> {
         let legacy = self.legacy_output.take();
         let listed = self.listed_outputs.take();
+        // Whether the config names a dead letter, and whether the one output is the default
+        // (for messages about what the user did not write).
+        let dead_letter_given = self.listed_dead_letter.is_some()
+            || legacy
+                .as_ref()
+                .is_some_and(|legacy| legacy.dead_letter.is_some());
+        let mut default_output = false;
         self.outputs_listed = listed.is_some();
         let listed_dead_letter = self.listed_dead_letter.take();
         // The key each output's destination goes by in messages.
@@ -456,6 +463,7 @@ impl Config {
             }
             if self.listed_outputs_absent(&outputs) {
                 outputs.push(OutputConfig::JsonLines(JsonLinesConfig::default()));
+                default_output = true;
             }
             self.outputs = outputs;
             self.dead_letter = listed_dead_letter.unwrap_or_default();
@@ -466,7 +474,9 @@ impl Config {
             let taken = claimed.iter().find(|(other, other_existing, _)| {
                 // Two outputs that each write a new numbered file never share one.
                 *other == destination
-                    && !(existing == Existing::New && *other_existing == Existing::New)
+                    && !(matches!(destination, Destination::File(_))
+                        && existing == Existing::New
+                        && *other_existing == Existing::New)
             });
             if let Some((_, _, first)) = taken {
                 return Err(config.value_error(
@@ -479,11 +489,16 @@ impl Config {
             claimed.push((destination, existing, key));
             Ok(())
         };
+        let dead_letter_key = if dead_letter_given {
+            dead_letter_key.to_owned()
+        } else {
+            "the dead letter (stderr by default)".to_owned()
+        };
         claim(
             self,
             self.destination(&self.dead_letter.path, Destination::Stderr),
             self.dead_letter.existing,
-            dead_letter_key.to_owned(),
+            dead_letter_key,
         )?;
         for (index, output) in self.outputs.iter().enumerate() {
             match output {
@@ -491,12 +506,20 @@ impl Config {
                     self,
                     self.destination(&settings.path, Destination::Stdout),
                     settings.existing,
-                    output_key(index, "path"),
+                    if default_output {
+                        "the default output (stdout)".to_owned()
+                    } else {
+                        output_key(index, "path")
+                    },
                 )?,
                 OutputConfig::Prometheus(settings) => {
                     let address = settings.address().map_err(|message| {
                         self.value_error(output_key(index, "listen"), message)
                     })?;
+                    if address.port() == 0 {
+                        // The kernel picks a free port for each.
+                        continue;
+                    }
                     claim(
                         self,
                         Destination::Listen(address),
@@ -737,15 +760,35 @@ path = "rejected.ndjson"
             ),
             (
                 format!("{json}filter = {{ plugin = [\"a\"] }}\n"),
-                "config /cfg/swarmtel.toml: outputs[0]: unknown field `plugin`",
+                "config /cfg/swarmtel.toml: outputs[0].filter: unknown field `plugin`",
             ),
             (
                 format!("{json}filter = {{ types = [\"log\"] }}\n"),
-                "config /cfg/swarmtel.toml: outputs[0]: unknown variant `log`",
+                "config /cfg/swarmtel.toml: outputs[0].filter.types: unknown variant `log`",
             ),
             (
                 "[[outputs]]\ntype = \"prometheus\"\nlisten = \"localhost:9464\"\n".to_owned(),
                 "config /cfg/swarmtel.toml: outputs[0].listen: `localhost:9464` is not IP:PORT",
+            ),
+            (
+                "[[outputs]]\ntype = \"prometheus\"\nlinger_seconds = \"15\"\n".to_owned(),
+                "config /cfg/swarmtel.toml: outputs[0].linger_seconds: invalid type: string",
+            ),
+            (
+                "[[outputs]]\ntype = \"prometheus\"\nlinger_seconds = 601\n".to_owned(),
+                "config /cfg/swarmtel.toml: outputs[0].linger_seconds: must be from 0 to 600",
+            ),
+            (
+                format!("{json}existing = \"new\"\n{json}existing = \"new\"\n"),
+                "config /cfg/swarmtel.toml: outputs[1].path: outputs[0].path writes there already",
+            ),
+            (
+                format!("{json}path = \"/dev/stderr\"\n"),
+                "config /cfg/swarmtel.toml: outputs[0].path: the dead letter (stderr by default) writes there already",
+            ),
+            (
+                "[dead_letter]\npath = \"/dev/stdout\"\n".to_owned(),
+                "config /cfg/swarmtel.toml: the default output (stdout): dead_letter.path writes there already",
             ),
             (
                 "[[outputs]]\ntype = \"prometheus\"\nfilter = {}\n".to_owned(),
@@ -774,6 +817,8 @@ path = "rejected.ndjson"
             "[[outputs]]\ntype = \"json_lines\"\npath = \"../../a\"\n[[outputs]]\ntype = \"json_lines\"\npath = \"a\"\n",
             // stdout and stderr.
             "[[outputs]]\ntype = \"json_lines\"\npath = \"/dev/stdout\"\n[dead_letter]\npath = \"-\"\n",
+            // Two endpoints on ports the kernel picks.
+            "[[outputs]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\n[[outputs]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\n",
             // No outputs at all.
             "outputs = []\n",
         ] {

@@ -293,6 +293,7 @@ fn replay(config_path: &Path, events: &str, strict: bool) -> anyhow::Result<Exit
         swarmtel::sources::replay::run_stream(pipeline, input, &source_name, strict, &stop)?;
     swarmtel::diag_text!("{}", summary.render());
     cache_report(&sandbox_ref);
+    swarmtel::sinks::prometheus::linger_after_run(&|| stop.load(Ordering::SeqCst));
     Ok(if summary.interrupted {
         ExitCode::from(130)
     } else {
@@ -391,7 +392,46 @@ fn serve(config_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     swarmtel::diag_text!("{}", report.summary.render());
     swarmtel::diag_text!("{}", report.connections.render());
     cache_report(&sandbox_ref);
+    let signalled = signal_flag();
+    swarmtel::sinks::prometheus::linger_after_run(&|| signalled.load(Ordering::SeqCst));
     Ok(ExitCode::SUCCESS)
+}
+
+/// A flag set by the next SIGINT or SIGTERM (for the linger after `serve`, whose own signal
+/// handling has ended with its run).
+fn signal_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    // Returns once the listeners are registered: a signal before that would be missed.
+    let (ready, registered) = std::sync::mpsc::channel::<()>();
+    let _ = std::thread::Builder::new()
+        .name("swarmtel-signals".into())
+        .spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut interrupt), Ok(mut terminate)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    return;
+                };
+                let _ = ready.send(());
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                set.store(true, Ordering::SeqCst);
+            });
+        });
+    // Without listeners (the thread or runtime failed), the linger runs its course.
+    let _ = registered.recv_timeout(std::time::Duration::from_secs(5));
+    flag
 }
 
 /// The Locust name of an event kind, as in the event stream.

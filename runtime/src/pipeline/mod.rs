@@ -1095,6 +1095,7 @@ impl Pipeline {
             )?;
         }
         self.flush_outputs()?;
+        self.emitter.outputs.finish();
         Ok(self.summary.clone())
     }
 }

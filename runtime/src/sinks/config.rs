@@ -47,7 +47,16 @@ impl OutputConfig {
             }
         };
         let settings = toml::Value::Table(table);
-        let bad = |error: toml::de::Error| (String::new(), error.message().trim().to_owned());
+        // toml names the key below the entry on a line `in `KEY`` of its message.
+        let bad = |error: toml::de::Error| {
+            let text = error.to_string();
+            let key = text
+                .lines()
+                .find_map(|line| line.trim().strip_prefix("in `")?.strip_suffix('`'))
+                .unwrap_or_default()
+                .to_owned();
+            (key, error.message().trim().to_owned())
+        };
         match kind.as_str() {
             "json_lines" => Ok(OutputConfig::JsonLines(
                 JsonLinesConfig::deserialize(settings).map_err(bad)?,

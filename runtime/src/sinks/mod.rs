@@ -52,6 +52,8 @@ pub trait Sink: Send {
     }
     /// Takes the runtime's own counters, published after each flush of the outputs.
     fn publish_counters(&mut self, _counters: &Summary, _live_instances: u64) {}
+    /// The run finished: the counters just published are the final ones.
+    fn finish(&mut self) {}
 }
 
 /// An output could not be opened or written.
@@ -127,11 +129,11 @@ impl Outputs {
     /// outputs that turn out to open one file (through a link) are refused.
     pub fn from_config(config: &Config) -> Result<Self, SinkError> {
         let mut listeners = Vec::new();
-        for output in &config.outputs {
+        for (index, output) in config.outputs.iter().enumerate() {
             if let OutputConfig::Prometheus(settings) = output {
                 let sink =
                     prometheus::PrometheusSink::start(settings).map_err(|source| SinkError {
-                        output: format!("prometheus {}", settings.listen),
+                        output: format!("outputs[{index}] (prometheus on {})", settings.listen),
                         source,
                     })?;
                 listeners.push(sink);
@@ -145,8 +147,8 @@ impl Outputs {
             &dead_letter.path,
             Console::Stderr,
             dead_letter.existing,
+            &mut files,
         )?;
-        files.check(&name)?;
         let mut outputs = Self::new(writer, name);
         for output in &config.outputs {
             match output {
@@ -156,8 +158,8 @@ impl Outputs {
                         &settings.path,
                         Console::Stdout,
                         settings.existing,
+                        &mut files,
                     )?;
-                    files.check(&name)?;
                     outputs = outputs.with_sink(
                         name,
                         settings.filter.clone(),
@@ -221,6 +223,13 @@ impl Outputs {
         })
     }
 
+    /// Tells every output the run finished (after the final flush and publish).
+    pub fn finish(&mut self) {
+        for output in &mut self.outputs {
+            output.sink.finish();
+        }
+    }
+
     /// Hands the runtime's own counters to every output that shows them.
     pub fn publish_counters(&mut self, counters: &Summary, live_instances: u64) {
         for output in &mut self.outputs {
@@ -249,35 +258,41 @@ impl Outputs {
 }
 
 /// The files the outputs opened, by device and inode: two names for one file (a link) are
-/// refused, as two outputs on one path are when the config is read.
+/// refused before the second is opened (so before it could truncate the first), as two
+/// outputs on one path are when the config is read.
 #[derive(Default)]
 struct OpenedFiles(Vec<((u64, u64), String)>);
 
 impl OpenedFiles {
-    fn check(&mut self, name: &str) -> Result<(), SinkError> {
-        use std::os::unix::fs::MetadataExt;
-        if name == "-" {
-            return Ok(());
-        }
-        let Ok(metadata) = std::fs::metadata(name) else {
-            return Ok(());
-        };
-        if !metadata.is_file() {
-            // A FIFO or a device: what it is shared with is the user's business.
-            return Ok(());
-        }
-        let id = (metadata.dev(), metadata.ino());
-        if let Some((_, first)) = self.0.iter().find(|(other, _)| *other == id) {
+    /// Checks `path` (not opened yet) against the files opened so far.
+    fn check_before_opening(&self, path: &std::path::Path) -> Result<(), SinkError> {
+        if let Some(id) = file_id(path)
+            && let Some((_, first)) = self.0.iter().find(|(other, _)| *other == id)
+        {
             return Err(SinkError {
-                output: name.to_owned(),
+                output: path.display().to_string(),
                 source: io::Error::other(format!(
                     "the same file as {first}: two outputs on one file would cut each other's lines"
                 )),
             });
         }
-        self.0.push((id, name.to_owned()));
         Ok(())
     }
+
+    /// Records a file just opened.
+    fn opened(&mut self, path: &std::path::Path) {
+        if let Some(id) = file_id(path) {
+            self.0.push((id, path.display().to_string()));
+        }
+    }
+}
+
+/// A regular file's device and inode (links followed); none for anything else (a FIFO or a
+/// device is the user's business) or a file that does not exist.
+fn file_id(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path).ok()?;
+    metadata.is_file().then(|| (metadata.dev(), metadata.ino()))
 }
 
 /// Opens a JSON-lines file (or console stream, for `-`) named in the config; returns the
@@ -287,13 +302,20 @@ fn open_json_lines(
     path: &str,
     console: Console,
     existing: Existing,
+    files: &mut OpenedFiles,
 ) -> Result<(JsonLinesWriter, String), SinkError> {
     let resolved = config.resolve(std::path::Path::new(path));
+    if path != "-" && existing != Existing::New {
+        files.check_before_opening(&resolved)?;
+    }
     let (writer, written) =
         JsonLinesWriter::open(&resolved, console, existing).map_err(|source| SinkError {
             output: resolved.display().to_string(),
             source,
         })?;
+    if path != "-" {
+        files.opened(&written);
+    }
     if written != resolved {
         crate::diag!(
             "swarmtel: {} exists: writing {} instead (existing = \"new\")",

@@ -29,17 +29,23 @@ pub fn run_stream(
             ingest::Chunk::Data(chunk) => {
                 if last_publish.elapsed() >= PUBLISH_EVERY {
                     // For a metrics output scraped during a long replay.
+                    pipeline.set_lines_read(line_number);
                     pipeline.publish_counters();
                     last_publish = std::time::Instant::now();
                 }
                 chunk
             }
             ingest::Chunk::Idle => {
-                // A stream that pauses (stdin from a live source): what is done so far
-                // reaches the outputs, and its counters the metrics outputs.
+                // A stream that pauses (stdin from a live source): what the recorders have
+                // returned so far is written and flushed, and the counters published (a
+                // partly filled batch waits for more events, so batches, and a replay's
+                // output, do not depend on pauses).
                 pipeline.set_lines_read(line_number);
                 pipeline.poll()?;
                 last_publish = std::time::Instant::now();
+                if pipeline.has_required_failure() {
+                    break;
+                }
                 continue;
             }
             ingest::Chunk::Overlong(bytes) => {

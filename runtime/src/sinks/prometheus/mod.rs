@@ -12,6 +12,7 @@ pub mod server;
 
 use std::io;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub use config::PrometheusConfig;
 use exposition::Snapshot;
@@ -23,8 +24,10 @@ use crate::pipeline::Summary;
 /// Serves the latest published counters to Prometheus.
 pub struct PrometheusSink {
     snapshot: Arc<Mutex<Arc<Snapshot>>>,
-    linger: std::time::Duration,
-    server: ScrapeServer,
+    linger: Duration,
+    /// The run finished and its final counters were published.
+    finished: bool,
+    server: Option<ScrapeServer>,
 }
 
 impl PrometheusSink {
@@ -34,28 +37,65 @@ impl PrometheusSink {
         let server = ScrapeServer::start(&config.listen, snapshot.clone(), Limits::default())?;
         Ok(Self {
             snapshot,
-            linger: std::time::Duration::from_secs(config.linger_seconds),
-            server,
+            linger: Duration::from_secs(config.linger_seconds),
+            finished: false,
+            server: Some(server),
         })
     }
 
     /// The address it serves on.
     pub fn address(&self) -> std::net::SocketAddr {
-        self.server.address()
+        self.server
+            .as_ref()
+            .map(ScrapeServer::address)
+            .expect("serving until dropped")
     }
 }
 
+/// Endpoints of finished runs kept serving for their `linger_seconds`, until
+/// [`linger_after_run`].
+static LINGERING: Mutex<Vec<(ScrapeServer, Duration)>> = Mutex::new(Vec::new());
+
 impl Drop for PrometheusSink {
-    /// Keeps serving the final counters for `linger_seconds`, so a scrape can see them.
+    /// After a run that finished, an endpoint with `linger_seconds` is kept for
+    /// [`linger_after_run`]; otherwise (an error, no linger) it stops now.
     fn drop(&mut self) {
-        if !self.linger.is_zero() {
-            crate::diag!(
-                "swarmtel: serving the final metrics at http://{}/metrics for {} s (linger_seconds)",
-                self.server.address(),
-                self.linger.as_secs()
-            );
-            std::thread::sleep(self.linger);
+        if let Some(server) = self.server.take()
+            && self.finished
+            && !self.linger.is_zero()
+        {
+            LINGERING
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push((server, self.linger));
         }
+    }
+}
+
+/// Keeps the endpoints of a finished run serving their final counters for the longest of
+/// their `linger_seconds` (all together), or until `interrupted` says so; then stops them.
+/// A command calls this after it has printed its summary, on success only.
+pub fn linger_after_run(interrupted: &dyn Fn() -> bool) {
+    let lingering = std::mem::take(
+        &mut *LINGERING
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    );
+    let Some(longest) = lingering.iter().map(|(_, linger)| *linger).max() else {
+        return;
+    };
+    let addresses: Vec<String> = lingering
+        .iter()
+        .map(|(server, _)| format!("http://{}/metrics", server.address()))
+        .collect();
+    crate::diag!(
+        "swarmtel: serving the final metrics at {} for {} s (linger_seconds; Ctrl-C to stop)",
+        addresses.join(", "),
+        longest.as_secs()
+    );
+    let deadline = std::time::Instant::now() + longest;
+    while std::time::Instant::now() < deadline && !interrupted() {
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -71,6 +111,10 @@ impl Sink for PrometheusSink {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
     }
 
     fn publish_counters(&mut self, counters: &Summary, live_instances: u64) {

@@ -106,18 +106,34 @@ impl Drop for ScrapeServer {
 #[derive(Default)]
 struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
 
+/// One connection's place in [`PerAddress`], given back when dropped (also when its task
+/// ends by a panic).
+struct AddressSlot {
+    counts: Arc<PerAddress>,
+    address: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        self.counts.release(self.address);
+    }
+}
+
 impl PerAddress {
-    fn try_take(&self, address: IpAddr, most: usize) -> bool {
+    fn try_take(self: &Arc<Self>, address: IpAddr, most: usize) -> Option<AddressSlot> {
         let mut counts = self
             .0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let count = counts.entry(address).or_insert(0);
         if *count >= most {
-            return false;
+            return None;
         }
         *count += 1;
-        true
+        Some(AddressSlot {
+            counts: self.clone(),
+            address,
+        })
     }
 
     fn release(&self, address: IpAddr) {
@@ -166,23 +182,21 @@ async fn serve(
                 }
             },
         };
-        if !per_address.try_take(peer.ip(), limits.connections_per_address) {
+        let Some(slot) = per_address.try_take(peer.ip(), limits.connections_per_address) else {
             // Past the per-address cap: closed at once.
             continue;
-        }
+        };
         let Ok(waiter) = waiting.clone().try_acquire_owned() else {
-            per_address.release(peer.ip());
             continue;
         };
-        let (snapshot, permits, per_address) =
-            (snapshot.clone(), permits.clone(), per_address.clone());
+        let (snapshot, permits) = (snapshot.clone(), permits.clone());
         tokio::spawn(async move {
             let permit = tokio::time::timeout(limits.slot_wait, permits.acquire_owned()).await;
             drop(waiter);
             if let Ok(Ok(_permit)) = permit {
                 serve_connection(stream, snapshot, limits).await;
             }
-            per_address.release(peer.ip());
+            drop(slot);
         });
     }
 }
@@ -265,8 +279,8 @@ mod tests {
             connections: 6,
             connections_per_address: 3,
             slot_wait: Duration::from_millis(300),
-            header_timeout: Duration::from_secs(1),
-            connection_lifetime: Duration::from_secs(2),
+            header_timeout: Duration::from_secs(2),
+            connection_lifetime: Duration::from_secs(3),
         }
     }
 
@@ -404,6 +418,7 @@ mod tests {
     fn one_address_gets_a_few_connections_and_silent_ones_time_out() {
         let limits = test_limits();
         let server = server(limits);
+        let opened = Instant::now();
         let mut silent: Vec<TcpStream> = (0..limits.connections_per_address)
             .map(|_| connect_from([127, 0, 0, 2], server.address()))
             .collect();
@@ -419,11 +434,10 @@ mod tests {
                 .starts_with("HTTP/1.1 200 OK")
         );
         // The silent ones are closed once their headers are late, not before.
-        let started = Instant::now();
-        assert!(closed_within(&mut silent[0], Duration::from_secs(5)));
-        let waited = started.elapsed();
+        assert!(closed_within(&mut silent[0], Duration::from_secs(10)));
+        let waited = opened.elapsed();
         assert!(
-            waited >= limits.header_timeout - Duration::from_millis(400),
+            waited >= limits.header_timeout,
             "closed after {waited:?}, before the header timeout"
         );
         for stream in &mut silent[1..] {
@@ -450,8 +464,9 @@ mod tests {
         assert_eq!(response, "", "served past the cap");
         let waited = started.elapsed();
         assert!(
-            waited >= limits.slot_wait - Duration::from_millis(100),
-            "closed after {waited:?}, without waiting for a slot"
+            waited >= limits.slot_wait && waited < limits.header_timeout,
+            "closed after {waited:?}: not after waiting {:?} for a slot",
+            limits.slot_wait
         );
         // Once the silent ones time out, newcomers are served.
         std::thread::sleep(limits.header_timeout + Duration::from_millis(500));
@@ -461,37 +476,64 @@ mod tests {
         );
     }
 
+    /// Reads one response from a kept-alive connection: its status line, or `None` when the
+    /// connection was closed.
+    fn read_response(stream: &mut TcpStream) -> Option<String> {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return None,
+            }
+        }
+        let head = String::from_utf8(head).unwrap();
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .expect("a content-length")
+            .trim()
+            .parse()
+            .unwrap();
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).ok()?;
+        Some(head.lines().next().unwrap().to_owned())
+    }
+
     #[test]
     fn a_kept_alive_connection_ends_after_its_lifetime() {
         let limits = test_limits();
         let server = server(limits);
         let mut stream = TcpStream::connect(server.address()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         let started = Instant::now();
-        // Keep it busy with scrapes, each within the header timeout.
-        while started.elapsed() < limits.connection_lifetime + Duration::from_secs(1) {
+        // Keep it busy with scrapes, each well within the header timeout, until it closes.
+        let mut served = 0;
+        loop {
             if stream
                 .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
                 .is_err()
             {
                 break;
             }
-            let mut head = [0u8; 12];
-            if stream.read_exact(&mut head).is_err() {
-                break;
+            match read_response(&mut stream) {
+                Some(status) => assert_eq!(status, "HTTP/1.1 200 OK"),
+                None => break,
             }
-            assert_eq!(&head, b"HTTP/1.1 200");
-            // Drain the rest of that response.
-            stream
-                .set_read_timeout(Some(Duration::from_millis(50)))
-                .unwrap();
-            let mut rest = [0u8; 65536];
-            while stream.read(&mut rest).map(|n| n > 0).unwrap_or(false) {}
+            served += 1;
+            assert!(
+                started.elapsed() < limits.connection_lifetime * 3,
+                "still open after {:?}",
+                started.elapsed()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         let lived = started.elapsed();
+        assert!(served > 1, "{served} responses");
         assert!(
-            lived >= limits.connection_lifetime - Duration::from_millis(200)
-                && lived < limits.connection_lifetime + Duration::from_secs(1),
+            lived >= limits.connection_lifetime,
             "the connection lasted {lived:?}"
         );
     }
