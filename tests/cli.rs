@@ -550,6 +550,8 @@ fn a_run_that_fails_does_not_linger_on_its_metrics() {
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert!(stderr(&output).contains("no-such-events.ndjson"));
     assert!(!stderr(&output).contains("serving the final metrics"));
+    // Its only output shows counters: every item would be validated, then dropped.
+    assert!(stderr(&output).contains("warning: no output takes telemetry"));
     assert!(
         started.elapsed() < std::time::Duration::from_secs(30),
         "took {:?}",

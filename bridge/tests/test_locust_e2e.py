@@ -116,16 +116,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_master_and_worker_share_run_id(setup):
-    lf, fake, out, env, endpoint = setup
+def _master_and_worker(setup, env=None, worker_locustfile=None, master_args=(), worker_delay=0.0):
+    """Runs a headless master (2 users, 2 s) and one worker through the fake runtime; returns
+    the master's exit code and both stderr texts."""
+    lf, fake, out, setup_env, endpoint = setup
+    env = setup_env if env is None else env
     port = str(free_port())
     master = subprocess.Popen(_locust("-f", str(lf), "--master", "--headless", "--expect-workers", "1",
                                       "-u", "2", "-r", "2", "-t", "2s", "--master-bind-port", port,
                                       "--swarmtel-endpoint", endpoint, "--swarmtel-config", str(out),
-                                      "--swarmtel-bin", str(fake), "--swarmtel-run-id", "run-xyz"),
+                                      "--swarmtel-bin", str(fake), *master_args),
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
-    worker = subprocess.Popen(_locust("-f", str(lf), "--worker", "--master-port", port,
+    time.sleep(worker_delay)
+    worker = subprocess.Popen(_locust("-f", str(worker_locustfile or lf), "--worker", "--master-port", port,
                                       "--swarmtel-endpoint", endpoint),
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -135,7 +138,13 @@ def test_master_and_worker_share_run_id(setup):
         for p in (master, worker):
             if p.poll() is None:
                 p.kill()
-    assert master.returncode == 0, merr[-3000:]
+    return master.returncode, merr, werr
+
+
+def test_master_and_worker_share_run_id(setup):
+    lf, fake, out, env, endpoint = setup
+    code, merr, werr = _master_and_worker(setup, master_args=("--swarmtel-run-id", "run-xyz"), worker_delay=1.0)
+    assert code == 0, merr[-3000:]
     # The run id is only ever sent to a worker that asked for it, after registering its handler.
     assert "Unknown message type" not in werr, werr[-3000:]
     assert "Unknown message type" not in merr, merr[-3000:]
@@ -187,23 +196,8 @@ def test_worker_events_before_init_are_not_lost(setup, tmp_path):
     lf, fake, out, env, endpoint = setup
     wlf = tmp_path / "worker_locustfile.py"
     wlf.write_text(LOCUSTFILE + HOLD_WORKER_CONSTRUCTOR)
-    port = str(free_port())
-    master = subprocess.Popen(_locust("-f", str(lf), "--master", "--headless", "--expect-workers", "1",
-                                      "-u", "2", "-r", "2", "-t", "2s", "--master-bind-port", port,
-                                      "--swarmtel-endpoint", endpoint, "--swarmtel-config", str(out),
-                                      "--swarmtel-bin", str(fake)),
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    worker = subprocess.Popen(_locust("-f", str(wlf), "--worker", "--master-port", port,
-                                      "--swarmtel-endpoint", endpoint),
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _, merr = master.communicate(timeout=60)
-        _, werr = worker.communicate(timeout=30)
-    finally:
-        for p in (master, worker):
-            if p.poll() is None:
-                p.kill()
-    assert master.returncode == 0, merr[-3000:]
+    code, merr, werr = _master_and_worker(setup, worker_locustfile=wlf)
+    assert code == 0, merr[-3000:]
     assert "TEST: test_start fired before init: True" in werr, werr[-3000:]
     assert "Unknown message type" not in werr, werr[-3000:]
     res = json.loads(out.read_text())
@@ -289,23 +283,8 @@ def test_worker_sends_to_a_loading_runtime_without_waiting(setup):
     and the runtime holds its lines. Nothing is lost."""
     lf, fake, out, env, endpoint = setup
     env = dict(env, FAKE_SERVE_LOAD_SECONDS="0.5", FAKE_SERVE_READY_AFTER_NODES="master,worker-0")
-    port = str(free_port())
-    master = subprocess.Popen(_locust("-f", str(lf), "--master", "--headless", "--expect-workers", "1",
-                                      "-u", "2", "-r", "2", "-t", "2s", "--master-bind-port", port,
-                                      "--swarmtel-endpoint", endpoint, "--swarmtel-config", str(out),
-                                      "--swarmtel-bin", str(fake)),
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    worker = subprocess.Popen(_locust("-f", str(lf), "--worker", "--master-port", port,
-                                      "--swarmtel-endpoint", endpoint),
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _, merr = master.communicate(timeout=60)
-        _, werr = worker.communicate(timeout=30)
-    finally:
-        for p in (master, worker):
-            if p.poll() is None:
-                p.kill()
-    assert master.returncode == 0, merr[-3000:]
+    code, merr, werr = _master_and_worker(setup, env=env)
+    assert code == 0, merr[-3000:]
     res = json.loads(out.read_text())
     conns = {c["hello"]["node"]: c for c in res["conns"]}
     assert set(conns) == {"master", "worker-0"} and len(res["conns"]) == 2

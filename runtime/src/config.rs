@@ -56,9 +56,6 @@ pub struct Config {
     /// `[[outputs]]` as written: read entry by entry, so an error names its entry.
     #[serde(default, rename = "outputs")]
     listed_outputs: Option<Vec<toml::Table>>,
-    /// Whether the config has an `outputs` key at all (an empty list means no outputs).
-    #[serde(skip)]
-    outputs_listed: bool,
     /// `[dead_letter]` as written.
     #[serde(default, rename = "dead_letter")]
     listed_dead_letter: Option<DeadLetterConfig>,
@@ -413,7 +410,6 @@ impl Config {
                 .as_ref()
                 .is_some_and(|legacy| legacy.dead_letter.is_some());
         let mut default_output = false;
-        self.outputs_listed = listed.is_some();
         let listed_dead_letter = self.listed_dead_letter.take();
         // The key each output's destination goes by in messages.
         let (output_key, dead_letter_key): (fn(usize, &str) -> String, &str);
@@ -449,6 +445,8 @@ impl Config {
                 }
             };
         } else {
+            // No `outputs` key at all: telemetry goes to stdout (`outputs = []` stays empty).
+            default_output = listed.is_none();
             let mut outputs = Vec::new();
             for (index, table) in listed.into_iter().flatten().enumerate() {
                 let output = OutputConfig::from_table(table).map_err(|(key, message)| {
@@ -461,9 +459,8 @@ impl Config {
                 })?;
                 outputs.push(output);
             }
-            if self.listed_outputs_absent(&outputs) {
+            if default_output {
                 outputs.push(OutputConfig::JsonLines(JsonLinesConfig::default()));
-                default_output = true;
             }
             self.outputs = outputs;
             self.dead_letter = listed_dead_letter.unwrap_or_default();
@@ -530,12 +527,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-
-    /// Whether the config named no outputs at all (then telemetry goes to stdout); an
-    /// explicit empty list (`outputs = []`) stays empty.
-    fn listed_outputs_absent(&self, outputs: &[OutputConfig]) -> bool {
-        outputs.is_empty() && !self.outputs_listed
     }
 
     /// Where a path of an output leads: `-` is the console stream `console`, and so are the

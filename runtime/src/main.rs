@@ -392,8 +392,10 @@ fn serve(config_path: &Path, args: ServeArgs) -> anyhow::Result<ExitCode> {
     swarmtel::diag_text!("{}", report.summary.render());
     swarmtel::diag_text!("{}", report.connections.render());
     cache_report(&sandbox_ref);
-    let signalled = signal_flag();
-    swarmtel::sinks::prometheus::linger_after_run(&|| signalled.load(Ordering::SeqCst));
+    if swarmtel::sinks::prometheus::lingering() {
+        let signalled = signal_flag();
+        swarmtel::sinks::prometheus::linger_after_run(&|| signalled.load(Ordering::SeqCst));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

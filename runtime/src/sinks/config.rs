@@ -90,19 +90,6 @@ impl OutputConfig {
             OutputConfig::Prometheus(_) => &NO_FILTER,
         }
     }
-
-    /// The file or console stream it writes, when it writes one (`-` is stdout).
-    pub fn local_path(&self) -> Option<&str> {
-        match self {
-            OutputConfig::JsonLines(config) => Some(&config.path),
-            OutputConfig::Prometheus(_) => None,
-        }
-    }
-
-    /// Whether it takes telemetry records (the Prometheus endpoint shows counters only).
-    pub fn takes_records(&self) -> bool {
-        matches!(self, OutputConfig::JsonLines(_))
-    }
 }
 
 /// `[dead_letter]`: where rejected telemetry goes, with the reason, as JSON lines.

@@ -179,7 +179,7 @@ impl Outputs {
                 }
             }
         }
-        if !config.outputs.iter().any(OutputConfig::takes_records) {
+        if !outputs.outputs.iter().any(|output| output.takes_records) {
             crate::diag!(
                 "swarmtel: warning: no output takes telemetry: every item is validated, then dropped"
             );

@@ -72,6 +72,14 @@ impl Drop for PrometheusSink {
     }
 }
 
+/// Whether endpoints of a finished run wait for [`linger_after_run`].
+pub fn lingering() -> bool {
+    !LINGERING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .is_empty()
+}
+
 /// Keeps the endpoints of a finished run serving their final counters for the longest of
 /// their `linger_seconds` (all together), or until `interrupted` says so; then stops them.
 /// A command calls this after it has printed its summary, on success only.
