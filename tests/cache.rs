@@ -137,8 +137,8 @@ fn a_folder_others_can_write_is_refused_and_the_run_goes_on() {
     assert!(entries(&cache).is_empty(), "nothing was written to it");
     assert_eq!(
         json_lines(&output.stdout).len(),
-        4 + 2,
-        "telemetry plus summaries"
+        4 + 2 + 2,
+        "telemetry, plugin summaries and request summaries (/a and Aggregated)"
     );
 }
 

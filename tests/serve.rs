@@ -299,8 +299,8 @@ fn live_connections_give_the_replays_telemetry() {
     );
     assert_eq!(
         json_lines(&live).len(),
-        6 + 36 + 2 + 1,
-        "6 custom, 36 stats, 2 plugin summaries, 1 serve summary"
+        6 + 36 + 2 + 6 + 1,
+        "6 custom, 36 stats, 2 plugin summaries, 6 request summaries (5 endpoints and Aggregated), 1 serve summary"
     );
 }
 

@@ -7,7 +7,7 @@ hook's arguments. Listeners build cheap *items* (tuples); the flusher encodes th
 Items:
 
 * ``("request", time, request_type, name, response_time, response_length, exception,
-  start_time, url, status_code, context)`` (see :func:`request_item`)
+  exception_type, start_time, url, status_code, context)`` (see :func:`request_item`)
 * ``(event, time, fields)`` for every other event, ``fields`` a dict of JSON-ready values.
 """
 from __future__ import annotations
@@ -42,7 +42,17 @@ def request_item(request_type, name, response_time, response_length, response=No
     """Build the cheap tuple the ``request`` listener buffers (no JSON, no I/O)."""
     status = getattr(response, "status_code", None) if response is not None else None
     return ("request", _time.time(), request_type, name, response_time, response_length,
-            str(exception) if exception is not None else None, start_time, url, status, context)
+            str(exception) if exception is not None else None, exception_type(exception),
+            start_time, url, status, context)
+
+
+def exception_type(exception: Any) -> Optional[str]:
+    """The class name of a request's exception, such as ``ConnectionError`` (what Locust's
+    ``--otel`` puts in ``error.type``); ``None`` when there is none or it is not an exception
+    (a plain failure text)."""
+    if isinstance(exception, BaseException):
+        return type(exception).__name__
+    return None
 
 
 def event_item(event: str, **fields: Any) -> Tuple[str, float, Dict[str, Any]]:
@@ -51,19 +61,24 @@ def event_item(event: str, **fields: Any) -> Tuple[str, float, Dict[str, Any]]:
 
 
 def _request_fields(item: Tuple) -> Dict[str, Any]:
-    (_, _, request_type, name, response_time, response_length, exception, start_time, url,
-     status, context) = item
-    return {
+    (_, _, request_type, name, response_time, response_length, exception, error_type,
+     start_time, url, status, context) = item
+    fields = {
         "request_type": request_type,
         "name": name,
         "response_time": float(response_time) if response_time is not None else None,
         "response_length": int(response_length or 0),
         "exception": exception,
+    }
+    if error_type is not None:
+        fields["exception_type"] = error_type
+    fields.update({
         "start_time": start_time,
         "url": str(url) if url is not None else None,
         "status_code": int(status) if status is not None else None,
         "context": _json_safe(context or {}, {}),
-    }
+    })
+    return fields
 
 
 def to_record(item: Tuple, role: str, node: str) -> Dict[str, Any]:
@@ -104,8 +119,8 @@ def _fast_request_line(item: Tuple, role: str, node: str) -> Optional[bytes]:
     without the intermediate dict. Requests are most of the traffic; this keeps the bridge's
     share of Locust's CPU small. ``None`` for anything unusual (a context, non-str names,
     non-finite numbers): the general path handles those."""
-    (_, time, request_type, name, response_time, response_length, exception, start_time, url,
-     status, context) = item
+    (_, time, request_type, name, response_time, response_length, exception, error_type,
+     start_time, url, status, context) = item
     if context or type(request_type) is not str or type(name) is not str:
         return None
     if start_time is not None and type(start_time) is not float:
@@ -119,9 +134,10 @@ def _fast_request_line(item: Tuple, role: str, node: str) -> Optional[bytes]:
     if None in numbers:
         return None
     line = '%s%s,"request_type":%s,"name":%s,"response_time":%s,"response_length":%d,' \
-           '"exception":%s,"start_time":%s,"url":%s,"status_code":%s,"context":{}}\n' % (
+           '"exception":%s%s,"start_time":%s,"url":%s,"status_code":%s,"context":{}}\n' % (
                prefix, numbers[0], _string(request_type), _string(name), numbers[1],
                int(response_length or 0), "null" if exception is None else _string(exception),
+               "" if error_type is None else ',"exception_type":' + _string(error_type),
                numbers[2], "null" if url is None else _string(str(url)),
                "null" if status is None else "%d" % int(status))
     encoded = line.encode("ascii")

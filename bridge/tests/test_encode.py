@@ -144,6 +144,7 @@ def test_every_event_matches_capture_encoding(capture):
     req = ours[1]
     assert req["status_code"] == 503 and req["response_time"] == 12.5 and req["context"] == {"user": 1}
     assert ours[2]["exception"] == "nope" and ours[2]["context"] == {} and ours[2]["response_length"] == 0
+    assert ours[2]["exception_type"] == "ValueError" and "exception_type" not in ours[1]
     stats = [o for o in ours if o["event"] == "stats"]
     assert stats[0]["total"]["num_requests"] == 3 and stats[0]["total"]["num_failures"] == 1
     assert [e["name"] for e in stats[0]["entries"]] == ["/", "/orders"]

@@ -146,6 +146,9 @@ def _on_init(environment, **kwargs):
 def _on_request(request_type, name, response_time, response_length, response=None, context=None,
                 exception=None, start_time=None, url=None, **kwargs):
     status = getattr(response, "status_code", None) if response is not None else None
+    # The exception's class name, such as ConnectionError (Locust --otel's error.type); only
+    # for exceptions, not for plain failure texts.
+    error_type = {"exception_type": type(exception).__name__} if isinstance(exception, BaseException) else {}
     CAP.write(
         "request",
         request_type=request_type,
@@ -153,6 +156,7 @@ def _on_request(request_type, name, response_time, response_length, response=Non
         response_time=float(response_time) if response_time is not None else None,
         response_length=int(response_length or 0),
         exception=str(exception) if exception is not None else None,
+        **error_type,
         start_time=start_time,
         url=str(url) if url is not None else None,
         status_code=int(status) if status is not None else None,

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::pipeline::request_metrics::RequestMetricsConfig;
+
 use crate::sinks::config::{DeadLetterConfig, LegacyOutputConfig, OutputConfig};
 use crate::sinks::json_lines::{Existing, JsonLinesConfig};
 
@@ -72,6 +74,9 @@ pub struct Config {
     /// The compile cache.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// `[request_metrics]`: the host's own Locust request statistics and their bounds.
+    #[serde(default)]
+    pub request_metrics: RequestMetricsConfig,
     /// The config file's folder; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -561,6 +566,9 @@ impl Config {
             return Err(
                 self.value_error("run.max_live_instances".into(), "must be from 1 to 1000000")
             );
+        }
+        if let Err((key, message)) = self.request_metrics.check() {
+            return Err(self.value_error(format!("request_metrics.{key}"), message));
         }
         for (index, plugin) in self.plugins.iter().enumerate() {
             let key = |field: &str| format!("plugins[{index}].{field}");

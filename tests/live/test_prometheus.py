@@ -1,10 +1,14 @@
 """A real Prometheus scrapes `swarmtel serve`'s Prometheus output during a real distributed
 Locust run (a master and two workers through the bridge), and PromQL over its HTTP API gives
-the runtime's own counters exactly as the server's summary states them when it ends.
+the runtime's own counters exactly as the server's summary states them when it ends, and the
+built-in request metrics exactly as Locust's master reports them in its `--json-file` and
+`--csv` files: requests and failures per endpoint, failures per exception type, and p50, p95
+and p99 per endpoint and Aggregated over both workers.
 
 Needs SWARMTEL_BIN, the example plugins built into target/guests/, and PROMETHEUS_BIN (the
 Debian `prometheus` binary; scripts/prometheus-env.sh installs it, scripts/test.sh passes it).
 """
+import csv
 import json
 import os
 import re
@@ -113,6 +117,7 @@ def test_prometheus_scrapes_the_runtime_counters_of_a_distributed_run(tmp_path, 
             master = subprocess.Popen(locust(
                 "--headless", "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(master_port),
                 "--expect-workers", "2", "-u", "8", "-r", "8", "-t", "8s", "--host", target, "--only-summary",
+                "--json-file", str(tmp_path / "locust"), "--csv", str(tmp_path / "locust"),
                 "--swarmtel-endpoint", endpoint, "--swarmtel-testplan", "prometheus"),
                 env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
         procs.append(master)
@@ -146,6 +151,26 @@ def test_prometheus_scrapes_the_runtime_counters_of_a_distributed_run(tmp_path, 
         faults = promql(prometheus, "sum(swarmtel_plugin_faults_total) or vector(0)")
         instances = promql(prometheus, "swarmtel_live_instances")
 
+        # Locust's own numbers, as its master wrote them.
+        with open(tmp_path / "locust.json") as fh:
+            locust_entries = {(e["method"], e["name"]): e for e in json.load(fh)}
+        with open(tmp_path / "locust_stats.csv") as fh:
+            locust_rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(fh)}
+        with open(tmp_path / "locust_failures.csv") as fh:
+            locust_failures = list(csv.DictReader(fh))
+        aggregated = int(locust_rows[("", "Aggregated")]["Request Count"])
+        wait_until("Prometheus to scrape the final request metrics",
+                   lambda: promql(prometheus, "sum(locust_client_duration_seconds_count)") == {(): aggregated},
+                   prom, timeout=60)
+        by_endpoint = 'sum by (name, http_request_method) ({})'
+        requests = promql(prometheus, by_endpoint.format("locust_client_duration_seconds_count"))
+        failures = promql(prometheus, by_endpoint.format('locust_client_duration_seconds_count{error_type!=""}'))
+        errors = promql(prometheus, 'sum by (name, http_request_method, error_type) '
+                                    '(locust_client_duration_seconds_count{error_type!=""})')
+        percentiles = promql(prometheus, "locust_client_duration_percentile_seconds")
+        # Users, from the workers' reports: all 8 once both had spawned theirs.
+        users = promql(prometheus, "max_over_time(locust_users_count[10m])")
+
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(timeout=60) == 0
     finally:
@@ -163,3 +188,40 @@ def test_prometheus_scrapes_the_runtime_counters_of_a_distributed_run(tmp_path, 
     assert rejected == {(): 0.0} and faults == {(): 0.0}
     # The nodes quit: their recorders were finished and freed.
     assert instances == {(): 0.0}
+
+    # Requests and failures per endpoint are Locust's.
+    assert len(locust_entries) >= 4, locust_entries.keys()
+    endpoint = lambda method, name: (("http_request_method", method), ("name", name))  # noqa: E731
+    assert requests == {endpoint(m, n): float(e["num_requests"]) for (m, n), e in locust_entries.items()}
+    assert failures == {endpoint(m, n): float(e["num_failures"]) for (m, n), e in locust_entries.items()
+                        if e["num_failures"]}
+    assert sum(e["num_failures"] for e in locust_entries.values()) > 0, "the /flaky endpoint fails"
+    # Failures per exception class: Locust's failures.csv has repr(exception), `Class(...)`.
+    expected_errors = {}
+    for row in locust_failures:
+        key = (("error_type", row["Error"].split("(", 1)[0]),
+               ("http_request_method", row["Method"]), ("name", row["Name"]))
+        expected_errors[key] = expected_errors.get(key, 0.0) + float(row["Occurrences"])
+    assert errors == expected_errors
+    records = [json.loads(line)["telemetry"] for line in (tmp_path / "telemetry.ndjson").read_text().splitlines()]
+    run_id = records[0]["run_id"]
+    # p50, p95 and p99 over both workers are the master's, per endpoint and Aggregated.
+    for (method, name), row in locust_rows.items():
+        for quantile, column in (("0.5", "50%"), ("0.95", "95%"), ("0.99", "99%")):
+            labels = [("name", name), ("quantile", quantile), ("run_id", run_id), ("testplan", "prometheus")]
+            if method:
+                labels.append(("http_request_method", method))
+            value = percentiles[tuple(sorted(labels))]
+            assert round(value * 1000) == int(row[column]), (method, name, quantile, value, row)
+    assert len(percentiles) == 3 * len(locust_rows)
+    assert users == {(("run_id", run_id), ("testplan", "prometheus")): 8.0}
+
+    # The same numbers, as REQUEST_SUMMARY records in the JSON lines.
+    summaries = {(r["request_type"], r["name"]): r for r in records if r["telemetry_name"] == "REQUEST_SUMMARY"}
+    assert summaries.keys() == locust_rows.keys()
+    for key, row in locust_rows.items():
+        summary = summaries[key]
+        assert summary["num_requests"] == int(row["Request Count"]), (key, summary, row)
+        assert summary["num_failures"] == int(row["Failure Count"]), (key, summary, row)
+        for percent, column in (("0.5", "50%"), ("0.95", "95%"), ("0.99", "99%")):
+            assert summary[f"response_time_percentile_{percent}"] == int(row[column]), (key, summary, row)

@@ -12,7 +12,9 @@ pub mod counters;
 mod emit;
 pub mod enrich;
 mod loading;
+pub mod metrics;
 pub mod recorder_task;
+pub mod request_metrics;
 pub mod route;
 pub mod validate;
 
@@ -27,6 +29,7 @@ use emit::{Emitted, Emitter};
 use enrich::{Level, Origin, RunContext, SELF_PLUGIN_ID};
 pub use loading::{LoadedPlugins, check_plugin_files, load_plugins};
 use recorder_task::{Done, Job, Outcome, RecorderPool, RecorderTask};
+use request_metrics::RequestMetrics;
 use route::{BatchBuilder, EndpointInterner, TickClock};
 use validate::{PluginSchemas, Validator};
 
@@ -206,6 +209,8 @@ pub struct Pipeline {
     /// Their indices in `runs`, so a connection finds its run in constant time.
     run_index: HashMap<RunContext, usize>,
     interner: EndpointInterner,
+    /// Locust's request statistics over every node of each run.
+    request_metrics: RequestMetrics,
     emitter: Emitter,
     batch_size: usize,
     factory: Box<BackendFactory>,
@@ -326,6 +331,7 @@ impl Pipeline {
             nodes: Vec::new(),
             node_ids: HashMap::new(),
             interner: EndpointInterner::default(),
+            request_metrics: RequestMetrics::new(config.request_metrics.clone()),
             run_index: HashMap::from([(run.clone(), 0)]),
             runs: vec![run],
             emitter: Emitter {
@@ -388,9 +394,10 @@ impl Pipeline {
         self.emitter
             .outputs
             .records_written(&mut self.summary.outputs);
+        let metrics = self.request_metrics.snapshot(&self.runs);
         self.emitter
             .outputs
-            .publish_counters(&self.summary, self.live_instances as u64);
+            .publish_counters(&self.summary, self.live_instances as u64, &metrics);
     }
 
     /// Makes everything processed so far visible: partly filled batches go to their
@@ -588,9 +595,15 @@ impl Pipeline {
         let kind = record.body.kind();
         let endpoint = match &record.body {
             EventBody::Request(request) => {
-                Some(self.interner.intern(&request.request_type, &request.name))
+                let endpoint = self.interner.intern(&request.request_type, &request.name);
+                self.request_metrics
+                    .record_request(run.0, endpoint, request);
+                Some(endpoint)
             }
-            EventBody::Other(_) => None,
+            EventBody::Other(event) => {
+                self.request_metrics.record_event(run.0, record.role, event);
+                None
+            }
         };
         for position in 0..self.nodes[node].slots.len() {
             let slot_index = self.nodes[node].slots[position];
@@ -1091,6 +1104,18 @@ impl Pipeline {
                     counters.faults_total()
                 ),
                 Value::Object(counters.summary_fields(&id)),
+                origin,
+            )?;
+        }
+        for (run, message, fields) in self.request_metrics.summaries() {
+            let origin = runtime_origin("summary", time);
+            self.emitter.self_telemetry(
+                &self.runs[run],
+                Level::Info,
+                wit::TelemetryType::Metric,
+                "REQUEST_SUMMARY",
+                message,
+                fields,
                 origin,
             )?;
         }

@@ -298,6 +298,7 @@ mod tests {
             start_time: 1.0,
             status_code: 200,
             exception: failed.then_some(Cow::Borrowed("boom")),
+            exception_type: failed.then_some(Cow::Borrowed("RuntimeError")),
             url: Some(Cow::Borrowed("http://x")),
             context: None,
         }

@@ -14,6 +14,7 @@ pub mod json_lines;
 pub mod prometheus;
 
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -21,6 +22,7 @@ use crate::config::Config;
 use crate::pipeline::Summary;
 use crate::pipeline::counters::OutputRecords;
 use crate::pipeline::enrich::{Level, Origin, RunContext};
+use crate::pipeline::metrics::RunMetrics;
 use crate::pipeline::validate::ValidItem;
 use config::OutputConfig;
 use filter::FilterConfig;
@@ -50,8 +52,15 @@ pub trait Sink: Send {
     fn takes_records(&self) -> bool {
         true
     }
-    /// Takes the runtime's own counters, published after each flush of the outputs.
-    fn publish_counters(&mut self, _counters: &Summary, _live_instances: u64) {}
+    /// Takes the runtime's own counters and the built-in request metrics of every run,
+    /// published after each flush of the outputs.
+    fn publish_counters(
+        &mut self,
+        _counters: &Summary,
+        _live_instances: u64,
+        _metrics: &Arc<Vec<RunMetrics>>,
+    ) {
+    }
     /// The run finished: the counters just published are the final ones.
     fn finish(&mut self) {}
 }
@@ -231,9 +240,16 @@ impl Outputs {
     }
 
     /// Hands the runtime's own counters to every output that shows them.
-    pub fn publish_counters(&mut self, counters: &Summary, live_instances: u64) {
+    pub fn publish_counters(
+        &mut self,
+        counters: &Summary,
+        live_instances: u64,
+        metrics: &Arc<Vec<RunMetrics>>,
+    ) {
         for output in &mut self.outputs {
-            output.sink.publish_counters(counters, live_instances);
+            output
+                .sink
+                .publish_counters(counters, live_instances, metrics);
         }
     }
 

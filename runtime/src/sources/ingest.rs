@@ -113,6 +113,9 @@ pub struct RequestRecord<'a> {
     pub status_code: u16,
     /// `exception` text when the request failed.
     pub exception: Option<Cow<'a, str>>,
+    /// The exception's class name (`exception_type`), such as `ConnectionError`, when the
+    /// request failed and the sender knew it (the bridge sends it; older captures lack it).
+    pub exception_type: Option<Cow<'a, str>>,
     /// `url`, when known.
     pub url: Option<Cow<'a, str>>,
     /// `context`, as raw JSON, when present and not empty.
@@ -168,6 +171,8 @@ struct RawLine<'a> {
     response_length: Option<u64>,
     #[serde(borrow, default)]
     exception: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    exception_type: Option<Cow<'a, str>>,
     #[serde(default)]
     start_time: Option<f64>,
     #[serde(borrow, default)]
@@ -294,6 +299,7 @@ pub fn decode_line(line: &str) -> Result<EventRecord<'_>, DecodeError> {
                 start_time: raw.start_time.unwrap_or(time),
                 status_code: raw.status_code.unwrap_or(0),
                 exception: raw.exception,
+                exception_type: raw.exception_type,
                 url: raw.url,
                 context,
             })

@@ -1,5 +1,9 @@
-//! The Prometheus encoding: the runtime's own counters as OpenMetrics text, through
-//! `prometheus-client`'s encoder (names, `_total` suffixes, label escaping, `# EOF`).
+//! The Prometheus encoding: the runtime's own counters and the built-in request metrics as
+//! OpenMetrics text, through `prometheus-client`'s encoder (names, units, `_total` suffixes,
+//! label escaping, `# EOF`). Metric names and attribute keys are OpenTelemetry's with dots
+//! as underscores, the way an OpenTelemetry Collector's Prometheus exporter writes them
+//! (`locust.client.duration` in `s` is `locust_client_duration_seconds`); each series of a
+//! run carries its `run_id` and `testplan`.
 
 use std::sync::Arc;
 
@@ -10,6 +14,10 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use prometheus_client::encoding::NoLabelSet;
+use prometheus_client::registry::Unit;
+
+use crate::pipeline::metrics::{PointValue, RunMetrics};
 use crate::pipeline::{SourceCounters, Summary};
 
 /// What a scrape shows: the latest counters the pipeline published.
@@ -19,6 +27,8 @@ pub struct Snapshot {
     pub counters: Summary,
     /// Recorder instances alive now.
     pub live_instances: u64,
+    /// The built-in request metrics of every run.
+    pub metrics: Arc<Vec<RunMetrics>>,
 }
 
 /// Encodes a snapshot as an OpenMetrics text exposition.
@@ -184,8 +194,90 @@ impl Collector for SnapshotCollector {
                 .iter()
                 .map(|output| (vec![("output", output.key.as_str())], output.records)),
         )?;
-        Ok(())
+        encode_run_metrics(&mut encoder, &self.0.metrics)
     }
+}
+
+/// An OpenTelemetry name or attribute key as a Prometheus name: every character outside
+/// `[a-zA-Z0-9_]` becomes `_`.
+fn prometheus_name(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// The request metrics of every run: one family per metric name, one series per run and
+/// point, labelled with the run's id and test plan and the point's attributes.
+fn encode_run_metrics(
+    encoder: &mut DescriptorEncoder<'_>,
+    runs: &[RunMetrics],
+) -> Result<(), std::fmt::Error> {
+    let mut names: Vec<&str> = Vec::new();
+    for metric in runs.iter().flat_map(|run| &run.metrics) {
+        if !names.contains(&metric.name) {
+            names.push(metric.name);
+        }
+    }
+    for name in names {
+        let same_name = || {
+            runs.iter().flat_map(move |run| {
+                run.metrics
+                    .iter()
+                    .filter(move |metric| metric.name == name)
+                    .map(move |metric| (run, metric))
+            })
+        };
+        let Some((_, first)) = same_name().next() else {
+            continue;
+        };
+        let kind = match first.points.first().map(|point| &point.value) {
+            Some(PointValue::Histogram(_)) => MetricType::Histogram,
+            _ => MetricType::Gauge,
+        };
+        let unit = match first.unit {
+            "s" => Some(Unit::Seconds),
+            "" => None,
+            other => Some(Unit::Other(prometheus_name(other))),
+        };
+        let family_name = prometheus_name(name);
+        let mut family =
+            encoder.encode_descriptor(&family_name, first.description, unit.as_ref(), kind)?;
+        for (run, metric) in same_name() {
+            for point in &metric.points {
+                let mut labels: Vec<(String, &str)> = vec![
+                    ("run_id".into(), run.run.run_id.as_str()),
+                    ("testplan".into(), run.run.testplan.as_str()),
+                ];
+                labels.extend(
+                    point
+                        .attributes
+                        .iter()
+                        .map(|(key, value)| (prometheus_name(key), value.as_ref())),
+                );
+                let series = family.encode_family(&labels)?;
+                match &point.value {
+                    PointValue::Gauge(value) => ConstGauge::new(*value).encode(series)?,
+                    PointValue::Histogram(histogram) => {
+                        let buckets: Vec<(f64, u64)> = histogram
+                            .bounds
+                            .iter()
+                            .copied()
+                            .chain(std::iter::once(f64::INFINITY))
+                            .zip(histogram.bucket_counts.iter().copied())
+                            .collect();
+                        let mut series = series;
+                        series.encode_histogram::<NoLabelSet>(
+                            histogram.sum,
+                            histogram.count,
+                            &buckets,
+                            None,
+                        )?
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The roles, in the order of per-role arrays.
@@ -294,6 +386,7 @@ mod tests {
                 ..Summary::default()
             },
             live_instances: 4,
+            metrics: Arc::default(),
         };
         let text = encode(&Arc::new(snapshot)).unwrap();
         for line in [
@@ -315,5 +408,67 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn request_metrics_are_histograms_and_gauges_with_the_runs_labels() {
+        use crate::pipeline::enrich::RunContext;
+        use crate::pipeline::request_metrics::{RequestMetrics, RequestMetricsConfig};
+        use crate::sources::ingest::RequestRecord;
+        use std::borrow::Cow;
+
+        let mut metrics = RequestMetrics::new(RequestMetricsConfig::default());
+        for (ms, error) in [(4.0, None), (140.0, None), (30.0, Some("ConnectionError"))] {
+            let request = RequestRecord {
+                request_type: Cow::Borrowed("GET"),
+                name: Cow::Borrowed("/items/[id]"),
+                response_time_ms: ms,
+                response_length: 1,
+                start_time: 1.0,
+                status_code: if error.is_some() { 0 } else { 200 },
+                exception: error.map(Cow::Borrowed),
+                exception_type: error.map(Cow::Borrowed),
+                url: None,
+                context: None,
+            };
+            metrics.record_request(0, 0, &request);
+        }
+        let runs = [RunContext {
+            run_id: "r-1".into(),
+            testplan: "checkout".into(),
+        }];
+        let snapshot = Snapshot {
+            metrics: metrics.snapshot(&runs),
+            ..Snapshot::default()
+        };
+        let text = encode(&Arc::new(snapshot)).unwrap();
+        // prometheus-client writes `le` first; label order does not matter to Prometheus.
+        let run = "run_id=\"r-1\",testplan=\"checkout\"";
+        let ok = format!(
+            "{run},name=\"/items/[id]\",http_request_method=\"GET\",http_response_status_code=\"200\""
+        );
+        let failed = format!(
+            "{run},name=\"/items/[id]\",http_request_method=\"GET\",error_type=\"ConnectionError\""
+        );
+        for line in [
+            "# TYPE locust_client_duration_seconds histogram".to_owned(),
+            "# UNIT locust_client_duration_seconds seconds".to_owned(),
+            format!("locust_client_duration_seconds_count{{{ok}}} 2"),
+            format!("locust_client_duration_seconds_sum{{{ok}}} 0.144"),
+            format!("locust_client_duration_seconds_bucket{{le=\"0.005\",{ok}}} 1"),
+            format!("locust_client_duration_seconds_bucket{{le=\"0.1\",{ok}}} 1"),
+            format!("locust_client_duration_seconds_bucket{{le=\"0.25\",{ok}}} 2"),
+            format!("locust_client_duration_seconds_bucket{{le=\"+Inf\",{ok}}} 2"),
+            format!("locust_client_duration_seconds_count{{{failed}}} 1"),
+            "# TYPE locust_client_duration_percentile_seconds gauge".to_owned(),
+            format!(
+                "locust_client_duration_percentile_seconds{{{run},name=\"/items/[id]\",http_request_method=\"GET\",quantile=\"0.5\"}} 0.03"
+            ),
+            format!(
+                "locust_client_duration_percentile_seconds{{{run},name=\"Aggregated\",quantile=\"0.99\"}} 0.14"
+            ),
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
     }
 }

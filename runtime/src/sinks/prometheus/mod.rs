@@ -20,6 +20,7 @@ use server::{Limits, ScrapeServer};
 
 use super::{Record, Sink};
 use crate::pipeline::Summary;
+use crate::pipeline::metrics::RunMetrics;
 
 /// Serves the latest published counters to Prometheus.
 pub struct PrometheusSink {
@@ -125,10 +126,16 @@ impl Sink for PrometheusSink {
         self.finished = true;
     }
 
-    fn publish_counters(&mut self, counters: &Summary, live_instances: u64) {
+    fn publish_counters(
+        &mut self,
+        counters: &Summary,
+        live_instances: u64,
+        metrics: &Arc<Vec<RunMetrics>>,
+    ) {
         let snapshot = Arc::new(Snapshot {
             counters: counters.clone(),
             live_instances,
+            metrics: metrics.clone(),
         });
         *self
             .snapshot

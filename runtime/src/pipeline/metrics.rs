@@ -1,0 +1,64 @@
+//! The host's own metric types: what the built-in request metrics become before a metrics
+//! output encodes them. OpenTelemetry's data model (a metric has a name, a unit and points;
+//! a point has attributes and a value), reduced to what is produced here. Names and
+//! attribute keys are OpenTelemetry's (`locust.client.duration`, `http.request.method`); each
+//! output spells them its own way (Prometheus: `locust_client_duration_seconds`,
+//! `http_request_method`).
+
+use std::borrow::Cow;
+
+use crate::pipeline::enrich::RunContext;
+
+/// One metric: a name, its unit and description, and its points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    /// OpenTelemetry-style dotted name, such as `locust.client.duration`.
+    pub name: &'static str,
+    /// UCUM unit, such as `s`; empty for a plain count.
+    pub unit: &'static str,
+    /// One line on what it measures.
+    pub description: &'static str,
+    /// One point per attribute set.
+    pub points: Vec<Point>,
+}
+
+/// The value of one metric for one set of attributes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// Attribute key and value pairs, in a stable order.
+    pub attributes: Vec<(&'static str, Cow<'static, str>)>,
+    /// The value.
+    pub value: PointValue,
+}
+
+/// A point's value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PointValue {
+    /// A value at this moment (users running, a percentile).
+    Gauge(f64),
+    /// A cumulative histogram since the start of the run.
+    Histogram(HistogramPoint),
+}
+
+/// A cumulative explicit-bucket histogram, as OpenTelemetry and Prometheus both take it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramPoint {
+    /// Observations.
+    pub count: u64,
+    /// Their sum.
+    pub sum: f64,
+    /// Upper bounds of the buckets, ascending; a last bucket to +Inf follows.
+    pub bounds: &'static [f64],
+    /// Observations per bucket (not cumulative): `bounds.len() + 1` entries, the last one
+    /// for values above every bound.
+    pub bucket_counts: Vec<u64>,
+}
+
+/// The metrics of one run, with the run they belong to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunMetrics {
+    /// The run's id and test plan (labels in Prometheus, resource attributes in OTLP).
+    pub run: RunContext,
+    /// Its metrics.
+    pub metrics: Vec<Metric>,
+}
