@@ -529,6 +529,8 @@ impl Config {
                         output_key(index, "listen"),
                     )?
                 }
+                // Requests to a receiver do not cut each other: two outputs may share one.
+                OutputConfig::Otlp(_) => {}
             }
         }
         Ok(())

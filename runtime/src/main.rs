@@ -634,6 +634,13 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
                     " http://{}/metrics (linger {} s)",
                     settings.listen, settings.linger_seconds
                 ),
+                swarmtel::sinks::config::OutputConfig::Otlp(settings) => format!(
+                    " {} (metrics every {} ms, logs {}, {:?})",
+                    shown(&settings.endpoint),
+                    settings.export_interval_ms,
+                    if settings.logs { "on" } else { "off" },
+                    settings.compression
+                ),
             },
             if filter.is_empty() {
                 String::new()

@@ -152,8 +152,14 @@ impl Summary {
         }
         for output in &self.outputs {
             text.push_str(&format!(
-                "output {}: {} records\n",
-                output.name, output.records
+                "output {}: {} records{}\n",
+                output.name,
+                output.records,
+                if output.dropped > 0 {
+                    format!(", {} not delivered", output.dropped)
+                } else {
+                    String::new()
+                }
             ));
         }
         for (path, error) in &self.failed_plugins {
@@ -193,6 +199,8 @@ pub struct OutputRecords {
     pub name: String,
     /// Records written.
     pub records: u64,
+    /// Records it took but could not deliver.
+    pub dropped: u64,
 }
 
 /// `swarmtel serve`'s connection counters, for the summary.
@@ -292,6 +300,7 @@ mod tests {
                 key: "outputs[0]".into(),
                 name: "out.ndjson".into(),
                 records: 9,
+                dropped: 2,
             }],
             source: None,
             interrupted: true,
@@ -315,7 +324,10 @@ mod tests {
         let row = text.lines().nth(2).unwrap();
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(cells, ["stats", "10", "2", "3", "4", "5", "7", "1"]);
-        assert!(text.contains("\noutput out.ndjson: 9 records\n"), "{text}");
+        assert!(
+            text.contains("\noutput out.ndjson: 9 records, 2 not delivered\n"),
+            "{text}"
+        );
         assert!(
             text.ends_with("plugin bad.wasm not loaded: describe faulted\n"),
             "{text}"

@@ -1,5 +1,5 @@
-//! The host's own metric types: what the built-in request metrics become before a metrics
-//! output encodes them. OpenTelemetry's data model (a metric has a name, a unit and points;
+//! The host's own metric types: what the built-in request metrics and the runtime's own
+//! counters become before a metrics output encodes them. OpenTelemetry's data model (a metric has a name, a unit and points;
 //! a point has attributes and a value), reduced to what is produced here. Names and
 //! attribute keys are OpenTelemetry's (`locust.client.duration`, `http.request.method`); each
 //! output spells them its own way (Prometheus: `locust_client_duration_seconds`,
@@ -18,6 +18,8 @@ pub struct Metric {
     pub unit: &'static str,
     /// One line on what it measures.
     pub description: &'static str,
+    /// Counter, gauge or histogram; every point's value is of this kind.
+    pub kind: MetricKind,
     /// One point per attribute set.
     pub points: Vec<Point>,
 }
@@ -31,11 +33,26 @@ pub struct Point {
     pub value: PointValue,
 }
 
+/// What kind of metric it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// A monotonic sum since the start ([`PointValue::Counter`]).
+    Counter,
+    /// A value at this moment ([`PointValue::Gauge`] or [`PointValue::IntGauge`]).
+    Gauge,
+    /// A cumulative histogram ([`PointValue::Histogram`]).
+    Histogram,
+}
+
 /// A point's value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PointValue {
+    /// A count since the start of the run.
+    Counter(u64),
     /// A value at this moment (users running, a percentile).
     Gauge(f64),
+    /// A whole value at this moment (instances alive, bytes queued).
+    IntGauge(i64),
     /// A cumulative histogram since the start of the run.
     Histogram(HistogramPoint),
 }
@@ -59,6 +76,29 @@ pub struct HistogramPoint {
 pub struct RunMetrics {
     /// The run's id and test plan (labels in Prometheus, resource attributes in OTLP).
     pub run: RunContext,
+    /// Event time of the run's first event, Unix seconds: the start of its cumulative sums.
+    pub start_time: f64,
+    /// Event time of its latest event: the time of its points.
+    pub time: f64,
     /// Its metrics.
     pub metrics: Vec<Metric>,
+}
+
+/// Points with their attributes, for the common cases.
+impl Point {
+    /// A point without attributes.
+    pub fn bare(value: PointValue) -> Self {
+        Self {
+            attributes: Vec::new(),
+            value,
+        }
+    }
+
+    /// A point with one attribute.
+    pub fn with(key: &'static str, value: impl Into<Cow<'static, str>>, point: PointValue) -> Self {
+        Self {
+            attributes: vec![(key, value.into())],
+            value: point,
+        }
+    }
 }

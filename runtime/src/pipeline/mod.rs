@@ -8,6 +8,7 @@
 //! its backoff; after `max_faults` faults it is disabled for the rest of the run. Other
 //! recorders never notice.
 
+mod counter_metrics;
 pub mod counters;
 mod emit;
 pub mod enrich;
@@ -597,11 +598,12 @@ impl Pipeline {
             EventBody::Request(request) => {
                 let endpoint = self.interner.intern(&request.request_type, &request.name);
                 self.request_metrics
-                    .record_request(run.0, endpoint, request);
+                    .record_request(run.0, endpoint, request, record.time);
                 Some(endpoint)
             }
             EventBody::Other(event) => {
-                self.request_metrics.record_event(run.0, record.role, event);
+                self.request_metrics
+                    .record_event(run.0, record.role, event, record.time);
                 None
             }
         };
@@ -1121,6 +1123,10 @@ impl Pipeline {
         }
         self.flush_outputs()?;
         self.emitter.outputs.finish();
+        // What remote outputs could not deliver is known once they have drained.
+        self.emitter
+            .outputs
+            .records_written(&mut self.summary.outputs);
         Ok(self.summary.clone())
     }
 }

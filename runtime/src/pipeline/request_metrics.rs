@@ -24,7 +24,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::enrich::RunContext;
-use super::metrics::{HistogramPoint, Metric, Point, PointValue, RunMetrics};
+use super::metrics::{HistogramPoint, Metric, MetricKind, Point, PointValue, RunMetrics};
 use crate::bindings::types as wit;
 use crate::config::RoleName;
 use crate::sources::ingest::RequestRecord;
@@ -310,8 +310,11 @@ struct Series {
 }
 
 /// Everything aggregated for one run.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RunStats {
+    /// Event time of the run's first and latest event.
+    first_time: f64,
+    latest_time: f64,
     entries: Vec<Entry>,
     overflow_entry: Option<usize>,
     total: EndpointStats,
@@ -324,7 +327,30 @@ struct RunStats {
     spawned_users: Option<u32>,
 }
 
+impl Default for RunStats {
+    fn default() -> Self {
+        Self {
+            first_time: f64::INFINITY,
+            latest_time: f64::NEG_INFINITY,
+            entries: Vec::new(),
+            overflow_entry: None,
+            total: EndpointStats::default(),
+            series: Vec::new(),
+            series_index: HashMap::new(),
+            overflow_series: None,
+            worker_users: HashMap::new(),
+            spawned_users: None,
+        }
+    }
+}
+
 impl RunStats {
+    /// Takes an event's time for the run's start and latest time.
+    fn saw(&mut self, time: f64) {
+        self.first_time = self.first_time.min(time);
+        self.latest_time = self.latest_time.max(time);
+    }
+
     fn users(&self) -> Option<u64> {
         if self.worker_users.is_empty() {
             self.spawned_users.map(u64::from)
@@ -506,11 +532,18 @@ impl RequestMetrics {
         index
     }
 
-    /// Counts one request of `run` to the interned `endpoint`.
-    pub fn record_request(&mut self, run: usize, endpoint: u32, request: &RequestRecord<'_>) {
+    /// Counts one request of `run` to the interned `endpoint`, fired at `time`.
+    pub fn record_request(
+        &mut self,
+        run: usize,
+        endpoint: u32,
+        request: &RequestRecord<'_>,
+        time: f64,
+    ) {
         if !self.config.enabled {
             return;
         }
+        self.run(run).saw(time);
         let Some(entry) = self.entry_for(run, endpoint, request) else {
             self.not_aggregated += 1;
             return;
@@ -542,10 +575,11 @@ impl RequestMetrics {
     /// Takes what other events say about users and resets: `spawning_complete` of a master
     /// or standalone node, `worker_report` on the master, `reset_stats` of a master or
     /// standalone node (Locust's `--reset-stats` clears the master's statistics).
-    pub fn record_event(&mut self, run: usize, role: RoleName, event: &wit::Event) {
+    pub fn record_event(&mut self, run: usize, role: RoleName, event: &wit::Event, time: f64) {
         if !self.config.enabled {
             return;
         }
+        self.run(run).saw(time);
         let leads = matches!(role, RoleName::Master | RoleName::Standalone);
         match event {
             wit::Event::SpawningComplete(users) if leads => {
@@ -592,6 +626,8 @@ impl RequestMetrics {
                 .filter_map(|(index, stats)| {
                     Some(RunMetrics {
                         run: runs.get(index)?.clone(),
+                        start_time: stats.first_time,
+                        time: stats.latest_time,
                         metrics: self.run_metrics(stats),
                     })
                 })
@@ -675,12 +711,14 @@ impl RequestMetrics {
             Metric {
                 name: "locust.client.duration",
                 unit: "s",
+                kind: MetricKind::Histogram,
                 description: "Time to last byte for requests, per endpoint, error type and status.",
                 points: duration,
             },
             Metric {
                 name: "locust.client.duration.percentile",
                 unit: "s",
+                kind: MetricKind::Gauge,
                 description: "Locust's response-time percentiles over every worker, per endpoint and Aggregated.",
                 points: percentiles,
             },
@@ -689,6 +727,7 @@ impl RequestMetrics {
             metrics.push(Metric {
                 name: "locust.users.count",
                 unit: "",
+                kind: MetricKind::Gauge,
                 description: "Number of currently running Locust users.",
                 points: vec![Point {
                     attributes: Vec::new(),
@@ -867,10 +906,15 @@ mod tests {
     fn endpoints_errors_and_statuses_become_series_and_percentiles() {
         let mut metrics = RequestMetrics::new(RequestMetricsConfig::default());
         for ms in [4.0, 6.0, 120.0, 147.0] {
-            metrics.record_request(0, 0, &request("GET", "/a", ms, None, 200));
+            metrics.record_request(0, 0, &request("GET", "/a", ms, None, 200), 1.0);
         }
-        metrics.record_request(0, 0, &request("GET", "/a", 30.0, Some("HTTPError"), 500));
-        metrics.record_request(0, 1, &request("POST", "/b", 2500.0, None, 201));
+        metrics.record_request(
+            0,
+            0,
+            &request("GET", "/a", 30.0, Some("HTTPError"), 500),
+            1.0,
+        );
+        metrics.record_request(0, 1, &request("POST", "/b", 2500.0, None, 201), 1.0);
         let snapshot = metrics.snapshot(&runs());
         let duration = metric(&snapshot, "locust.client.duration");
         assert_eq!(duration.points.len(), 3);
@@ -931,7 +975,7 @@ mod tests {
         let mut one = RequestMetrics::new(RequestMetricsConfig::default());
         let mut merged = BTreeMap::new();
         for &ms in &times {
-            one.record_request(0, 0, &request("GET", "/x", ms, None, 200));
+            one.record_request(0, 0, &request("GET", "/x", ms, None, 200), 1.0);
             *merged.entry(bucket_response_time(ms)).or_insert(0u64) += 1;
         }
         let snapshot = one.snapshot(&runs());
@@ -950,7 +994,7 @@ mod tests {
         });
         for endpoint in 0..10u32 {
             let name = format!("/e{endpoint}");
-            metrics.record_request(0, endpoint, &request("GET", &name, 1.0, None, 200));
+            metrics.record_request(0, endpoint, &request("GET", &name, 1.0, None, 200), 1.0);
         }
         // Two named endpoints and the overflow entry fill the cap of 3.
         let summaries = metrics.summaries();
@@ -962,12 +1006,12 @@ mod tests {
         assert_eq!(summaries[2].2["num_requests"], 8);
         assert_eq!(summaries[3].2["num_requests"], 10);
         // A second run finds the cap full: its requests are counted as not aggregated.
-        metrics.record_request(1, 0, &request("GET", "/e0", 1.0, None, 200));
+        metrics.record_request(1, 0, &request("GET", "/e0", 1.0, None, 200), 1.0);
         assert_eq!(metrics.not_aggregated(), 1);
         // A name past MAX_NAME_BYTES goes to the overflow entry even below the cap.
         let mut metrics = RequestMetrics::new(RequestMetricsConfig::default());
         let long = "x".repeat(MAX_NAME_BYTES + 1);
-        metrics.record_request(0, 0, &request("GET", &long, 1.0, None, 200));
+        metrics.record_request(0, 0, &request("GET", &long, 1.0, None, 200), 1.0);
         assert_eq!(metrics.summaries()[0].2["name"], "otel.metric.overflow");
     }
 
@@ -978,10 +1022,10 @@ mod tests {
             ..RequestMetricsConfig::default()
         });
         for status in [200, 201, 202, 203] {
-            metrics.record_request(0, 0, &request("GET", "/a", 1.0, None, status));
+            metrics.record_request(0, 0, &request("GET", "/a", 1.0, None, status), 1.0);
         }
         let too_long = "E".repeat(MAX_ERROR_TYPE_BYTES + 1);
-        metrics.record_request(0, 0, &request("GET", "/a", 1.0, Some(&too_long), 500));
+        metrics.record_request(0, 0, &request("GET", "/a", 1.0, Some(&too_long), 500), 1.0);
         let snapshot = metrics.snapshot(&runs());
         let duration = metric(&snapshot, "locust.client.duration");
         // Two series, then one overflow series with the other three requests.
@@ -1002,7 +1046,7 @@ mod tests {
         for second in 0..(MAX_TIMES_PER_ENDPOINT + extra) {
             // One distinct rounded time per second above 10 s.
             let ms = 10_000.0 + 1000.0 * second as f64;
-            metrics.record_request(0, 0, &request("GET", "/slow", ms, None, 200));
+            metrics.record_request(0, 0, &request("GET", "/slow", ms, None, 200), 1.0);
         }
         let summary = &metrics.summaries()[0].2;
         assert_eq!(summary["inexact_requests"], extra);
@@ -1021,21 +1065,21 @@ mod tests {
                 user_count: users,
             })
         };
-        metrics.record_event(0, RoleName::Master, &wit::Event::SpawningComplete(9));
-        metrics.record_event(0, RoleName::Master, &report("w1", 3));
-        metrics.record_event(0, RoleName::Master, &report("w2", 4));
-        metrics.record_event(0, RoleName::Master, &report("w1", 5));
+        metrics.record_event(0, RoleName::Master, &wit::Event::SpawningComplete(9), 1.0);
+        metrics.record_event(0, RoleName::Master, &report("w1", 3), 1.0);
+        metrics.record_event(0, RoleName::Master, &report("w2", 4), 1.0);
+        metrics.record_event(0, RoleName::Master, &report("w1", 5), 1.0);
         // A worker's own spawning_complete is its share, not the run's.
-        metrics.record_event(0, RoleName::Worker, &wit::Event::SpawningComplete(1));
+        metrics.record_event(0, RoleName::Worker, &wit::Event::SpawningComplete(1), 1.0);
         let snapshot = metrics.snapshot(&runs());
         assert_eq!(
             metric(&snapshot, "locust.users.count").points[0].value,
             PointValue::Gauge(9.0)
         );
-        metrics.record_request(0, 0, &request("GET", "/a", 1.0, None, 200));
-        metrics.record_event(0, RoleName::Worker, &wit::Event::ResetStats);
+        metrics.record_request(0, 0, &request("GET", "/a", 1.0, None, 200), 1.0);
+        metrics.record_event(0, RoleName::Worker, &wit::Event::ResetStats, 1.0);
         assert_eq!(metrics.summaries()[0].2["num_requests"], 1);
-        metrics.record_event(0, RoleName::Master, &wit::Event::ResetStats);
+        metrics.record_event(0, RoleName::Master, &wit::Event::ResetStats, 1.0);
         assert!(metrics.summaries().is_empty());
     }
 }

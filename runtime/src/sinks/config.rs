@@ -5,10 +5,11 @@ use serde::Deserialize;
 
 use super::filter::FilterConfig;
 use super::json_lines::{Existing, JsonLinesConfig};
+use super::otlp::OtlpConfig;
 use super::prometheus::PrometheusConfig;
 
 /// The output types, as `type` names them.
-pub const OUTPUT_TYPES: [&str; 2] = ["json_lines", "prometheus"];
+pub const OUTPUT_TYPES: [&str; 3] = ["json_lines", "prometheus", "otlp"];
 
 /// One `[[outputs]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +18,8 @@ pub enum OutputConfig {
     JsonLines(JsonLinesConfig),
     /// `type = "prometheus"`: a scrape endpoint with the runtime's own counters.
     Prometheus(PrometheusConfig),
+    /// `type = "otlp"`: metrics and logs to an OTLP/HTTP receiver.
+    Otlp(OtlpConfig),
 }
 
 /// The filter of an output that has none: it takes everything it can show.
@@ -68,6 +71,13 @@ impl OutputConfig {
                     .map_err(|(key, message)| (key.to_owned(), message))?;
                 Ok(OutputConfig::Prometheus(config))
             }
+            "otlp" => {
+                let config = OtlpConfig::deserialize(settings).map_err(bad)?;
+                config
+                    .check()
+                    .map_err(|(key, message)| (key.to_owned(), message))?;
+                Ok(OutputConfig::Otlp(config))
+            }
             other => Err((
                 "type".into(),
                 format!("unknown output type `{other}`; the types are {OUTPUT_TYPES:?}"),
@@ -80,6 +90,7 @@ impl OutputConfig {
         match self {
             OutputConfig::JsonLines(_) => "json_lines",
             OutputConfig::Prometheus(_) => "prometheus",
+            OutputConfig::Otlp(_) => "otlp",
         }
     }
 
@@ -88,6 +99,7 @@ impl OutputConfig {
         match self {
             OutputConfig::JsonLines(config) => &config.filter,
             OutputConfig::Prometheus(_) => &NO_FILTER,
+            OutputConfig::Otlp(config) => &config.filter,
         }
     }
 }

@@ -41,7 +41,8 @@ impl TelemetryKind {
         }
     }
 
-    fn of(telemetry_type: wit::TelemetryType) -> Self {
+    /// The kind of a telemetry type.
+    pub fn of(telemetry_type: wit::TelemetryType) -> Self {
         match telemetry_type {
             wit::TelemetryType::Event => TelemetryKind::Event,
             wit::TelemetryType::Metric => TelemetryKind::Metric,

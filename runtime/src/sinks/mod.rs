@@ -11,6 +11,7 @@
 pub mod config;
 pub mod filter;
 pub mod json_lines;
+pub mod otlp;
 pub mod prometheus;
 
 use std::io::{self, Write};
@@ -63,6 +64,10 @@ pub trait Sink: Send {
     }
     /// The run finished: the counters just published are the final ones.
     fn finish(&mut self) {}
+    /// Records it took but could not deliver (a remote receiver that stayed down).
+    fn dropped(&self) -> u64 {
+        0
+    }
 }
 
 /// An output could not be opened or written.
@@ -175,6 +180,15 @@ impl Outputs {
                         Box::new(JsonLinesSink::new(writer)),
                     );
                 }
+                OutputConfig::Otlp(settings) => {
+                    let sink = otlp::OtlpSink::start(settings).map_err(|source| SinkError {
+                        output: format!("outputs[{}] (otlp)", outputs.outputs.len()),
+                        source,
+                    })?;
+                    let name = sink.name().to_owned();
+                    crate::diag!("swarmtel: otlp metrics and logs to {name}");
+                    outputs = outputs.with_sink(name, settings.filter.clone(), Box::new(sink));
+                }
                 OutputConfig::Prometheus(_) => {
                     let sink = listeners.next().expect("bound above, in order");
                     let name = format!("http://{}/metrics", sink.address());
@@ -263,12 +277,14 @@ impl Outputs {
                     key: output.key.clone(),
                     name: output.name.clone(),
                     records: output.records,
+                    dropped: output.sink.dropped(),
                 })
                 .collect();
             return;
         }
         for (count, output) in counts.iter_mut().zip(outputs) {
             count.records = output.records;
+            count.dropped = output.sink.dropped();
         }
     }
 }

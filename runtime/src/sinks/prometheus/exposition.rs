@@ -8,27 +8,21 @@
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
-use prometheus_client::encoding::NoLabelSet;
-use prometheus_client::registry::Unit;
+use crate::pipeline::metrics::{Metric, MetricKind, PointValue, RunMetrics};
 
-use crate::pipeline::metrics::{PointValue, RunMetrics};
-use crate::pipeline::{SourceCounters, Summary};
-
-/// What a scrape shows: the latest counters the pipeline published.
+/// What a scrape shows: the latest metrics the pipeline published.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    /// The runtime's own counters.
-    pub counters: Summary,
-    /// Recorder instances alive now.
-    pub live_instances: u64,
+    /// The runtime's own counters, as metrics.
+    pub runtime: Vec<Metric>,
     /// The built-in request metrics of every run.
-    pub metrics: Arc<Vec<RunMetrics>>,
+    pub runs: Arc<Vec<RunMetrics>>,
 }
 
 /// Encodes a snapshot as an OpenMetrics text exposition.
@@ -43,158 +37,26 @@ pub fn encode(snapshot: &Arc<Snapshot>) -> Result<String, std::fmt::Error> {
 #[derive(Debug)]
 struct SnapshotCollector(Arc<Snapshot>);
 
-/// Writes one counter family with one series per label set.
-fn counter_family<'a>(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    series: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
-) -> Result<(), std::fmt::Error> {
-    family(encoder, name, help, MetricType::Counter, series)
-}
-
-/// Writes one gauge family with one series per label set.
-fn gauge_family<'a>(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    series: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
-) -> Result<(), std::fmt::Error> {
-    family(encoder, name, help, MetricType::Gauge, series)
-}
-
-/// Writes one family of counters or gauges.
-fn family<'a>(
-    encoder: &mut DescriptorEncoder<'_>,
-    name: &str,
-    help: &str,
-    kind: MetricType,
-    series: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
-) -> Result<(), std::fmt::Error> {
-    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
-    for (labels, value) in series {
-        let metric = family.encode_family(&labels)?;
-        match kind {
-            MetricType::Gauge => {
-                ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(metric)?
-            }
-            _ => ConstCounter::new(value).encode(metric)?,
-        }
-    }
-    Ok(())
+/// Metrics that share labels: the runtime's (none) or one run's (`run_id`, `testplan`).
+struct Group<'a> {
+    labels: Vec<(&'static str, &'a str)>,
+    metrics: &'a [Metric],
 }
 
 impl Collector for SnapshotCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let counters = &self.0.counters;
-        for (name, help, value) in [
-            (
-                "swarmtel_lines",
-                "Lines read from every source (good, bad and blank).",
-                counters.lines,
-            ),
-            ("swarmtel_events", "Events decoded.", counters.events),
-            (
-                "swarmtel_bad_lines",
-                "Lines skipped as malformed.",
-                counters.bad_lines,
-            ),
-            ("swarmtel_nodes_started", "Nodes started.", counters.nodes),
-            (
-                "swarmtel_nodes_retired_idle",
-                "Nodes whose recorders were freed after node_idle_seconds without an event.",
-                counters.nodes_retired_idle,
-            ),
-            (
-                "swarmtel_events_refused_instance_cap",
-                "Events refused at the max_live_instances cap.",
-                counters.events_refused_instance_cap,
-            ),
-        ] {
-            counter_family(&mut encoder, name, help, [(Vec::new(), value)])?;
-        }
-        gauge_family(
-            &mut encoder,
-            "swarmtel_live_instances",
-            "Recorder instances alive now.",
-            [(Vec::new(), self.0.live_instances)],
-        )?;
-
-        let plugins = &counters.plugins;
-        let per_plugin = |value: fn(&crate::pipeline::PluginCounters) -> u64| {
-            plugins
-                .iter()
-                .map(move |(id, c)| (vec![("plugin", id.as_str())], value(c)))
-        };
-        counter_family(
-            &mut encoder,
-            "swarmtel_plugin_events_in",
-            "Stream events delivered to the plugin's recorders.",
-            per_plugin(|c| c.events_in),
-        )?;
-        counter_family(
-            &mut encoder,
-            "swarmtel_plugin_events_lost",
-            "Events lost to the plugin's recorders (a faulted batch, a disabled recorder).",
-            per_plugin(|c| c.events_lost),
-        )?;
-        counter_family(
-            &mut encoder,
-            "swarmtel_plugin_telemetry_out",
-            "Telemetry items that passed validation.",
-            per_plugin(|c| c.telemetry_out),
-        )?;
-        counter_family(
-            &mut encoder,
-            "swarmtel_plugin_restarts",
-            "Recorder instances restarted after a fault.",
-            per_plugin(|c| c.restarts),
-        )?;
-        counter_family(
-            &mut encoder,
-            "swarmtel_plugin_disabled",
-            "Recorder instances disabled.",
-            per_plugin(|c| c.disabled),
-        )?;
-        counter_family(
-            &mut encoder,
-            "swarmtel_plugin_stdio_dropped_bytes",
-            "Bytes of guest stdout/stderr dropped past stdio_bytes.",
-            per_plugin(|c| c.stdio_dropped_bytes),
-        )?;
-        counter_family(
-            &mut encoder,
-            "swarmtel_plugin_rejected",
-            "Telemetry items rejected, by reason.",
-            plugins.iter().flat_map(|(id, c)| {
-                c.rejected.iter().map(move |(reason, n)| {
-                    (vec![("plugin", id.as_str()), ("reason", *reason)], *n)
-                })
-            }),
-        )?;
-        counter_family(
-            &mut encoder,
-            "swarmtel_plugin_faults",
-            "Recorder faults, by kind.",
-            plugins.iter().flat_map(|(id, c)| {
-                c.faults
-                    .iter()
-                    .map(move |(kind, n)| (vec![("plugin", id.as_str()), ("kind", *kind)], *n))
-            }),
-        )?;
-        if let Some(source) = &counters.source {
-            encode_source(&mut encoder, source)?;
-        }
-        counter_family(
-            &mut encoder,
-            "swarmtel_output_records",
-            "Records each output took, by its place in the config (outputs[i]).",
-            counters
-                .outputs
-                .iter()
-                .map(|output| (vec![("output", output.key.as_str())], output.records)),
-        )?;
-        encode_run_metrics(&mut encoder, &self.0.metrics)
+        let mut groups = vec![Group {
+            labels: Vec::new(),
+            metrics: &self.0.runtime,
+        }];
+        groups.extend(self.0.runs.iter().map(|run| Group {
+            labels: vec![
+                ("run_id", run.run.run_id.as_str()),
+                ("testplan", run.run.testplan.as_str()),
+            ],
+            metrics: &run.metrics,
+        }));
+        encode_groups(&mut encoder, &groups)
     }
 }
 
@@ -206,33 +68,36 @@ fn prometheus_name(name: &str) -> String {
         .collect()
 }
 
-/// The request metrics of every run: one family per metric name, one series per run and
-/// point, labelled with the run's id and test plan and the point's attributes.
-fn encode_run_metrics(
+/// One family per metric name (over every group, in order of first appearance), one series
+/// per group and point, labelled with the group's labels and the point's attributes. A
+/// metric without points still gets its `# HELP` and `# TYPE` lines.
+fn encode_groups(
     encoder: &mut DescriptorEncoder<'_>,
-    runs: &[RunMetrics],
+    groups: &[Group<'_>],
 ) -> Result<(), std::fmt::Error> {
     let mut names: Vec<&str> = Vec::new();
-    for metric in runs.iter().flat_map(|run| &run.metrics) {
+    for metric in groups.iter().flat_map(|group| group.metrics) {
         if !names.contains(&metric.name) {
             names.push(metric.name);
         }
     }
     for name in names {
         let same_name = || {
-            runs.iter().flat_map(move |run| {
-                run.metrics
+            groups.iter().flat_map(move |group| {
+                group
+                    .metrics
                     .iter()
                     .filter(move |metric| metric.name == name)
-                    .map(move |metric| (run, metric))
+                    .map(move |metric| (group, metric))
             })
         };
         let Some((_, first)) = same_name().next() else {
             continue;
         };
-        let kind = match first.points.first().map(|point| &point.value) {
-            Some(PointValue::Histogram(_)) => MetricType::Histogram,
-            _ => MetricType::Gauge,
+        let kind = match first.kind {
+            MetricKind::Counter => MetricType::Counter,
+            MetricKind::Gauge => MetricType::Gauge,
+            MetricKind::Histogram => MetricType::Histogram,
         };
         let unit = match first.unit {
             "s" => Some(Unit::Seconds),
@@ -242,21 +107,24 @@ fn encode_run_metrics(
         let family_name = prometheus_name(name);
         let mut family =
             encoder.encode_descriptor(&family_name, first.description, unit.as_ref(), kind)?;
-        for (run, metric) in same_name() {
+        for (group, metric) in same_name() {
             for point in &metric.points {
-                let mut labels: Vec<(String, &str)> = vec![
-                    ("run_id".into(), run.run.run_id.as_str()),
-                    ("testplan".into(), run.run.testplan.as_str()),
-                ];
+                let mut labels: Vec<(String, &str)> = group
+                    .labels
+                    .iter()
+                    .map(|(key, value)| ((*key).to_owned(), *value))
+                    .collect();
                 labels.extend(
                     point
                         .attributes
                         .iter()
                         .map(|(key, value)| (prometheus_name(key), value.as_ref())),
                 );
-                let series = family.encode_family(&labels)?;
+                let mut series = family.encode_family(&labels)?;
                 match &point.value {
+                    PointValue::Counter(value) => ConstCounter::new(*value).encode(series)?,
                     PointValue::Gauge(value) => ConstGauge::new(*value).encode(series)?,
+                    PointValue::IntGauge(value) => ConstGauge::new(*value).encode(series)?,
                     PointValue::Histogram(histogram) => {
                         let buckets: Vec<(f64, u64)> = histogram
                             .bounds
@@ -265,7 +133,6 @@ fn encode_run_metrics(
                             .chain(std::iter::once(f64::INFINITY))
                             .zip(histogram.bucket_counts.iter().copied())
                             .collect();
-                        let mut series = series;
                         series.encode_histogram::<NoLabelSet>(
                             histogram.sum,
                             histogram.count,
@@ -280,79 +147,10 @@ fn encode_run_metrics(
     Ok(())
 }
 
-/// The roles, in the order of per-role arrays.
-const ROLES: [&str; 3] = ["master", "worker", "standalone"];
-
-/// A live source's counters: `swarmtel serve`'s connections, losses and queue.
-fn encode_source(
-    encoder: &mut DescriptorEncoder<'_>,
-    source: &SourceCounters,
-) -> Result<(), std::fmt::Error> {
-    let by_role = |values: [u64; 3]| {
-        ROLES
-            .iter()
-            .zip(values)
-            .map(|(role, value)| (vec![("role", *role)], value))
-    };
-    let connections = &source.connections;
-    counter_family(
-        encoder,
-        "swarmtel_serve_connections",
-        "Connections accepted, by role.",
-        by_role(connections.accepted),
-    )?;
-    gauge_family(
-        encoder,
-        "swarmtel_serve_open_connections",
-        "Connections open now, by role.",
-        by_role(source.open),
-    )?;
-    counter_family(
-        encoder,
-        "swarmtel_serve_bad_frames",
-        "Frames that did not parse or named another node: skipped.",
-        [(Vec::new(), connections.bad_frames)],
-    )?;
-    counter_family(
-        encoder,
-        "swarmtel_serve_overlong_lines",
-        "Lines past the 1 MiB limit: skipped.",
-        [(Vec::new(), connections.overlong)],
-    )?;
-    counter_family(
-        encoder,
-        "swarmtel_serve_duplicates_skipped",
-        "Lines a client sent again after a reconnect that were already processed.",
-        [(Vec::new(), connections.duplicates_skipped)],
-    )?;
-    counter_family(
-        encoder,
-        "swarmtel_serve_events_dropped",
-        "Events lost before the pipeline: by the bridges, here under --overload drop, or in transit.",
-        [
-            (vec![("where", "bridges")], connections.dropped_by_clients),
-            (vec![("where", "here")], connections.dropped_here),
-            (vec![("where", "in_transit")], connections.lost_in_transit),
-        ],
-    )?;
-    gauge_family(
-        encoder,
-        "swarmtel_serve_queue_bytes",
-        "Bytes of read lines waiting for the pipeline.",
-        [(Vec::new(), source.queued_bytes)],
-    )?;
-    gauge_family(
-        encoder,
-        "swarmtel_serve_queue_capacity_bytes",
-        "The queue's byte budget (--queue-mib).",
-        [(Vec::new(), source.queue_capacity_bytes)],
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::PluginCounters;
+    use crate::pipeline::{PluginCounters, SourceCounters, Summary};
 
     #[test]
     fn counters_are_openmetrics_with_plugin_and_reason_labels() {
@@ -363,30 +161,31 @@ mod tests {
         };
         stats.rejected.insert("schema", 2);
         stats.faults.insert("trap", 1);
+        let counters = Summary {
+            lines: 10,
+            events: 9,
+            plugins: vec![("request-stats".into(), stats)],
+            outputs: vec![crate::pipeline::counters::OutputRecords {
+                key: "outputs[\"1\"]".into(),
+                name: "out.ndjson".into(),
+                records: 3,
+                dropped: 1,
+            }],
+            source: Some(SourceCounters {
+                connections: crate::pipeline::counters::ConnectionTotals {
+                    accepted: [1, 2, 0],
+                    dropped_here: 5,
+                    ..Default::default()
+                },
+                open: [0, 1, 0],
+                queued_bytes: 2048,
+                queue_capacity_bytes: 64 << 20,
+            }),
+            ..Summary::default()
+        };
         let snapshot = Snapshot {
-            counters: Summary {
-                lines: 10,
-                events: 9,
-                plugins: vec![("request-stats".into(), stats)],
-                outputs: vec![crate::pipeline::counters::OutputRecords {
-                    key: "outputs[\"1\"]".into(),
-                    name: "out.ndjson".into(),
-                    records: 3,
-                }],
-                source: Some(SourceCounters {
-                    connections: crate::pipeline::counters::ConnectionTotals {
-                        accepted: [1, 2, 0],
-                        dropped_here: 5,
-                        ..Default::default()
-                    },
-                    open: [0, 1, 0],
-                    queued_bytes: 2048,
-                    queue_capacity_bytes: 64 << 20,
-                }),
-                ..Summary::default()
-            },
-            live_instances: 4,
-            metrics: Arc::default(),
+            runtime: counters.metrics(4),
+            ..Snapshot::default()
         };
         let text = encode(&Arc::new(snapshot)).unwrap();
         for line in [
@@ -404,6 +203,7 @@ mod tests {
             "swarmtel_serve_queue_capacity_bytes 67108864",
             // Label values are escaped.
             "swarmtel_output_records_total{output=\"outputs[\\\"1\\\"]\"} 3",
+            "swarmtel_output_dropped_total{output=\"outputs[\\\"1\\\"]\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line}\n{text}");
         }
@@ -431,14 +231,14 @@ mod tests {
                 url: None,
                 context: None,
             };
-            metrics.record_request(0, 0, &request);
+            metrics.record_request(0, 0, &request, 1.0);
         }
         let runs = [RunContext {
             run_id: "r-1".into(),
             testplan: "checkout".into(),
         }];
         let snapshot = Snapshot {
-            metrics: metrics.snapshot(&runs),
+            runs: metrics.snapshot(&runs),
             ..Snapshot::default()
         };
         let text = encode(&Arc::new(snapshot)).unwrap();

@@ -133,9 +133,8 @@ impl Sink for PrometheusSink {
         metrics: &Arc<Vec<RunMetrics>>,
     ) {
         let snapshot = Arc::new(Snapshot {
-            counters: counters.clone(),
-            live_instances,
-            metrics: metrics.clone(),
+            runtime: counters.metrics(live_instances),
+            runs: metrics.clone(),
         });
         *self
             .snapshot

@@ -286,7 +286,7 @@ mod tests {
 
     fn server(limits: Limits) -> ScrapeServer {
         let snapshot = Snapshot {
-            live_instances: 3,
+            runtime: crate::pipeline::Summary::default().metrics(3),
             ..Snapshot::default()
         };
         ScrapeServer::start(
