@@ -32,9 +32,13 @@ pub struct PrometheusSink {
 }
 
 impl PrometheusSink {
-    /// Binds the endpoint and starts serving (empty counters until the first publish).
+    /// Binds the endpoint and starts serving (zero counters until the first publish).
     pub fn start(config: &PrometheusConfig) -> io::Result<Self> {
-        let snapshot = Arc::new(Mutex::new(Arc::new(Snapshot::default())));
+        // Zero counters until the first publish.
+        let snapshot = Arc::new(Mutex::new(Arc::new(Snapshot {
+            runtime: Summary::default().metrics(0),
+            ..Snapshot::default()
+        })));
         let server = ScrapeServer::start(&config.listen, snapshot.clone(), Limits::default())?;
         Ok(Self {
             snapshot,
