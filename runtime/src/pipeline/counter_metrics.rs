@@ -72,6 +72,11 @@ impl Summary {
                 "Events refused at the max_live_instances cap.",
                 vec![Point::bare(count(self.events_refused_instance_cap))],
             ),
+            counter(
+                "swarmtel.requests_not_aggregated",
+                "Requests of runs past the request metrics' cap of runs: counted, not aggregated.",
+                vec![Point::bare(count(self.requests_not_aggregated))],
+            ),
             gauge(
                 "swarmtel.live_instances",
                 "Recorder instances alive now.",

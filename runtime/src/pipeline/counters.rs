@@ -75,6 +75,8 @@ pub struct Summary {
     pub nodes_retired_idle: u64,
     /// Events refused because their node's recorders would pass `max_live_instances`.
     pub events_refused_instance_cap: u64,
+    /// Requests of runs past the built-in request metrics' run cap: counted, not aggregated.
+    pub requests_not_aggregated: u64,
     /// Counters per plugin id, in config order.
     pub plugins: Vec<(String, PluginCounters)>,
     /// A live source's counters, as it last published them (none for a replay).
@@ -142,6 +144,12 @@ impl Summary {
             text.push_str(&format!(
                 "nodes retired after node_idle_seconds without events: {}\n",
                 self.nodes_retired_idle
+            ));
+        }
+        if self.requests_not_aggregated > 0 {
+            text.push_str(&format!(
+                "requests not in the request metrics (past their cap of runs): {}\n",
+                self.requests_not_aggregated
             ));
         }
         if self.events_refused_instance_cap > 0 {
@@ -295,6 +303,7 @@ mod tests {
             nodes: 1,
             nodes_retired_idle: 2,
             events_refused_instance_cap: 3,
+            requests_not_aggregated: 0,
             plugins: vec![("stats".into(), counters)],
             outputs: vec![OutputRecords {
                 key: "outputs[0]".into(),

@@ -396,6 +396,7 @@ impl Pipeline {
             .outputs
             .records_written(&mut self.summary.outputs);
         let metrics = self.request_metrics.snapshot(&self.runs);
+        self.summary.requests_not_aggregated = self.request_metrics.not_aggregated();
         self.emitter
             .outputs
             .publish_counters(&self.summary, self.live_instances as u64, &metrics);
@@ -1123,10 +1124,9 @@ impl Pipeline {
         }
         self.flush_outputs()?;
         self.emitter.outputs.finish();
-        // What remote outputs could not deliver is known once they have drained.
-        self.emitter
-            .outputs
-            .records_written(&mut self.summary.outputs);
+        // What remote outputs could not deliver is known once they have drained: published
+        // again for the endpoints that linger.
+        self.publish_counters();
         Ok(self.summary.clone())
     }
 }

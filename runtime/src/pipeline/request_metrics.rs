@@ -310,13 +310,16 @@ struct Series {
 }
 
 /// Everything aggregated for one run.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct RunStats {
-    /// Event time of the run's first and latest event.
-    first_time: f64,
+    /// Event time of the first event taken (or of the latest reset): the start of the
+    /// cumulative sums. Set once, so it never moves back after an export.
+    start_time: Option<f64>,
+    /// Event time of the latest event.
     latest_time: f64,
     entries: Vec<Entry>,
     overflow_entry: Option<usize>,
+    /// `Aggregated`: every request of the run, whatever entry it went to.
     total: EndpointStats,
     series: Vec<Series>,
     series_index: HashMap<(usize, Option<u32>, u16), usize>,
@@ -327,27 +330,13 @@ struct RunStats {
     spawned_users: Option<u32>,
 }
 
-impl Default for RunStats {
-    fn default() -> Self {
-        Self {
-            first_time: f64::INFINITY,
-            latest_time: f64::NEG_INFINITY,
-            entries: Vec::new(),
-            overflow_entry: None,
-            total: EndpointStats::default(),
-            series: Vec::new(),
-            series_index: HashMap::new(),
-            overflow_series: None,
-            worker_users: HashMap::new(),
-            spawned_users: None,
-        }
-    }
-}
-
 impl RunStats {
     /// Takes an event's time for the run's start and latest time.
     fn saw(&mut self, time: f64) {
-        self.first_time = self.first_time.min(time);
+        if self.start_time.is_none() {
+            self.start_time = Some(time);
+            self.latest_time = time;
+        }
         self.latest_time = self.latest_time.max(time);
     }
 
@@ -363,13 +352,53 @@ impl RunStats {
             )
         }
     }
+
+    /// The run's overflow entry, made if it has none yet.
+    fn overflow_entry(&mut self) -> usize {
+        if let Some(index) = self.overflow_entry {
+            return index;
+        }
+        self.entries.push(Entry {
+            request_type: String::new(),
+            name: String::new(),
+            overflow: true,
+            stats: EndpointStats::default(),
+        });
+        self.overflow_entry = Some(self.entries.len() - 1);
+        self.entries.len() - 1
+    }
+
+    /// The run's overflow series, made if it has none yet.
+    fn overflow_series(&mut self) -> usize {
+        if let Some(index) = self.overflow_series {
+            return index;
+        }
+        let entry = self.overflow_entry();
+        self.series.push(Series {
+            entry,
+            error_type: None,
+            status_code: 0,
+            overflow: true,
+            count: 0,
+            sum_ns: 0,
+            buckets: [0; BOUNDS_MS.len() + 1],
+        });
+        self.overflow_series = Some(self.series.len() - 1);
+        self.series.len() - 1
+    }
 }
+
+/// Most runs aggregated at once; requests of further runs are only counted (see
+/// [`RequestMetrics::not_aggregated`]). Each run keeps at most its named entries (within
+/// `max_endpoints` over all runs), one overflow entry, `Aggregated` and one overflow series.
+pub const MAX_RUNS: usize = 256;
 
 /// The aggregator: every run's request statistics, and their metrics.
 #[derive(Debug)]
 pub struct RequestMetrics {
     config: RequestMetricsConfig,
-    runs: Vec<RunStats>,
+    /// By the run's index in the pipeline, in that order.
+    runs: BTreeMap<usize, RunStats>,
     /// (run, interned endpoint) → entry index in the run.
     entries: HashMap<(usize, u32), usize>,
     endpoints_kept: usize,
@@ -377,7 +406,7 @@ pub struct RequestMetrics {
     /// Error types seen, interned (at most `max_series` of them: each has a series).
     error_types: Vec<String>,
     error_type_ids: HashMap<String, u32>,
-    /// Requests not aggregated: their run had no entry left to count them in.
+    /// Requests of runs past [`MAX_RUNS`]: counted, not aggregated.
     not_aggregated: u64,
     /// Something changed since the last [`RequestMetrics::snapshot`].
     changed: bool,
@@ -389,7 +418,7 @@ impl RequestMetrics {
     pub fn new(config: RequestMetricsConfig) -> Self {
         Self {
             config,
-            runs: Vec::new(),
+            runs: BTreeMap::new(),
             entries: HashMap::new(),
             endpoints_kept: 0,
             series_kept: 0,
@@ -401,72 +430,51 @@ impl RequestMetrics {
         }
     }
 
-    /// Whether requests are aggregated at all.
-    pub fn enabled(&self) -> bool {
-        self.config.enabled
-    }
-
-    /// Requests that could not be counted anywhere (a run past every cap).
+    /// Requests of runs past [`MAX_RUNS`], counted but not aggregated.
     pub fn not_aggregated(&self) -> u64 {
         self.not_aggregated
     }
 
-    fn run(&mut self, run: usize) -> &mut RunStats {
-        if self.runs.len() <= run {
-            self.runs.resize_with(run + 1, RunStats::default);
-        }
-        &mut self.runs[run]
-    }
-
-    /// The entry index of an endpoint in a run, made if new (or the run's overflow entry).
-    fn entry_for(
-        &mut self,
-        run: usize,
-        endpoint: u32,
-        request: &RequestRecord<'_>,
-    ) -> Option<usize> {
-        if let Some(&index) = self.entries.get(&(run, endpoint)) {
-            return Some(index);
-        }
-        // The last place is kept for an overflow entry.
-        let fits = request.name.len() <= MAX_NAME_BYTES
-            && request.request_type.len() <= MAX_NAME_BYTES
-            && self.endpoints_kept + 1 < self.config.max_endpoints;
-        if fits {
-            self.endpoints_kept += 1;
-            let stats = self.run(run);
-            stats.entries.push(Entry {
-                request_type: request.request_type.to_string(),
-                name: request.name.to_string(),
-                overflow: false,
-                stats: EndpointStats::default(),
-            });
-            let index = stats.entries.len() - 1;
-            self.entries.insert((run, endpoint), index);
-            return Some(index);
-        }
-        if let Some(index) = self.run(run).overflow_entry {
-            return Some(index);
-        }
-        // An overflow entry counts against the cap too, so runs cannot grow it.
-        if self.endpoints_kept >= self.config.max_endpoints {
+    /// The run's statistics, made if new and there is room for another run.
+    fn run(&mut self, run: usize) -> Option<&mut RunStats> {
+        if !self.runs.contains_key(&run) && self.runs.len() >= MAX_RUNS {
             return None;
         }
+        Some(self.runs.entry(run).or_default())
+    }
+
+    /// The entry index of an endpoint in a run, made if new: a named entry while
+    /// `max_endpoints` allows, else the run's overflow entry.
+    fn entry_for(&mut self, run: usize, endpoint: u32, request: &RequestRecord<'_>) -> usize {
+        if let Some(&index) = self.entries.get(&(run, endpoint)) {
+            return index;
+        }
+        let fits = request.name.len() <= MAX_NAME_BYTES
+            && request.request_type.len() <= MAX_NAME_BYTES
+            && self.endpoints_kept < self.config.max_endpoints;
+        let stats = self.runs.get_mut(&run).expect("made by the caller");
+        if !fits {
+            return stats.overflow_entry();
+        }
         self.endpoints_kept += 1;
-        let stats = self.run(run);
         stats.entries.push(Entry {
-            request_type: String::new(),
-            name: String::new(),
-            overflow: true,
+            request_type: request.request_type.to_string(),
+            name: request.name.to_string(),
+            overflow: false,
             stats: EndpointStats::default(),
         });
         let index = stats.entries.len() - 1;
-        stats.overflow_entry = Some(index);
-        Some(index)
+        self.entries.insert((run, endpoint), index);
+        index
     }
 
     fn error_type_id(&mut self, error_type: &str) -> u32 {
-        let error_type = if error_type.is_empty() || error_type.len() > MAX_ERROR_TYPE_BYTES {
+        let error_type = if error_type.is_empty()
+            || error_type.len() > MAX_ERROR_TYPE_BYTES
+            // Every series has one error type; more types than series cannot all be shown.
+            || (self.error_types.len() >= self.config.max_series
+                && !self.error_type_ids.contains_key(error_type))
+        {
             UNKNOWN_ERROR_TYPE
         } else {
             error_type
@@ -474,27 +482,14 @@ impl RequestMetrics {
         if let Some(&id) = self.error_type_ids.get(error_type) {
             return id;
         }
-        if self.error_types.len() >= self.config.max_series {
-            // Every series has one error type; more types than series cannot all be shown.
-            return self.error_type_id_unknown();
-        }
         let id = self.error_types.len() as u32;
         self.error_types.push(error_type.to_owned());
         self.error_type_ids.insert(error_type.to_owned(), id);
         id
     }
 
-    fn error_type_id_unknown(&mut self) -> u32 {
-        if let Some(&id) = self.error_type_ids.get(UNKNOWN_ERROR_TYPE) {
-            return id;
-        }
-        let id = self.error_types.len() as u32;
-        self.error_types.push(UNKNOWN_ERROR_TYPE.to_owned());
-        self.error_type_ids
-            .insert(UNKNOWN_ERROR_TYPE.to_owned(), id);
-        id
-    }
-
+    /// The series of a request: its own while `max_series` allows, else the run's overflow
+    /// series (the overflow entry's requests always go there).
     fn series_for(
         &mut self,
         run: usize,
@@ -503,32 +498,26 @@ impl RequestMetrics {
         status_code: u16,
     ) -> usize {
         let key = (entry, error_type, status_code);
-        if let Some(&index) = self.runs[run].series_index.get(&key) {
-            return index;
-        }
         let room = self.series_kept < self.config.max_series;
-        let stats = &mut self.runs[run];
-        if !room && let Some(index) = stats.overflow_series {
+        let stats = self.runs.get_mut(&run).expect("made by the caller");
+        if let Some(&index) = stats.series_index.get(&key) {
             return index;
         }
-        // Past the cap a run still gets one overflow series: at most one per run with an
-        // entry, and entries are capped.
+        if !room || stats.entries[entry].overflow {
+            return stats.overflow_series();
+        }
         self.series_kept += 1;
         stats.series.push(Series {
             entry,
             error_type,
             status_code,
-            overflow: !room,
+            overflow: false,
             count: 0,
             sum_ns: 0,
             buckets: [0; BOUNDS_MS.len() + 1],
         });
         let index = stats.series.len() - 1;
-        if room {
-            stats.series_index.insert(key, index);
-        } else {
-            stats.overflow_series = Some(index);
-        }
+        stats.series_index.insert(key, index);
         index
     }
 
@@ -543,31 +532,39 @@ impl RequestMetrics {
         if !self.config.enabled {
             return;
         }
-        self.run(run).saw(time);
-        let Some(entry) = self.entry_for(run, endpoint, request) else {
+        let Some(stats) = self.run(run) else {
             self.not_aggregated += 1;
             return;
         };
-        let failed = request.exception.is_some() || request.exception_type.is_some();
+        stats.saw(time);
+        // Locust counts a failure when `exception` is truthy: an exception object (whose
+        // class the bridge sends) or a non-empty text.
+        let failed = request.exception_type.is_some()
+            || request
+                .exception
+                .as_deref()
+                .is_some_and(|text| !text.is_empty());
+        let response_time = request.response_time_ms;
+        let rounded = bucket_response_time(response_time);
+        stats
+            .total
+            .log(response_time, request.response_length, rounded, failed);
+        let entry = self.entry_for(run, endpoint, request);
         let error_type = if failed {
             Some(self.error_type_id(request.exception_type.as_deref().unwrap_or("")))
         } else {
             None
         };
         let series = self.series_for(run, entry, error_type, request.status_code);
-        let response_time = request.response_time_ms;
-        let rounded = bucket_response_time(response_time);
-        let stats = &mut self.runs[run];
+        let stats = self.runs.get_mut(&run).expect("made above");
         stats.entries[entry]
             .stats
-            .log(response_time, request.response_length, rounded, failed);
-        stats
-            .total
             .log(response_time, request.response_length, rounded, failed);
         let series = &mut stats.series[series];
         series.count += 1;
         series.sum_ns = series.sum_ns.saturating_add(nanoseconds(response_time));
-        let bucket = BOUNDS_MS.partition_point(|&bound| bound < rounded);
+        // By the exact time, as an OpenTelemetry histogram (and Locust's --otel) records it.
+        let bucket = BOUNDS_MS.partition_point(|&bound| (bound as f64) < response_time);
         series.buckets[bucket] += 1;
         self.changed = true;
     }
@@ -579,14 +576,16 @@ impl RequestMetrics {
         if !self.config.enabled {
             return;
         }
-        self.run(run).saw(time);
+        let Some(stats) = self.run(run) else {
+            return;
+        };
+        stats.saw(time);
         let leads = matches!(role, RoleName::Master | RoleName::Standalone);
         match event {
             wit::Event::SpawningComplete(users) if leads => {
-                self.run(run).spawned_users = Some(*users);
+                stats.spawned_users = Some(*users);
             }
             wit::Event::WorkerReport(report) if role == RoleName::Master => {
-                let stats = self.run(run);
                 if let Some(users) = stats.worker_users.get_mut(&report.client_id) {
                     *users = report.user_count;
                 } else if stats.worker_users.len() < MAX_WORKERS_PER_RUN
@@ -598,7 +597,6 @@ impl RequestMetrics {
                 }
             }
             wit::Event::ResetStats if leads => {
-                let stats = self.run(run);
                 for entry in &mut stats.entries {
                     entry.stats = EndpointStats::default();
                 }
@@ -608,6 +606,8 @@ impl RequestMetrics {
                     series.sum_ns = 0;
                     series.buckets = [0; BOUNDS_MS.len() + 1];
                 }
+                // Cumulative sums start again: from the reset.
+                stats.start_time = Some(time);
             }
             _ => return,
         }
@@ -621,12 +621,11 @@ impl RequestMetrics {
             let metrics = self
                 .runs
                 .iter()
-                .enumerate()
-                .filter(|(_, stats)| !stats.entries.is_empty() || stats.users().is_some())
-                .filter_map(|(index, stats)| {
+                .filter(|(_, stats)| stats.total.num_requests > 0 || stats.users().is_some())
+                .filter_map(|(&index, stats)| {
                     Some(RunMetrics {
                         run: runs.get(index)?.clone(),
-                        start_time: stats.first_time,
+                        start_time: stats.start_time.unwrap_or(stats.latest_time),
                         time: stats.latest_time,
                         metrics: self.run_metrics(stats),
                     })
@@ -641,6 +640,8 @@ impl RequestMetrics {
         let endpoint_attributes = |entry: &Entry| -> Vec<(&'static str, Cow<'static, str>)> {
             if entry.overflow {
                 vec![("otel.metric.overflow", Cow::Borrowed("true"))]
+            } else if entry.request_type.is_empty() {
+                vec![("name", Cow::Owned(entry.name.clone()))]
             } else {
                 vec![
                     ("name", Cow::Owned(entry.name.clone())),
@@ -742,7 +743,7 @@ impl RequestMetrics {
     /// as (run index, message, fields).
     pub fn summaries(&self) -> Vec<(usize, String, Value)> {
         let mut records = Vec::new();
-        for (run, stats) in self.runs.iter().enumerate() {
+        for (&run, stats) in &self.runs {
             if stats.total.num_requests == 0 {
                 continue;
             }
@@ -996,23 +997,85 @@ mod tests {
             let name = format!("/e{endpoint}");
             metrics.record_request(0, endpoint, &request("GET", &name, 1.0, None, 200), 1.0);
         }
-        // Two named endpoints and the overflow entry fill the cap of 3.
         let summaries = metrics.summaries();
         let names: Vec<&str> = summaries
             .iter()
             .map(|(_, _, fields)| fields["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["/e0", "/e1", "otel.metric.overflow", AGGREGATED]);
-        assert_eq!(summaries[2].2["num_requests"], 8);
-        assert_eq!(summaries[3].2["num_requests"], 10);
-        // A second run finds the cap full: its requests are counted as not aggregated.
+        assert_eq!(
+            names,
+            ["/e0", "/e1", "/e2", "otel.metric.overflow", AGGREGATED]
+        );
+        assert_eq!(summaries[3].2["num_requests"], 7);
+        assert_eq!(summaries[4].2["num_requests"], 10);
+        // Another run still counts everything: in its overflow entry and its Aggregated.
         metrics.record_request(1, 0, &request("GET", "/e0", 1.0, None, 200), 1.0);
-        assert_eq!(metrics.not_aggregated(), 1);
+        let second: Vec<_> = metrics
+            .summaries()
+            .into_iter()
+            .filter(|(run, _, _)| *run == 1)
+            .map(|(_, _, fields)| (fields["name"].clone(), fields["num_requests"].clone()))
+            .collect();
+        assert_eq!(
+            second,
+            [
+                (json!("otel.metric.overflow"), json!(1)),
+                (json!(AGGREGATED), json!(1))
+            ]
+        );
         // A name past MAX_NAME_BYTES goes to the overflow entry even below the cap.
         let mut metrics = RequestMetrics::new(RequestMetricsConfig::default());
         let long = "x".repeat(MAX_NAME_BYTES + 1);
         metrics.record_request(0, 0, &request("GET", &long, 1.0, None, 200), 1.0);
         assert_eq!(metrics.summaries()[0].2["name"], "otel.metric.overflow");
+    }
+
+    #[test]
+    fn runs_past_the_cap_are_counted_not_aggregated() {
+        let mut metrics = RequestMetrics::new(RequestMetricsConfig::default());
+        for run in 0..=MAX_RUNS {
+            metrics.record_request(run, 0, &request("GET", "/a", 1.0, None, 200), 1.0);
+        }
+        assert_eq!(metrics.runs.len(), MAX_RUNS);
+        assert_eq!(metrics.not_aggregated(), 1);
+        // A run already kept goes on being aggregated.
+        metrics.record_request(0, 0, &request("GET", "/a", 1.0, None, 200), 1.0);
+        assert_eq!(metrics.not_aggregated(), 1);
+    }
+
+    #[test]
+    fn every_series_has_its_own_attributes_even_past_the_caps() {
+        let mut metrics = RequestMetrics::new(RequestMetricsConfig {
+            max_endpoints: 1,
+            max_series: 1,
+            ..RequestMetricsConfig::default()
+        });
+        metrics.record_request(0, 0, &request("GET", "/a", 1.0, None, 200), 1.0);
+        metrics.record_request(0, 1, &request("GET", "/b", 1.0, None, 0), 1.0);
+        metrics.record_request(0, 0, &request("GET", "/a", 1.0, Some("E"), 500), 1.0);
+        metrics.record_request(0, 2, &request("GET", "/c", 1.0, Some("F"), 0), 1.0);
+        let snapshot = metrics.snapshot(&runs());
+        for metric in &snapshot[0].metrics {
+            let mut seen = std::collections::HashSet::new();
+            for point in &metric.points {
+                assert!(
+                    seen.insert(point.attributes.clone()),
+                    "{} has {:?} twice",
+                    metric.name,
+                    point.attributes
+                );
+            }
+        }
+        let duration = metric(&snapshot, "locust.client.duration");
+        let counts: Vec<u64> = duration
+            .points
+            .iter()
+            .map(|p| match &p.value {
+                PointValue::Histogram(h) => h.count,
+                _ => 0,
+            })
+            .collect();
+        assert_eq!(counts, [1, 3], "/a 200, then the overflow series");
     }
 
     #[test]
@@ -1051,7 +1114,7 @@ mod tests {
         let summary = &metrics.summaries()[0].2;
         assert_eq!(summary["inexact_requests"], extra);
         assert_eq!(
-            metrics.runs[0].entries[0].stats.response_times.len(),
+            metrics.runs[&0].entries[0].stats.response_times.len(),
             MAX_TIMES_PER_ENDPOINT
         );
     }
@@ -1081,5 +1144,74 @@ mod tests {
         assert_eq!(metrics.summaries()[0].2["num_requests"], 1);
         metrics.record_event(0, RoleName::Master, &wit::Event::ResetStats, 1.0);
         assert!(metrics.summaries().is_empty());
+    }
+
+    #[test]
+    fn worker_user_counts_are_bounded() {
+        let mut metrics = RequestMetrics::new(RequestMetricsConfig::default());
+        for worker in 0..MAX_WORKERS_PER_RUN + 5 {
+            let report = wit::Event::WorkerReport(wit::WorkerReport {
+                client_id: format!("w{worker}"),
+                user_count: 1,
+            });
+            metrics.record_event(0, RoleName::Master, &report, 1.0);
+        }
+        let long = wit::Event::WorkerReport(wit::WorkerReport {
+            client_id: "w".repeat(MAX_NAME_BYTES + 1),
+            user_count: 1,
+        });
+        let mut other = RequestMetrics::new(RequestMetricsConfig::default());
+        other.record_event(0, RoleName::Master, &long, 1.0);
+        assert_eq!(metrics.runs[&0].worker_users.len(), MAX_WORKERS_PER_RUN);
+        assert_eq!(metrics.runs[&0].users(), Some(MAX_WORKERS_PER_RUN as u64));
+        assert_eq!(other.runs[&0].users(), None);
+    }
+
+    #[test]
+    fn error_types_past_the_series_cap_read_other() {
+        let mut metrics = RequestMetrics::new(RequestMetricsConfig {
+            max_series: 2,
+            ..RequestMetricsConfig::default()
+        });
+        for error in ["A", "B", "C", "A"] {
+            metrics.record_request(0, 0, &request("GET", "/a", 1.0, Some(error), 500), 1.0);
+        }
+        assert_eq!(metrics.error_types, ["A", "B", UNKNOWN_ERROR_TYPE]);
+    }
+
+    #[test]
+    fn the_start_time_is_the_first_event_and_moves_only_at_a_reset() {
+        let mut metrics = RequestMetrics::new(RequestMetricsConfig::default());
+        metrics.record_request(0, 0, &request("GET", "/a", 1.0, None, 200), 100.0);
+        // A worker's older event, arriving late, does not move the start back.
+        metrics.record_request(0, 0, &request("GET", "/a", 1.0, None, 200), 90.0);
+        let snapshot = metrics.snapshot(&runs());
+        assert_eq!((snapshot[0].start_time, snapshot[0].time), (100.0, 100.0));
+        metrics.record_event(0, RoleName::Master, &wit::Event::ResetStats, 120.0);
+        metrics.record_request(0, 0, &request("GET", "/a", 1.0, None, 200), 121.0);
+        let snapshot = metrics.snapshot(&runs());
+        assert_eq!((snapshot[0].start_time, snapshot[0].time), (120.0, 121.0));
+    }
+
+    #[test]
+    fn failures_are_what_locust_counts_and_buckets_take_the_exact_time() {
+        let mut metrics = RequestMetrics::new(RequestMetricsConfig::default());
+        let mut empty_text = request("GET", "/a", 5.4, None, 200);
+        empty_text.exception = Some(Cow::Borrowed(""));
+        metrics.record_request(0, 0, &empty_text, 1.0);
+        let mut no_text = request("GET", "/a", 5.4, None, 500);
+        no_text.exception_type = Some(Cow::Borrowed("Exception"));
+        metrics.record_request(0, 0, &no_text, 1.0);
+        let summary = &metrics.summaries()[0].2;
+        assert_eq!(summary["num_failures"], 1, "{summary}");
+        assert_eq!(summary["errors"], json!({"Exception": 1}));
+        let snapshot = metrics.snapshot(&runs());
+        let PointValue::Histogram(histogram) =
+            &metric(&snapshot, "locust.client.duration").points[0].value
+        else {
+            panic!("a histogram")
+        };
+        // 5.4 ms rounds to 5 for the percentiles, but is above the 5 ms bound.
+        assert_eq!(histogram.bucket_counts[1..3], [0, 1]);
     }
 }

@@ -39,8 +39,9 @@ pub struct OtlpConfig {
     /// 1024.
     #[serde(default = "default_queue_mib")]
     pub queue_mib: u64,
-    /// Extra HTTP headers, such as a tenant id; names and values are not printed.
-    #[serde(default)]
+    /// Extra HTTP headers, such as a tenant id; values are never printed, not even in an
+    /// error about them.
+    #[serde(default, deserialize_with = "headers")]
     pub headers: BTreeMap<String, String>,
     /// Which telemetry goes out as logs.
     #[serde(default)]
@@ -56,6 +57,21 @@ pub enum Compression {
     Gzip,
     /// Plain protobuf.
     None,
+}
+
+/// Header values as strings; an error names the header, not its value (it may be a secret).
+fn headers<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let raw = BTreeMap::<String, toml::Value>::deserialize(deserializer)?;
+    raw.into_iter()
+        .map(|(name, value)| match value {
+            toml::Value::String(text) => Ok((name, text)),
+            _ => Err(serde::de::Error::custom(format!(
+                "the value of header `{name}` must be a string"
+            ))),
+        })
+        .collect()
 }
 
 fn default_endpoint() -> String {
@@ -121,9 +137,10 @@ impl OtlpConfig {
         if port.is_none_or(|port| port == 0)
             || authority.contains(['@', '?', '#'])
             || prefix.contains(['?', '#'])
+            || !rest.bytes().all(|b| b.is_ascii_graphic())
         {
             return Err(format!(
-                "`{}` needs a host and a port, such as http://127.0.0.1:4318 (no user, query or fragment)",
+                "`{}` needs a host and a port, such as http://127.0.0.1:4318 (no user, query, fragment, space or non-ASCII)",
                 self.endpoint
             ));
         }
@@ -208,6 +225,8 @@ mod tests {
             ("http://:4318", "needs a host and a port"),
             ("http://u@c:4318", "needs a host and a port"),
             ("http://c:4318/x?y", "needs a host and a port"),
+            ("http://c:4318/a b", "needs a host and a port"),
+            ("http://c:4318/ü", "needs a host and a port"),
         ] {
             let error = config(bad).check().unwrap_err();
             assert_eq!(error.0, "endpoint");
@@ -227,9 +246,23 @@ mod tests {
         otlp.headers.insert("x-scope-orgid".into(), "a\nb".into());
         assert!(otlp.check().unwrap_err().1.contains("control characters"));
         let mut otlp = config("http://c:4318");
+        otlp.headers
+            .insert("x-long".into(), "v".repeat(MAX_HEADER_BYTES));
+        assert!(otlp.check().unwrap_err().1.contains("past 4096 bytes"));
+        let mut otlp = config("http://c:4318");
         for i in 0..=MAX_HEADERS {
             otlp.headers.insert(format!("x-{i}"), "v".into());
         }
         assert!(otlp.check().unwrap_err().1.contains("at most 16"));
+    }
+
+    #[test]
+    fn a_header_value_of_the_wrong_type_is_not_echoed() {
+        // As the config loader reads an `[[outputs]]` entry.
+        let table: toml::Table =
+            toml::from_str("type = \"otlp\"\nheaders = { \"x-token\" = 987654321 }").unwrap();
+        let (key, message) = crate::sinks::config::OutputConfig::from_table(table).unwrap_err();
+        assert_eq!(key, "headers");
+        assert_eq!(message, "the value of header `x-token` must be a string");
     }
 }

@@ -202,17 +202,27 @@ impl Sink for OtlpSink {
         let problem = self
             .transport
             .last_error()
-            .filter(|_| stats.retries + stats.failed + stats.dropped_records > 0)
+            .filter(|_| {
+                stats.retries + stats.failed + stats.dropped_records + stats.rejected_points > 0
+            })
             .map(|error| format!("; latest problem: {error}"))
             .unwrap_or_default();
         crate::diag!(
-            "swarmtel: otlp {}: {} requests sent, {} retried, {} refused, {} log records dropped, {} metrics exports dropped{problem}",
+            "swarmtel: otlp {}: {} requests sent, {} retried, {} refused, {} log records dropped, {} metrics exports dropped{}{problem}",
             self.name,
             stats.sent,
             stats.retries,
             stats.failed,
             stats.dropped_records,
-            stats.dropped_metrics
+            stats.dropped_metrics,
+            if stats.rejected_points > 0 {
+                format!(
+                    ", {} metric points rejected by the receiver",
+                    stats.rejected_points
+                )
+            } else {
+                String::new()
+            }
         );
     }
 }

@@ -70,6 +70,8 @@ pub struct TransportStats {
     pub dropped_records: u64,
     /// Metrics exports still waiting when the run ended (a later one replaced none).
     pub dropped_metrics: u64,
+    /// Metric data points the receiver accepted the request of but rejected itself.
+    pub rejected_points: u64,
 }
 
 /// How to reach the receiver.
@@ -89,8 +91,10 @@ pub struct Target {
 
 #[derive(Default)]
 struct State {
+    /// The latest metrics export not sent yet (at most one: they are cumulative).
     metrics: Option<Export>,
     logs: VecDeque<Export>,
+    /// Bytes of the waiting logs (the budget is theirs; the one metrics export is apart).
     queued_bytes: usize,
     budget: usize,
     /// Set by `close`: send what is queued until then, then stop.
@@ -150,13 +154,7 @@ impl Transport {
     pub fn send(&self, export: Export) {
         let mut state = self.shared.lock();
         match export.signal {
-            Signal::Metrics => {
-                if let Some(old) = state.metrics.take() {
-                    state.queued_bytes -= old.body.len();
-                }
-                state.queued_bytes += export.body.len();
-                state.metrics = Some(export);
-            }
+            Signal::Metrics => state.metrics = Some(export),
             Signal::Logs => {
                 while state.queued_bytes + export.body.len() > state.budget {
                     let Some(oldest) = state.logs.pop_front() else {
@@ -224,7 +222,11 @@ fn run(shared: &Shared, target: &Target, runtime: &tokio::runtime::Runtime) {
                     drop_everything(&mut state);
                     return;
                 }
-                if let Some(export) = state.logs.pop_front().or_else(|| state.metrics.take()) {
+                // Metrics first: one small export that makes good every earlier one.
+                if let Some(export) = state.metrics.take() {
+                    break export;
+                }
+                if let Some(export) = state.logs.pop_front() {
                     state.queued_bytes -= export.body.len();
                     break export;
                 }
@@ -251,39 +253,79 @@ fn drop_everything(state: &mut State) {
     state.queued_bytes = 0;
 }
 
+/// How long to wait before the next try: the backoff, or longer if the receiver asks, at
+/// most [`MAX_BACKOFF`].
+fn next_wait(retry_after: Option<Duration>, backoff: Duration) -> Duration {
+    retry_after
+        .map_or(backoff, |asked| asked.max(backoff))
+        .min(MAX_BACKOFF)
+}
+
+/// How a try ended.
+enum Outcome {
+    /// Accepted; with the items the receiver said it rejected (OTLP partial success).
+    Accepted { rejected: u64 },
+    /// Worth another try: after this long at least (the receiver's `Retry-After`).
+    Retry {
+        /// The receiver's `Retry-After`.
+        after: Option<Duration>,
+        /// The status, for the end-of-run report.
+        why: String,
+    },
+    /// Refused for good, and why.
+    Refused(String),
+}
+
 /// Tries one request until it is done with.
 fn deliver(shared: &Shared, target: &Target, runtime: &tokio::runtime::Runtime, export: Export) {
     let mut backoff = FIRST_BACKOFF;
     loop {
-        let outcome = runtime.block_on(attempt(shared, target, &export));
+        let result = runtime.block_on(attempt(shared, target, &export));
         let mut state = shared.lock();
-        let wait = match outcome {
-            Ok((status, _)) if (200..300).contains(&status) => {
+        let retry_after = match result {
+            Ok(Outcome::Accepted { rejected }) => {
                 state.stats.sent += 1;
+                if rejected > 0 {
+                    state.last_error = Some(format!("the receiver rejected {rejected} items"));
+                    match export.signal {
+                        Signal::Logs => state.stats.dropped_records += rejected,
+                        Signal::Metrics => state.stats.rejected_points += rejected,
+                    }
+                }
                 return;
             }
-            Ok((status, retry_after)) if matches!(status, 429 | 502 | 503 | 504) => {
-                state.last_error = Some(format!("HTTP {status}"));
-                retry_after.unwrap_or(backoff).min(MAX_BACKOFF)
-            }
-            Ok((status, _)) => {
-                state.last_error = Some(format!("HTTP {status} (not retried)"));
+            Ok(Outcome::Refused(why)) => {
+                state.last_error = Some(why);
                 state.stats.failed += 1;
-                state.stats.dropped_records += export.records;
+                if export.signal == Signal::Logs {
+                    state.stats.dropped_records += export.records;
+                }
                 return;
+            }
+            Ok(Outcome::Retry { after, why }) => {
+                state.last_error = Some(why);
+                after
             }
             Err(error) => {
                 state.last_error = Some(error);
-                backoff
+                None
             }
         };
         state.stats.retries += 1;
+        let until = Instant::now() + next_wait(retry_after, backoff);
         backoff = (backoff * 2).min(MAX_BACKOFF);
-        // Wait, unless the end comes first; a newer metrics export makes this one moot.
-        let until = Instant::now() + wait;
+        // Wait, unless the end comes first. A newer metrics export makes a waiting one moot;
+        // a waiting metrics export goes before a logs export that is being retried.
         loop {
-            if export.signal == Signal::Metrics && state.metrics.is_some() {
-                return;
+            if state.metrics.is_some() {
+                match export.signal {
+                    Signal::Metrics => return,
+                    Signal::Logs => {
+                        state.queued_bytes += export.body.len();
+                        state.logs.push_front(export);
+                        return;
+                    }
+                }
             }
             if state
                 .deadline
@@ -313,34 +355,30 @@ fn deliver(shared: &Shared, target: &Target, runtime: &tokio::runtime::Runtime, 
     }
 }
 
-/// One try, cut short at the end-of-run deadline if that comes first.
-async fn attempt(
-    shared: &Shared,
-    target: &Target,
-    export: &Export,
-) -> Result<(u16, Option<Duration>), String> {
-    let timed_out = || Err(format!("no answer within {:?}", target.timeout));
-    let request = tokio::time::timeout(target.timeout, post(target, export));
+/// One try, cut short at the end-of-run deadline if that comes first (read at the start,
+/// and again when the end is announced during the try).
+async fn attempt(shared: &Shared, target: &Target, export: &Export) -> Result<Outcome, String> {
+    let started = tokio::time::Instant::now();
+    let limit = |deadline: Option<Instant>| {
+        let by_timeout = started + target.timeout;
+        deadline.map_or(by_timeout, |deadline| by_timeout.min(deadline.into()))
+    };
+    let cut_off = || Err(format!("no answer within {:?}", target.timeout));
+    let request = post(target, export);
     tokio::pin!(request);
+    let mut until = limit(shared.lock().deadline);
     loop {
         tokio::select! {
-            result = &mut request => return result.unwrap_or_else(|_| timed_out()),
-            () = shared.closing.notified() => {
-                let Some(deadline) = shared.lock().deadline else {
-                    continue;
-                };
-                return match tokio::time::timeout_at(deadline.into(), &mut request).await {
-                    Ok(result) => result.unwrap_or_else(|_| timed_out()),
-                    Err(_) => Err("cut off at the end of the run".into()),
-                };
+            result = tokio::time::timeout_at(until, &mut request) => {
+                return result.unwrap_or_else(|_| cut_off());
             }
+            () = shared.closing.notified() => until = limit(shared.lock().deadline),
         }
     }
 }
 
-/// One POST: the status and the `Retry-After` seconds, if any; an error text for a failed
-/// connection.
-async fn post(target: &Target, export: &Export) -> Result<(u16, Option<Duration>), String> {
+/// One POST and what the answer means; an error text for a connection that failed.
+async fn post(target: &Target, export: &Export) -> Result<Outcome, String> {
     let stream = tokio::net::TcpStream::connect(&target.authority)
         .await
         .map_err(|error| format!("cannot connect to {}: {error}", target.authority))?;
@@ -357,9 +395,11 @@ async fn post(target: &Target, export: &Export) -> Result<(u16, Option<Duration>
     for (name, value) in &target.headers {
         request = request.header(name.as_str(), value.as_str());
     }
-    let request = request
-        .body(Full::new(export.body.clone()))
-        .map_err(|error| format!("request: {error}"))?;
+    let Ok(request) = request.body(Full::new(export.body.clone())) else {
+        // The config's checks make this unreachable; a request that cannot be built is
+        // not retried.
+        return Ok(Outcome::Refused("the request cannot be built".into()));
+    };
     let response = sender
         .send_request(request)
         .await
@@ -371,11 +411,41 @@ async fn post(target: &Target, export: &Export) -> Result<(u16, Option<Duration>
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<u64>().ok())
         .map(Duration::from_secs);
-    // Read (a bounded part of) the answer so the receiver sees a clean exchange.
-    let _ = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+    // Read a bounded part of the answer: an accepted one may report a partial success.
+    let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
         .collect()
-        .await;
-    Ok((status, retry_after))
+        .await
+        .map(|collected| collected.to_bytes())
+        .unwrap_or_default();
+    Ok(match status {
+        200..=299 => Outcome::Accepted {
+            rejected: rejected_items(export.signal, &body),
+        },
+        429 | 502 | 503 | 504 => Outcome::Retry {
+            after: retry_after,
+            why: format!("HTTP {status}"),
+        },
+        other => Outcome::Refused(format!("HTTP {other} (not retried)")),
+    })
+}
+
+/// What an OTLP success body says was rejected: `partial_success.rejected_log_records` or
+/// `rejected_data_points` (0 when the body is empty or not protobuf).
+fn rejected_items(signal: Signal, body: &[u8]) -> u64 {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+    use prost::Message;
+    let rejected = match signal {
+        Signal::Logs => ExportLogsServiceResponse::decode(body)
+            .ok()
+            .and_then(|response| response.partial_success)
+            .map(|partial| partial.rejected_log_records),
+        Signal::Metrics => ExportMetricsServiceResponse::decode(body)
+            .ok()
+            .and_then(|response| response.partial_success)
+            .map(|partial| partial.rejected_data_points),
+    };
+    rejected.map_or(0, |count| u64::try_from(count).unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -500,6 +570,145 @@ mod tests {
         assert!(
             written < 64 << 20,
             "{written} bytes were taken from the receiver"
+        );
+    }
+
+    /// A receiver on loopback that answers each request with `status(path)`, and counts the
+    /// requests per path.
+    fn receiver(status: fn(&str) -> u16) -> (String, Arc<Mutex<Vec<String>>>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let authority = listener.local_addr().unwrap().to_string();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                let path = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let _ = reader.read_exact(&mut vec![0; length]);
+                log.lock().unwrap().push(path.clone());
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    status(&path)
+                );
+            }
+        });
+        (authority, seen)
+    }
+
+    #[test]
+    fn the_wait_is_the_backoff_or_longer_if_asked_and_at_most_30_s() {
+        let backoff = Duration::from_millis(500);
+        assert_eq!(next_wait(None, backoff), backoff);
+        assert_eq!(next_wait(Some(Duration::ZERO), backoff), backoff);
+        assert_eq!(
+            next_wait(Some(Duration::from_secs(7)), backoff),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            next_wait(Some(Duration::from_secs(3600)), backoff),
+            MAX_BACKOFF
+        );
+        assert_eq!(next_wait(None, Duration::from_secs(60)), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn a_try_ends_at_its_timeout_and_every_queued_one_at_the_drain_deadline() {
+        let (_listener, authority) = silent_receiver();
+        let mut target = target(authority);
+        target.timeout = Duration::from_millis(200);
+        let mut transport = Transport::start(target, 1 << 20).unwrap();
+        transport.send(logs(10, 1));
+        let start = Instant::now();
+        while transport.stats().retries == 0 {
+            assert!(start.elapsed() < Duration::from_secs(10), "no timeout");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            transport
+                .last_error()
+                .unwrap()
+                .starts_with("no answer within")
+        );
+        // Two more wait; the end gives them 300 ms in all, not 200 ms each after it.
+        transport.send(logs(10, 2));
+        transport.send(logs(10, 4));
+        let closing = Instant::now();
+        transport.close(Duration::from_millis(300));
+        assert!(
+            closing.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            closing.elapsed()
+        );
+        assert_eq!(transport.stats().dropped_records, 1 + 2 + 4);
+    }
+
+    #[test]
+    fn metrics_go_out_while_logs_are_refused_with_503() {
+        let (authority, seen) = receiver(|path| if path == "/v1/logs" { 503 } else { 200 });
+        let mut transport = Transport::start(target(authority), 1 << 20).unwrap();
+        transport.send(logs(10, 3));
+        let metrics = Export {
+            signal: Signal::Metrics,
+            body: Bytes::from_static(b"m"),
+            records: 0,
+        };
+        let start = Instant::now();
+        while transport.stats().retries == 0 {
+            assert!(start.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        transport.send(metrics);
+        while transport.stats().sent == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "metrics wait behind logs"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        transport.close(Duration::ZERO);
+        let stats = transport.stats();
+        assert_eq!((stats.sent, stats.dropped_records), (1, 3));
+        assert_eq!(transport.last_error().as_deref(), Some("HTTP 503"));
+        assert!(
+            seen.lock()
+                .unwrap()
+                .iter()
+                .any(|path| path == "/v1/metrics")
+        );
+    }
+
+    #[test]
+    fn a_refusal_other_than_the_retried_statuses_is_final() {
+        let (authority, seen) = receiver(|_| 400);
+        let mut transport = Transport::start(target(authority), 1 << 20).unwrap();
+        transport.send(logs(10, 5));
+        transport.close(Duration::from_secs(10));
+        let stats = transport.stats();
+        assert_eq!(
+            (stats.failed, stats.retries, stats.dropped_records),
+            (1, 0, 5)
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        assert_eq!(
+            transport.last_error().as_deref(),
+            Some("HTTP 400 (not retried)")
         );
     }
 }
