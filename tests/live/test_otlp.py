@@ -209,6 +209,14 @@ def check_logs_match_json_lines(receiver, tmp_path):
     assert all(record.time_unix_nano <= int(stream_end * 1e9) + 1 for _, _, record in received)
 
 
+def check_everything_arrived(receiver, tmp_path):
+    """Every log record once, and the final metrics count every request."""
+    check_logs_match_json_lines(receiver, tmp_path)
+    entries, _, _, _ = locust_oracle()
+    duration = final_run_metrics(receiver)["locust.client.duration"]
+    assert sum(p.count for p in duration.histogram.data_points) == entries[("", "Aggregated")]["requests"]
+
+
 def test_metrics_and_logs_reach_the_receiver_with_exact_values(tmp_path, swarmtel_bin):
     receiver = Receiver()
     try:
@@ -275,10 +283,7 @@ def test_a_receiver_answering_503_gets_everything_once_it_recovers(tmp_path, swa
     assert receiver.refused == 3
     assert "3 retried, 0 refused, 0 log records dropped" in run.stderr, run.stderr
     assert all("content-encoding" not in h for h in receiver.headers)
-    check_logs_match_json_lines(receiver, tmp_path)
-    entries, _, _, _ = locust_oracle()
-    duration = final_run_metrics(receiver)["locust.client.duration"]
-    assert sum(p.count for p in duration.histogram.data_points) == entries[("", "Aggregated")]["requests"]
+    check_everything_arrived(receiver, tmp_path)
 
 
 def test_a_receiver_down_at_the_start_gets_everything_when_it_comes_up(tmp_path, swarmtel_bin):
@@ -305,10 +310,7 @@ def test_a_receiver_down_at_the_start_gets_everything_when_it_comes_up(tmp_path,
     assert proc.returncode == 0, stderr
     assert "0 log records dropped, 0 metrics exports dropped" in stderr, stderr
     assert "latest problem: cannot connect to 127.0.0.1:" in stderr, stderr
-    check_logs_match_json_lines(receiver, tmp_path)
-    entries, _, _, _ = locust_oracle()
-    duration = final_run_metrics(receiver)["locust.client.duration"]
-    assert sum(p.count for p in duration.histogram.data_points) == entries[("", "Aggregated")]["requests"]
+    check_everything_arrived(receiver, tmp_path)
 
 
 def test_a_receiver_down_for_good_costs_the_run_nothing_and_is_counted(tmp_path, swarmtel_bin):

@@ -172,10 +172,26 @@ pub fn response_time_percentile(
     num_requests: u64,
     percent: f64,
 ) -> u64 {
+    percentile_of_descending(
+        response_times
+            .iter()
+            .rev()
+            .map(|(&time, &count)| (time, count)),
+        num_requests,
+        percent,
+    )
+}
+
+/// [`response_time_percentile`] over (rounded time, requests), slowest first.
+fn percentile_of_descending(
+    descending: impl Iterator<Item = (u64, u64)>,
+    num_requests: u64,
+    percent: f64,
+) -> u64 {
     // Python's `int(num_requests * percent)`: a float product, truncated.
     let wanted = (num_requests as f64 * percent) as u64;
     let mut processed = 0u64;
-    for (&time, &count) in response_times.iter().rev() {
+    for (time, count) in descending {
         processed = processed.saturating_add(count);
         if num_requests.saturating_sub(processed) <= wanted {
             return time;
@@ -187,6 +203,84 @@ pub fn response_time_percentile(
 /// A response time in milliseconds as whole nanoseconds (saturating).
 fn nanoseconds(response_time_ms: f64) -> u64 {
     (response_time_ms * 1e6).round() as u64
+}
+
+/// Slots of the rounded times below 10 s: 0..99 ms by 1, 100..990 by 10, 1000..9900 by 100.
+const GRID_SLOTS: usize = 280;
+
+/// The slot of a rounded time below 10 s.
+fn grid_slot(rounded: u64) -> usize {
+    let rounded = rounded as usize;
+    if rounded < 100 {
+        rounded
+    } else if rounded < 1000 {
+        100 + (rounded - 100) / 10
+    } else {
+        190 + (rounded - 1000) / 100
+    }
+}
+
+/// The rounded time of a slot.
+fn grid_time(slot: usize) -> u64 {
+    (if slot < 100 {
+        slot
+    } else if slot < 190 {
+        100 + (slot - 100) * 10
+    } else {
+        1000 + (slot - 190) * 100
+    }) as u64
+}
+
+/// Locust's `response_times` dict: rounded response time in ms → requests. Times below 10 s
+/// (the 280 values Locust's rounding leaves there) are counted in an array, the rest in a
+/// map of at most [`MAX_TIMES_PER_ENDPOINT`] keys.
+#[derive(Debug, Clone, Default)]
+struct ResponseTimes {
+    /// Per grid slot; empty until the first time below 10 s.
+    grid: Vec<u64>,
+    /// Times of 10 s and more.
+    above: BTreeMap<u64, u64>,
+}
+
+impl ResponseTimes {
+    /// Counts one request at `rounded`; false when it was counted at a neighbour instead
+    /// (the map is full).
+    fn add(&mut self, rounded: u64) -> bool {
+        if rounded < 10_000 {
+            if self.grid.is_empty() {
+                self.grid = vec![0; GRID_SLOTS];
+            }
+            self.grid[grid_slot(rounded)] += 1;
+            return true;
+        }
+        if self.above.len() < MAX_TIMES_PER_ENDPOINT || self.above.contains_key(&rounded) {
+            *self.above.entry(rounded).or_default() += 1;
+            return true;
+        }
+        let above = self.above.range(rounded..).next().map(|(k, _)| *k);
+        let below = self.above.range(..rounded).next_back().map(|(k, _)| *k);
+        let key = match (below, above) {
+            (Some(below), Some(above)) if rounded - below < above - rounded => below,
+            (_, Some(above)) => above,
+            (Some(below), None) => below,
+            (None, None) => rounded,
+        };
+        *self.above.entry(key).or_default() += 1;
+        false
+    }
+
+    /// (rounded time, requests), slowest first.
+    fn descending(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let above = self.above.iter().rev().map(|(&time, &count)| (time, count));
+        let grid = self
+            .grid
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, count)| **count > 0)
+            .map(|(slot, &count)| (grid_time(slot), count));
+        above.chain(grid)
+    }
 }
 
 /// Locust's `StatsEntry` for one endpoint, or for all of them.
@@ -201,7 +295,7 @@ struct EndpointStats {
     max_response_time: f64,
     total_content_length: u64,
     /// Rounded response time in ms → requests.
-    response_times: BTreeMap<u64, u64>,
+    response_times: ResponseTimes,
     /// Requests whose rounded time was counted at a neighbour (past
     /// [`MAX_TIMES_PER_ENDPOINT`]).
     inexact: u64,
@@ -220,30 +314,13 @@ impl EndpointStats {
         );
         self.max_response_time = self.max_response_time.max(response_time_ms);
         self.total_content_length = self.total_content_length.saturating_add(content_length);
-        let key = if self.response_times.len() < MAX_TIMES_PER_ENDPOINT
-            || self.response_times.contains_key(&rounded)
-        {
-            rounded
-        } else {
+        if !self.response_times.add(rounded) {
             self.inexact += 1;
-            let above = self.response_times.range(rounded..).next().map(|(k, _)| *k);
-            let below = self
-                .response_times
-                .range(..rounded)
-                .next_back()
-                .map(|(k, _)| *k);
-            match (below, above) {
-                (Some(below), Some(above)) if rounded - below < above - rounded => below,
-                (_, Some(above)) => above,
-                (Some(below), None) => below,
-                (None, None) => rounded,
-            }
-        };
-        *self.response_times.entry(key).or_default() += 1;
+        }
     }
 
     fn percentile(&self, percent: f64) -> u64 {
-        response_time_percentile(&self.response_times, self.num_requests, percent)
+        percentile_of_descending(self.response_times.descending(), self.num_requests, percent)
     }
 
     /// The `REQUEST_SUMMARY` fields of this entry, Locust's names and milliseconds.
@@ -285,6 +362,60 @@ impl EndpointStats {
     }
 }
 
+/// One `REQUEST_SUMMARY` record: (run, message, fields).
+fn summary_record(
+    run: usize,
+    label: &str,
+    stats: &EndpointStats,
+    fields: Map<String, Value>,
+) -> (usize, String, Value) {
+    let message = format!(
+        "{label}: {} requests, {} failures",
+        stats.num_requests, stats.num_failures
+    );
+    (run, message, Value::Object(fields))
+}
+
+/// A fast hash for this module's small integer keys: indices and ids the host assigned, not
+/// text from a peer, so no peer can aim keys at one bucket.
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl IdHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.add(u64::from(byte));
+        }
+    }
+    fn write_u8(&mut self, value: u8) {
+        self.add(u64::from(value));
+    }
+    fn write_u16(&mut self, value: u16) {
+        self.add(u64::from(value));
+    }
+    fn write_u32(&mut self, value: u32) {
+        self.add(u64::from(value));
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.add(value);
+    }
+    fn write_usize(&mut self, value: usize) {
+        self.add(value as u64);
+    }
+}
+
+/// A map keyed by host-assigned indices.
+type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// One endpoint of a run.
 #[derive(Debug)]
 struct Entry {
@@ -322,7 +453,7 @@ struct RunStats {
     /// `Aggregated`: every request of the run, whatever entry it went to.
     total: EndpointStats,
     series: Vec<Series>,
-    series_index: HashMap<(usize, Option<u32>, u16), usize>,
+    series_index: IdMap<(usize, Option<u32>, u16), usize>,
     overflow_series: Option<usize>,
     /// Latest `worker_report` user count per worker, summed for `locust.users.count`.
     worker_users: HashMap<String, u32>,
@@ -400,7 +531,7 @@ pub struct RequestMetrics {
     /// By the run's index in the pipeline, in that order.
     runs: BTreeMap<usize, RunStats>,
     /// (run, interned endpoint) → entry index in the run.
-    entries: HashMap<(usize, u32), usize>,
+    entries: IdMap<(usize, u32), usize>,
     endpoints_kept: usize,
     series_kept: usize,
     /// Error types seen, interned (at most `max_series` of them: each has a series).
@@ -419,7 +550,7 @@ impl RequestMetrics {
         Self {
             config,
             runs: BTreeMap::new(),
-            entries: HashMap::new(),
+            entries: IdMap::default(),
             endpoints_kept: 0,
             series_kept: 0,
             error_types: Vec::new(),
@@ -769,24 +900,15 @@ impl RequestMetrics {
                 if !errors.is_empty() {
                     fields.insert("errors".into(), json!(errors));
                 }
-                records.push((
+                records.push(summary_record(
                     run,
-                    format!(
-                        "{request_type} {name}: {} requests, {} failures",
-                        entry.stats.num_requests, entry.stats.num_failures
-                    ),
-                    Value::Object(fields),
+                    &format!("{request_type} {name}"),
+                    &entry.stats,
+                    fields,
                 ));
             }
             let fields = stats.total.summary_fields("", AGGREGATED);
-            records.push((
-                run,
-                format!(
-                    "{AGGREGATED}: {} requests, {} failures",
-                    stats.total.num_requests, stats.total.num_failures
-                ),
-                Value::Object(fields),
-            ));
+            records.push(summary_record(run, AGGREGATED, &stats.total, fields));
         }
         records
     }
@@ -1114,7 +1236,7 @@ mod tests {
         let summary = &metrics.summaries()[0].2;
         assert_eq!(summary["inexact_requests"], extra);
         assert_eq!(
-            metrics.runs[&0].entries[0].stats.response_times.len(),
+            metrics.runs[&0].entries[0].stats.response_times.above.len(),
             MAX_TIMES_PER_ENDPOINT
         );
     }
@@ -1213,5 +1335,33 @@ mod tests {
         };
         // 5.4 ms rounds to 5 for the percentiles, but is above the 5 ms bound.
         assert_eq!(histogram.bucket_counts[1..3], [0, 1]);
+    }
+
+    #[test]
+    fn the_grid_of_times_below_10_s_gives_the_percentiles_of_a_plain_map() {
+        for slot in 0..GRID_SLOTS {
+            assert_eq!(grid_slot(grid_time(slot)), slot);
+        }
+        let mut times = ResponseTimes::default();
+        let mut map = BTreeMap::new();
+        let mut requests = 0;
+        // Every rounded value below 10 s and some above, in a scrambled order.
+        for i in 0..30_000u64 {
+            let ms = ((i * 7919) % 25_000) as f64 * 0.9 + (i % 7) as f64 * 0.013;
+            let rounded = bucket_response_time(ms);
+            assert!(times.add(rounded));
+            *map.entry(rounded).or_insert(0u64) += 1;
+            requests += 1;
+        }
+        for percent in [0.0, 0.01, 0.5, 0.66, 0.9, 0.95, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                percentile_of_descending(times.descending(), requests, percent),
+                response_time_percentile(&map, requests, percent),
+                "{percent}"
+            );
+        }
+        let listed: Vec<(u64, u64)> = times.descending().collect();
+        let expected: Vec<(u64, u64)> = map.iter().rev().map(|(&k, &v)| (k, v)).collect();
+        assert_eq!(listed, expected);
     }
 }
