@@ -159,7 +159,7 @@ def locust_oracle():
         if event["exception"] is not None:
             attrs["error.type"] = event.get("exception_type") or "_OTHER"
         if event.get("status_code"):
-            attrs["http.response.status_code"] = str(event["status_code"])
+            attrs["http.response.status_code"] = event["status_code"]  # an int attribute
         series[tuple(sorted(attrs.items()))] += 1
     return entries, series, min(times), max(times)
 

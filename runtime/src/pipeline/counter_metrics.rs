@@ -2,10 +2,8 @@
 //! same names: `swarmtel.events` (Prometheus: `swarmtel_events_total`), per plugin, per
 //! output and, under `swarmtel serve`, per connection role.
 
-use std::borrow::Cow;
-
 use super::counters::{PluginCounters, SourceCounters, Summary};
-use super::metrics::{Metric, MetricKind, Point, PointValue};
+use super::metrics::{AttributeValue, Metric, MetricKind, Point, PointValue};
 
 /// The roles, in the order of per-role arrays.
 const ROLES: [&str; 3] = ["master", "worker", "standalone"];
@@ -128,8 +126,8 @@ impl Summary {
                 .flat_map(|(id, counters)| {
                     select(counters).iter().map(move |(label, n)| Point {
                         attributes: vec![
-                            ("plugin", Cow::Owned(id.clone())),
-                            (key, Cow::Borrowed(*label)),
+                            ("plugin", AttributeValue::from(id.clone())),
+                            (key, AttributeValue::from(*label)),
                         ],
                         value: count(*n),
                     })

@@ -28,9 +28,46 @@ pub struct Metric {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
     /// Attribute key and value pairs, in a stable order.
-    pub attributes: Vec<(&'static str, Cow<'static, str>)>,
+    pub attributes: Vec<(&'static str, AttributeValue)>,
     /// The value.
     pub value: PointValue,
+}
+
+/// An attribute's value: text, or a whole number (such as an HTTP status code).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AttributeValue {
+    /// Text.
+    Text(Cow<'static, str>),
+    /// A whole number.
+    Int(i64),
+}
+
+impl AttributeValue {
+    /// The value as text, as a Prometheus label has it.
+    pub fn as_text(&self) -> Cow<'_, str> {
+        match self {
+            AttributeValue::Text(text) => Cow::Borrowed(text),
+            AttributeValue::Int(number) => Cow::Owned(number.to_string()),
+        }
+    }
+}
+
+impl From<Cow<'static, str>> for AttributeValue {
+    fn from(text: Cow<'static, str>) -> Self {
+        AttributeValue::Text(text)
+    }
+}
+
+impl From<String> for AttributeValue {
+    fn from(text: String) -> Self {
+        AttributeValue::Text(Cow::Owned(text))
+    }
+}
+
+impl From<&'static str> for AttributeValue {
+    fn from(text: &'static str) -> Self {
+        AttributeValue::Text(Cow::Borrowed(text))
+    }
 }
 
 /// What kind of metric it is.
@@ -95,7 +132,7 @@ impl Point {
     }
 
     /// A point with one attribute.
-    pub fn with(key: &'static str, value: impl Into<Cow<'static, str>>, point: PointValue) -> Self {
+    pub fn with(key: &'static str, value: impl Into<AttributeValue>, point: PointValue) -> Self {
         Self {
             attributes: vec![(key, value.into())],
             value: point,

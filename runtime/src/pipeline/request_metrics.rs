@@ -17,14 +17,15 @@
 //! Everything kept here is bounded by [`RequestMetricsConfig`]: endpoints, series, distinct
 //! response times per endpoint, the length of names, error types and worker ids.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
 use super::enrich::RunContext;
-use super::metrics::{HistogramPoint, Metric, MetricKind, Point, PointValue, RunMetrics};
+use super::metrics::{
+    AttributeValue, HistogramPoint, Metric, MetricKind, Point, PointValue, RunMetrics,
+};
 use crate::bindings::types as wit;
 use crate::config::RoleName;
 use crate::sources::ingest::RequestRecord;
@@ -768,17 +769,17 @@ impl RequestMetrics {
     }
 
     fn run_metrics(&self, stats: &RunStats) -> Vec<Metric> {
-        let endpoint_attributes = |entry: &Entry| -> Vec<(&'static str, Cow<'static, str>)> {
+        let endpoint_attributes = |entry: &Entry| -> Vec<(&'static str, AttributeValue)> {
             if entry.overflow {
-                vec![("otel.metric.overflow", Cow::Borrowed("true"))]
+                vec![("otel.metric.overflow", AttributeValue::from("true"))]
             } else if entry.request_type.is_empty() {
-                vec![("name", Cow::Owned(entry.name.clone()))]
+                vec![("name", AttributeValue::from(entry.name.clone()))]
             } else {
                 vec![
-                    ("name", Cow::Owned(entry.name.clone())),
+                    ("name", AttributeValue::from(entry.name.clone())),
                     (
                         "http.request.method",
-                        Cow::Owned(entry.request_type.clone()),
+                        AttributeValue::from(entry.request_type.clone()),
                     ),
                 ]
             }
@@ -788,7 +789,7 @@ impl RequestMetrics {
             .iter()
             .map(|series| {
                 let mut attributes = if series.overflow {
-                    vec![("otel.metric.overflow", Cow::Borrowed("true"))]
+                    vec![("otel.metric.overflow", AttributeValue::from("true"))]
                 } else {
                     endpoint_attributes(&stats.entries[series.entry])
                 };
@@ -796,13 +797,13 @@ impl RequestMetrics {
                     if let Some(error_type) = series.error_type {
                         attributes.push((
                             "error.type",
-                            Cow::Owned(self.error_types[error_type as usize].clone()),
+                            AttributeValue::from(self.error_types[error_type as usize].clone()),
                         ));
                     }
                     if series.status_code != 0 {
                         attributes.push((
                             "http.response.status_code",
-                            Cow::Owned(series.status_code.to_string()),
+                            AttributeValue::Int(i64::from(series.status_code)),
                         ));
                     }
                 }
@@ -823,7 +824,7 @@ impl RequestMetrics {
             .iter()
             .map(|entry| (endpoint_attributes(entry), &entry.stats))
             .chain(std::iter::once((
-                vec![("name", Cow::Borrowed(AGGREGATED))],
+                vec![("name", AttributeValue::from(AGGREGATED))],
                 &stats.total,
             )));
         for (attributes, entry_stats) in rows {
@@ -832,7 +833,7 @@ impl RequestMetrics {
             }
             for percent in PERCENTILES {
                 let mut attributes = attributes.clone();
-                attributes.push(("quantile", Cow::Owned(percent.to_string())));
+                attributes.push(("quantile", AttributeValue::from(percent.to_string())));
                 percentiles.push(Point {
                     attributes,
                     value: PointValue::Gauge(entry_stats.percentile(percent) as f64 / 1000.0),
@@ -917,6 +918,7 @@ impl RequestMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
 
     /// Inputs and what Locust 2.47's `locust.stats.bucket_response_time` returns for them
     /// (printed by that function; ties round to even, as Python's `round` does).
@@ -1022,7 +1024,10 @@ mod tests {
             .attributes
             .iter()
             .find(|(k, _)| *k == key)
-            .map(|(_, v)| v.as_ref())
+            .and_then(|(_, v)| match v {
+                AttributeValue::Text(text) => Some(text.as_ref()),
+                AttributeValue::Int(_) => None,
+            })
     }
 
     #[test]
@@ -1045,7 +1050,12 @@ mod tests {
         assert_eq!(attribute(ok, "name"), Some("/a"));
         assert_eq!(attribute(ok, "http.request.method"), Some("GET"));
         assert_eq!(attribute(ok, "error.type"), None);
-        assert_eq!(attribute(ok, "http.response.status_code"), Some("200"));
+        assert!(
+            ok.attributes
+                .contains(&("http.response.status_code", AttributeValue::Int(200))),
+            "{:?}",
+            ok.attributes
+        );
         let PointValue::Histogram(histogram) = &ok.value else {
             panic!("a histogram")
         };
@@ -1059,7 +1069,11 @@ mod tests {
         assert_eq!(histogram.bucket_counts, expected);
         let failed = &duration.points[1];
         assert_eq!(attribute(failed, "error.type"), Some("HTTPError"));
-        assert_eq!(attribute(failed, "http.response.status_code"), Some("500"));
+        assert!(
+            failed
+                .attributes
+                .contains(&("http.response.status_code", AttributeValue::Int(500)))
+        );
 
         let percentiles = metric(&snapshot, "locust.client.duration.percentile");
         let value = |name: &str, quantile: &str| {

@@ -7,8 +7,6 @@
 //! request metrics under that plus `run_id` and `testplan`; logs per run, role and node, with
 //! `role` and `node` as well. Sums and histograms are cumulative from the run's first event.
 
-use std::borrow::Cow;
-
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{
@@ -20,7 +18,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde_json::Value;
 
 use crate::pipeline::enrich::{Level, RunContext};
-use crate::pipeline::metrics::{Metric, MetricKind, PointValue, RunMetrics};
+use crate::pipeline::metrics::{AttributeValue, Metric, MetricKind, PointValue, RunMetrics};
 use crate::sinks::Record;
 
 /// The `service.name` of everything this runtime exports.
@@ -119,7 +117,15 @@ fn metric(metric: &Metric, start: u64, time: u64) -> proto::Metric {
         point
             .attributes
             .iter()
-            .map(|(key, value): &(&str, Cow<'_, str>)| string_attribute(key, value))
+            .map(|(key, value)| match value {
+                AttributeValue::Text(text) => string_attribute(key, text),
+                AttributeValue::Int(number) => key_value(
+                    *key,
+                    AnyValue {
+                        value: Some(any_value::Value::IntValue(*number)),
+                    },
+                ),
+            })
             .collect()
     };
     let number = |point: &crate::pipeline::metrics::Point| {

@@ -5,6 +5,7 @@
 //! (`locust.client.duration` in `s` is `locust_client_duration_seconds`); each series of a
 //! run carries its `run_id` and `testplan`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
@@ -109,16 +110,16 @@ fn encode_groups(
             encoder.encode_descriptor(&family_name, first.description, unit.as_ref(), kind)?;
         for (group, metric) in same_name() {
             for point in &metric.points {
-                let mut labels: Vec<(String, &str)> = group
+                let mut labels: Vec<(String, Cow<'_, str>)> = group
                     .labels
                     .iter()
-                    .map(|(key, value)| ((*key).to_owned(), *value))
+                    .map(|(key, value)| ((*key).to_owned(), Cow::Borrowed(*value)))
                     .collect();
                 labels.extend(
                     point
                         .attributes
                         .iter()
-                        .map(|(key, value)| (prometheus_name(key), value.as_ref())),
+                        .map(|(key, value)| (prometheus_name(key), value.as_text())),
                 );
                 let mut series = family.encode_family(&labels)?;
                 match &point.value {
