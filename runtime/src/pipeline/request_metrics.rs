@@ -581,8 +581,10 @@ impl RequestMetrics {
         if let Some(&index) = self.entries.get(&(run, endpoint)) {
             return index;
         }
+        // An endpoint that would read as the `Aggregated` row goes to the overflow entry.
         let fits = request.name.len() <= MAX_NAME_BYTES
             && request.request_type.len() <= MAX_NAME_BYTES
+            && !(request.request_type.is_empty() && request.name == AGGREGATED)
             && self.endpoints_kept < self.config.max_endpoints;
         let stats = self.runs.get_mut(&run).expect("made by the caller");
         if !fits {
@@ -1377,5 +1379,35 @@ mod tests {
         let listed: Vec<(u64, u64)> = times.descending().collect();
         let expected: Vec<(u64, u64)> = map.iter().rev().map(|(&k, &v)| (k, v)).collect();
         assert_eq!(listed, expected);
+    }
+
+    #[test]
+    fn an_endpoint_named_like_the_aggregated_row_is_not_that_row() {
+        let mut metrics = RequestMetrics::new(RequestMetricsConfig::default());
+        metrics.record_request(0, 0, &request("", AGGREGATED, 1.0, None, 200), 1.0);
+        metrics.record_request(0, 1, &request("GET", AGGREGATED, 1.0, None, 200), 1.0);
+        let snapshot = metrics.snapshot(&runs());
+        let percentiles = metric(&snapshot, "locust.client.duration.percentile");
+        let mut seen = std::collections::HashSet::new();
+        for point in &percentiles.points {
+            assert!(
+                seen.insert(point.attributes.clone()),
+                "{:?}",
+                point.attributes
+            );
+        }
+        let names: Vec<String> = metrics
+            .summaries()
+            .iter()
+            .map(|(_, _, fields)| format!("{} {}", fields["request_type"], fields["name"]))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "\"\" \"otel.metric.overflow\"",
+                "\"GET\" \"Aggregated\"",
+                "\"\" \"Aggregated\""
+            ]
+        );
     }
 }

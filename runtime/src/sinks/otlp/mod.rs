@@ -46,6 +46,8 @@ pub struct OtlpSink {
     last_export: Option<Instant>,
     /// When the sink started, Unix seconds: the start of the runtime's own sums.
     started: f64,
+    /// The run ended and the transport drained.
+    finished: bool,
 }
 
 fn unix_now() -> f64 {
@@ -86,6 +88,7 @@ impl OtlpSink {
             latest: None,
             last_export: None,
             started: unix_now(),
+            finished: false,
         })
     }
 
@@ -185,6 +188,10 @@ impl Sink for OtlpSink {
         live_instances: u64,
         metrics: &Arc<Vec<RunMetrics>>,
     ) {
+        if self.finished {
+            // The transport has drained and stopped: nothing more can go out.
+            return;
+        }
         self.latest = Some((counters.clone(), live_instances, metrics.clone()));
         if self
             .last_export
@@ -195,6 +202,7 @@ impl Sink for OtlpSink {
     }
 
     fn finish(&mut self) {
+        self.finished = true;
         self.send_logs();
         self.send_metrics();
         self.transport.close(self.drain);
@@ -280,5 +288,29 @@ mod tests {
             sink.stats().dropped_records,
             2 * MAX_LOGS_PER_REQUEST as u64
         );
+    }
+
+    #[test]
+    fn nothing_is_queued_after_the_end() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let config: OtlpConfig = toml::from_str(&format!(
+            "endpoint = \"http://{}\"\ntimeout_ms = 100\nexport_interval_ms = 100",
+            listener.local_addr().unwrap()
+        ))
+        .unwrap();
+        let mut sink = OtlpSink::start(&config).unwrap();
+        let runs = Arc::new(Vec::new());
+        sink.publish_counters(&Summary::default(), 0, &runs);
+        sink.finish();
+        assert_eq!(
+            sink.stats().dropped_metrics,
+            1,
+            "the final export, the receiver never answering"
+        );
+        std::thread::sleep(Duration::from_millis(150));
+        // A publish after the end (serve publishes once more after the drain) queues
+        // nothing that could be lost uncounted.
+        sink.publish_counters(&Summary::default(), 0, &runs);
+        assert_eq!(sink.transport.queued(), 0);
     }
 }

@@ -285,11 +285,22 @@ fn deliver(shared: &Shared, target: &Target, runtime: &tokio::runtime::Runtime, 
         let retry_after = match result {
             Ok(Outcome::Accepted { rejected }) => {
                 state.stats.sent += 1;
+                // The receiver's count, bounded by what the request carried.
+                let rejected = match export.signal {
+                    Signal::Logs => rejected.min(export.records),
+                    Signal::Metrics => rejected,
+                };
                 if rejected > 0 {
                     state.last_error = Some(format!("the receiver rejected {rejected} items"));
                     match export.signal {
-                        Signal::Logs => state.stats.dropped_records += rejected,
-                        Signal::Metrics => state.stats.rejected_points += rejected,
+                        Signal::Logs => {
+                            state.stats.dropped_records =
+                                state.stats.dropped_records.saturating_add(rejected)
+                        }
+                        Signal::Metrics => {
+                            state.stats.rejected_points =
+                                state.stats.rejected_points.saturating_add(rejected)
+                        }
                     }
                 }
                 return;
@@ -449,15 +460,17 @@ fn rejected_items(signal: Signal, body: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
+impl Transport {
+    /// Exports waiting (not the one in flight).
+    pub(super) fn queued(&self) -> usize {
+        let state = self.shared.lock();
+        state.logs.len() + usize::from(state.metrics.is_some())
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
-
-    impl Transport {
-        fn queued(&self) -> usize {
-            let state = self.shared.lock();
-            state.logs.len() + usize::from(state.metrics.is_some())
-        }
-    }
 
     fn logs(bytes: usize, records: u64) -> Export {
         Export {
@@ -576,6 +589,14 @@ mod tests {
     /// A receiver on loopback that answers each request with `status(path)`, and counts the
     /// requests per path.
     fn receiver(status: fn(&str) -> u16) -> (String, Arc<Mutex<Vec<String>>>) {
+        receiver_with_body(status, Vec::new())
+    }
+
+    /// [`receiver`] that answers every request with `body`.
+    fn receiver_with_body(
+        status: fn(&str) -> u16,
+        body: Vec<u8>,
+    ) -> (String, Arc<Mutex<Vec<String>>>) {
         use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let authority = listener.local_addr().unwrap().to_string();
@@ -604,12 +625,37 @@ mod tests {
                 log.lock().unwrap().push(path.clone());
                 let _ = write!(
                     stream,
-                    "HTTP/1.1 {} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-                    status(&path)
+                    "HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    status(&path),
+                    body.len()
                 );
+                let _ = stream.write_all(&body);
             }
         });
         (authority, seen)
+    }
+
+    #[test]
+    fn a_partial_success_counts_at_most_what_the_request_carried() {
+        use opentelemetry_proto::tonic::collector::logs::v1::{
+            ExportLogsPartialSuccess, ExportLogsServiceResponse,
+        };
+        use prost::Message;
+        let body = ExportLogsServiceResponse {
+            partial_success: Some(ExportLogsPartialSuccess {
+                rejected_log_records: i64::MAX,
+                error_message: "no".into(),
+            }),
+        }
+        .encode_to_vec();
+        let (authority, _) = receiver_with_body(|_| 200, body);
+        let mut transport = Transport::start(target(authority), 1 << 20).unwrap();
+        for _ in 0..3 {
+            transport.send(logs(10, 7));
+        }
+        transport.close(Duration::from_secs(10));
+        let stats = transport.stats();
+        assert_eq!((stats.sent, stats.dropped_records), (3, 21));
     }
 
     #[test]
