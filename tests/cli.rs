@@ -113,10 +113,13 @@ fn a_component_for_another_wit_version_is_refused() {
         toml_path(&guest("other_version"))
     ));
     assert!(
-        error.contains("targets `swarmtel:telemetry/plugin@0.2.0`"),
+        error.contains("targets `swarmtel:telemetry/plugin@0.9.0`"),
         "{error}"
     );
-    assert!(error.contains("swarmtel:telemetry/plugin@0.1.0"), "{error}");
+    assert!(
+        error.contains("speaks `swarmtel:telemetry/plugin@0.2.0` (and the older 0.1.0)"),
+        "{error}"
+    );
 }
 
 #[test]

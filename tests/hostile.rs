@@ -1088,7 +1088,7 @@ fn results_past_the_host_memory_bound_are_refused_before_they_are_copied() {
         let fault = &self_telemetry(&run.lines, "PLUGIN_FAULT")[0]["telemetry"];
         assert_eq!(
             fault["fault_message"],
-            "the call's results need more than the 1176576 bytes of host memory a call may take"
+            "the call's results need more than the 1432576 bytes of host memory a call may take"
         );
         let row = stderr_row(&run.stderr, "misbehave");
         assert_eq!(row.details, ["fault results_too_large: 2"], "{mode}");
@@ -1099,4 +1099,83 @@ fn results_past_the_host_memory_bound_are_refused_before_they_are_copied() {
             "{mode}: the hostile plugin cost {growth_kib} KiB"
         );
     }
+}
+
+// Bad metric points are rejected one by one, each counted under its reason and reported,
+// while the plugin's valid point and the healthy plugin beside it lose nothing.
+#[test]
+fn bad_metric_points_are_rejected_by_reason_and_nothing_else_is_lost() {
+    let run = beside(
+        "metrics_maker",
+        "[plugins.options]\nmode = \"bad\"\n",
+        |_| {},
+    );
+    // Two workers start the test: each reports the bad points once.
+    for line in [
+        "rejected metric_invalid: 16",
+        "rejected metric_name_taken: 2",
+        "rejected metric_kind_mismatch: 2",
+    ] {
+        assert!(run.stderr.contains(line), "{line}: {}", run.stderr);
+    }
+    let reports = self_telemetry(&run.lines, "METRICS_REJECTED");
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert_eq!(reports[0]["telemetry"]["rejected"], 10);
+    assert_eq!(reports[0]["telemetry"]["reason"], "metric_invalid");
+    assert!(
+        reports[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("metric \"Maker-Bad\""),
+        "{}",
+        reports[0]["message"]
+    );
+    assert_healthy_output_unchanged(&healthy_alone().0, &run.lines);
+}
+
+// A plugin that makes a new series per point stops at `max_metric_series`; one that sends
+// more points per call than `max_points_per_call` loses the rest; both are counted.
+#[test]
+fn metric_series_and_points_per_call_are_capped() {
+    let run = beside(
+        "metrics_maker",
+        "[plugins.options]\nmode = \"series-flood\"\ncount = 5000\n\
+         [plugins.limits]\nmax_points_per_call = 10000\nmax_metric_series = 1000\n",
+        |_| {},
+    );
+    // Worker 0 creates 1,000 series and is refused 4,000; worker 1 reuses those 1,000.
+    assert!(
+        run.stderr.contains("rejected metric_series_cap: 8000"),
+        "{}",
+        run.stderr
+    );
+    assert_healthy_output_unchanged(&healthy_alone().0, &run.lines);
+    let run = beside(
+        "metrics_maker",
+        "[plugins.options]\nmode = \"call-flood\"\ncount = 5000\n",
+        |_| {},
+    );
+    assert!(
+        run.stderr.contains("rejected metric_call_cap: 8000"),
+        "{}",
+        run.stderr
+    );
+}
+
+// A metric point too big for the call's result budget faults the call before the host copies
+// it; the recorder restarts and the healthy plugin loses nothing.
+#[test]
+fn a_huge_metric_point_is_refused_before_it_is_copied() {
+    let run = beside(
+        "metrics_maker",
+        "[plugins.options]\nmode = \"huge-point\"\ncount = 3\n",
+        |_| {},
+    );
+    assert!(
+        run.stderr.contains("fault results_too_large: 2"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("maker.huge"), "{}", run.stderr);
+    assert_healthy_output_unchanged(&healthy_alone().0, &run.lines);
 }

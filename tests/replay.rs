@@ -651,3 +651,211 @@ fn a_paused_replay_shows_its_counters_and_lingers_with_the_final_ones() {
         ended.elapsed()
     );
 }
+
+/// Replays `stream` with `config` (which must have a Prometheus output with a linger) and
+/// returns the exposition served after the stream ended, and the process's stderr.
+fn final_exposition(config: &std::path::Path, stream: &[u8]) -> (String, String) {
+    use std::io::{BufRead, Write};
+    use std::process::Stdio;
+    use std::time::Duration;
+    let mut child = swarmtel()
+        .args(["replay", "--config"])
+        .arg(config)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (sender, stderr) = std::sync::mpsc::channel::<String>();
+    let pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for = |text: &str| loop {
+        let line = stderr
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no `{text}` on stderr: {seen}"));
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(text) {
+            return line;
+        }
+    };
+    let address = metrics_address(&wait_for("prometheus metrics at http://"));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(stream).unwrap();
+    drop(stdin);
+    wait_for("serving the final metrics");
+    let exposition = scrape(&address);
+    assert!(child.wait().unwrap().success(), "{seen}");
+    (exposition, seen)
+}
+
+// A plugin's metric points (contract 0.2.0) reach the Prometheus output merged over both
+// workers and every call, exactly: counters per attribute set, response-time histograms per
+// endpoint, gauges per node. A plugin built against the frozen 0.1.0 runs beside it.
+#[test]
+fn plugin_metric_points_reach_prometheus_merged_over_nodes() {
+    let workspace = Workspace::new();
+    let config = workspace.write(
+        "swarmtel.toml",
+        format!(
+            "[run]\ntestplan = \"metrics\"\nrun_id = \"run-1\"\n\
+             [[plugins]]\npath = {maker}\n\
+             [[plugins]]\npath = {frozen}\n\
+             [[outputs]]\ntype = \"json_lines\"\npath = \"out.ndjson\"\n\
+             [[outputs]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\nlinger_seconds = 2\n",
+            maker = toml_path(&guest("metrics_maker")),
+            frozen = toml_path(&guest("frozen_v0_1")),
+        ),
+    );
+    let stream = sample_stream();
+    let (exposition, stderr) = final_exposition(&config, &stream);
+    // What the stream holds: requests per (endpoint, method, status, failed), per endpoint,
+    // and the endpoints each worker saw.
+    let mut per_series: BTreeMap<(String, String, u64, bool), u64> = BTreeMap::new();
+    let mut per_endpoint: BTreeMap<String, u64> = BTreeMap::new();
+    let mut endpoints_of: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&stream).lines() {
+        let event: Value = serde_json::from_str(line).unwrap();
+        if event["event"] != "request" {
+            continue;
+        }
+        let name = event["name"].as_str().unwrap().to_owned();
+        *per_series
+            .entry((
+                name.clone(),
+                event["request_type"].as_str().unwrap().to_owned(),
+                event["status_code"].as_u64().unwrap_or(0),
+                !event["exception"].is_null(),
+            ))
+            .or_insert(0) += 1;
+        *per_endpoint.entry(name.clone()).or_insert(0) += 1;
+        endpoints_of
+            .entry(event["node"].as_str().unwrap().to_owned())
+            .or_default()
+            .insert(name);
+    }
+    assert!(
+        per_series.keys().any(|key| key.3),
+        "the sample has failures"
+    );
+    let run = "run_id=\"run-1\",testplan=\"metrics\"";
+    for ((endpoint, method, status, failed), count) in &per_series {
+        let name = format!(
+            "maker_requests_total{{{run},endpoint=\"{endpoint}\",failed=\"{failed}\",method=\"{method}\",status=\"{status}\"}}"
+        );
+        assert_eq!(
+            series(&exposition, &name),
+            Some(*count),
+            "{name}\n{exposition}"
+        );
+    }
+    assert_eq!(
+        exposition.matches("maker_requests_total{").count(),
+        per_series.len()
+    );
+    for (endpoint, count) in &per_endpoint {
+        let name = format!("maker_duration_seconds_count{{{run},endpoint=\"{endpoint}\"}}");
+        assert_eq!(series(&exposition, &name), Some(*count), "{name}");
+        let infinite =
+            format!("maker_duration_seconds_bucket{{le=\"+Inf\",{run},endpoint=\"{endpoint}\"}}");
+        assert_eq!(series(&exposition, &infinite), Some(*count), "{infinite}");
+    }
+    for (node, endpoints) in &endpoints_of {
+        let name = format!("maker_endpoints{{{run},node=\"{node}\"}}");
+        let value: f64 = exposition
+            .lines()
+            .find_map(|line| line.strip_prefix(&name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(value, endpoints.len() as f64, "{name}");
+    }
+    assert!(
+        exposition.contains("# HELP maker_requests Requests seen by the metrics maker"),
+        "{exposition}"
+    );
+    assert!(!stderr.contains("rejected metric"), "{stderr}");
+    // The 0.1.0 plugin counted what its nodes saw.
+    let lines = json_lines(&std::fs::read(workspace.path("out.ndjson")).unwrap());
+    let expected = requests_per_node(&stream);
+    for (node, (requests, failures)) in &expected {
+        let counts = from_plugin(&lines, "frozen-v0-1")
+            .into_iter()
+            .find(|line| line["telemetry"]["source_id"] == node.as_str())
+            .unwrap_or_else(|| panic!("no COUNTS from {node}"));
+        assert_eq!(counts["telemetry"]["requests"], *requests);
+        assert_eq!(counts["telemetry"]["failures"], *failures);
+        assert_eq!(
+            counts["telemetry"]["urls"], *requests,
+            "url extras asked for"
+        );
+    }
+}
+
+// A plugin built against the frozen 0.1.0 contract, without the SDK, loads in a runtime that
+// speaks 0.2.0 and gets every field 0.1.0 has: its option, failures with their text, URLs,
+// and stats snapshots whose fractional keys (a custom rounding) go to whole milliseconds.
+#[test]
+fn a_plugin_built_against_the_frozen_0_1_0_contract_still_runs() {
+    let workspace = Workspace::new();
+    let config = workspace.write(
+        "swarmtel.toml",
+        format!(
+            "[run]\ntestplan = \"t\"\nrun_id = \"r\"\n[[plugins]]\npath = {frozen}\n\
+             [plugins.options]\ngreeting = \"bonjour\"\n",
+            frozen = toml_path(&guest("frozen_v0_1")),
+        ),
+    );
+    let stats = |time: f64| {
+        format!(
+            r#"{{"event":"stats","role":"master","node":"master","time":{time},"user_count":1,"entries":[],"total":{{"request_type":"","name":"Aggregated","num_requests":3,"num_failures":1,"total_response_time":7.5,"max_response_time":4,"response_times":[[1.5,1],[2.0,1],[4,1]],"start_time":{time},"last_request_timestamp":{time}}},"errors":[{{"method":"GET","name":"/b","error":"boom","occurrences":1}}]}}"#
+        )
+    };
+    let request = |time: f64, name: &str, exception: &str| {
+        format!(
+            r#"{{"event":"request","role":"worker","node":"worker-0","time":{time},"request_type":"GET","name":"{name}","response_time":2.5,"response_length":1,"exception":{exception},"exception_type":"ValueError","url":"http://x{name}","status_code":200}}"#
+        )
+    };
+    let stream = [
+        r#"{"event":"test_start","role":"master","node":"master","time":1}"#.to_owned(),
+        request(1.1, "/a", "null"),
+        request(1.2, "/b", "\"boom\""),
+        request(1.3, "/a", "null"),
+        stats(1.5),
+        r#"{"event":"process_sample","role":"worker","node":"worker-0","time":1.6,"cpu_percent":12.5,"memory_bytes":1000}"#.to_owned(),
+        r#"{"event":"test_stop","role":"worker","node":"worker-0","time":2}"#.to_owned(),
+        r#"{"event":"test_stop","role":"master","node":"master","time":2}"#.to_owned(),
+    ]
+    .join("\n");
+    let output = replay(&config, stream.as_bytes(), &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("0 bad lines"), "{stderr}");
+    assert!(
+        stderr.contains("frozen counter on worker-0"),
+        "its host.log: {stderr}"
+    );
+    let lines = json_lines(&output.stdout);
+    let counts = |node: &str| {
+        from_plugin(&lines, "frozen-v0-1")
+            .into_iter()
+            .find(|line| line["telemetry"]["source_id"] == node)
+            .unwrap_or_else(|| panic!("no COUNTS from {node}: {lines:?}"))
+            .clone()
+    };
+    let worker = counts("worker-0");
+    assert_eq!(worker["message"], "bonjour");
+    assert_eq!(worker["telemetry"]["requests"], 3);
+    assert_eq!(worker["telemetry"]["failures"], 1);
+    assert_eq!(worker["telemetry"]["urls"], 3);
+    assert_eq!(worker["telemetry"]["first_exception"], "boom");
+    let master = counts("master");
+    assert_eq!(
+        master["telemetry"]["stats_keys"],
+        serde_json::json!([2, 2, 4])
+    );
+}

@@ -30,7 +30,7 @@ impl RecorderState {
         }
     }
 
-    pub(crate) fn handle(&mut self, batch: &wit::EventBatch) -> Vec<wit::Telemetry> {
+    pub(crate) fn handle(&mut self, batch: &wit::EventBatch) -> wit::RecorderOutput {
         let columns = &batch.requests;
         if !columns.endpoint.is_empty() {
             self.batch_endpoints.clear();
@@ -55,7 +55,7 @@ impl RecorderState {
         self.out.take()
     }
 
-    pub(crate) fn finish(&mut self) -> Vec<wit::Telemetry> {
+    pub(crate) fn finish(&mut self) -> wit::RecorderOutput {
         self.recorder.on_finish(&mut self.out);
         self.out.take()
     }
@@ -81,6 +81,7 @@ fn dispatch_event(recorder: &mut dyn Recorder, timed: &wit::TimedEvent, out: &mu
         Event::Quit(code) => recorder.on_quit(time, *code, out),
         Event::StatsSnapshot(snapshot) => recorder.on_stats_snapshot(time, snapshot, out),
         Event::Tick => recorder.on_tick(time, out),
+        Event::ProcessSample(sample) => recorder.on_process_sample(time, sample, out),
     }
 }
 
@@ -108,11 +109,11 @@ impl<P: Plugin> plugin::Guest for PluginExport<P> {
 }
 
 impl plugin::GuestRecorder for RecorderResource {
-    fn handle(&self, batch: wit::EventBatch) -> Vec<wit::Telemetry> {
+    fn handle(&self, batch: wit::EventBatch) -> wit::RecorderOutput {
         self.0.borrow_mut().handle(&batch)
     }
 
-    fn finish(&self) -> Vec<wit::Telemetry> {
+    fn finish(&self) -> wit::RecorderOutput {
         self.0.borrow_mut().finish()
     }
 }

@@ -9,7 +9,9 @@
 //!
 //! The concepts are locust-telemetry's: a plugin declares options and loads recorders per role;
 //! a recorder listens to events and calls [`Output::log_telemetry`] with a [`TelemetryData`]
-//! (type and name), a message, and optional fields.
+//! (type and name), a message, and optional fields. It can also report metric points
+//! ([`Output::add_counter`], [`Output::set_gauge`], [`Output::record_response_times`]), which
+//! the host exports through Prometheus and OTLP.
 //!
 //! # Example
 //!
@@ -72,6 +74,7 @@ extern crate self as swarmtel_guest;
 
 mod dispatch;
 mod info;
+mod metrics;
 mod output;
 mod requests;
 pub mod testing;
@@ -84,7 +87,7 @@ pub mod __private {
     #[allow(missing_docs, clippy::all)]
     pub mod bindings {
         wit_bindgen::generate!({
-            path: "../wit",
+            path: "../wit/0.2.0",
             world: "recorder-plugin",
             pub_export_macro: true,
             export_macro_name: "__export_recorder_plugin",
@@ -98,13 +101,14 @@ pub mod __private {
 }
 
 pub use info::{OptionSpec, Options, PluginInfo, RecorderContext, RecorderSpec};
+pub use metrics::{AttributeValue, Metric, ResponseTimes, round_response_time};
 pub use output::{Output, TelemetryData};
 pub use requests::{Endpoint, EndpointId, Request, Requests};
 
 /// Types of the WIT contract that appear unchanged in this API.
 pub use __private::bindings::swarmtel::telemetry::types::{
-    EndpointStats, Event, EventKind, Heartbeat, OptionType, OptionValue, RequestExtras, Role,
-    StatsSnapshot, TelemetryType, Usage, UserError, WorkerReport,
+    EndpointStats, ErrorStats, Event, EventKind, Heartbeat, OptionType, OptionValue, ProcessSample,
+    RequestExtras, Role, StatsSnapshot, TelemetryType, Usage, UserError, WorkerReport,
 };
 
 /// Seconds since the Unix epoch (UTC), taken from the event, as Locust's `time.time()`.
@@ -167,6 +171,8 @@ pub trait Recorder: 'static {
     fn on_stats_snapshot(&mut self, time: Timestamp, snapshot: &StatsSnapshot, out: &mut Output) {}
     /// The host's tick, every `tick_interval_ms` of event time.
     fn on_tick(&mut self, time: Timestamp, out: &mut Output) {}
+    /// A sample of this node's Locust process: CPU, memory and network use.
+    fn on_process_sample(&mut self, time: Timestamp, sample: &ProcessSample, out: &mut Output) {}
     /// The event stream ended: log anything still pending.
     fn on_finish(&mut self, out: &mut Output) {}
 }

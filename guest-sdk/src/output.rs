@@ -1,7 +1,9 @@
-//! Telemetry a recorder hands back: locust-telemetry's `log_telemetry`.
+//! Telemetry and metric points a recorder hands back: locust-telemetry's `log_telemetry`, and
+//! counters, gauges and response-time histograms.
 
 use crate::__private::bindings::swarmtel::telemetry::types as wit;
 use crate::TelemetryType;
+use crate::metrics::{AttributeValue, Metric, ResponseTimes};
 
 /// The type and name of a piece of telemetry, like locust-telemetry's `TelemetryData`.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,10 +43,12 @@ pub struct TelemetryItem {
     pub fields: String,
 }
 
-/// Where a recorder logs telemetry during one call; the host validates every item.
+/// Where a recorder logs telemetry and reports metric points during one call; the host
+/// validates every item and point.
 #[derive(Debug, Default)]
 pub struct Output {
     items: Vec<wit::Telemetry>,
+    points: Vec<wit::MetricPoint>,
 }
 
 impl Output {
@@ -84,6 +88,49 @@ impl Output {
         self.push(telemetry, message.into(), fields_json);
     }
 
+    /// Adds `increment` to a counter (a monotonic sum), for the series of `attributes`, such
+    /// as `&[("endpoint", name.into())]`. The host adds up the increments of every call and
+    /// node.
+    pub fn add_counter(
+        &mut self,
+        metric: &Metric,
+        increment: u64,
+        attributes: &[(&str, AttributeValue)],
+    ) {
+        self.points
+            .push(metric.point(attributes, wit::MetricValue::Counter(increment)));
+    }
+
+    /// Sets a gauge (a value at this moment) for the series of `attributes`; the last report
+    /// wins, over every node, so add an attribute to keep nodes apart.
+    pub fn set_gauge(
+        &mut self,
+        metric: &Metric,
+        value: f64,
+        attributes: &[(&str, AttributeValue)],
+    ) {
+        self.points
+            .push(metric.point(attributes, wit::MetricValue::Gauge(value)));
+    }
+
+    /// Reports response times observed since the last report of this series; the host merges
+    /// them into a histogram in seconds with the bounds of `locust.client.duration`. Call
+    /// [`ResponseTimes::clear`] after reporting, or the next report counts them again.
+    pub fn record_response_times(
+        &mut self,
+        metric: &Metric,
+        times: &ResponseTimes,
+        attributes: &[(&str, AttributeValue)],
+    ) {
+        self.points
+            .push(metric.point(attributes, wit::MetricValue::ResponseTimes(times.to_wit())));
+    }
+
+    /// How many metric points were reported in this call so far.
+    pub fn metric_points(&self) -> usize {
+        self.points.len()
+    }
+
     /// How many items were logged in this call so far.
     pub fn len(&self) -> usize {
         self.items.len()
@@ -103,8 +150,11 @@ impl Output {
         });
     }
 
-    pub(crate) fn take(&mut self) -> Vec<wit::Telemetry> {
-        std::mem::take(&mut self.items)
+    pub(crate) fn take(&mut self) -> wit::RecorderOutput {
+        wit::RecorderOutput {
+            telemetry: std::mem::take(&mut self.items),
+            metrics: std::mem::take(&mut self.points),
+        }
     }
 }
 

@@ -75,6 +75,9 @@ pub struct Request<'a> {
     pub status_code: Option<u16>,
     /// Locust's exception text when the request failed.
     pub exception: Option<&'a str>,
+    /// The exception's class name, such as `ConnectionError`, when the request failed and
+    /// the bridge knew it.
+    pub exception_type: Option<&'a str>,
     /// The full URL, when the recorder asked for it and it is known.
     pub url: Option<&'a str>,
     /// The request context as JSON object text, when asked for and not empty.
@@ -203,12 +206,15 @@ impl<'a> Iterator for RequestIter<'a> {
         let id = *self.ids.get(index)?;
         self.next += 1;
         let columns = self.columns;
-        let exception = match columns.failures.get(self.next_failure) {
+        let (exception, exception_type) = match columns.failures.get(self.next_failure) {
             Some(failure) if failure.index as usize == index => {
                 self.next_failure += 1;
-                Some(failure.exception.as_str())
+                (
+                    Some(failure.exception.as_str()),
+                    Some(failure.exception_type.as_str()).filter(|name| !name.is_empty()),
+                )
             }
-            _ => None,
+            _ => (None, None),
         };
         let (url, context) = match columns.details.get(self.next_detail) {
             Some(detail) if detail.index as usize == index => {
@@ -228,6 +234,7 @@ impl<'a> Iterator for RequestIter<'a> {
             response_length: columns.response_length.get(index).copied().unwrap_or(0),
             status_code: (status_code != 0).then_some(status_code),
             exception,
+            exception_type,
             url,
             context,
         })

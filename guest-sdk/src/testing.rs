@@ -12,7 +12,14 @@ use crate::{Event, Options, Plugin, RecorderContext, Role, Timestamp};
 pub struct Harness {
     state: RecorderState,
     batch: wit::EventBatch,
+    points: Vec<MetricPoint>,
 }
+
+/// One metric point a recorder reported, as the host receives it.
+pub use wit::MetricPoint;
+
+/// A metric point's value.
+pub use wit::MetricValue;
 
 impl Harness {
     /// Creates `recorder` of plugin `P` for `role`, with every option at its default.
@@ -40,6 +47,7 @@ impl Harness {
         Ok(Self {
             state: RecorderState::new(P::create_recorder(&ctx)?),
             batch: empty_batch(),
+            points: Vec::new(),
         })
     }
 
@@ -52,6 +60,26 @@ impl Harness {
         response_length: u64,
         exception: Option<&str>,
     ) {
+        self.request_failed_with(
+            request_type,
+            name,
+            response_time_ms,
+            response_length,
+            exception.map(|text| (text, "")),
+        );
+    }
+
+    /// Queues one request for the next delivery; `failure` (exception text, exception class
+    /// name) marks it failed.
+    pub fn request_failed_with(
+        &mut self,
+        request_type: &str,
+        name: &str,
+        response_time_ms: f64,
+        response_length: u64,
+        failure: Option<(&str, &str)>,
+    ) {
+        let exception = failure.map(|(text, _)| text);
         let columns = &mut self.batch.requests;
         let local = match columns
             .endpoints
@@ -75,10 +103,11 @@ impl Harness {
         columns
             .status_code
             .push(if exception.is_some() { 500 } else { 200 });
-        if let Some(exception) = exception {
+        if let Some((exception, exception_type)) = failure {
             columns.failures.push(wit::RequestFailure {
                 index,
                 exception: exception.to_owned(),
+                exception_type: exception_type.to_owned(),
             });
         }
     }
@@ -92,13 +121,22 @@ impl Harness {
     /// Delivers the queued requests; returns what was logged.
     pub fn flush(&mut self) -> Vec<TelemetryItem> {
         let batch = std::mem::replace(&mut self.batch, empty_batch());
-        into_items(self.state.handle(&batch))
+        let output = self.state.handle(&batch);
+        self.points.extend(output.metrics);
+        into_items(output.telemetry)
+    }
+
+    /// The metric points reported since the last call of this method, in order.
+    pub fn take_metrics(&mut self) -> Vec<MetricPoint> {
+        std::mem::take(&mut self.points)
     }
 
     /// Ends the stream: delivers what is queued, then calls `on_finish`.
     pub fn finish(&mut self) -> Vec<TelemetryItem> {
         let mut items = self.flush();
-        items.extend(into_items(self.state.finish()));
+        let output = self.state.finish();
+        self.points.extend(output.metrics);
+        items.extend(into_items(output.telemetry));
         items
     }
 }

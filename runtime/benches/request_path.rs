@@ -317,7 +317,7 @@ impl NativeRequestStats {
 }
 
 impl RecorderBackend for NativeRequestStats {
-    fn handle(&mut self, batch: &wit::EventBatch) -> Result<Vec<wit::Telemetry>, Fault> {
+    fn handle(&mut self, batch: &wit::EventBatch) -> Result<wit::RecorderOutput, Fault> {
         let mut out = Vec::new();
         let columns = &batch.requests;
         if !columns.endpoint.is_empty() {
@@ -346,15 +346,15 @@ impl RecorderBackend for NativeRequestStats {
                 _ => {}
             }
         }
-        Ok(out)
+        Ok(telemetry_only(out))
     }
 
-    fn finish(&mut self) -> Result<Vec<wit::Telemetry>, Fault> {
+    fn finish(&mut self) -> Result<wit::RecorderOutput, Fault> {
         let mut out = Vec::new();
         if self.requests_since_report > 0 {
             self.report(true, &mut out);
         }
-        Ok(out)
+        Ok(telemetry_only(out))
     }
 }
 
@@ -368,13 +368,21 @@ fn native_factory() -> Box<BackendFactory> {
 struct NullBackend;
 
 impl RecorderBackend for NullBackend {
-    fn handle(&mut self, batch: &wit::EventBatch) -> Result<Vec<wit::Telemetry>, Fault> {
+    fn handle(&mut self, batch: &wit::EventBatch) -> Result<wit::RecorderOutput, Fault> {
         black_box(batch);
-        Ok(Vec::new())
+        Ok(telemetry_only(Vec::new()))
     }
 
-    fn finish(&mut self) -> Result<Vec<wit::Telemetry>, Fault> {
-        Ok(Vec::new())
+    fn finish(&mut self) -> Result<wit::RecorderOutput, Fault> {
+        Ok(telemetry_only(Vec::new()))
+    }
+}
+
+/// A recorder call's output with telemetry and no metric points.
+fn telemetry_only(telemetry: Vec<wit::Telemetry>) -> wit::RecorderOutput {
+    wit::RecorderOutput {
+        telemetry,
+        metrics: Vec::new(),
     }
 }
 

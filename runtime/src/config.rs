@@ -313,6 +313,12 @@ pub struct Limits {
     pub max_tables: usize,
     /// Most elements in one table.
     pub max_table_elements: usize,
+    /// Most metric points one call may return; the rest are rejected.
+    pub max_points_per_call: usize,
+    /// Most metric series (distinct name and attribute sets) the plugin may create over the
+    /// process's life, over all its recorders and runs; points of new series past it are
+    /// rejected. At most 100,000.
+    pub max_metric_series: usize,
 }
 
 impl Default for Limits {
@@ -332,6 +338,8 @@ impl Default for Limits {
             max_instances: 32,
             max_tables: 16,
             max_table_elements: 100_000,
+            max_points_per_call: 1_000,
+            max_metric_series: 1_000,
         }
     }
 }
@@ -340,16 +348,29 @@ impl Default for Limits {
 /// out of the guest (the host's record of three strings and a type).
 pub const RESULT_ITEM_OVERHEAD_BYTES: usize = 128;
 
+/// Host memory one metric point may take beyond its text and lists when a call's results are
+/// copied out of the guest (its record, its value and list headers).
+pub const RESULT_POINT_OVERHEAD_BYTES: usize = 256;
+
+/// The most `max_metric_series` a plugin may be given.
+pub const MAX_METRIC_SERIES: usize = 100_000;
+
 impl Limits {
-    /// Most bytes of host memory one call's results may take: `max_call_bytes` of text plus
-    /// [`RESULT_ITEM_OVERHEAD_BYTES`] for each of `max_items_per_call` items. wasmtime checks it
-    /// (as the store's hostcall fuel) before it copies anything out of the guest; a call
-    /// over it faults (`results_too_large`). With the defaults: 1,176,576 bytes.
+    /// Most bytes of host memory one call's results may take: `max_call_bytes` of text and
+    /// lists plus [`RESULT_ITEM_OVERHEAD_BYTES`] for each of `max_items_per_call` items and
+    /// [`RESULT_POINT_OVERHEAD_BYTES`] for each of `max_points_per_call` metric points.
+    /// wasmtime checks it (as the store's hostcall fuel) before it copies anything out of the
+    /// guest; a call over it faults (`results_too_large`). With the defaults: 1,432,576 bytes.
     pub fn result_bytes(&self) -> usize {
-        self.max_call_bytes.saturating_add(
-            self.max_items_per_call
-                .saturating_mul(RESULT_ITEM_OVERHEAD_BYTES),
-        )
+        self.max_call_bytes
+            .saturating_add(
+                self.max_items_per_call
+                    .saturating_mul(RESULT_ITEM_OVERHEAD_BYTES),
+            )
+            .saturating_add(
+                self.max_points_per_call
+                    .saturating_mul(RESULT_POINT_OVERHEAD_BYTES),
+            )
     }
 }
 
@@ -600,7 +621,7 @@ impl Config {
                 }
             }
             let limits = &plugin.limits;
-            let positive: [(&str, u64); 10] = [
+            let positive: [(&str, u64); 12] = [
                 ("limits.cpu_ms_per_call", limits.cpu_ms_per_call),
                 ("limits.memory_mib", limits.memory_mib),
                 (
@@ -614,6 +635,11 @@ impl Config {
                 ("limits.fuel_per_call", limits.fuel_per_call.unwrap_or(1)),
                 ("limits.max_instances", limits.max_instances as u64),
                 ("limits.max_tables", limits.max_tables as u64),
+                (
+                    "limits.max_points_per_call",
+                    limits.max_points_per_call as u64,
+                ),
+                ("limits.max_metric_series", limits.max_metric_series as u64),
             ];
             for (field, value) in positive {
                 if value == 0 {
@@ -622,6 +648,12 @@ impl Config {
             }
             if limits.memory_mib > 4096 {
                 return Err(self.value_error(key("limits.memory_mib"), "must be at most 4096"));
+            }
+            if limits.max_metric_series > MAX_METRIC_SERIES {
+                return Err(self.value_error(
+                    key("limits.max_metric_series"),
+                    format!("must be at most {MAX_METRIC_SERIES}"),
+                ));
             }
             if limits.restart_backoff_max_ms < limits.restart_backoff_ms {
                 return Err(self.value_error(

@@ -457,6 +457,7 @@ fn event_name(kind: wit::EventKind) -> &'static str {
         K::Quit => "quit",
         K::StatsSnapshot => "stats",
         K::Tick => "tick",
+        K::ProcessSample => "process_sample",
     }
 }
 
@@ -700,6 +701,10 @@ fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
             limits.max_instances,
             limits.max_tables,
             limits.max_table_elements,
+        );
+        println!(
+            "  metrics: {} points/call, {} series",
+            limits.max_points_per_call, limits.max_metric_series
         );
         println!(
             "  faults: disabled after {} in {} s; restart backoff {} ms doubling to {} ms; {}",

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use wasmtime::component::types::ComponentItem;
 
-use crate::bindings::{self, RecorderPluginPre, types as wit};
+use crate::bindings::{self, PluginPre, types as wit};
 use crate::config::{Capabilities, Limits, PluginConfig, RoleName};
 use crate::guest_text::shown;
 use crate::sandbox::{FaultKind, GuestState, Sandbox, WasmRecorder};
@@ -295,7 +295,7 @@ pub struct LoadedPlugin {
     /// Its telemetry schemas, checked against the caps and compiled at load.
     pub schemas: Arc<crate::pipeline::validate::PluginSchemas>,
     /// Linked component, for fast instantiation.
-    pub pre: RecorderPluginPre<GuestState>,
+    pub pre: PluginPre,
 }
 
 impl LoadedPlugin {
@@ -349,7 +349,7 @@ const CORE_MODULE_VERSION: [u8; 4] = [1, 0, 0, 0];
 pub fn load_component(
     sandbox: &Arc<Sandbox>,
     path: &Path,
-) -> Result<(wit::PluginInfo, RecorderPluginPre<GuestState>), PluginError> {
+) -> Result<(wit::PluginInfo, PluginPre), PluginError> {
     load_component_with(sandbox, path, &Limits::default(), &Capabilities::default())
 }
 
@@ -360,7 +360,7 @@ pub fn load_component_with(
     path: &Path,
     limits: &Limits,
     capabilities: &Capabilities,
-) -> Result<(wit::PluginInfo, RecorderPluginPre<GuestState>), PluginError> {
+) -> Result<(wit::PluginInfo, PluginPre), PluginError> {
     let bytes = std::fs::read(path).map_err(|source| PluginError::Read {
         path: path.to_owned(),
         source,
@@ -381,10 +381,10 @@ pub fn load_component_with(
             path: path.to_owned(),
             message: format!("{error:#}"),
         })?;
-    check_contract(sandbox, &component, path)?;
+    let version = check_contract(sandbox, &component, path)?;
     check_start_resources(&component, path, limits)?;
     let pre = sandbox
-        .prepare(&component)
+        .prepare(&component, version)
         .map_err(|error| PluginError::Contract {
             path: path.to_owned(),
             message: format!("cannot be linked: {error:#}"),
@@ -393,13 +393,14 @@ pub fn load_component_with(
     Ok((info, pre))
 }
 
-/// Checks the component exports `swarmtel:telemetry/plugin@0.1.0`, and names what it exports
-/// instead when it does not.
+/// Checks the component exports `swarmtel:telemetry/plugin` in a version this runtime speaks
+/// (one of [`bindings::VERSIONS`]) and returns that version; names what it exports instead
+/// when it does not.
 fn check_contract(
     sandbox: &Sandbox,
     component: &wasmtime::component::Component,
     path: &Path,
-) -> Result<(), PluginError> {
+) -> Result<&'static str, PluginError> {
     let wanted = format!("{}/plugin@{}", bindings::PACKAGE, bindings::VERSION);
     let ty = component.component_type();
     let exports: Vec<String> = ty
@@ -407,8 +408,11 @@ fn check_contract(
         .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentInstance(_)))
         .map(|(name, _)| name.to_owned())
         .collect();
-    if exports.iter().any(|name| name == &wanted) {
-        return Ok(());
+    for version in bindings::VERSIONS {
+        let name = format!("{}/plugin@{version}", bindings::PACKAGE);
+        if exports.iter().any(|export| export == &name) {
+            return Ok(version);
+        }
     }
     let ours: Vec<&String> = exports
         .iter()
@@ -416,7 +420,8 @@ fn check_contract(
         .collect();
     let message = if let Some(other) = ours.first() {
         format!(
-            "targets `{other}`, but this runtime speaks `{wanted}`; rebuild the plugin against swarmtel-guest {}",
+            "targets `{other}`, but this runtime speaks `{wanted}` (and the older {}); rebuild the plugin against swarmtel-guest {}",
+            bindings::VERSIONS[1..].join(", "),
             bindings::VERSION
         )
     } else {
@@ -437,7 +442,7 @@ fn check_contract(
 
 fn describe(
     sandbox: &Sandbox,
-    pre: &RecorderPluginPre<GuestState>,
+    pre: &PluginPre,
     path: &Path,
     limits: &Limits,
     capabilities: &Capabilities,
@@ -471,10 +476,7 @@ fn describe(
     // The description is copied out of the guest only if it fits: a plugin that declares
     // 100,000 recorders is refused here, before the host allocates for them.
     store.set_hostcall_fuel(caps::DESCRIPTION_BYTES);
-    match instance
-        .swarmtel_telemetry_plugin()
-        .call_describe(&mut store)
-    {
+    match instance.describe(&mut store) {
         Ok(info) => Ok(info),
         Err(error) => match faulted(&store, "describe", error) {
             PluginError::Faulted { fault, .. } if fault.kind == FaultKind::ResultsTooLarge => {
@@ -500,7 +502,7 @@ const MAX_PROBED_INSTANCES: usize = 256;
 /// error can say what to raise it to.
 fn instances_needed(
     sandbox: &Sandbox,
-    pre: &RecorderPluginPre<GuestState>,
+    pre: &PluginPre,
     limits: &Limits,
     capabilities: &Capabilities,
 ) -> Option<usize> {

@@ -18,7 +18,7 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{RecorderPlugin, RecorderPluginPre, host, types as wit};
+use crate::bindings::{PluginInstance, PluginPre, host, types as wit};
 use crate::cache::{CacheOutcome, CompileCache};
 use crate::config::{Capabilities, Limits};
 use crate::guest_text::shown;
@@ -79,11 +79,7 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| EngineError(e.to_string()))?;
-        RecorderPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
-            &mut linker,
-            |state: &mut GuestState| state,
-        )
-        .map_err(|e| EngineError(e.to_string()))?;
+        crate::bindings::add_to_linker(&mut linker).map_err(|e| EngineError(e.to_string()))?;
         let epoch = EpochTicker::start(engine.clone());
         Ok(Self {
             engine,
@@ -171,12 +167,10 @@ impl Sandbox {
         Ok(component)
     }
 
-    /// Links a compiled component against the host once; instances are made from the result.
-    pub fn prepare(
-        &self,
-        component: &Component,
-    ) -> wasmtime::Result<RecorderPluginPre<GuestState>> {
-        RecorderPluginPre::new(self.linker.instantiate_pre(component)?)
+    /// Links a compiled component, which exports the plugin interface of contract `version`,
+    /// against the host once; instances are made from the result.
+    pub fn prepare(&self, component: &Component, version: &str) -> wasmtime::Result<PluginPre> {
+        PluginPre::new(&self.linker, component, version)
     }
 
     /// A fresh store for one instance of `plugin_id`, with `limits` and `capabilities`.
@@ -338,13 +332,13 @@ impl WasiView for GuestState {
     }
 }
 
-impl crate::bindings::types::Host for GuestState {}
-
-impl host::Host for GuestState {
-    fn log(&mut self, level: host::LogLevel, message: String) {
+impl GuestState {
+    /// Prints one line of the plugin's own diagnostics (`host.log`), escaped, at most
+    /// [`MAX_LOG_LINES`] per instance.
+    pub(crate) fn log_diagnostic(&mut self, level: host::LogLevel, message: &str) {
         self.log_lines = self.log_lines.saturating_add(1);
         if self.log_lines <= MAX_LOG_LINES {
-            crate::diag!("[plugin {}] {level:?}: {}", self.plugin_id, shown(&message));
+            crate::diag!("[plugin {}] {level:?}: {}", self.plugin_id, shown(message));
         } else if self.log_lines == MAX_LOG_LINES + 1 {
             crate::diag!(
                 "[plugin {}] more diagnostics suppressed (limit {MAX_LOG_LINES} lines)",
@@ -570,9 +564,9 @@ fn is_results_too_large(error: &wasmtime::Error) -> bool {
 /// on a recorder task's thread, hence `Send`.
 pub trait RecorderBackend: Send {
     /// Handles one batch; returns the telemetry it produced.
-    fn handle(&mut self, batch: &wit::EventBatch) -> Result<Vec<wit::Telemetry>, Fault>;
+    fn handle(&mut self, batch: &wit::EventBatch) -> Result<wit::RecorderOutput, Fault>;
     /// The stream ended; returns any last telemetry.
-    fn finish(&mut self) -> Result<Vec<wit::Telemetry>, Fault>;
+    fn finish(&mut self) -> Result<wit::RecorderOutput, Fault>;
     /// Bytes of the guest's stdout/stderr dropped past its cap, over all its instances.
     fn stdio_dropped_bytes(&self) -> u64 {
         0
@@ -582,14 +576,14 @@ pub trait RecorderBackend: Send {
 /// A live instance: its store, bindings and recorder resource.
 struct Live {
     store: Store<GuestState>,
-    bindings: RecorderPlugin,
+    instance: PluginInstance,
     recorder: ResourceAny,
 }
 
 /// One recorder of a plugin for one node, running in its own store.
 pub struct WasmRecorder {
     sandbox: Arc<Sandbox>,
-    pre: RecorderPluginPre<GuestState>,
+    pre: PluginPre,
     plugin_id: String,
     limits: Limits,
     capabilities: Capabilities,
@@ -605,7 +599,7 @@ impl WasmRecorder {
     /// A recorder that instantiates on first use (or call [`WasmRecorder::start`]).
     pub fn new(
         sandbox: Arc<Sandbox>,
-        pre: RecorderPluginPre<GuestState>,
+        pre: PluginPre,
         plugin_id: &str,
         limits: Limits,
         capabilities: Capabilities,
@@ -636,15 +630,12 @@ impl WasmRecorder {
         let mut store = self
             .sandbox
             .new_store(&self.plugin_id, &self.limits, &self.capabilities);
-        let bindings = match self.pre.instantiate(&mut store) {
-            Ok(bindings) => bindings,
+        let instance = match self.pre.instantiate(&mut store) {
+            Ok(instance) => instance,
             Err(error) => return Err(self.fault(&store, &error, FaultKind::Instantiate)),
         };
         self.sandbox.arm(&mut store, &self.limits);
-        let created = match bindings
-            .swarmtel_telemetry_plugin()
-            .call_create_recorder(&mut store, &self.config)
-        {
+        let created = match instance.create_recorder(&mut store, &self.config) {
             Ok(created) => created,
             Err(error) => return Err(self.fault(&store, &error, FaultKind::Trap)),
         };
@@ -660,15 +651,15 @@ impl WasmRecorder {
         };
         Ok(Live {
             store,
-            bindings,
+            instance,
             recorder,
         })
     }
 
     fn call(
         &mut self,
-        call: impl FnOnce(&mut Live) -> wasmtime::Result<Vec<wit::Telemetry>>,
-    ) -> Result<Vec<wit::Telemetry>, Fault> {
+        call: impl FnOnce(&mut Live) -> wasmtime::Result<wit::RecorderOutput>,
+    ) -> Result<wit::RecorderOutput, Fault> {
         self.start()?;
         let live = self.live.as_mut().expect("started");
         self.sandbox.arm(&mut live.store, &self.limits);
@@ -719,22 +710,12 @@ impl WasmRecorder {
 }
 
 impl RecorderBackend for WasmRecorder {
-    fn handle(&mut self, batch: &wit::EventBatch) -> Result<Vec<wit::Telemetry>, Fault> {
-        self.call(|live| {
-            live.bindings
-                .swarmtel_telemetry_plugin()
-                .recorder()
-                .call_handle(&mut live.store, live.recorder, batch)
-        })
+    fn handle(&mut self, batch: &wit::EventBatch) -> Result<wit::RecorderOutput, Fault> {
+        self.call(|live| live.instance.handle(&mut live.store, live.recorder, batch))
     }
 
-    fn finish(&mut self) -> Result<Vec<wit::Telemetry>, Fault> {
-        self.call(|live| {
-            live.bindings
-                .swarmtel_telemetry_plugin()
-                .recorder()
-                .call_finish(&mut live.store, live.recorder)
-        })
+    fn finish(&mut self) -> Result<wit::RecorderOutput, Fault> {
+        self.call(|live| live.instance.finish(&mut live.store, live.recorder))
     }
 
     fn stdio_dropped_bytes(&self) -> u64 {

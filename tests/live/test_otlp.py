@@ -27,7 +27,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from test_live_locust import GUESTS, ROOT, free_port, swarmtel_bin  # noqa: F401 (fixture)
 
 STREAM = ROOT / "examples" / "locust-run.ndjson"
-PLUGINS = ("custom_telemetry", "request_stats")
+# metrics_maker reports metric points (contract 0.2.0) and no telemetry lines.
+PLUGINS = ("custom_telemetry", "request_stats", "metrics_maker")
 
 
 class Receiver:
@@ -268,6 +269,29 @@ def test_metrics_and_logs_reach_the_receiver_with_exact_values(tmp_path, swarmte
     assert runtime["swarmtel.events"].sum.is_monotonic
     records = {attributes(p.attributes)["output"]: p.as_int for p in runtime["swarmtel.output.records"].sum.data_points}
     assert records == {"outputs[0]": len(json_lines(tmp_path)), "outputs[1]": len(json_lines(tmp_path))}
+
+    # A plugin's metric points, merged over both workers, with typed attributes.
+    expected_requests = Counter()
+    expected_durations = Counter()
+    for line in STREAM.read_text().splitlines():
+        event = json.loads(line)
+        if event["event"] == "request":
+            expected_requests[(event["name"], event["request_type"], event.get("status_code") or 0,
+                               event["exception"] is not None)] += 1
+            expected_durations[event["name"]] += 1
+    maker = metrics["maker.requests"]
+    assert maker.unit == "1" and maker.description == "Requests seen by the metrics maker"
+    assert maker.sum.is_monotonic and maker.sum.aggregation_temporality == 2
+    got = {}
+    for point in maker.sum.data_points:
+        attrs = attributes(point.attributes)
+        assert isinstance(attrs["status"], int) and isinstance(attrs["failed"], bool), attrs
+        got[(attrs["endpoint"], attrs["method"], attrs["status"], attrs["failed"])] = point.as_int
+    assert got == dict(expected_requests)
+    durations = {attributes(p.attributes)["endpoint"]: p.count
+                 for p in metrics["maker.duration"].histogram.data_points}
+    assert durations == dict(expected_durations)
+    assert metrics["maker.duration"].unit == "s"
 
     check_logs_match_json_lines(receiver, tmp_path)
 

@@ -168,6 +168,8 @@ mod tests {
             response_times: Vec::new(),
             current_rps: 4.5,
             current_fail_per_sec: 0.5,
+            start_time: None,
+            last_request_time: None,
         }
     }
 
@@ -201,6 +203,7 @@ mod tests {
             user_count: 3,
             entries: vec![row("/a", requests, 1)],
             total: row("Aggregated", requests, 1),
+            errors: Vec::new(),
         };
         let first = harness.event(1.0, Event::StatsSnapshot(snapshot(10)));
         assert!(

@@ -10,9 +10,9 @@ const ROLES: [&str; 3] = ["master", "worker", "standalone"];
 
 fn counter(name: &'static str, description: &'static str, points: Vec<Point>) -> Metric {
     Metric {
-        name,
-        unit: "",
-        description,
+        name: name.into(),
+        unit: "".into(),
+        description: description.into(),
         kind: MetricKind::Counter,
         points,
     }
@@ -20,9 +20,9 @@ fn counter(name: &'static str, description: &'static str, points: Vec<Point>) ->
 
 fn gauge(name: &'static str, description: &'static str, points: Vec<Point>) -> Metric {
     Metric {
-        name,
-        unit: "",
-        description,
+        name: name.into(),
+        unit: "".into(),
+        description: description.into(),
         kind: MetricKind::Gauge,
         points,
     }
@@ -126,8 +126,8 @@ impl Summary {
                 .flat_map(|(id, counters)| {
                     select(counters).iter().map(move |(label, n)| Point {
                         attributes: vec![
-                            ("plugin", AttributeValue::from(id.clone())),
-                            (key, AttributeValue::from(*label)),
+                            ("plugin".into(), AttributeValue::from(id.clone())),
+                            (key.into(), AttributeValue::from(*label)),
                         ],
                         value: count(*n),
                     })

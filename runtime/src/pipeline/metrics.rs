@@ -1,5 +1,5 @@
-//! The host's own metric types: what the built-in request metrics and the runtime's own
-//! counters become before a metrics output encodes them. OpenTelemetry's data model (a metric has a name, a unit and points;
+//! The host's own metric types: what the built-in request metrics, the runtime's own
+//! counters and plugins' metric points become before a metrics output encodes them. OpenTelemetry's data model (a metric has a name, a unit and points;
 //! a point has attributes and a value), reduced to what is produced here. Names and
 //! attribute keys are OpenTelemetry's (`locust.client.duration`, `http.request.method`); each
 //! output spells them its own way (Prometheus: `locust_client_duration_seconds`,
@@ -13,11 +13,11 @@ use crate::pipeline::enrich::RunContext;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
     /// OpenTelemetry-style dotted name, such as `locust.client.duration`.
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// UCUM unit, such as `s`; empty for a plain count.
-    pub unit: &'static str,
+    pub unit: Cow<'static, str>,
     /// One line on what it measures.
-    pub description: &'static str,
+    pub description: Cow<'static, str>,
     /// Counter, gauge or histogram; every point's value is of this kind.
     pub kind: MetricKind,
     /// One point per attribute set.
@@ -28,7 +28,7 @@ pub struct Metric {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
     /// Attribute key and value pairs, in a stable order.
-    pub attributes: Vec<(&'static str, AttributeValue)>,
+    pub attributes: Vec<(Cow<'static, str>, AttributeValue)>,
     /// The value.
     pub value: PointValue,
 }
@@ -40,6 +40,8 @@ pub enum AttributeValue {
     Text(Cow<'static, str>),
     /// A whole number.
     Int(i64),
+    /// True or false.
+    Bool(bool),
 }
 
 impl AttributeValue {
@@ -48,6 +50,7 @@ impl AttributeValue {
         match self {
             AttributeValue::Text(text) => Cow::Borrowed(text),
             AttributeValue::Int(number) => Cow::Owned(number.to_string()),
+            AttributeValue::Bool(flag) => Cow::Borrowed(if *flag { "true" } else { "false" }),
         }
     }
 }
@@ -134,7 +137,7 @@ impl Point {
     /// A point with one attribute.
     pub fn with(key: &'static str, value: impl Into<AttributeValue>, point: PointValue) -> Self {
         Self {
-            attributes: vec![(key, value.into())],
+            attributes: vec![(Cow::Borrowed(key), value.into())],
             value: point,
         }
     }

@@ -14,6 +14,7 @@ mod emit;
 pub mod enrich;
 mod loading;
 pub mod metrics;
+pub mod plugin_metrics;
 pub mod recorder_task;
 pub mod request_metrics;
 pub mod route;
@@ -29,6 +30,8 @@ pub use counters::{PluginCounters, SourceCounters, Summary, Totals};
 use emit::{Emitted, Emitter};
 use enrich::{Level, Origin, RunContext, SELF_PLUGIN_ID};
 pub use loading::{LoadedPlugins, check_plugin_files, load_plugins};
+use metrics::RunMetrics;
+use plugin_metrics::PluginMetrics;
 use recorder_task::{Done, Job, Outcome, RecorderPool, RecorderTask};
 use request_metrics::RequestMetrics;
 use route::{BatchBuilder, EndpointInterner, TickClock};
@@ -212,6 +215,10 @@ pub struct Pipeline {
     interner: EndpointInterner,
     /// Locust's request statistics over every node of each run.
     request_metrics: RequestMetrics,
+    /// Plugins' metric points, merged into series per run.
+    plugin_metrics: PluginMetrics,
+    /// The last metrics handed to the outputs, and the two snapshots they were made of.
+    published_metrics: PublishedMetrics,
     emitter: Emitter,
     batch_size: usize,
     factory: Box<BackendFactory>,
@@ -333,6 +340,8 @@ impl Pipeline {
             node_ids: HashMap::new(),
             interner: EndpointInterner::default(),
             request_metrics: RequestMetrics::new(config.request_metrics.clone()),
+            plugin_metrics: PluginMetrics::new(),
+            published_metrics: PublishedMetrics::default(),
             run_index: HashMap::from([(run.clone(), 0)]),
             runs: vec![run],
             emitter: Emitter {
@@ -395,7 +404,10 @@ impl Pipeline {
         self.emitter
             .outputs
             .records_written(&mut self.summary.outputs);
-        let metrics = self.request_metrics.snapshot(&self.runs);
+        let metrics = self.published_metrics.combine(
+            self.request_metrics.snapshot(&self.runs),
+            self.plugin_metrics.snapshot(&self.runs),
+        );
         self.summary.requests_not_aggregated = self.request_metrics.not_aggregated();
         self.emitter
             .outputs
@@ -887,6 +899,10 @@ impl Pipeline {
                 counters.events_lost += delivered;
             }
             Outcome::Items { items, restarted } => {
+                let wit::RecorderOutput {
+                    telemetry: items,
+                    metrics: points,
+                } = items;
                 counters.events_in += delivered;
                 if restarted {
                     counters.restarts += 1;
@@ -935,6 +951,35 @@ impl Pipeline {
                         }),
                         origin,
                     )?;
+                }
+                if !points.is_empty() {
+                    let rejections =
+                        self.plugin_metrics
+                            .record(slot.plugin, node.run, time, points, &limits);
+                    if let Some(first) = rejections.first() {
+                        for rejection in &rejections {
+                            *counters.rejected.entry(rejection.reason).or_insert(0) += 1;
+                        }
+                        self.emitter.self_telemetry(
+                            &self.runs[node.run],
+                            Level::Warning,
+                            wit::TelemetryType::Event,
+                            "METRICS_REJECTED",
+                            format!(
+                                "{} metric points from plugin {} rejected; the first: {}",
+                                rejections.len(),
+                                origin.plugin,
+                                first.message
+                            ),
+                            json!({
+                                "subject_plugin": origin.plugin,
+                                "recorder": origin.recorder,
+                                "rejected": rejections.len(),
+                                "reason": first.reason,
+                            }),
+                            origin,
+                        )?;
+                    }
                 }
                 if over_budget {
                     slot.validation_overruns += 1;
@@ -1128,6 +1173,46 @@ impl Pipeline {
         // again for the endpoints that linger.
         self.publish_counters();
         Ok(self.summary.clone())
+    }
+}
+
+/// The metrics last handed to the outputs: the built-in request metrics and the plugins'
+/// points of every run in one list, rebuilt only when either changed.
+#[derive(Default)]
+struct PublishedMetrics {
+    request: Arc<Vec<RunMetrics>>,
+    plugins: Arc<Vec<RunMetrics>>,
+    combined: Arc<Vec<RunMetrics>>,
+}
+
+impl PublishedMetrics {
+    fn combine(
+        &mut self,
+        request: Arc<Vec<RunMetrics>>,
+        plugins: Arc<Vec<RunMetrics>>,
+    ) -> Arc<Vec<RunMetrics>> {
+        if plugins.is_empty() {
+            return request;
+        }
+        if !Arc::ptr_eq(&request, &self.request) || !Arc::ptr_eq(&plugins, &self.plugins) {
+            // One entry per run (one OTLP resource): a run's plugin metrics join its request
+            // metrics.
+            let mut combined: Vec<RunMetrics> = request.as_ref().clone();
+            for run in plugins.iter() {
+                match combined.iter_mut().find(|known| known.run == run.run) {
+                    Some(known) => {
+                        known.start_time = known.start_time.min(run.start_time);
+                        known.time = known.time.max(run.time);
+                        known.metrics.extend(run.metrics.iter().cloned());
+                    }
+                    None => combined.push(run.clone()),
+                }
+            }
+            self.combined = Arc::new(combined);
+            self.request = request;
+            self.plugins = plugins;
+        }
+        self.combined.clone()
     }
 }
 

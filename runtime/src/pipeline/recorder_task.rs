@@ -46,11 +46,11 @@ pub enum Job {
 
 /// What became of a job.
 pub enum Outcome {
-    /// The recorder returned telemetry; `restarted` when this was its first success after a
-    /// fault.
+    /// The recorder returned telemetry and metric points; `restarted` when this was its first
+    /// success after a fault.
     Items {
-        /// The telemetry, not yet validated.
-        items: Vec<wit::Telemetry>,
+        /// The telemetry and metric points, not yet validated.
+        items: wit::RecorderOutput,
         /// The instance was rebuilt after a fault and this call succeeded.
         restarted: bool,
     },
@@ -339,8 +339,8 @@ fn run_job(job: Job, runner: &mut Runner) -> Done {
 }
 
 fn guarded(
-    call: AssertUnwindSafe<impl FnOnce() -> Result<Vec<wit::Telemetry>, Fault>>,
-) -> Result<Vec<wit::Telemetry>, Fault> {
+    call: AssertUnwindSafe<impl FnOnce() -> Result<wit::RecorderOutput, Fault>>,
+) -> Result<wit::RecorderOutput, Fault> {
     std::panic::catch_unwind(call).unwrap_or_else(|_| {
         Err(Fault::new(
             crate::sandbox::FaultKind::Trap,
@@ -454,20 +454,26 @@ mod tests {
     }
 
     impl RecorderBackend for Counting {
-        fn handle(&mut self, _batch: &wit::EventBatch) -> Result<Vec<wit::Telemetry>, Fault> {
+        fn handle(&mut self, _batch: &wit::EventBatch) -> Result<wit::RecorderOutput, Fault> {
             assert!(!self.panic, "a host bug");
             std::thread::sleep(self.sleep);
             let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(vec![wit::Telemetry {
-                telemetry_type: wit::TelemetryType::Event,
-                name: format!("call-{call}"),
-                message: String::new(),
-                fields: String::new(),
-            }])
+            Ok(wit::RecorderOutput {
+                telemetry: vec![wit::Telemetry {
+                    telemetry_type: wit::TelemetryType::Event,
+                    name: format!("call-{call}"),
+                    message: String::new(),
+                    fields: String::new(),
+                }],
+                metrics: Vec::new(),
+            })
         }
 
-        fn finish(&mut self) -> Result<Vec<wit::Telemetry>, Fault> {
-            Ok(Vec::new())
+        fn finish(&mut self) -> Result<wit::RecorderOutput, Fault> {
+            Ok(wit::RecorderOutput {
+                telemetry: Vec::new(),
+                metrics: Vec::new(),
+            })
         }
     }
 
@@ -505,7 +511,7 @@ mod tests {
                 let Outcome::Items { items, .. } = done.outcome else {
                     panic!("not items")
                 };
-                assert_eq!(items[0].name, format!("call-{round}"), "in order");
+                assert_eq!(items.telemetry[0].name, format!("call-{round}"), "in order");
             }
         }
         assert_eq!(pool.threads(), 3);

@@ -17,6 +17,7 @@
 //! Everything kept here is bounded by [`RequestMetricsConfig`]: endpoints, series, distinct
 //! response times per endpoint, the length of names, error types and worker ids.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -36,7 +37,7 @@ pub const PERCENTILES: [f64; 3] = [0.5, 0.95, 0.99];
 /// Bucket bounds of `locust.client.duration`, in milliseconds: OpenTelemetry's default
 /// explicit bounds, read as milliseconds. Each lies on Locust's rounding grid, so a bucket's
 /// count is exact for Locust's rounded times and merges exactly.
-const BOUNDS_MS: [u64; 15] = [
+pub const BOUNDS_MS: [u64; 15] = [
     0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000,
 ];
 
@@ -771,16 +772,16 @@ impl RequestMetrics {
     }
 
     fn run_metrics(&self, stats: &RunStats) -> Vec<Metric> {
-        let endpoint_attributes = |entry: &Entry| -> Vec<(&'static str, AttributeValue)> {
+        let endpoint_attributes = |entry: &Entry| -> Vec<(Cow<'static, str>, AttributeValue)> {
             if entry.overflow {
-                vec![("otel.metric.overflow", AttributeValue::from("true"))]
+                vec![("otel.metric.overflow".into(), AttributeValue::from("true"))]
             } else if entry.request_type.is_empty() {
-                vec![("name", AttributeValue::from(entry.name.clone()))]
+                vec![("name".into(), AttributeValue::from(entry.name.clone()))]
             } else {
                 vec![
-                    ("name", AttributeValue::from(entry.name.clone())),
+                    ("name".into(), AttributeValue::from(entry.name.clone())),
                     (
-                        "http.request.method",
+                        "http.request.method".into(),
                         AttributeValue::from(entry.request_type.clone()),
                     ),
                 ]
@@ -791,20 +792,20 @@ impl RequestMetrics {
             .iter()
             .map(|series| {
                 let mut attributes = if series.overflow {
-                    vec![("otel.metric.overflow", AttributeValue::from("true"))]
+                    vec![("otel.metric.overflow".into(), AttributeValue::from("true"))]
                 } else {
                     endpoint_attributes(&stats.entries[series.entry])
                 };
                 if !series.overflow {
                     if let Some(error_type) = series.error_type {
                         attributes.push((
-                            "error.type",
+                            "error.type".into(),
                             AttributeValue::from(self.error_types[error_type as usize].clone()),
                         ));
                     }
                     if series.status_code != 0 {
                         attributes.push((
-                            "http.response.status_code",
+                            "http.response.status_code".into(),
                             AttributeValue::Int(i64::from(series.status_code)),
                         ));
                     }
@@ -826,7 +827,7 @@ impl RequestMetrics {
             .iter()
             .map(|entry| (endpoint_attributes(entry), &entry.stats))
             .chain(std::iter::once((
-                vec![("name", AttributeValue::from(AGGREGATED))],
+                vec![("name".into(), AttributeValue::from(AGGREGATED))],
                 &stats.total,
             )));
         for (attributes, entry_stats) in rows {
@@ -835,7 +836,7 @@ impl RequestMetrics {
             }
             for percent in PERCENTILES {
                 let mut attributes = attributes.clone();
-                attributes.push(("quantile", AttributeValue::from(percent.to_string())));
+                attributes.push(("quantile".into(), AttributeValue::from(percent.to_string())));
                 percentiles.push(Point {
                     attributes,
                     value: PointValue::Gauge(entry_stats.percentile(percent) as f64 / 1000.0),
@@ -844,26 +845,26 @@ impl RequestMetrics {
         }
         let mut metrics = vec![
             Metric {
-                name: "locust.client.duration",
-                unit: "s",
+                name: "locust.client.duration".into(),
+                unit: "s".into(),
                 kind: MetricKind::Histogram,
-                description: "Time to last byte for requests, per endpoint, error type and status.",
+                description: "Time to last byte for requests, per endpoint, error type and status.".into(),
                 points: duration,
             },
             Metric {
-                name: "locust.client.duration.percentile",
-                unit: "s",
+                name: "locust.client.duration.percentile".into(),
+                unit: "s".into(),
                 kind: MetricKind::Gauge,
-                description: "Locust's response-time percentiles over every worker, per endpoint and Aggregated.",
+                description: "Locust's response-time percentiles over every worker, per endpoint and Aggregated.".into(),
                 points: percentiles,
             },
         ];
         if let Some(users) = stats.users() {
             metrics.push(Metric {
-                name: "locust.users.count",
-                unit: "",
+                name: "locust.users.count".into(),
+                unit: "".into(),
                 kind: MetricKind::Gauge,
-                description: "Number of currently running Locust users.",
+                description: "Number of currently running Locust users.".into(),
                 points: vec![Point {
                     attributes: Vec::new(),
                     value: PointValue::Gauge(users as f64),
@@ -1028,7 +1029,7 @@ mod tests {
             .find(|(k, _)| *k == key)
             .and_then(|(_, v)| match v {
                 AttributeValue::Text(text) => Some(text.as_ref()),
-                AttributeValue::Int(_) => None,
+                AttributeValue::Int(_) | AttributeValue::Bool(_) => None,
             })
     }
 
@@ -1054,7 +1055,7 @@ mod tests {
         assert_eq!(attribute(ok, "error.type"), None);
         assert!(
             ok.attributes
-                .contains(&("http.response.status_code", AttributeValue::Int(200))),
+                .contains(&("http.response.status_code".into(), AttributeValue::Int(200))),
             "{:?}",
             ok.attributes
         );
@@ -1074,7 +1075,7 @@ mod tests {
         assert!(
             failed
                 .attributes
-                .contains(&("http.response.status_code", AttributeValue::Int(500)))
+                .contains(&("http.response.status_code".into(), AttributeValue::Int(500)))
         );
 
         let percentiles = metric(&snapshot, "locust.client.duration.percentile");

@@ -118,6 +118,11 @@ impl BatchBuilder {
             columns.failures.push(wit::RequestFailure {
                 index,
                 exception: exception.to_string(),
+                exception_type: request
+                    .exception_type
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_owned(),
             });
         }
         if self.extras != wit::RequestExtras::empty() {

@@ -93,6 +93,7 @@ pub fn event_kind(event: &wit::Event) -> wit::EventKind {
         E::Quit(_) => K::Quit,
         E::StatsSnapshot(_) => K::StatsSnapshot,
         E::Tick => K::Tick,
+        E::ProcessSample(_) => K::ProcessSample,
     }
 }
 
@@ -201,6 +202,43 @@ struct RawLine<'a> {
     entries: Option<Vec<RawStats>>,
     #[serde(default)]
     total: Option<RawStats>,
+    #[serde(default)]
+    errors: Option<Vec<RawError>>,
+    #[serde(default)]
+    cpu_percent: Option<f64>,
+    #[serde(default)]
+    memory_bytes: Option<u64>,
+    #[serde(default)]
+    network_sent_bytes: Option<u64>,
+    #[serde(default)]
+    network_recv_bytes: Option<u64>,
+}
+
+/// One row of Locust's error table as the bridge writes it.
+#[derive(Deserialize)]
+struct RawError {
+    #[serde(default, alias = "method")]
+    request_type: String,
+    name: String,
+    error: String,
+    occurrences: u64,
+    #[serde(default)]
+    first_seen: Option<f64>,
+    #[serde(default)]
+    last_seen: Option<f64>,
+}
+
+impl From<RawError> for wit::ErrorStats {
+    fn from(raw: RawError) -> Self {
+        wit::ErrorStats {
+            request_type: raw.request_type,
+            name: raw.name,
+            error: raw.error,
+            occurrences: raw.occurrences,
+            first_seen: raw.first_seen,
+            last_seen: raw.last_seen,
+        }
+    }
 }
 
 /// One `StatsEntry` as the bridge writes it.
@@ -223,6 +261,10 @@ struct RawStats {
     current_rps: f64,
     #[serde(default)]
     current_fail_per_sec: f64,
+    #[serde(default)]
+    start_time: Option<f64>,
+    #[serde(default)]
+    last_request_timestamp: Option<f64>,
 }
 
 impl From<RawStats> for wit::EndpointStats {
@@ -236,13 +278,12 @@ impl From<RawStats> for wit::EndpointStats {
             min_response_time_ms: raw.min_response_time.unwrap_or(0.0),
             max_response_time_ms: raw.max_response_time,
             total_content_length: raw.total_content_length,
-            response_times: raw
-                .response_times
-                .into_iter()
-                .map(|(ms, count)| (ms.max(0.0).round() as u32, count))
-                .collect(),
+            // Kept as sent: whole milliseconds, or fractional ones from a custom rounding.
+            response_times: raw.response_times,
             current_rps: raw.current_rps,
             current_fail_per_sec: raw.current_fail_per_sec,
+            start_time: raw.start_time,
+            last_request_time: raw.last_request_timestamp,
         }
     }
 }
@@ -364,6 +405,18 @@ pub fn decode_line(line: &str) -> Result<EventRecord<'_>, DecodeError> {
                     .map(Into::into)
                     .collect(),
                 total: raw.total.ok_or_else(|| missing("total"))?.into(),
+                errors: raw
+                    .errors
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(Into::into)
+                    .collect(),
+            }),
+            "process_sample" => wit::Event::ProcessSample(wit::ProcessSample {
+                cpu_percent: raw.cpu_percent.ok_or_else(|| missing("cpu_percent"))?,
+                memory_bytes: raw.memory_bytes.ok_or_else(|| missing("memory_bytes"))?,
+                network_sent_bytes: raw.network_sent_bytes.unwrap_or(0),
+                network_recv_bytes: raw.network_recv_bytes.unwrap_or(0),
             }),
             unknown => return Err(DecodeError::UnknownEvent(unknown.to_owned())),
         }),
@@ -696,6 +749,78 @@ mod tests {
     }
 
     #[test]
+    fn stats_keep_fractional_keys_times_and_errors_and_process_samples_decode() {
+        let schema: serde_json::Value =
+            serde_json::from_str(&repo_file("schemas/event-stream.schema.json")).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let stats = r#"{"event":"stats","role":"master","node":"master","time":5,"user_count":2,"entries":[],"total":{"request_type":"","name":"Aggregated","num_requests":3,"num_failures":1,"total_response_time":4.5,"max_response_time":2,"response_times":[[0.5,1],[1.25,1],[2,1]],"start_time":1.5,"last_request_timestamp":4.75},"errors":[{"method":"GET","name":"/b","error":"boom","occurrences":2,"first_seen":2,"last_seen":4},{"request_type":"POST","name":"/c","error":"bad","occurrences":1}]}"#;
+        let sample = r#"{"event":"process_sample","role":"worker","node":"w","time":6,"cpu_percent":12.5,"memory_bytes":1048576,"network_sent_bytes":10,"network_recv_bytes":20}"#;
+        for line in [stats, sample] {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(validator.is_valid(&value), "{line}");
+        }
+        let EventBody::Other(wit::Event::StatsSnapshot(snapshot)) =
+            decode_line(stats).unwrap().body
+        else {
+            panic!("a stats snapshot");
+        };
+        assert_eq!(
+            snapshot.total.response_times,
+            [(0.5, 1), (1.25, 1), (2.0, 1)]
+        );
+        assert_eq!(snapshot.total.start_time, Some(1.5));
+        assert_eq!(snapshot.total.last_request_time, Some(4.75));
+        assert_eq!(
+            snapshot.errors,
+            [
+                wit::ErrorStats {
+                    request_type: "GET".into(),
+                    name: "/b".into(),
+                    error: "boom".into(),
+                    occurrences: 2,
+                    first_seen: Some(2.0),
+                    last_seen: Some(4.0),
+                },
+                wit::ErrorStats {
+                    request_type: "POST".into(),
+                    name: "/c".into(),
+                    error: "bad".into(),
+                    occurrences: 1,
+                    first_seen: None,
+                    last_seen: None,
+                },
+            ]
+        );
+        let record = decode_line(sample).unwrap();
+        assert_eq!(record.body.kind(), wit::EventKind::ProcessSample);
+        assert!(matches!(
+            record.body,
+            EventBody::Other(wit::Event::ProcessSample(wit::ProcessSample {
+                cpu_percent: 12.5,
+                memory_bytes: 1_048_576,
+                network_sent_bytes: 10,
+                network_recv_bytes: 20,
+            }))
+        ));
+        // Without the optional parts: none, and no errors.
+        let old = r#"{"event":"stats","role":"master","node":"m","time":1,"entries":[],"total":{"name":"Aggregated","num_requests":0,"num_failures":0,"total_response_time":0,"max_response_time":0}}"#;
+        let EventBody::Other(wit::Event::StatsSnapshot(snapshot)) = decode_line(old).unwrap().body
+        else {
+            panic!("a stats snapshot");
+        };
+        assert_eq!(
+            (snapshot.total.start_time, snapshot.errors.len()),
+            (None, 0)
+        );
+        let error = decode_line(
+            r#"{"event":"process_sample","role":"worker","node":"w","time":1,"cpu_percent":1}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("memory_bytes"), "{error}");
+    }
+
+    #[test]
     fn the_schema_refuses_what_the_decoder_refuses() {
         let schema: serde_json::Value =
             serde_json::from_str(&repo_file("schemas/event-stream.schema.json")).unwrap();
@@ -760,7 +885,7 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        const EVENTS: [&str; 18] = [
+        const EVENTS: [&str; 19] = [
             "test_start",
             "test_stopping",
             "test_stop",
@@ -778,6 +903,7 @@ mod tests {
             "quit",
             "stats",
             "tick",
+            "process_sample",
             "bogus",
         ];
         const KEYS: [&str; 26] = [

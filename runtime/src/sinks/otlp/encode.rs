@@ -120,9 +120,15 @@ fn metric(metric: &Metric, start: u64, time: u64) -> proto::Metric {
             .map(|(key, value)| match value {
                 AttributeValue::Text(text) => string_attribute(key, text),
                 AttributeValue::Int(number) => key_value(
-                    *key,
+                    key.as_ref(),
                     AnyValue {
                         value: Some(any_value::Value::IntValue(*number)),
+                    },
+                ),
+                AttributeValue::Bool(flag) => key_value(
+                    key.as_ref(),
+                    AnyValue {
+                        value: Some(any_value::Value::BoolValue(*flag)),
                     },
                 ),
             })
@@ -186,9 +192,9 @@ fn metric(metric: &Metric, start: u64, time: u64) -> proto::Metric {
         }),
     };
     proto::Metric {
-        name: metric.name.to_owned(),
-        description: metric.description.to_owned(),
-        unit: metric.unit.to_owned(),
+        name: metric.name.to_string(),
+        description: metric.description.to_string(),
+        unit: metric.unit.to_string(),
         data: Some(data),
         ..Default::default()
     }

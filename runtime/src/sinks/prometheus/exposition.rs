@@ -63,10 +63,71 @@ impl Collector for SnapshotCollector {
 
 /// An OpenTelemetry name or attribute key as a Prometheus name: every character outside
 /// `[a-zA-Z0-9_]` becomes `_`.
-fn prometheus_name(name: &str) -> String {
+pub(crate) fn prometheus_name(name: &str) -> String {
     name.chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect()
+}
+
+/// A UCUM unit as the suffix of a Prometheus name, the way the OpenTelemetry Collector's
+/// Prometheus exporter spells it (`ms` → `milliseconds`, `By/s` → `bytes_per_second`);
+/// `None` for no unit, a dimensionless `1` or an annotation such as `{request}`.
+pub(crate) fn prometheus_unit(unit: &str) -> Option<String> {
+    fn one(unit: &str) -> String {
+        let word = match unit {
+            "d" => "days",
+            "h" => "hours",
+            "min" => "minutes",
+            "s" => "seconds",
+            "ms" => "milliseconds",
+            "us" => "microseconds",
+            "ns" => "nanoseconds",
+            "By" => "bytes",
+            "KiBy" => "kibibytes",
+            "MiBy" => "mebibytes",
+            "GiBy" => "gibibytes",
+            "KBy" => "kilobytes",
+            "MBy" => "megabytes",
+            "GBy" => "gigabytes",
+            "m" => "meters",
+            "Hz" => "hertz",
+            "%" => "percent",
+            other => return prometheus_name(other),
+        };
+        word.to_owned()
+    }
+    fn per(unit: &str) -> String {
+        let word = match unit {
+            "s" => "second",
+            "min" => "minute",
+            "h" => "hour",
+            "d" => "day",
+            other => return one(other),
+        };
+        word.to_owned()
+    }
+    // Annotations in braces carry no unit.
+    let mut plain = String::with_capacity(unit.len());
+    let mut depth = 0usize;
+    for c in unit.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => plain.push(c),
+            _ => {}
+        }
+    }
+    let plain = plain.trim();
+    if plain.is_empty() || plain == "1" {
+        return None;
+    }
+    Some(match plain.split_once('/') {
+        Some((over, under)) if !over.is_empty() && over != "1" => {
+            format!("{}_per_{}", one(over), per(under))
+        }
+        Some((_, under)) => format!("per_{}", per(under)),
+        None => one(plain),
+    })
 }
 
 /// One family per metric name (over every group, in order of first appearance), one series
@@ -78,8 +139,8 @@ fn encode_groups(
 ) -> Result<(), std::fmt::Error> {
     let mut names: Vec<&str> = Vec::new();
     for metric in groups.iter().flat_map(|group| group.metrics) {
-        if !names.contains(&metric.name) {
-            names.push(metric.name);
+        if !names.contains(&metric.name.as_ref()) {
+            names.push(&metric.name);
         }
     }
     for name in names {
@@ -100,14 +161,13 @@ fn encode_groups(
             MetricKind::Gauge => MetricType::Gauge,
             MetricKind::Histogram => MetricType::Histogram,
         };
-        let unit = match first.unit {
+        let unit = match first.unit.as_ref() {
             "s" => Some(Unit::Seconds),
-            "" => None,
-            other => Some(Unit::Other(prometheus_name(other))),
+            other => prometheus_unit(other).map(Unit::Other),
         };
         let family_name = prometheus_name(name);
         let mut family =
-            encoder.encode_descriptor(&family_name, first.description, unit.as_ref(), kind)?;
+            encoder.encode_descriptor(&family_name, &first.description, unit.as_ref(), kind)?;
         for (group, metric) in same_name() {
             for point in &metric.points {
                 let mut labels: Vec<(String, Cow<'_, str>)> = group

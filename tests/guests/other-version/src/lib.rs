@@ -1,9 +1,9 @@
-//! Test guest: exports `swarmtel:telemetry/plugin@0.2.0`, a version this runtime does not
+//! Test guest: exports `swarmtel:telemetry/plugin@0.9.0`, a version this runtime does not
 //! speak, so the host must refuse it with a message naming both versions.
 
 wit_bindgen::generate!({
     inline: r#"
-        package swarmtel:telemetry@0.2.0;
+        package swarmtel:telemetry@0.9.0;
         interface plugin {
             describe: func() -> string;
         }
