@@ -4,7 +4,9 @@
 //!
 //! - A response of 429, 502, 503 or 504, a refused or broken connection and a timeout are
 //!   retried after a backoff: 250 ms, doubling up to 30 s, or the receiver's `Retry-After`
-//!   (at most 30 s). Any other status drops the request, counted as failed.
+//!   (at most 30 s). Any other status drops the request, counted as failed. Each signal
+//!   keeps its own backoff: a failing `/v1/metrics` neither holds up logs nor gets tried
+//!   sooner because a newer metrics export replaced the one waiting.
 //! - Logs wait in order; past the queue's byte budget the oldest are dropped and their
 //!   records counted. Metrics are cumulative, so a newer export replaces one still waiting
 //!   (or being retried): nothing is lost by that.
@@ -89,10 +91,27 @@ pub struct Target {
     pub timeout: Duration,
 }
 
+/// When a signal may be tried next, after failed tries.
+#[derive(Default, Clone, Copy)]
+struct Backoff {
+    /// Not before this instant.
+    not_before: Option<Instant>,
+    /// The wait after the next failure ([`FIRST_BACKOFF`] when zero).
+    next: Duration,
+}
+
+impl Backoff {
+    fn ready(&self, now: Instant) -> bool {
+        self.not_before.is_none_or(|at| now >= at)
+    }
+}
+
 #[derive(Default)]
 struct State {
     /// The latest metrics export not sent yet (at most one: they are cumulative).
     metrics: Option<Export>,
+    /// Per signal (metrics, logs): when it may be tried next.
+    backoff: [Backoff; 2],
     logs: VecDeque<Export>,
     /// Bytes of the waiting logs (the budget is theirs; the one metrics export is apart).
     queued_bytes: usize,
@@ -208,35 +227,73 @@ impl Drop for Transport {
     }
 }
 
-/// The thread: takes the oldest logs first, then the metrics, and sends each until it is
-/// accepted, refused, replaced or out of time.
+impl State {
+    /// The next export to try now: the metrics first (one small export that makes good every
+    /// earlier one), then the oldest logs, each only once its signal's backoff is over.
+    fn take_ready(&mut self, now: Instant) -> Option<Export> {
+        if self.metrics.is_some() && self.backoff[0].ready(now) {
+            return self.metrics.take();
+        }
+        if self.backoff[1].ready(now) {
+            let export = self.logs.pop_front()?;
+            self.queued_bytes -= export.body.len();
+            return Some(export);
+        }
+        None
+    }
+
+    /// The earliest instant a waiting export's backoff ends.
+    fn next_ready(&self) -> Option<Instant> {
+        let metrics = self.metrics.as_ref().and(self.backoff[0].not_before);
+        let logs = (!self.logs.is_empty())
+            .then_some(self.backoff[1].not_before)
+            .flatten();
+        metrics.into_iter().chain(logs).min()
+    }
+}
+
+fn slot(signal: Signal) -> usize {
+    match signal {
+        Signal::Metrics => 0,
+        Signal::Logs => 1,
+    }
+}
+
+/// The thread: sends what is ready (metrics first, then the oldest logs), one try at a
+/// time, and sleeps until a new export, the end of a backoff, or the end of the run.
 fn run(shared: &Shared, target: &Target, runtime: &tokio::runtime::Runtime) {
     loop {
         let export = {
             let mut state = shared.lock();
             loop {
-                if state
-                    .deadline
-                    .is_some_and(|deadline| Instant::now() >= deadline)
-                {
+                let now = Instant::now();
+                if state.deadline.is_some_and(|deadline| now >= deadline) {
                     drop_everything(&mut state);
                     return;
                 }
-                // Metrics first: one small export that makes good every earlier one.
-                if let Some(export) = state.metrics.take() {
+                if let Some(export) = state.take_ready(now) {
                     break export;
                 }
-                if let Some(export) = state.logs.pop_front() {
-                    state.queued_bytes -= export.body.len();
-                    break export;
-                }
-                if state.deadline.is_some() {
+                if state.deadline.is_some() && state.metrics.is_none() && state.logs.is_empty() {
                     return;
                 }
-                state = shared
-                    .wake
-                    .wait(state)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let wake_at = state.next_ready().into_iter().chain(state.deadline).min();
+                state = match wake_at {
+                    Some(at) => {
+                        let wait = at
+                            .saturating_duration_since(now)
+                            .max(Duration::from_millis(1));
+                        shared
+                            .wake
+                            .wait_timeout(state, wait)
+                            .unwrap_or_else(|poisoned| poisoned.into_inner())
+                            .0
+                    }
+                    None => shared
+                        .wake
+                        .wait(state)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()),
+                };
             }
         };
         deliver(shared, target, runtime, export);
@@ -276,92 +333,69 @@ enum Outcome {
     Refused(String),
 }
 
-/// Tries one request until it is done with.
+/// Tries one request once: accepted or refused, it is done with; worth another try, it goes
+/// back to the queue (unless a newer metrics export replaced it) and its signal waits out
+/// the backoff.
 fn deliver(shared: &Shared, target: &Target, runtime: &tokio::runtime::Runtime, export: Export) {
-    let mut backoff = FIRST_BACKOFF;
-    loop {
-        let result = runtime.block_on(attempt(shared, target, &export));
-        let mut state = shared.lock();
-        let retry_after = match result {
-            Ok(Outcome::Accepted { rejected }) => {
-                state.stats.sent += 1;
-                // The receiver's count, bounded by what the request carried.
-                let rejected = match export.signal {
-                    Signal::Logs => rejected.min(export.records),
-                    Signal::Metrics => rejected,
-                };
-                if rejected > 0 {
-                    state.last_error = Some(format!("the receiver rejected {rejected} items"));
-                    match export.signal {
-                        Signal::Logs => {
-                            state.stats.dropped_records =
-                                state.stats.dropped_records.saturating_add(rejected)
-                        }
-                        Signal::Metrics => {
-                            state.stats.rejected_points =
-                                state.stats.rejected_points.saturating_add(rejected)
-                        }
-                    }
-                }
-                return;
-            }
-            Ok(Outcome::Refused(why)) => {
-                state.last_error = Some(why);
-                state.stats.failed += 1;
-                if export.signal == Signal::Logs {
-                    state.stats.dropped_records += export.records;
-                }
-                return;
-            }
-            Ok(Outcome::Retry { after, why }) => {
-                state.last_error = Some(why);
-                after
-            }
-            Err(error) => {
-                state.last_error = Some(error);
-                None
-            }
-        };
-        state.stats.retries += 1;
-        let until = Instant::now() + next_wait(retry_after, backoff);
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-        // Wait, unless the end comes first. A newer metrics export makes a waiting one moot;
-        // a waiting metrics export goes before a logs export that is being retried.
-        loop {
-            if state.metrics.is_some() {
+    let result = runtime.block_on(attempt(shared, target, &export));
+    let mut state = shared.lock();
+    let retry_after = match result {
+        Ok(Outcome::Accepted { rejected }) => {
+            state.backoff[slot(export.signal)] = Backoff::default();
+            state.stats.sent += 1;
+            // The receiver's count, bounded by what the request carried.
+            let rejected = match export.signal {
+                Signal::Logs => rejected.min(export.records),
+                Signal::Metrics => rejected,
+            };
+            if rejected > 0 {
+                state.last_error = Some(format!("the receiver rejected {rejected} items"));
                 match export.signal {
-                    Signal::Metrics => return,
                     Signal::Logs => {
-                        state.queued_bytes += export.body.len();
-                        state.logs.push_front(export);
-                        return;
+                        state.stats.dropped_records =
+                            state.stats.dropped_records.saturating_add(rejected)
+                    }
+                    Signal::Metrics => {
+                        state.stats.rejected_points =
+                            state.stats.rejected_points.saturating_add(rejected)
                     }
                 }
             }
-            if state
-                .deadline
-                .is_some_and(|deadline| Instant::now() >= deadline)
-            {
-                match export.signal {
-                    Signal::Metrics => state.stats.dropped_metrics += 1,
-                    Signal::Logs => state.stats.dropped_records += export.records,
-                }
-                return;
+            return;
+        }
+        Ok(Outcome::Refused(why)) => {
+            state.backoff[slot(export.signal)] = Backoff::default();
+            state.last_error = Some(why);
+            state.stats.failed += 1;
+            if export.signal == Signal::Logs {
+                state.stats.dropped_records += export.records;
             }
-            let now = Instant::now();
-            if now >= until {
-                break;
+            return;
+        }
+        Ok(Outcome::Retry { after, why }) => {
+            state.last_error = Some(why);
+            after
+        }
+        Err(error) => {
+            state.last_error = Some(error);
+            None
+        }
+    };
+    state.stats.retries += 1;
+    let backoff = &mut state.backoff[slot(export.signal)];
+    let current = backoff.next.max(FIRST_BACKOFF);
+    backoff.not_before = Some(Instant::now() + next_wait(retry_after, current));
+    backoff.next = (current * 2).min(MAX_BACKOFF);
+    match export.signal {
+        // A newer export, if one came meanwhile, makes this one moot.
+        Signal::Metrics => {
+            if state.metrics.is_none() {
+                state.metrics = Some(export);
             }
-            let limit = state
-                .deadline
-                .map_or(until, |deadline| deadline.min(until))
-                .saturating_duration_since(now)
-                .max(Duration::from_millis(1));
-            state = shared
-                .wake
-                .wait_timeout(state, limit)
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .0;
+        }
+        Signal::Logs => {
+            state.queued_bytes += export.body.len();
+            state.logs.push_front(export);
         }
     }
 }
@@ -738,6 +772,43 @@ mod tests {
                 .iter()
                 .any(|path| path == "/v1/metrics")
         );
+    }
+
+    #[test]
+    fn a_failing_metrics_path_keeps_its_backoff_and_holds_up_no_logs() {
+        let (authority, seen) = receiver(|path| if path == "/v1/metrics" { 503 } else { 200 });
+        let mut transport = Transport::start(target(authority), 1 << 20).unwrap();
+        let metrics = || Export {
+            signal: Signal::Metrics,
+            body: Bytes::from_static(b"m"),
+            records: 0,
+        };
+        // A new metrics export and a logs export every 20 ms for a second, as a busy run
+        // publishes them, while /v1/metrics answers 503.
+        let start = Instant::now();
+        let mut logs_sent = 0;
+        while start.elapsed() < Duration::from_secs(1) {
+            transport.send(metrics());
+            transport.send(logs(10, 1));
+            logs_sent += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        transport.close(Duration::from_secs(5));
+        let stats = transport.stats();
+        let paths = seen.lock().unwrap().clone();
+        let metrics_tries = paths.iter().filter(|path| *path == "/v1/metrics").count();
+        // Backoff 250 ms, then 500 ms, ...: a newer export does not reset it. Within the
+        // second and the drain, a handful of tries, not one per export.
+        assert!(
+            (2..=8).contains(&metrics_tries),
+            "{metrics_tries} metrics tries"
+        );
+        assert_eq!(
+            (stats.sent, stats.dropped_records),
+            (logs_sent, 0),
+            "every logs export delivered while metrics waited"
+        );
+        assert_eq!(stats.dropped_metrics, 1);
     }
 
     #[test]
