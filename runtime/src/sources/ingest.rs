@@ -214,6 +214,58 @@ struct RawLine<'a> {
     network_recv_bytes: Option<u64>,
 }
 
+/// Locust's rounded response-time histogram, as the bridge writes it (`[[ms, count], ...]`)
+/// or as Locust serialises a `StatsEntry` (`{"ms": count, ...}`, keys as JSON strings), in
+/// ascending order of milliseconds.
+fn response_times<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<(f64, u64)>, D::Error> {
+    struct Histogram;
+
+    impl<'de> serde::de::Visitor<'de> for Histogram {
+        type Value = Vec<(f64, u64)>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("[[ms, count], ...] or {\"ms\": count, ...}")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut pairs = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(pair) = seq.next_element::<(f64, u64)>()? {
+                pairs.push(pair);
+            }
+            Ok(pairs)
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0).min(4096));
+            while let Some((key, count)) = map.next_entry::<Cow<'de, str>, u64>()? {
+                let ms: f64 = key.trim().parse().map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "response_times key {key:?} is not a number of milliseconds"
+                    ))
+                })?;
+                if !ms.is_finite() {
+                    return Err(serde::de::Error::custom(format!(
+                        "response_times key {key:?} is not a finite number"
+                    )));
+                }
+                pairs.push((ms, count));
+            }
+            pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Ok(pairs)
+        }
+    }
+
+    deserializer.deserialize_any(Histogram)
+}
+
 /// One row of Locust's error table as the bridge writes it.
 #[derive(Deserialize)]
 struct RawError {
@@ -244,7 +296,7 @@ impl From<RawError> for wit::ErrorStats {
 /// One `StatsEntry` as the bridge writes it.
 #[derive(Deserialize)]
 struct RawStats {
-    #[serde(default)]
+    #[serde(default, alias = "method")]
     request_type: String,
     name: String,
     num_requests: u64,
@@ -255,7 +307,7 @@ struct RawStats {
     max_response_time: f64,
     #[serde(default)]
     total_content_length: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "response_times")]
     response_times: Vec<(f64, u64)>,
     #[serde(default)]
     current_rps: f64,
@@ -818,6 +870,50 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("memory_bytes"), "{error}");
+    }
+
+    #[test]
+    fn a_stats_snapshot_in_locusts_own_serialisation_decodes() {
+        // `RequestStats.get("/items", "GET").serialize()` from Locust 2.x after 12.5, 145, 3
+        // and 3 ms: response times as a {ms: count} object, `method` for the request type.
+        let entry = r#"{"name": "/items", "method": "GET", "last_request_timestamp": 1796174503.9271884, "start_time": 1796174503.9271548, "num_requests": 4, "num_none_requests": 0, "num_failures": 1, "total_response_time": 163.5, "max_response_time": 145, "min_response_time": 3, "total_content_length": 40, "response_times": {"12": 1, "140": 1, "3": 2}, "num_reqs_per_sec": {"1796174503": 4}, "num_fail_per_sec": {"1796174503": 1}}"#;
+        let total = entry.replace(
+            "\"/items\", \"method\": \"GET\"",
+            "\"Aggregated\", \"method\": \"\"",
+        );
+        let line = format!(
+            r#"{{"event":"stats","role":"master","node":"master","time":5,"user_count":1,"entries":[{entry}],"total":{total}}}"#
+        );
+        let EventBody::Other(wit::Event::StatsSnapshot(snapshot)) =
+            decode_line(&line).unwrap().body
+        else {
+            panic!("a stats snapshot");
+        };
+        let items = &snapshot.entries[0];
+        assert_eq!(
+            (items.request_type.as_str(), items.name.as_str()),
+            ("GET", "/items")
+        );
+        assert_eq!((items.num_requests, items.num_failures), (4, 1));
+        assert_eq!(items.response_times, [(3.0, 2), (12.0, 1), (140.0, 1)]);
+        assert_eq!(items.start_time, Some(1796174503.9271548));
+        assert_eq!(items.last_request_time, Some(1796174503.9271884));
+        assert_eq!(snapshot.total.name, "Aggregated");
+        // Fractional keys (a custom rounding) are kept; a key that is not a number is a bad
+        // line that says so.
+        let fractional = line.replace(
+            r#"{"12": 1, "140": 1, "3": 2}"#,
+            r#"{"0.25": 1, "12.5": 3}"#,
+        );
+        let EventBody::Other(wit::Event::StatsSnapshot(snapshot)) =
+            decode_line(&fractional).unwrap().body
+        else {
+            panic!("a stats snapshot");
+        };
+        assert_eq!(snapshot.entries[0].response_times, [(0.25, 1), (12.5, 3)]);
+        let bad = line.replace(r#""12": 1"#, r#""fast": 1"#);
+        let error = decode_line(&bad).unwrap_err().to_string();
+        assert!(error.contains(r#"response_times key "fast""#), "{error}");
     }
 
     #[test]
