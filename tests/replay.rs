@@ -719,6 +719,7 @@ fn plugin_metric_points_reach_prometheus_merged_over_nodes() {
     // and the endpoints each worker saw.
     let mut per_series: BTreeMap<(String, String, u64, bool), u64> = BTreeMap::new();
     let mut per_endpoint: BTreeMap<String, u64> = BTreeMap::new();
+    let mut bytes_of: BTreeMap<String, u64> = BTreeMap::new();
     let mut endpoints_of: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
     for line in String::from_utf8_lossy(&stream).lines() {
         let event: Value = serde_json::from_str(line).unwrap();
@@ -735,6 +736,8 @@ fn plugin_metric_points_reach_prometheus_merged_over_nodes() {
             ))
             .or_insert(0) += 1;
         *per_endpoint.entry(name.clone()).or_insert(0) += 1;
+        *bytes_of.entry(name.clone()).or_insert(0) +=
+            event["response_length"].as_u64().unwrap_or(0);
         endpoints_of
             .entry(event["node"].as_str().unwrap().to_owned())
             .or_default()
@@ -765,6 +768,11 @@ fn plugin_metric_points_reach_prometheus_merged_over_nodes() {
         let infinite =
             format!("maker_duration_seconds_bucket{{le=\"+Inf\",{run},endpoint=\"{endpoint}\"}}");
         assert_eq!(series(&exposition, &infinite), Some(*count), "{infinite}");
+    }
+    // Unit `By`: `_bytes`, as the OpenTelemetry Collector names it.
+    for (endpoint, bytes) in &bytes_of {
+        let name = format!("maker_response_size_bytes_total{{{run},endpoint=\"{endpoint}\"}}");
+        assert_eq!(series(&exposition, &name), Some(*bytes), "{name}");
     }
     for (node, endpoints) in &endpoints_of {
         let name = format!("maker_endpoints{{{run},node=\"{node}\"}}");

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from test_live_locust import ROOT, free_port, swarmtel_bin  # noqa: F401 (fixture)
+from test_live_locust import GUESTS, ROOT, free_port, swarmtel_bin  # noqa: F401 (fixture)
 from test_otlp import STREAM, Receiver, attributes
 
 DEPLOY = ROOT / "docs" / "deploy"
@@ -46,12 +46,19 @@ def test_the_collector_config_wires_what_swarmtel_sends(swarmtel_bin):
     assert "otlp http://otel-gateway:4318" in check.stdout, check.stdout
 
 
+# The collector translator's words for the UCUM units used here; `1` and annotations such as
+# `{order}` add nothing.
+UNIT_WORDS = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "1": ""}
+
+
 def collector_prometheus_name(metric):
     """The Prometheus name the collector's translator gives an OTLP metric: dots become `_`,
-    the unit `s` appends `_seconds`, a monotonic sum appends `_total`."""
+    the unit's word is appended (`s` → `_seconds`, `By` → `_bytes`), a monotonic sum appends
+    `_total`."""
     name = re.sub(r"[^a-zA-Z0-9_]", "_", metric.name)
-    if metric.unit == "s":
-        name += "_seconds"
+    unit = UNIT_WORDS[re.sub(r"\{[^}]*\}", "", metric.unit) or "1"]
+    if unit:
+        name += "_" + unit
     if metric.WhichOneof("data") == "sum" and metric.sum.is_monotonic:
         name += "_total"
     return name
@@ -65,6 +72,8 @@ def test_otlp_through_a_collector_names_what_the_prometheus_output_names(tmp_pat
         '[run]\ntestplan = "deploy"\nrun_id = "run-deploy"\n'
         f'[[outputs]]\ntype = "otlp"\nendpoint = "http://127.0.0.1:{receiver.port}"\n'
         f'[[outputs]]\ntype = "prometheus"\nlisten = "127.0.0.1:{scrape_port}"\nlinger_seconds = 30\n'
+        # A plugin's own metric points (units, typed attributes) follow the same rules.
+        f'[[plugins]]\npath = "{GUESTS / "metrics_maker.wasm"}"\n'
     )
     proc = subprocess.Popen([swarmtel_bin, "replay", "--config", str(config), str(STREAM)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -104,7 +113,8 @@ def test_otlp_through_a_collector_names_what_the_prometheus_output_names(tmp_pat
                 # The labels the collector makes (attributes, and run_id/testplan from the
                 # resource) are those of the Prometheus output's series.
                 for point in getattr(metric, kind).data_points:
-                    labels = {re.sub(r"[^a-zA-Z0-9_]", "_", k): v for k, v in attributes(point.attributes).items()}
+                    labels = {re.sub(r"[^a-zA-Z0-9_]", "_", k): str(v).lower() if isinstance(v, bool) else v
+                              for k, v in attributes(point.attributes).items()}
                     if "run_id" in resource:
                         labels.update(run_id=resource["run_id"], testplan=resource["testplan"])
                     suffix = {"sum": "_total", "gauge": "", "histogram": "_count"}[kind]
@@ -112,5 +122,6 @@ def test_otlp_through_a_collector_names_what_the_prometheus_output_names(tmp_pat
                     assert any(s.startswith(family + suffix + ("{" if labels else " ")) and all(w in s for w in wanted)
                                for s in samples), (family, labels)
     assert {"locust_client_duration_seconds", "locust_client_duration_percentile_seconds",
-            "locust_users_count", "swarmtel_events"} <= seen
+            "locust_users_count", "swarmtel_events", "maker_requests", "maker_duration_seconds",
+            "maker_response_size_bytes", "maker_endpoints"} <= seen
     assert seen == set(families), set(families) - seen

@@ -3,7 +3,8 @@
 //!
 //! - `requests` (default): per request batch, adds to the counter `maker.requests` per
 //!   endpoint, method, status code and failure (`endpoint`, `method`, `status`, `failed`),
-//!   reports the batch's response times to `maker.duration` per endpoint, and sets the gauge
+//!   reports the batch's response times to `maker.duration` per endpoint, adds the response
+//!   lengths to `maker.response.size` (unit `By`) per endpoint, and sets the gauge
 //!   `maker.endpoints` (`node` attribute) to the endpoints it has seen.
 //! - `bad`: at test start, one valid counter `maker.valid` (+1) and one point of each kind of
 //!   invalid point: a bad name, a name of the runtime's own, a built-in metric's name, a
@@ -70,7 +71,9 @@ impl Recorder for Maker {
         // One point per series and batch: a batch may hold thousands of requests.
         let mut counts: BTreeMap<(&str, &str, u16, bool), u64> = BTreeMap::new();
         let mut times: BTreeMap<&str, ResponseTimes> = BTreeMap::new();
+        let mut bytes: BTreeMap<&str, u64> = BTreeMap::new();
         for request in requests.iter() {
+            *bytes.entry(request.name).or_insert(0) += request.response_length;
             *counts
                 .entry((
                     request.name,
@@ -96,6 +99,12 @@ impl Recorder for Maker {
                     ("failed", failed.into()),
                 ],
             );
+        }
+        let size = Metric::new("maker.response.size")
+            .unit("By")
+            .description("Response bytes per endpoint");
+        for (endpoint, bytes) in bytes {
+            out.add_counter(&size, bytes, &[("endpoint", endpoint.into())]);
         }
         for (endpoint, times) in &times {
             out.record_response_times(&duration, times, &[("endpoint", (*endpoint).into())]);
