@@ -26,7 +26,7 @@ trap 'rm -rf "$build"' EXIT
 mkdir "$build/bridge" "$build/sdk"
 cp -r "$root/bridge/." "$build/bridge/"
 "${pip[@]}" install --no-deps --force-reinstall "$build/bridge" >&2
-# -L: the SDK's wit/telemetry.wit is a symlink to wit/telemetry.wit; the copy holds the file.
+# -L: the SDK's wit/telemetry.wit is a symlink to wit/0.2.0/telemetry.wit; the copy holds the file.
 cp -rL "$root/guest-sdk-python/." "$build/sdk/"
 "${pip[@]}" install --no-deps --force-reinstall "$build/sdk" >&2
 echo "$venv"

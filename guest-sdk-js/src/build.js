@@ -21,7 +21,7 @@ export const SDK_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)
 
 /**
  * The WIT folder the component is built against: `wit/telemetry.wit`, a symbolic link to the
- * repository's `wit/telemetry.wit` (one copy of the contract in git).
+ * repository's `wit/0.2.0/telemetry.wit` (one copy of the contract in git).
  */
 export const WIT_DIR = path.join(SDK_ROOT, "wit");
 
@@ -232,11 +232,11 @@ export async function build(source, output, settings = {}) {
   try {
     const bundled = path.join(work, "component.js");
     const entry = [
-      `import { log } from "swarmtel:telemetry/host@0.1.0";`,
+      `import { log } from "swarmtel:telemetry/host@0.2.0";`,
       `import { componentExports } from ${JSON.stringify(path.join(SDK_ROOT, "src", "component.js"))};`,
       `import ${JSON.stringify(file)};`,
       ...(unchecked ? [`globalThis[Symbol.for("swarmtel-recorder.unchecked")] = true;`] : []),
-      `export const plugin = componentExports(log);`,
+      `export const plugin = componentExports(log, ${JSON.stringify(engine)});`,
     ].join("\n");
     await bundle({ contents: entry, resolveDir: path.dirname(file), outfile: bundled, sourcemap: true });
     embedSourceMap(bundled);

@@ -24,12 +24,50 @@ export function thePlugin() {
 }
 
 /**
- * The WIT `plugin` interface's implementation, as componentize-js expects it.
+ * A WIT `plugin-info` for QuickJS: integer option defaults as numbers.
+ * @param {any} info
+ */
+function quickJsInfo(info) {
+  return {
+    ...info,
+    options: info.options.map((/** @type {any} */ option) =>
+      option.default?.tag === "integer" ? { ...option, default: { tag: "integer", val: Number(option.default.val) } } : option),
+  };
+}
+
+/**
+ * A WIT `recorder-output` for QuickJS: the metric points' `u64` and `s64` values as numbers.
+ * @param {any} output
+ */
+function quickJsOutput(output) {
+  for (const point of output.metrics) {
+    for (const attribute of point.attributes) {
+      if (attribute.value.tag === "integer") {
+        attribute.value.val = Number(attribute.value.val);
+      }
+    }
+    const value = point.value;
+    if (value.tag === "counter") {
+      value.val = Number(value.val);
+    } else if (value.tag === "response-times") {
+      value.val.buckets = value.val.buckets.map((/** @type {[number, bigint]} */ [ms, count]) => [ms, Number(count)]);
+    }
+  }
+  return output;
+}
+
+/**
+ * The WIT `plugin` interface's implementation, as componentize-js and componentize-qjs
+ * expect it. The SDK builds a WIT `u64` or `s64` as a BigInt, which componentize-js takes;
+ * componentize-qjs 0.4.5 takes only numbers there (exact up to 2^53), so for `quickjs` they
+ * are turned into numbers on the way out.
  *
  * @param {(level: string, message: string) => void} hostLog the host's `log` import
+ * @param {"spidermonkey" | "quickjs"} [engine] the engine the component is built with
  */
-export function componentExports(hostLog) {
+export function componentExports(hostLog, engine = "spidermonkey") {
   setLogSink(/** @type {any} */ (hostLog));
+  const numbers = engine === "quickjs";
 
   /** The WIT `recorder` resource. */
   class Recorder {
@@ -41,7 +79,8 @@ export function componentExports(hostLog) {
     /** @param {any} batch */
     handle(batch) {
       try {
-        return this.state.handle(batch);
+        const output = this.state.handle(batch);
+        return numbers ? quickJsOutput(output) : output;
       } catch (error) {
         report(this.state, error);
         throw error;
@@ -50,7 +89,8 @@ export function componentExports(hostLog) {
 
     finish() {
       try {
-        return this.state.finish();
+        const output = this.state.finish();
+        return numbers ? quickJsOutput(output) : output;
       } catch (error) {
         report(this.state, error);
         throw error;
@@ -60,7 +100,8 @@ export function componentExports(hostLog) {
 
   return {
     describe() {
-      return describePlugin(thePlugin()).info;
+      const info = describePlugin(thePlugin()).info;
+      return numbers ? quickJsInfo(info) : info;
     },
     /** @param {any} config */
     createRecorder(config) {

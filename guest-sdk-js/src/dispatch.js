@@ -23,6 +23,14 @@ function toNumber(value) {
 }
 
 /**
+ * A WIT `option<timestamp>`: SpiderMonkey's bindings give undefined for none, QuickJS's null.
+ * @param {number | null | undefined} value
+ */
+function optional(value) {
+  return value ?? null;
+}
+
+/**
  * One row of the master's statistics under Locust's (and the event stream's) names.
  * @param {any} entry WIT `endpoint-stats`
  */
@@ -39,6 +47,23 @@ function statsEntry(entry) {
     response_times: entry.responseTimes.map(([ms, count]) => [ms, toNumber(count)]),
     current_rps: entry.currentRps,
     current_fail_per_sec: entry.currentFailPerSec,
+    start_time: optional(entry.startTime),
+    last_request_timestamp: optional(entry.lastRequestTime),
+  };
+}
+
+/**
+ * One row of Locust's error table under the event stream's names.
+ * @param {any} row WIT `error-stats`
+ */
+function statsError(row) {
+  return {
+    request_type: row.requestType,
+    name: row.name,
+    error: row.error,
+    occurrences: toNumber(row.occurrences),
+    first_seen: optional(row.firstSeen),
+    last_seen: optional(row.lastSeen),
   };
 }
 
@@ -75,6 +100,15 @@ export function eventArgs(tag, val, time) {
         user_count: val.userCount,
         entries: val.entries.map(statsEntry),
         total: statsEntry(val.total),
+        errors: (val.errors ?? []).map(statsError),
+      };
+    case "process-sample":
+      return {
+        time,
+        cpu_percent: val.cpuPercent,
+        memory_bytes: toNumber(val.memoryBytes),
+        network_sent_bytes: toNumber(val.networkSentBytes),
+        network_recv_bytes: toNumber(val.networkRecvBytes),
       };
     default:
       return { time };
@@ -119,7 +153,7 @@ export class RecorderState {
   /**
    * Handles one WIT `event-batch`: requests first (the `requests` listeners get the columns,
    * then the `request` listeners one object per request), then the other events in order.
-   * Returns the WIT `telemetry` items logged.
+   * Returns the WIT `recorder-output`: the telemetry logged and the metric points reported.
    *
    * @param {any} batch
    */
@@ -168,7 +202,7 @@ export class RecorderState {
     return this.take();
   }
 
-  /** The stream ended: calls the `finish` listeners; returns what was logged. */
+  /** The stream ended: calls the `finish` listeners; returns what was logged and reported. */
   finish() {
     for (const listener of this.listeners("finish") ?? []) {
       listener({});
@@ -176,9 +210,9 @@ export class RecorderState {
     return this.take();
   }
 
-  /** The WIT `telemetry` items logged since the last call. */
+  /** The WIT `recorder-output` of what was logged and reported since the last call. */
   take() {
     const out = this.env.out;
-    return out.splice(0, out.length);
+    return { telemetry: out.splice(0, out.length), metrics: this.env.metrics.take() };
   }
 }

@@ -1,7 +1,8 @@
 /**
  * The hooks a recorder can listen to on `env.events`: Locust's own hooks under Locust's names,
- * plus swarmtel's `stats` (the master's stats snapshot), `tick` (the host's clock), `requests`
- * (the columns fast path) and `finish` (the stream ended).
+ * plus swarmtel's `stats` (the master's stats snapshot), `tick` (the host's clock),
+ * `process_sample` (a Locust process's resource use), `requests` (the columns fast path) and
+ * `finish` (the stream ended).
  *
  * @module
  */
@@ -37,6 +38,7 @@ export const HOOKS = [
   ["quit", "quit", "quit"],
   ["stats", "stats", "stats-snapshot"],
   ["tick", "tick", "tick"],
+  ["process_sample", "processSample", "process-sample"],
   ["finish", "finish", null],
 ].map(([name, alias, kind]) => ({
   name,

@@ -65,6 +65,8 @@ export interface RequestArgs {
   /** Bytes. */
   response_length: number;
   exception: string | null;
+  /** The exception's class name, such as `ConnectionError`, for a failure (`""` when not known); null for a success. */
+  exception_type: string | null;
   start_time: number;
   /** Only when the recorder asks for it (`static requestExtras = ["url"]`). */
   url: string | null;
@@ -83,9 +85,36 @@ export interface StatsEntry {
   min_response_time: number;
   max_response_time: number;
   total_content_length: number;
+  /** Locust's rounded histogram: [milliseconds, count], ascending; keys may be fractional (Locust 2.44+). */
   response_times: Array<[number, number]>;
   current_rps: number;
   current_fail_per_sec: number;
+  /** When the entry started counting (the last stats reset), Unix seconds; null when not sent. */
+  start_time: number | null;
+  /** When its last request was counted, Unix seconds; null before the first or when not sent. */
+  last_request_timestamp: number | null;
+}
+/** One row of Locust's error table. */
+export interface StatsError {
+  request_type: string;
+  name: string;
+  error: string;
+  occurrences: number;
+  /** When the bridge first saw it, Unix seconds; null when not known. */
+  first_seen: number | null;
+  /** When the bridge last saw it, Unix seconds; null when not known. */
+  last_seen: number | null;
+}
+/** One Locust process's resource use (the `process_sample` hook). */
+export interface ProcessSampleArgs extends TimeArgs {
+  /** CPU use of the process, in percent of one core. */
+  cpu_percent: number;
+  /** Resident memory, in bytes. */
+  memory_bytes: number;
+  /** Bytes the host's network interfaces sent so far (host-wide). */
+  network_sent_bytes: number;
+  /** Bytes the host's network interfaces received so far (host-wide). */
+  network_recv_bytes: number;
 }
 export interface HookArgs {
   test_start: TimeArgs;
@@ -104,8 +133,9 @@ export interface HookArgs {
   reset_stats: TimeArgs;
   quitting: TimeArgs;
   quit: TimeArgs & { exit_code: number };
-  stats: TimeArgs & { user_count: number; entries: StatsEntry[]; total: StatsEntry };
+  stats: TimeArgs & { user_count: number; entries: StatsEntry[]; total: StatsEntry; errors: StatsError[] };
   tick: TimeArgs;
+  process_sample: ProcessSampleArgs;
   finish: Record<string, never>;
 }
 
@@ -131,6 +161,7 @@ export type Events = { [K in keyof HookArgs]: EventHook<HookArgs[K]> } & {
   heartbeatSent: EventHook<HookArgs["heartbeat_sent"]>;
   heartbeatReceived: EventHook<HookArgs["heartbeat_received"]>;
   resetStats: EventHook<HookArgs["reset_stats"]>;
+  processSample: EventHook<HookArgs["process_sample"]>;
 };
 
 /** What `load*TelemetryRecorders(env)` and a recorder's constructor get. */
@@ -162,13 +193,50 @@ export class Requests implements Iterable<RequestArgs> {
   readonly responseLengthsExact: BigUint64Array;
   readonly startTimes: Float64Array;
   readonly statusCodes: Uint16Array;
-  readonly failures: ReadonlyArray<{ index: number; exception: string }>;
+  /** `exceptionType` is the exception's class name, `""` when not known. */
+  readonly failures: ReadonlyArray<{ index: number; exception: string; exceptionType: string }>;
   readonly details: ReadonlyArray<{ index: number; url?: string; context?: string }>;
   readonly endpointCount: number;
   endpoint(id: number): Endpoint;
   endpoints(): ReadonlyArray<Endpoint>;
   [Symbol.iterator](): Iterator<RequestArgs>;
 }
+
+/** An attribute value of a metric point: text, an integer (a safe number or a 64-bit BigInt) or a boolean. */
+export type AttributeValue = string | number | bigint | boolean;
+
+/** How a metric point is described, and which series it belongs to. */
+export interface MetricOptions {
+  /** Its unit in UCUM, such as `ms`, `By` or `1`; empty for none. */
+  unit?: string;
+  /** One line on what it measures. */
+  description?: string;
+  /** Each distinct set is one series. */
+  attributes?: Record<string, AttributeValue> | Map<string, AttributeValue>;
+}
+
+/**
+ * Response times counted in Locust's rounded buckets (Python's round, a half to the even
+ * neighbour), with the sum of the exact times.
+ */
+export class ResponseTimes {
+  /** Times from this many milliseconds on (about 49.7 days) do not fit a bucket. */
+  static readonly LIMIT_MS: number;
+  constructor();
+  /** Rounded milliseconds → count. */
+  readonly buckets: Map<number, number>;
+  /** The sum of the exact response times, in milliseconds. */
+  readonly sumMs: number;
+  /** How many times were observed. */
+  readonly count: number;
+  /** Counts one response time (finite, >= 0, in milliseconds). */
+  observe(responseTimeMs: number): void;
+  /** Forgets every time observed. */
+  reset(): void;
+}
+
+/** Locust's `bucket_response_time`: 147 → 150, 145 → 140, 3432 → 3400, 58760 → 59000. */
+export function bucketResponseTime(responseTimeMs: number): number;
 
 /** A recorder, like locust-telemetry's `BaseTelemetryRecorder`. */
 export class BaseTelemetryRecorder {
@@ -179,6 +247,12 @@ export class BaseTelemetryRecorder {
   constructor(env: Environment);
   readonly env: Environment;
   logTelemetry(telemetry: TelemetryData | { type: "event" | "metric"; name: string }, message: string, fields?: Record<string, unknown>): void;
+  /** Adds an increment (a whole number >= 0, default 1; a BigInt past 2^53) to a counter. */
+  addCounter(name: string, value?: number | bigint, options?: MetricOptions): void;
+  /** Sets a gauge to a finite number; the last value reported wins. */
+  setGauge(name: string, value: number, options?: MetricOptions): void;
+  /** Reports a copy of the response times observed since the series was last reported. */
+  recordResponseTimes(name: string, times: ResponseTimes, options?: Omit<MetricOptions, "unit">): void;
 }
 
 /** A plugin, like locust-telemetry's `BaseTelemetryPlugin`. */

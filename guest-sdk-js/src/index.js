@@ -41,3 +41,4 @@ export { log } from "./log.js";
 export { PluginError } from "./errors.js";
 export { Requests } from "./requests.js";
 export { HOOKS } from "./hooks.js";
+export { ResponseTimes, bucketResponseTime } from "./metrics.js";

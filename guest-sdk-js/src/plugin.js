@@ -8,6 +8,7 @@
 import { PluginError } from "./errors.js";
 import { HOOK_BY_NAME, HOOK_NAMES, nearest } from "./hooks.js";
 import { NonFiniteError, encodeFields } from "./json.js";
+import { MetricBuffer } from "./metrics.js";
 
 /** Internal state of an {@link Environment}; not API. */
 const ENV = Symbol.for("swarmtel-recorder.env");
@@ -319,6 +320,7 @@ function claim(state, owner, hook) {
  * @property {boolean} frozen whether the recorder was created (no listener may be added)
  * @property {number} version bumped when listeners change
  * @property {any[]} out telemetry logged and not handed over yet
+ * @property {MetricBuffer} metrics metric points reported and not handed over yet
  */
 
 /**
@@ -331,7 +333,7 @@ export class Environment {
    */
   constructor({ role, node, parsedOptions, probing = false }) {
     /** @type {EnvState} */
-    const state = { recorders: [], current: undefined, listeners: [], claimed: new WeakMap(), frozen: false, version: 0, out: [] };
+    const state = { recorders: [], current: undefined, listeners: [], claimed: new WeakMap(), frozen: false, version: 0, out: [], metrics: new MetricBuffer() };
     Object.defineProperty(this, ENV, { value: state });
     /** The role of the node served: `master`, `worker` or `standalone`. */
     this.role = role;
@@ -468,7 +470,61 @@ export class BaseTelemetryRecorder {
       fields: encoded,
     });
   }
+
+  // Metric points (see metrics.js). Points of one series in one call are merged into one. The
+  // SDK refuses plainly wrong values here (PluginError); the host checks the rest of each point
+  // (a name of 1 to 128 bytes of [a-z][a-z0-9_.]*, units, attribute keys, series per plugin:
+  // the README's "Metrics" lists its rules), and the harness throws MetricRejected where it
+  // would refuse.
+
+  /**
+   * Adds `value` to the counter `name` (for `attributes`): the increment since this recorder
+   * last reported the series, a whole number >= 0 (a BigInt past 2^53). The host sums the
+   * increments of every call and node into one total.
+   *
+   * @param {string} name such as `checkout.items`
+   * @param {number | bigint} [value] default 1
+   * @param {MetricOptions} [options]
+   */
+  addCounter(name, value = 1, options = {}) {
+    this.env[ENV].metrics.counter(name, value, options ?? {});
+  }
+
+  /**
+   * Sets the gauge `name` (for `attributes`) to `value`, a finite number: its value now. The
+   * last value reported wins.
+   *
+   * @param {string} name
+   * @param {number} value
+   * @param {MetricOptions} [options]
+   */
+  setGauge(name, value, options = {}) {
+    this.env[ENV].metrics.gauge(name, value, options ?? {});
+  }
+
+  /**
+   * Reports a copy of `times` (a {@link ResponseTimes}): the response times observed since
+   * this recorder last reported the series; `times.reset()` afterwards. The host merges the
+   * buckets of every call and node and exports a histogram in seconds, with the bucket bounds
+   * of `locust.client.duration`.
+   *
+   * @param {string} name
+   * @param {import("./metrics.js").ResponseTimes} times
+   * @param {Omit<MetricOptions, "unit">} [options]
+   */
+  recordResponseTimes(name, times, options = {}) {
+    this.env[ENV].metrics.responseTimes(name, times, options ?? {});
+  }
 }
+
+/**
+ * How a metric point is described, and which series it belongs to.
+ * @typedef {object} MetricOptions
+ * @property {string} [unit] its unit in UCUM, such as `ms`, `By` or `1`; empty for none
+ * @property {string} [description] one line on what it measures
+ * @property {Record<string, string | number | bigint | boolean> | Map<string, string | number | bigint | boolean>} [attributes]
+ *   each distinct set is one series: text, integers or booleans
+ */
 
 /** Field names the host writes itself and refuses from a plugin (`validate::HOST_OWNED_KEYS`). */
 export const HOST_OWNED_KEYS = Object.freeze([

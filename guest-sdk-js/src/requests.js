@@ -157,8 +157,9 @@ export class Requests {
   }
 
   /**
-   * The failed requests, ascending by index: `{ index, exception }`.
-   * @returns {ReadonlyArray<{ index: number, exception: string }>}
+   * The failed requests, ascending by index: `{ index, exception, exceptionType }`, the
+   * exception's class name (such as `ConnectionError`) empty when the bridge did not know it.
+   * @returns {ReadonlyArray<{ index: number, exception: string, exceptionType: string }>}
    */
   get failures() {
     return this.columns.failures ?? NO_FAILURES;
@@ -208,8 +209,10 @@ export class Requests {
     let nextDetail = 0;
     for (let index = 0; index < this.endpointIds.length; index++) {
       let exception = null;
+      let exceptionType = null;
       if (nextFailure < failures.length && failures[nextFailure].index === index) {
         exception = failures[nextFailure].exception;
+        exceptionType = failures[nextFailure].exceptionType ?? "";
         nextFailure++;
       }
       let url = null;
@@ -231,6 +234,7 @@ export class Requests {
         response_time: columns.responseTimeMs[index],
         response_length: u64Number(lengths[index]),
         exception,
+        exception_type: exceptionType,
         start_time: columns.startTime[index],
         url,
         context,
@@ -250,6 +254,8 @@ export class Requests {
  * @property {number} response_time milliseconds
  * @property {number} response_length bytes
  * @property {string | null} exception Locust's exception text when the request failed
+ * @property {string | null} exception_type the exception's class name, such as
+ *   `ConnectionError`, when the request failed (`""` when not known)
  * @property {number} start_time Unix seconds
  * @property {string | null} url when the recorder asked for it (`static requestExtras`)
  * @property {object} context when the recorder asked for it, else `{}`

@@ -4,7 +4,9 @@
  * {@link Harness} feeds one recorder events built by hand; {@link replay} runs an event-stream
  * file (the format `swarmtel replay` reads) through every recorder of a plugin, batched and
  * ticked as the host does it. Both build the batches the host sends and run the same dispatch
- * code the component runs.
+ * code the component runs. Both return the telemetry items as an array whose `metrics`
+ * property (not enumerable, so `deepEqual` on the array is unchanged) lists the metric points
+ * the same calls reported; a point the host would reject throws a {@link MetricRejected}.
  *
  * ```js
  * import { test } from "node:test";
@@ -145,6 +147,13 @@ function isolatedStates(file) {
  * @typedef {TelemetryItem & { node: string, role: string, recorder: string, time: number, rfc3339: string }} ReplayItem
  */
 
+/**
+ * A metric point from {@link replay}, with the node, role and recorder that reported it and
+ * the event time of its call.
+ *
+ * @typedef {MetricItem & { node: string, role: string, recorder: string, time: number }} ReplayMetric
+ */
+
 /** The last second the host accepts (`ingest::MAX_UNIX_SECONDS`): 9999-12-31T23:59:59Z. */
 const MAX_UNIX_SECONDS = 253402300799;
 
@@ -186,17 +195,200 @@ export function formatTime(unixSeconds) {
 }
 
 /**
- * @param {any[]} items WIT `telemetry` items
- * @returns {TelemetryItem[]}
+ * One metric point a recorder reported, in plain values.
+ *
+ * @typedef {object} MetricItem
+ * @property {string} name
+ * @property {"counter" | "gauge" | "responseTimes"} type
+ * @property {number | bigint | { buckets: [number, number][], sumMs: number }} value a counter's
+ *   increment (a BigInt past 2^53), a gauge's value, or response times: ascending
+ *   `[ms, count]` buckets and the sum of the exact times
+ * @property {string} unit
+ * @property {string} description
+ * @property {Record<string, string | number | bigint | boolean>} attributes
  */
-function toItems(items) {
-  return items.map((item) => ({
+
+/**
+ * Telemetry items with the metric points of the same calls as `metrics` (not enumerable).
+ * @typedef {TelemetryItem[] & { metrics: MetricItem[] }} Output
+ */
+
+/**
+ * A metric point the host would reject (and count, instead of exporting it): a name, unit,
+ * description or attribute outside the host's rules, a new series past the plugin's
+ * `max_metric_series`, more than 1,000 points in one call, or a point whose kind is not its
+ * name's. The harness throws it where the host would drop the point, with the host's reason.
+ * It does not check what depends on other plugins (a name another plugin owns) or on
+ * Prometheus's spelling of sample names (two names that export the same sample).
+ */
+export class MetricRejected extends Error {
+  /** @param {string} message */
+  constructor(message) {
+    super(message);
+    this.name = "MetricRejected";
+  }
+}
+
+/** Metric names the host exports itself. */
+const BUILTIN_METRICS = ["locust.client.duration", "locust.client.duration.percentile", "locust.users.count"];
+/** Attribute keys the outputs use themselves (compared after `.` becomes `_`). */
+const RESERVED_ATTRIBUTE_KEYS = ["run_id", "testplan", "le", "quantile"];
+/**
+ * The host's caps on metric points (`runtime/src/pipeline/plugin_metrics.rs`, and the config's
+ * `max_points_per_call` and `max_metric_series`, which `maxSeries` is the default of).
+ */
+export const METRIC_CAPS = Object.freeze({ pointsPerCall: 1000, maxSeries: 1000, attributes: 16, buckets: 1024 });
+
+const bytes = (/** @type {string} */ text) => new TextEncoder().encode(text).length;
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+/**
+ * Checks one WIT `metric-point` as the host does (`check_point` in
+ * `runtime/src/pipeline/plugin_metrics.rs`); throws a {@link MetricRejected} with its reason.
+ * @param {any} point
+ */
+export function checkPoint(point) {
+  const rejected = (/** @type {string} */ reason) => new MetricRejected(`metric ${point.name} rejected by the host: ${reason}`);
+  const name = point.name;
+  if (!(bytes(name) >= 1 && bytes(name) <= 128)) {
+    throw rejected("the name must be 1 to 128 bytes");
+  }
+  if (!/^[a-z][a-z0-9_.]*$/.test(name)) {
+    throw rejected("the name must be lower-case letters, digits, `_` and `.`, starting with a letter");
+  }
+  if (name.startsWith("swarmtel.") || name.startsWith("swarmtel_")) {
+    throw rejected("names starting `swarmtel` are the runtime's own");
+  }
+  if (BUILTIN_METRICS.includes(name)) {
+    throw rejected(`the name is a built-in metric's (${BUILTIN_METRICS.join(", ")})`);
+  }
+  if (!/^[\x21-\x7e]{0,32}$/.test(point.unit)) {
+    throw rejected("the unit must be at most 32 printable ASCII characters");
+  }
+  if (bytes(point.description) > 512 || CONTROL.test(point.description) || point.description.includes("\\")) {
+    throw rejected("the description must be at most 512 bytes, without control characters or `\\`");
+  }
+  if (point.attributes.length > METRIC_CAPS.attributes) {
+    throw rejected(`${point.attributes.length} attributes, more than ${METRIC_CAPS.attributes}`);
+  }
+  const seen = new Set();
+  for (const { key, value } of point.attributes) {
+    if (!(bytes(key) >= 1 && bytes(key) <= 64 && /^[a-zA-Z_][a-zA-Z0-9_.]*$/.test(key))) {
+      throw rejected(`attribute key ${JSON.stringify(key)} must be 1 to 64 letters, digits, \`_\` and \`.\`, not starting with a digit`);
+    }
+    const spelled = key.replace(/\./g, "_");
+    if (RESERVED_ATTRIBUTE_KEYS.includes(spelled)) {
+      throw rejected(`attribute key \`${key}\` is the outputs' own`);
+    }
+    if (seen.has(spelled)) {
+      throw rejected(`attribute key \`${key}\` repeats another (\`.\` and \`_\` are the same in Prometheus)`);
+    }
+    seen.add(spelled);
+    if (value.tag === "text" && (bytes(value.val) > 256 || CONTROL.test(value.val))) {
+      throw rejected(`attribute \`${key}\`: a text value must be at most 256 bytes, without control characters`);
+    }
+  }
+  if (point.value.tag === "gauge" && !Number.isFinite(point.value.val)) {
+    throw rejected(`a gauge must be finite, got ${point.value.val}`);
+  }
+  if (point.value.tag === "response-times") {
+    const { buckets, sumMs } = point.value.val;
+    if (buckets.length > METRIC_CAPS.buckets) {
+      throw rejected(`${buckets.length} buckets, more than ${METRIC_CAPS.buckets}`);
+    }
+    if (!(Number.isFinite(sumMs) && sumMs >= 0)) {
+      throw rejected(`the sum must be finite milliseconds >= 0, got ${sumMs}`);
+    }
+  }
+}
+
+/** What the host remembers of one plugin's metrics: each name's kind, and its series. */
+class MetricLedger {
+  /** @param {number} maxSeries */
+  constructor(maxSeries) {
+    this.maxSeries = maxSeries;
+    /** @type {Map<string, string>} */
+    this.kinds = new Map();
+    /** @type {Set<string>} */
+    this.series = new Set();
+  }
+
+  /** @param {any[]} points WIT `metric-point`s of one call */
+  check(points) {
+    if (points.length > METRIC_CAPS.pointsPerCall) {
+      throw new MetricRejected(`metric ${points[METRIC_CAPS.pointsPerCall].name} rejected by the host: more than ${METRIC_CAPS.pointsPerCall} points in one call (max_points_per_call)`);
+    }
+    for (const point of points) {
+      checkPoint(point);
+      const kind = this.kinds.get(point.name) ?? point.value.tag;
+      this.kinds.set(point.name, kind);
+      if (kind !== point.value.tag) {
+        throw new MetricRejected(`metric ${point.name} rejected by the host: a ${point.value.tag} point for a ${kind} metric`);
+      }
+      const identity = JSON.stringify([point.name, point.attributes.map((/** @type {any} */ { key, value }) => [key, value.tag, String(value.val)]).sort()]);
+      if (!this.series.has(identity)) {
+        if (this.series.size >= this.maxSeries) {
+          throw new MetricRejected(`metric ${point.name} rejected by the host: a new series past the plugin's ${this.maxSeries} (max_metric_series)`);
+        }
+        this.series.add(identity);
+      }
+    }
+  }
+}
+
+/**
+ * A WIT `u64` or `s64` as a number when that loses nothing, else a BigInt.
+ * @param {number | bigint} value
+ */
+function exact(value) {
+  return typeof value === "bigint" && value <= BigInt(Number.MAX_SAFE_INTEGER) && value >= BigInt(Number.MIN_SAFE_INTEGER)
+    ? Number(value)
+    : value;
+}
+
+/**
+ * @param {any} point a WIT `metric-point`
+ * @returns {MetricItem}
+ */
+function toMetric(point) {
+  const { tag, val } = point.value;
+  return {
+    name: point.name,
+    type: tag === "response-times" ? "responseTimes" : tag,
+    value: tag === "counter" ? exact(val)
+      : tag === "gauge" ? val
+      : { buckets: val.buckets.map((/** @type {any} */ [ms, count]) => [ms, exact(count)]), sumMs: val.sumMs },
+    unit: point.unit,
+    description: point.description,
+    attributes: Object.fromEntries(point.attributes.map((/** @type {any} */ { key, value }) => [key, exact(value.val)])),
+  };
+}
+
+/**
+ * Telemetry items as an {@link Output}.
+ * @param {TelemetryItem[]} items
+ * @param {MetricItem[]} metrics
+ * @returns {Output}
+ */
+function withMetrics(items, metrics) {
+  return /** @type {Output} */ (Object.defineProperty(items, "metrics", { value: metrics, enumerable: false, writable: true }));
+}
+
+/**
+ * @param {any} output WIT `recorder-output`
+ * @param {MetricLedger} ledger
+ * @returns {Output}
+ */
+function toOutput(output, ledger) {
+  ledger.check(output.metrics);
+  const items = output.telemetry.map((/** @type {any} */ item) => ({
     telemetryType: item.telemetryType,
     name: item.name,
     message: item.message,
     fields: item.fields === "" ? {} : JSON.parse(item.fields),
     fieldsJson: item.fields,
   }));
+  return withMetrics(items, output.metrics.map(toMetric));
 }
 
 /**
@@ -294,7 +486,7 @@ class BatchBuilder {
     this.responseLength.push(BigInt(request.response_length));
     this.statusCode.push(request.status_code);
     if (request.exception !== null) {
-      this.failures.push({ index, exception: request.exception });
+      this.failures.push({ index, exception: request.exception, exceptionType: request.exception_type ?? "" });
     }
     if (this.extras.url || this.extras.context) {
       const url = this.extras.url && request.url !== null ? request.url : undefined;
@@ -377,6 +569,7 @@ class TickClock {
  * @property {number} response_time
  * @property {number | bigint} response_length
  * @property {string | null} exception
+ * @property {string | null} [exception_type] the exception's class name, when known
  * @property {number} start_time
  * @property {number} status_code 0 when unknown
  * @property {string | null} url
@@ -415,6 +608,30 @@ function arg(line, key, type, required) {
 }
 
 /**
+ * An optional timestamp of the event stream (null or absent: none).
+ * @param {any} raw
+ * @param {string} key
+ */
+function optionalTime(raw, key) {
+  const value = raw[key];
+  return value === undefined || value === null ? undefined : Number(value);
+}
+
+/**
+ * @param {any} raw a row of Locust's error table as the bridge writes it
+ */
+function statsError(raw) {
+  return {
+    requestType: String(raw.request_type ?? raw.method ?? ""),
+    name: String(raw.name),
+    error: String(raw.error),
+    occurrences: BigInt(raw.occurrences),
+    firstSeen: optionalTime(raw, "first_seen"),
+    lastSeen: optionalTime(raw, "last_seen"),
+  };
+}
+
+/**
  * @param {any} raw a stats entry as the bridge writes it
  */
 function statsEntry(raw) {
@@ -427,12 +644,11 @@ function statsEntry(raw) {
     minResponseTimeMs: Number(raw.min_response_time ?? 0),
     maxResponseTimeMs: Number(raw.max_response_time),
     totalContentLength: BigInt(raw.total_content_length ?? 0),
-    responseTimes: (raw.response_times ?? []).map(([ms, count]) => [
-      Math.round(Math.max(0, ms)),
-      BigInt(count),
-    ]),
+    responseTimes: (raw.response_times ?? []).map(([ms, count]) => [Number(ms), BigInt(count)]),
     currentRps: Number(raw.current_rps ?? 0),
     currentFailPerSec: Number(raw.current_fail_per_sec ?? 0),
+    startTime: optionalTime(raw, "start_time"),
+    lastRequestTime: optionalTime(raw, "last_request_timestamp"),
   };
 }
 
@@ -481,6 +697,7 @@ export function decodeEvent(line, accept = {}) {
         response_time: responseTime,
         response_length: arg(line, "response_length", "integer", false) ?? 0,
         exception: line.exception === undefined || line.exception === null ? null : String(line.exception),
+        exception_type: arg(line, "exception_type", "string", false) ?? null,
         start_time: arg(line, "start_time", "number", false) ?? time,
         status_code: arg(line, "status_code", "integer", false) ?? 0,
         url: arg(line, "url", "string", false) ?? null,
@@ -561,6 +778,18 @@ export function decodeEvent(line, accept = {}) {
           userCount: arg(line, "user_count", "integer", false) ?? 0,
           entries: line.entries.map(statsEntry),
           total: statsEntry(line.total),
+          errors: (line.errors ?? []).map(statsError),
+        },
+      };
+      break;
+    case "process_sample":
+      wit = {
+        tag: "process-sample",
+        val: {
+          cpuPercent: arg(line, "cpu_percent", "number", true),
+          memoryBytes: BigInt(arg(line, "memory_bytes", "integer", true)),
+          networkSentBytes: BigInt(arg(line, "network_sent_bytes", "integer", false) ?? 0),
+          networkRecvBytes: BigInt(arg(line, "network_recv_bytes", "integer", false) ?? 0),
         },
       };
       break;
@@ -571,7 +800,7 @@ export function decodeEvent(line, accept = {}) {
 }
 
 /** The event stream's `u64` arguments, which the host reads exactly. */
-const EXACT_KEYS = ["response_length", "memory_usage"];
+const EXACT_KEYS = ["response_length", "memory_usage", "memory_bytes", "network_sent_bytes", "network_recv_bytes"];
 
 /**
  * A parsed event-stream line whose `u64` arguments past 2^53 are BigInts, read from its text
@@ -629,9 +858,9 @@ export class Harness {
    * @param {any} plugin what `registerPlugin` returned, or the plugin's class or instance
    * @param {string} recorder the recorder's name (its class's `static name`)
    * @param {"master" | "worker" | "standalone"} [role] default `worker`
-   * @param {{ options?: Record<string, unknown>, node?: string }} [settings] option values by
-   *   name (the rest take their defaults), and the node id (`master`, `worker-0`, `local` by
-   *   default)
+   * @param {{ options?: Record<string, unknown>, node?: string, maxMetricSeries?: number }} [settings]
+   *   option values by name (the rest take their defaults), the node id (`master`,
+   *   `worker-0`, `local` by default), and the config's `max_metric_series` (1000)
    */
   constructor(plugin, recorder, role = "worker", settings = {}) {
     const entry = registrationOf(plugin);
@@ -653,13 +882,15 @@ export class Harness {
     /** The author's recorder object. */
     this.recorder = this.state.recorder;
     this.builder = new BatchBuilder(spec.extras);
+    this.ledger = new MetricLedger(settings.maxMetricSeries ?? METRIC_CAPS.maxSeries);
   }
 
   /**
    * Queues one request for the next delivery, with Locust's `request` arguments
-   * (`exception` marks it failed; `status_code` defaults to 500 for a failure, else 200).
+   * (`exception` marks it failed, `exception_type` names its class; `status_code` defaults to
+   * 500 for a failure, else 200).
    *
-   * @param {{ request_type?: string, name: string, response_time: number, response_length?: number, exception?: string | null, start_time?: number, status_code?: number, url?: string, context?: object }} request
+   * @param {{ request_type?: string, name: string, response_time: number, response_length?: number, exception?: string | null, exception_type?: string, start_time?: number, status_code?: number, url?: string, context?: object }} request
    */
   request(request) {
     const failed = request.exception !== undefined && request.exception !== null;
@@ -671,6 +902,7 @@ export class Harness {
         response_time: request.response_time,
         response_length: request.response_length ?? 0,
         exception: failed ? String(request.exception) : null,
+        exception_type: request.exception_type ?? null,
         start_time: request.start_time ?? 0,
         status_code: request.status_code ?? (failed ? 500 : 200),
         url: request.url ?? null,
@@ -683,16 +915,16 @@ export class Harness {
   /**
    * Delivers the queued requests and then one event, written as an event-stream line
    * (`{ event: "spawning_complete", time: 5, user_count: 10 }`; `role` and `node` are not
-   * needed, and `tick` is allowed); returns what was logged. A `request` line is queued
-   * instead, and nothing is returned.
+   * needed, and `tick` is allowed); returns what was logged, with the metric points
+   * reported as its `metrics`. A `request` line is queued instead, and nothing is returned.
    *
    * @param {Record<string, any> & { event: string, time?: number }} line
-   * @returns {TelemetryItem[]}
+   * @returns {Output}
    */
   event(line) {
     if (line.event === "request") {
       this.request(/** @type {any} */ (line));
-      return [];
+      return withMetrics([], []);
     }
     const record = decodeEvent({ role: "worker", node: "harness", time: 0, ...line }, { tick: true });
     this.builder.pushEvent(record.time, /** @type {any} */ (record.event));
@@ -700,22 +932,24 @@ export class Harness {
   }
 
   /**
-   * Delivers the queued requests; returns what was logged.
-   * @returns {TelemetryItem[]}
+   * Delivers the queued requests; returns what was logged and reported.
+   * @returns {Output}
    */
   flush() {
     if (this.builder.isEmpty) {
-      return [];
+      return withMetrics([], []);
     }
-    return toItems(this.state.handle(this.builder.take().batch));
+    return toOutput(this.state.handle(this.builder.take().batch), this.ledger);
   }
 
   /**
    * Ends the stream: delivers what is queued, then calls the `finish` listeners.
-   * @returns {TelemetryItem[]}
+   * @returns {Output}
    */
   finish() {
-    return [...this.flush(), ...toItems(this.state.finish())];
+    const flushed = this.flush();
+    const finished = toOutput(this.state.finish(), this.ledger);
+    return withMetrics([...flushed, ...finished], [...flushed.metrics, ...finished.metrics]);
   }
 }
 
@@ -738,11 +972,12 @@ export class Harness {
  * @param {any} plugin what `registerPlugin` returned, or the plugin's class or instance
  * @param {string | Iterable<EventRecord | Record<string, any>>} events an event-stream file,
  *   or its lines (decoded or as parsed JSON objects)
- * @param {{ options?: Record<string, unknown>, batchSize?: number, roles?: string[], module?: string, isolate?: boolean }} [settings]
+ * @param {{ options?: Record<string, unknown>, batchSize?: number, roles?: string[], module?: string, isolate?: boolean, maxMetricSeries?: number }} [settings]
  *   option values, the config's `batch_size` (1024) and `roles` (default: every role), the
- *   recorder module's file, and whether instances must (true) or must not (false) get a
- *   realm each (default: when possible)
- * @returns {ReplayItem[]}
+ *   recorder module's file, whether instances must (true) or must not (false) get a realm
+ *   each (default: when possible), and the config's `max_metric_series` (1000)
+ * @returns {ReplayItem[] & { metrics: ReplayMetric[] }} the telemetry, and as `metrics` the
+ *   metric points, each with `node`, `role`, `recorder` and `time`
  */
 export function replay(plugin, events, settings = {}) {
   const entry = registrationOf(plugin);
@@ -760,10 +995,18 @@ export function replay(plugin, events, settings = {}) {
   const slots = [];
   /** @type {ReplayItem[]} */
   const out = [];
+  /** @type {ReplayMetric[]} */
+  const metrics = [];
+  const ledger = new MetricLedger(settings.maxMetricSeries ?? METRIC_CAPS.maxSeries);
 
-  const emit = (slot, items, time) => {
-    for (const item of toItems(items)) {
-      out.push({ ...item, node: slot.node, role: slot.role, recorder: slot.recorder, time, rfc3339: formatTime(time) });
+  const emit = (slot, output, time) => {
+    const { node, role, recorder } = slot;
+    const converted = toOutput(output, ledger);
+    for (const item of converted) {
+      out.push({ ...item, node, role, recorder, time, rfc3339: formatTime(time) });
+    }
+    for (const point of converted.metrics) {
+      metrics.push({ ...point, node, role, recorder, time });
     }
   };
   const flush = (slot) => {
@@ -828,5 +1071,5 @@ export function replay(plugin, events, settings = {}) {
     flush(slot);
     emit(slot, slot.state.finish(), slot.nodeState.lastTime);
   }
-  return out;
+  return withMetrics(out, metrics);
 }

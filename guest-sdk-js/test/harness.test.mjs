@@ -34,13 +34,28 @@ test("every hook gets Locust's arguments under Locust's names", () => {
   assert.deepEqual(args({ event: "heartbeat_received", time: 5, client_id: "w1", timestamp: 4.5 }), [["heartbeat_received", { time: 5, client_id: "w1", timestamp: 4.5 }]]);
   assert.deepEqual(args({ event: "quit", time: 6, exit_code: 1 }), [["quit", { time: 6, exit_code: 1 }]]);
   const total = { request_type: "", name: "Aggregated", num_requests: 3, num_failures: 1, total_response_time: 30.5, min_response_time: 5, max_response_time: 20, total_content_length: 300, response_times: [[5, 2], [20, 1]], current_rps: 1.5, current_fail_per_sec: 0.5 };
+  // Without the 0.2.0 fields (an older bridge): no times, no error table.
+  const none = { start_time: null, last_request_timestamp: null };
   assert.deepEqual(args({ event: "stats", time: 7, user_count: 2, entries: [{ ...total, request_type: "GET", name: "/" }], total }), [
-    ["stats", { time: 7, user_count: 2, entries: [{ ...total, request_type: "GET", name: "/" }], total }],
+    ["stats", { time: 7, user_count: 2, entries: [{ ...total, ...none, request_type: "GET", name: "/" }], total: { ...total, ...none }, errors: [] }],
+  ]);
+  // With them: fractional histogram keys stay as they are (Locust 2.44 allows them).
+  const timed = { ...total, response_times: [[2.5, 1], [5, 1], [20, 1]], start_time: 1.5, last_request_timestamp: 6.25 };
+  const error = { request_type: "GET", name: "/", error: "HTTPError 500", occurrences: 1, first_seen: 3, last_seen: 3 };
+  assert.deepEqual(args({ event: "stats", time: 7, user_count: 2, entries: [], total: timed, errors: [error, { ...error, error: "timeout", first_seen: null, last_seen: undefined }] }), [
+    ["stats", { time: 7, user_count: 2, entries: [], total: timed, errors: [error, { ...error, error: "timeout", first_seen: null, last_seen: null }] }],
   ]);
   assert.deepEqual(args({ event: "tick", time: 8 }), [["tick", { time: 8 }]]);
-  harness.request({ request_type: "POST", name: "/orders", response_time: 12.5, response_length: 99, exception: "HTTPError 500", start_time: 9, url: "http://x/orders", context: { user: 7 } });
+  assert.deepEqual(args({ event: "process_sample", time: 8.5, cpu_percent: 37.5, memory_bytes: 2 ** 40, network_sent_bytes: 1000, network_recv_bytes: 2000 }), [
+    ["process_sample", { time: 8.5, cpu_percent: 37.5, memory_bytes: 2 ** 40, network_sent_bytes: 1000, network_recv_bytes: 2000 }],
+  ]);
+  harness.request({ request_type: "POST", name: "/orders", response_time: 12.5, response_length: 99, exception: "HTTPError 500", exception_type: "HTTPError", start_time: 9, url: "http://x/orders", context: { user: 7 } });
+  harness.request({ request_type: "POST", name: "/orders", response_time: 13, exception: "refused" });
+  harness.request({ request_type: "POST", name: "/orders", response_time: 14 });
   assert.deepEqual(harness.flush().map((item) => item.fields.args), [
-    { request_type: "POST", name: "/orders", response_time: 12.5, response_length: 99, exception: "HTTPError 500", start_time: 9, url: "http://x/orders", context: { user: 7 }, status_code: 500, endpoint: 0 },
+    { request_type: "POST", name: "/orders", response_time: 12.5, response_length: 99, exception: "HTTPError 500", exception_type: "HTTPError", start_time: 9, url: "http://x/orders", context: { user: 7 }, status_code: 500, endpoint: 0 },
+    { request_type: "POST", name: "/orders", response_time: 13, response_length: 0, exception: "refused", exception_type: "", start_time: 0, url: null, context: {}, status_code: 500, endpoint: 0 },
+    { request_type: "POST", name: "/orders", response_time: 14, response_length: 0, exception: null, exception_type: null, start_time: 0, url: null, context: {}, status_code: 200, endpoint: 0 },
   ]);
   assert.deepEqual(harness.finish().map((item) => item.name), ["finish"]);
 });
@@ -94,6 +109,13 @@ test("the event stream decodes as the host decodes it, and bad lines name file a
   assert.throws(() => decodeEvent({ event: "request", role: "worker", node: "w", time: 1, name: "/" }), /needs `response_time`/);
   assert.throws(() => decodeEvent({ event: "test_start", role: "boss", node: "w", time: 1 }), /unknown role/);
   assert.throws(() => decodeEvent({ event: "tick", role: "worker", node: "w", time: 1 }), /unknown event `tick`/, "ticks come from the host, not the stream");
+  const failed = { event: "request", role: "worker", node: "w", time: 1, request_type: "GET", name: "/", response_time: 1, exception: "boom" };
+  assert.equal(decodeEvent({ ...failed, exception_type: "ConnectionError" }).request.exception_type, "ConnectionError");
+  assert.equal(decodeEvent(failed).request.exception_type, null, "older captures have no exception_type");
+  assert.deepEqual(decodeEvent({ event: "process_sample", role: "worker", node: "w", time: 1, cpu_percent: 5, memory_bytes: 7 }).event, {
+    tag: "process-sample", val: { cpuPercent: 5, memoryBytes: 7n, networkSentBytes: 0n, networkRecvBytes: 0n },
+  });
+  assert.throws(() => decodeEvent({ event: "process_sample", role: "worker", node: "w", time: 1, cpu_percent: 5 }), /event `process_sample` needs `memory_bytes`/);
 });
 
 test("a listener that throws fails the harness call with the author's error", async () => {
@@ -198,7 +220,7 @@ test("dispatch takes both engines' shapes: typed arrays and BigInts, or plain ar
   };
   const a = new RecorderState(plugin, config).handle(spidermonkey);
   const b = new RecorderState(plugin, config).handle(quickjs);
-  assert.equal(a.length, 3);
+  assert.equal(a.telemetry.length, 3);
   assert.deepEqual(b, a);
-  assert.match(a[2].fields, /"requests":3,"failures":1,.*"total_bytes":600/);
+  assert.match(a.telemetry[2].fields, /"requests":3,"failures":1,.*"total_bytes":600/);
 });

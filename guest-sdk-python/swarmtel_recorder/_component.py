@@ -18,8 +18,9 @@ from . import dispatch
 from .dispatch import Event
 from .errors import Refusal
 from .hooks import HOOKS
+from .metrics import MetricPoint
 from .plugin import registered_plugin
-from .stats import StatsEntry
+from .stats import StatsEntry, StatsError, milliseconds
 
 _INFO = dispatch.describe(registered_plugin())
 
@@ -73,10 +74,16 @@ def _stats_entry(row: "_t.EndpointStats") -> StatsEntry:
         row.min_response_time_ms,
         row.max_response_time_ms,
         row.total_content_length,
-        dict(row.response_times),
+        {milliseconds(ms): count for ms, count in row.response_times},
         row.current_rps,
         row.current_fail_per_sec,
+        row.start_time,
+        row.last_request_time,
     )
+
+
+def _stats_error(row: "_t.ErrorStats") -> StatsError:
+    return StatsError(row.request_type, row.name, row.error, row.occurrences, row.first_seen, row.last_seen)
 
 
 def _heartbeat(value: "_t.Heartbeat") -> dict:
@@ -118,9 +125,19 @@ _EVENTS = {
             "user_count": e.value.user_count,
             "entries": [_stats_entry(row) for row in e.value.entries],
             "total": _stats_entry(e.value.total),
+            "errors": [_stats_error(row) for row in e.value.errors],
         },
     ),
     _t.Event_Tick: ("tick", lambda e: {}),
+    _t.Event_ProcessSample: (
+        "process_sample",
+        lambda e: {
+            "cpu_percent": e.value.cpu_percent,
+            "memory_bytes": e.value.memory_bytes,
+            "network_sent_bytes": e.value.network_sent_bytes,
+            "network_recv_bytes": e.value.network_recv_bytes,
+        },
+    ),
 }
 
 
@@ -132,8 +149,38 @@ def _events(timed_events: list) -> list:
     return events
 
 
-def _telemetry(items: list) -> list:
-    return [_t.Telemetry(_TYPES[kind], name, message, fields) for kind, name, message, fields in items]
+def _attribute(key: str, value: object) -> "_t.Attribute":
+    if isinstance(value, bool):
+        return _t.Attribute(key, _t.AttributeValue_Boolean(value))
+    if isinstance(value, int):
+        return _t.Attribute(key, _t.AttributeValue_Integer(value))
+    return _t.Attribute(key, _t.AttributeValue_Text(value))
+
+
+def _metric_value(point: MetricPoint) -> "_t.MetricValue":
+    if point.kind == "counter":
+        return _t.MetricValue_Counter(point.value)
+    if point.kind == "gauge":
+        return _t.MetricValue_Gauge(point.value)
+    buckets, sum_ms = point.value
+    return _t.MetricValue_ResponseTimes(_t.ResponseTimes(buckets, sum_ms))
+
+
+def _output(output: dispatch.Output) -> "_t.RecorderOutput":
+    telemetry = [
+        _t.Telemetry(_TYPES[kind], name, message, fields) for kind, name, message, fields in output.telemetry
+    ]
+    metrics = [
+        _t.MetricPoint(
+            point.name,
+            point.unit,
+            point.description,
+            [_attribute(key, value) for key, value in point.attributes],
+            _metric_value(point),
+        )
+        for point in output.metrics
+    ]
+    return _t.RecorderOutput(telemetry, metrics)
 
 
 class _HostLogHandler(logging.Handler):
@@ -169,9 +216,9 @@ class Recorder(_plugin_exports.Recorder):
     # Anything raised (SystemExit and KeyboardInterrupt too) is first logged through the host's
     # diagnostics log, in one line, so the reason shows even where stderr is not kept; what is
     # not an Exception is raised again as a RuntimeError, which componentize-py reports.
-    def handle(self, batch: "_t.EventBatch") -> list:
+    def handle(self, batch: "_t.EventBatch") -> "_t.RecorderOutput":
         try:
-            return _telemetry(self._runtime.handle(batch.requests, _events(batch.events)))
+            return _output(self._runtime.handle(batch.requests, _events(batch.events)))
         except Exception as error:
             _log_failure("handle", error)
             raise
@@ -179,9 +226,9 @@ class Recorder(_plugin_exports.Recorder):
             _log_failure("handle", error)
             raise RuntimeError("%s: %s" % (type(error).__name__, error)) from error
 
-    def finish(self) -> list:
+    def finish(self) -> "_t.RecorderOutput":
         try:
-            return _telemetry(self._runtime.finish())
+            return _output(self._runtime.finish())
         except Exception as error:
             _log_failure("finish", error)
             raise

@@ -9,10 +9,11 @@ Values used here:
 - a batch's requests are any object with the WIT `request-columns` attribute names
   (``endpoints`` of ``request_type``/``name``, ``endpoint``, ``start_time``,
   ``response_time_ms``, ``response_length``, ``status_code``, ``failures`` of
-  ``index``/``exception``, ``details`` of ``index``/``url``/``context``): the WIT record itself
-  in the component, `swarmtel_recorder.testing.Columns` in the harness;
+  ``index``/``exception``/``exception_type``, ``details`` of ``index``/``url``/``context``):
+  the WIT record itself in the component, `swarmtel_recorder.testing.Columns` in the harness;
 - other events are `Event` tuples: hook name, time, Locust's keyword arguments;
-- telemetry comes back as ``(type, name, message, fields JSON text)`` tuples.
+- a call gives back an `Output`: telemetry as ``(type, name, message, fields JSON text)``
+  tuples, and `swarmtel_recorder.metrics.MetricPoint` tuples.
 """
 
 import json
@@ -21,6 +22,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from .errors import AuthorError, Refusal, object_location
 from .hooks import HOOKS, SPECIAL_METHODS, near_method
+from .metrics import MetricPoint
 from .options import ArgumentParser, OptionSpec, resolve
 from .plugin import BaseTelemetryPlugin
 from .recorder import REQUEST_EXTRAS, ROLES, BaseTelemetryRecorder, Environment, Listener
@@ -31,6 +33,15 @@ PROBE_NODES = {"master": "master", "worker": "worker-0", "standalone": "local"}
 
 #: One telemetry item: type (``event``/``metric``), name, message, fields as JSON text.
 Item = Tuple[str, str, str, str]
+
+
+class Output(NamedTuple):
+    """What one recorder call hands back (the WIT `recorder-output`)."""
+
+    #: The telemetry logged, in order.
+    telemetry: List[Item]
+    #: The metric points reported, one per series.
+    metrics: List[MetricPoint]
 
 
 class Event(NamedTuple):
@@ -378,9 +389,9 @@ class RecorderRuntime:
         self._listeners = subscriptions.listeners
         self._request_listeners = subscriptions.listeners.get("request", [])
 
-    def handle(self, columns: Any, events: List[Event]) -> List[Item]:
+    def handle(self, columns: Any, events: List[Event]) -> Output:
         """Delivers a batch: its requests (columns, possibly empty), then its other events;
-        returns the telemetry logged meanwhile."""
+        returns the telemetry logged and the metric points reported meanwhile."""
         if self._env.listeners_changed:
             self._resubscribe()
         if columns is not None and columns.endpoint:
@@ -421,22 +432,24 @@ class RecorderRuntime:
                 "response": None,
                 "status_code": request.status_code,
                 "endpoint_id": request.endpoint_id,
+                "exception_type": request.exception_type,
                 "environment": env,
             }
             for listener in listeners:
                 listener(arguments)
 
-    def finish(self) -> List[Item]:
-        """Ends the stream: calls ``on_finish`` and returns what it logged."""
+    def finish(self) -> Output:
+        """Ends the stream: calls ``on_finish`` and returns what it logged and reported."""
         self._finish()
         return self._take()
 
-    def _take(self) -> List[Item]:
+    def _take(self) -> Output:
         recorder = self.recorder
         items = recorder._telemetry_out
         if items:
             recorder._telemetry_out = []
-        return items
+        metrics = recorder._metrics_out
+        return Output(items, metrics.take() if metrics else [])
 
 
 def create(

@@ -46,7 +46,7 @@ HOOKS: Dict[str, Hook] = {
                 "response",
             ),
             # No `time`: a request's columns carry its start time, not the event time.
-            ("status_code", "endpoint_id", "environment"),
+            ("status_code", "endpoint_id", "exception_type", "environment"),
         ),
         Hook("user_error", "user-error", ("user_instance", "exception", "tb")),
         Hook("cpu_warning", "cpu-warning", ("environment", "cpu_usage")),
@@ -58,9 +58,15 @@ HOOKS: Dict[str, Hook] = {
         Hook("reset_stats", "reset-stats", ()),
         Hook("quitting", "quitting", ("environment",)),
         Hook("quit", "quit", ("exit_code",)),
-        # swarmtel's own: the master's aggregated statistics, and the host's tick.
-        Hook("stats", "stats-snapshot", ("user_count", "entries", "total")),
+        # swarmtel's own: the master's aggregated statistics, the host's tick, and each
+        # process's resource use.
+        Hook("stats", "stats-snapshot", ("user_count", "entries", "total", "errors")),
         Hook("tick", "tick", ()),
+        Hook(
+            "process_sample",
+            "process-sample",
+            ("cpu_percent", "memory_bytes", "network_sent_bytes", "network_recv_bytes"),
+        ),
     )
 }
 

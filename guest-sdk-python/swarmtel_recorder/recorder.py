@@ -5,7 +5,9 @@ As in locust-telemetry, a recorder is created with ``Recorder(env=environment)``
 ``env.events.test_start.add_listener(self.on_test_start)``. A method named after a hook
 (``on_test_start``, ``on_request``...) is subscribed even without ``add_listener``, and never
 twice. ``self.log_telemetry(telemetry=TelemetryData(type="event", name="X"), message="...",
-**fields)`` hands telemetry to the host, which validates it and adds the context.
+**fields)`` hands telemetry to the host, which validates it and adds the context;
+``self.add_counter``, ``self.set_gauge`` and ``self.record_response_times`` hand it metric
+points.
 """
 
 import inspect
@@ -15,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .errors import AuthorError, object_location
 from .hooks import HOOKS, Hook, near_hook
+from .metrics import AttributeValue, MetricBuffer, ResponseTimes
 from .options import ParsedOptions
 
 #: The roles a recorder can serve.
@@ -253,6 +256,7 @@ class BaseTelemetryRecorder:
         #: The environment the recorder was created with.
         self.env = env
         self._telemetry_out: List[Tuple[str, str, str, str]] = []
+        self._metrics_out = MetricBuffer()
         env.recorders.append(self)
 
     @classmethod
@@ -276,6 +280,53 @@ class BaseTelemetryRecorder:
         if not isinstance(telemetry, TelemetryData):
             raise TypeError("log_telemetry_fields needs telemetry=TelemetryData(type=..., name=...)")
         self._telemetry_out.append((telemetry.type, telemetry.name, str(message), _fields_json(telemetry, fields)))
+
+    # --- metric points (see swarmtel_recorder.metrics) ---------------------------------------
+    # Points of the same series in one call are merged into one. The SDK refuses plainly wrong
+    # values here (MetricError); the host checks the rest of each point (a name of 1 to 128
+    # bytes of [a-z][a-z0-9_.]*, units, attribute keys, series per plugin: the README's
+    # "Metrics" lists its rules), and the harness raises MetricRejected where it would refuse.
+
+    def add_counter(
+        self,
+        name: str,
+        value: int = 1,
+        *,
+        unit: str = "",
+        description: str = "",
+        attributes: Optional[Dict[str, AttributeValue]] = None,
+    ) -> None:
+        """Adds ``value`` (an int >= 0) to the counter ``name`` (for ``attributes``): the
+        increment since this recorder last reported the series. The host sums the increments
+        of every call and node into one total."""
+        self._metrics_out.counter(name, value, unit, description, attributes)
+
+    def set_gauge(
+        self,
+        name: str,
+        value: float,
+        *,
+        unit: str = "",
+        description: str = "",
+        attributes: Optional[Dict[str, AttributeValue]] = None,
+    ) -> None:
+        """Sets the gauge ``name`` (for ``attributes``) to ``value`` (a finite number): its value
+        now. The last value reported wins."""
+        self._metrics_out.gauge(name, value, unit, description, attributes)
+
+    def record_response_times(
+        self,
+        name: str,
+        times: ResponseTimes,
+        *,
+        description: str = "",
+        attributes: Optional[Dict[str, AttributeValue]] = None,
+    ) -> None:
+        """Reports a copy of ``times`` (a `ResponseTimes`): the response times observed since
+        this recorder last reported the series; ``times.reset()`` afterwards. The host merges
+        the buckets of every call and node and exports a histogram in seconds, with the
+        bucket bounds of ``locust.client.duration``."""
+        self._metrics_out.response_times(name, times, "ms", description, attributes)
 
     def on_finish(self) -> None:
         """Called once when the event stream ends; log any last telemetry here."""

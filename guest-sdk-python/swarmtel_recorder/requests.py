@@ -59,6 +59,9 @@ class Request(NamedTuple):
     url: Optional[str]
     start_time: float
     status_code: Optional[int]
+    #: The exception's class name, such as ``ConnectionError``: ``""`` when not known, None
+    #: when the request succeeded.
+    exception_type: Optional[str] = None
 
 
 class RequestBatch:
@@ -67,8 +70,9 @@ class RequestBatch:
     ``response_times[i]``, ``response_lengths[i]``, ``start_times[i]`` and
     ``status_codes[i]`` belong to request ``i``, whose endpoint is
     ``endpoint_ids[i]`` (stable for the recorder's life; ``batch.endpoint(id)`` names it).
-    ``failures`` lists ``(i, exception text)`` for the failed ones. Iterating gives `Request`
-    tuples, which is convenient but slower than the columns.
+    ``failures`` lists ``(i, exception text)`` for the failed ones, and ``failure_types``
+    ``(i, exception class name)``. Iterating gives `Request` tuples, which is convenient but
+    slower than the columns.
     """
 
     __slots__ = ("_columns", "_table", "_local_ids", "_ids", "_failures", "_new_from")
@@ -132,6 +136,12 @@ class RequestBatch:
         return self._failures
 
     @property
+    def failure_types(self) -> List[Tuple[int, str]]:
+        """The failed requests' exception class names: ``(index in this batch, class name)``,
+        ascending; the name is ``""`` when the bridge did not know it."""
+        return [(f.index, f.exception_type) for f in self._columns.failures]
+
+    @property
     def failure_count(self) -> int:
         """How many requests of the batch failed."""
         return len(self._columns.failures)
@@ -175,7 +185,7 @@ class RequestBatch:
     def __iter__(self) -> Iterator[Request]:
         columns = self._columns
         table = self._table.endpoints
-        failures = dict(self.failures)
+        failures = {f.index: f for f in columns.failures}
         details = {d.index: d for d in columns.details}
         ids = self.endpoint_ids
         for index, endpoint_id in enumerate(ids):
@@ -188,15 +198,17 @@ class RequestBatch:
                 if detail.context:
                     context = json.loads(detail.context)
             status = columns.status_code[index]
+            failure = failures.get(index)
             yield Request(
                 endpoint_id,
                 endpoint.request_type,
                 endpoint.name,
                 columns.response_time_ms[index],
                 columns.response_length[index],
-                failures.get(index),
+                None if failure is None else failure.exception,
                 context,
                 url,
                 columns.start_time[index],
                 status or None,
+                None if failure is None else failure.exception_type,
             )

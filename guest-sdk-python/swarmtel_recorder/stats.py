@@ -1,6 +1,11 @@
-"""The master's statistics snapshot (the ``stats`` hook), shaped like Locust's ``StatsEntry``."""
+"""The master's statistics snapshot (the ``stats`` hook), shaped like Locust's ``StatsEntry``
+and ``StatsError``."""
 
-from typing import Dict
+from typing import Dict, Optional, Union
+
+#: A response-time histogram key: whole milliseconds as an int, or a float where a locustfile
+#: replaced Locust's rounding with fractional buckets (as in Locust's own dict).
+Milliseconds = Union[int, float]
 
 
 class StatsEntry:
@@ -18,6 +23,8 @@ class StatsEntry:
         "response_times",
         "current_rps",
         "current_fail_per_sec",
+        "start_time",
+        "last_request_timestamp",
     )
 
     def __init__(
@@ -30,9 +37,11 @@ class StatsEntry:
         min_response_time: float,
         max_response_time: float,
         total_content_length: int,
-        response_times: Dict[int, int],
+        response_times: Dict[Milliseconds, int],
         current_rps: float,
         current_fail_per_sec: float,
+        start_time: Optional[float] = None,
+        last_request_timestamp: Optional[float] = None,
     ):
         #: Locust's ``method`` (request type); empty for the ``Aggregated`` row.
         self.method = method
@@ -50,12 +59,18 @@ class StatsEntry:
         self.max_response_time = max_response_time
         #: Sum of response lengths, in bytes.
         self.total_content_length = total_content_length
-        #: Locust's rounded histogram: milliseconds → count.
+        #: Locust's rounded histogram: milliseconds (an int when whole, else a float) → count.
         self.response_times = response_times
         #: Requests per second over Locust's current window.
         self.current_rps = current_rps
         #: Failures per second over Locust's current window.
         self.current_fail_per_sec = current_fail_per_sec
+        #: When this entry started counting (the last stats reset), Unix seconds; None when
+        #: the bridge did not send it.
+        self.start_time = start_time
+        #: When its last request was counted, Unix seconds; None before the first request or
+        #: when the bridge did not send it.
+        self.last_request_timestamp = last_request_timestamp
 
     @property
     def avg_response_time(self) -> float:
@@ -67,7 +82,7 @@ class StatsEntry:
         """Failures per request (0 without requests)."""
         return self.num_failures / self.num_requests if self.num_requests else 0.0
 
-    def get_response_time_percentile(self, percent: float) -> int:
+    def get_response_time_percentile(self, percent: float) -> Milliseconds:
         """Locust's ``calculate_response_time_percentile`` over this row's histogram."""
         wanted = int(self.num_requests * percent)
         processed = 0
@@ -79,3 +94,40 @@ class StatsEntry:
 
     def __repr__(self) -> str:
         return "StatsEntry(%s %s: %d requests)" % (self.method, self.name, self.num_requests)
+
+
+def milliseconds(value: float) -> Milliseconds:
+    """A histogram key as Locust's dict holds it: an int when whole, else the float."""
+    return int(value) if float(value).is_integer() else value
+
+
+class StatsError:
+    """One row of Locust's error table, with Locust's attribute names, and when the bridge
+    first and last saw it."""
+
+    __slots__ = ("method", "name", "error", "occurrences", "first_seen", "last_seen")
+
+    def __init__(
+        self,
+        method: str,
+        name: str,
+        error: str,
+        occurrences: int,
+        first_seen: Optional[float] = None,
+        last_seen: Optional[float] = None,
+    ):
+        #: Locust's ``method`` (request type).
+        self.method = method
+        #: Locust's ``name``.
+        self.name = name
+        #: The error text, as Locust shows it.
+        self.error = error
+        #: How many times it happened since the last stats reset.
+        self.occurrences = occurrences
+        #: When the bridge first saw it, Unix seconds; None when not known.
+        self.first_seen = first_seen
+        #: When the bridge last saw it, Unix seconds; None when not known.
+        self.last_seen = last_seen
+
+    def __repr__(self) -> str:
+        return "StatsError(%s %s: %r x%d)" % (self.method, self.name, self.error, self.occurrences)

@@ -10,6 +10,10 @@ Two ways in:
   most ``batch_size`` requests, ticks in event time); each item also carries ``recorder``,
   ``role``, ``node`` and ``time`` (the time ``swarmtel replay`` writes on its line).
 
+Both return an `Output`: the list of telemetry items, whose ``metrics`` attribute lists the
+metric points of the same calls as dicts ``{"name", "type", "value", "unit", "description",
+"attributes"}``.
+
 Both take the plugin object, or load it from a file with `load_plugin`.
 """
 
@@ -19,6 +23,7 @@ import math
 import os
 import re
 import sys
+import unicodedata
 from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Union
 
 from . import dispatch, plugin as _plugin
@@ -26,11 +31,15 @@ from .dispatch import Event, RecorderRuntime
 from .errors import AuthorError
 from .errors import _relative as _shown
 from .hooks import HOOKS
+from .metrics import MetricPoint
 from .plugin import BaseTelemetryPlugin
 from .requests import Endpoint
-from .stats import StatsEntry
+from .stats import StatsEntry, StatsError, milliseconds
 
-__all__ = ["Harness", "replay", "load_plugin", "make_event", "stats_entry", "PluginSource"]
+__all__ = [
+    "Harness", "replay", "load_plugin", "make_event", "stats_entry", "stats_error", "Output",
+    "PluginSource", "TelemetryRejected", "MetricRejected",
+]
 
 
 class Failure(NamedTuple):
@@ -38,6 +47,7 @@ class Failure(NamedTuple):
 
     index: int
     exception: str
+    exception_type: str = ""
 
 
 class Detail(NamedTuple):
@@ -74,6 +84,7 @@ class Columns:
         status_code: int,
         url: Optional[str],
         context: Optional[str],
+        exception_type: Optional[str],
         extras: Sequence[str],
     ) -> None:
         """Appends one request."""
@@ -89,7 +100,7 @@ class Columns:
         self.response_length.append(int(response_length))
         self.status_code.append(int(status_code))
         if exception is not None:
-            self.failures.append(Failure(index, str(exception)))
+            self.failures.append(Failure(index, str(exception), exception_type or ""))
         url = url if "url" in extras else None
         context = context if "context" in extras else None
         if url is not None or context is not None:
@@ -111,9 +122,11 @@ def stats_entry(
     min_response_time: float = 0.0,
     max_response_time: float = 0.0,
     total_content_length: int = 0,
-    response_times: Optional[Dict[int, int]] = None,
+    response_times: Optional[Dict[Union[int, float], int]] = None,
     current_rps: float = 0.0,
     current_fail_per_sec: float = 0.0,
+    start_time: Optional[float] = None,
+    last_request_timestamp: Optional[float] = None,
 ) -> StatsEntry:
     """A `StatsEntry` for a hand-made ``stats`` event."""
     return StatsEntry(
@@ -125,21 +138,28 @@ def stats_entry(
         min_response_time,
         max_response_time,
         total_content_length,
-        dict(response_times or {}),
+        {milliseconds(ms): count for ms, count in (response_times or {}).items()},
         current_rps,
         current_fail_per_sec,
+        start_time,
+        last_request_timestamp,
     )
 
 
-def _round_half_away(value: float) -> int:
-    """The host's ``ms.max(0.0).round() as u32`` for a snapshot's histogram keys: halves away
-    from zero, NaN to 0, saturating at ``u32::MAX``."""
-    if not value > 0.0:
-        return 0
-    if value >= 2**32 - 1:
-        return 2**32 - 1
-    floor = math.floor(value)
-    return int(floor + 1 if value - floor >= 0.5 else floor)
+def stats_error(
+    name: str,
+    error: str,
+    occurrences: int = 1,
+    method: str = "",
+    first_seen: Optional[float] = None,
+    last_seen: Optional[float] = None,
+) -> StatsError:
+    """A `StatsError` (a row of Locust's error table) for a hand-made ``stats`` event."""
+    return StatsError(method, name, error, occurrences, first_seen, last_seen)
+
+
+def _optional_float(value: Any) -> Optional[float]:
+    return None if value is None else float(value)
 
 
 def _stats_from_json(row: Dict[str, Any]) -> StatsEntry:
@@ -152,9 +172,22 @@ def _stats_from_json(row: Dict[str, Any]) -> StatsEntry:
         float(row.get("min_response_time") or 0.0),
         float(row["max_response_time"]),
         int(row.get("total_content_length") or 0),
-        {_round_half_away(float(ms)): count for ms, count in row.get("response_times") or []},
+        {milliseconds(float(ms)): count for ms, count in row.get("response_times") or []},
         float(row.get("current_rps") or 0.0),
         float(row.get("current_fail_per_sec") or 0.0),
+        _optional_float(row.get("start_time")),
+        _optional_float(row.get("last_request_timestamp")),
+    )
+
+
+def _error_from_json(row: Dict[str, Any]) -> StatsError:
+    return StatsError(
+        row.get("request_type", row.get("method")) or "",
+        row["name"],
+        row["error"],
+        int(row["occurrences"]),
+        _optional_float(row.get("first_seen")),
+        _optional_float(row.get("last_seen")),
     )
 
 
@@ -167,8 +200,10 @@ def make_event(name: str, time: float = 0.0, **arguments: Any) -> Event:
     stream's decoder defaults them (``quit`` without ``exit_code`` is 0, and so on).
 
     ``stats`` takes ``user_count``, ``entries`` and ``total`` (`StatsEntry` objects, see
-    `stats_entry`); ``worker_report`` takes ``client_id`` and ``data={"user_count": n}`` (or
-    ``user_count=n``).
+    `stats_entry`) and ``errors`` (`StatsError` objects, see `stats_error`; none by default);
+    ``worker_report`` takes ``client_id`` and ``data={"user_count": n}`` (or
+    ``user_count=n``); ``process_sample`` takes ``cpu_percent``, ``memory_bytes``, and
+    ``network_sent_bytes`` and ``network_recv_bytes`` (0 by default).
     """
     if name == "request":
         raise ValueError("requests are queued with Harness.request(...)")
@@ -210,6 +245,14 @@ def make_event(name: str, time: float = 0.0, **arguments: Any) -> Event:
             "user_count": int(arguments.get("user_count", 0)),
             "entries": list(need("entries")),
             "total": need("total"),
+            "errors": list(arguments.get("errors") or []),
+        }
+    elif name == "process_sample":
+        values = {
+            "cpu_percent": float(need("cpu_percent")),
+            "memory_bytes": int(need("memory_bytes")),
+            "network_sent_bytes": int(arguments.get("network_sent_bytes", 0)),
+            "network_recv_bytes": int(arguments.get("network_recv_bytes", 0)),
         }
     else:
         values = {}
@@ -267,6 +310,153 @@ def _no_constant(constant: str) -> Any:
 def _item(raw: dispatch.Item) -> Dict[str, Any]:
     kind, name, message, _fields = raw
     return {"type": kind, "name": name, "message": message, "fields": check_item(raw)}
+
+
+class MetricRejected(ValueError):
+    """A metric point the host would reject (and count, instead of exporting it): a name,
+    unit, description or attribute outside the host's rules, a new series past the plugin's
+    ``max_metric_series``, more than 1,000 points in one call, or a point whose kind is not
+    its name's. The harness raises it where the host would drop the point, with the host's
+    reason. It does not check what depends on other plugins (a name another plugin owns) or
+    on Prometheus's spelling of sample names (two names that export the same sample)."""
+
+
+#: Metric names the host exports itself (``runtime/src/pipeline/request_metrics.rs``).
+BUILTIN_METRICS = ("locust.client.duration", "locust.client.duration.percentile", "locust.users.count")
+#: Attribute keys the outputs use themselves (compared after `.` becomes `_`).
+RESERVED_ATTRIBUTE_KEYS = ("run_id", "testplan", "le", "quantile")
+#: The host's caps on metric points (``runtime/src/pipeline/plugin_metrics.rs``, and the
+#: config's ``max_points_per_call`` and ``max_metric_series``).
+MAX_METRIC_POINTS_PER_CALL = 1000
+MAX_METRIC_SERIES = 1000
+MAX_ATTRIBUTES = 16
+MAX_BUCKETS = 1024
+
+_METRIC_NAME = re.compile(r"[a-z][a-z0-9_.]*\Z")
+_ATTRIBUTE_KEY = re.compile(r"[a-zA-Z_][a-zA-Z0-9_.]*\Z")
+_KIND_NAMES = {"counter": "counter", "gauge": "gauge", "response_times": "response-times"}
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(c) == "Cc" for c in text)
+
+
+def check_point(point: MetricPoint) -> None:
+    """Checks one metric point as the host does (``check_point`` in
+    ``runtime/src/pipeline/plugin_metrics.rs``); raises `MetricRejected` with its reason."""
+
+    def rejected(reason: str) -> MetricRejected:
+        return MetricRejected("metric %s rejected by the host: %s" % (point.name, reason))
+
+    name = point.name
+    if not 1 <= len(name.encode("utf-8")) <= 128:
+        raise rejected("the name must be 1 to 128 bytes")
+    if not _METRIC_NAME.match(name):
+        raise rejected("the name must be lower-case letters, digits, `_` and `.`, starting with a letter")
+    if name.startswith(("swarmtel.", "swarmtel_")):
+        raise rejected("names starting `swarmtel` are the runtime's own")
+    if name in BUILTIN_METRICS:
+        raise rejected("the name is a built-in metric's (%s)" % ", ".join(BUILTIN_METRICS))
+    if len(point.unit.encode("utf-8")) > 32 or any(not "!" <= c <= "~" for c in point.unit):
+        raise rejected("the unit must be at most 32 printable ASCII characters")
+    description = point.description
+    if len(description.encode("utf-8")) > 512 or _has_control(description) or "\\" in description:
+        raise rejected("the description must be at most 512 bytes, without control characters or `\\`")
+    if len(point.attributes) > MAX_ATTRIBUTES:
+        raise rejected("%d attributes, more than %d" % (len(point.attributes), MAX_ATTRIBUTES))
+    seen = set()
+    for key, value in point.attributes:
+        if not (1 <= len(key.encode("utf-8")) <= 64 and _ATTRIBUTE_KEY.match(key)):
+            raise rejected(
+                "attribute key %s must be 1 to 64 letters, digits, `_` and `.`, not starting with a digit"
+                % json.dumps(key)
+            )
+        spelled = key.replace(".", "_")
+        if spelled in RESERVED_ATTRIBUTE_KEYS:
+            raise rejected("attribute key `%s` is the outputs' own" % key)
+        if spelled in seen:
+            raise rejected("attribute key `%s` repeats another (`.` and `_` are the same in Prometheus)" % key)
+        seen.add(spelled)
+        if isinstance(value, str) and (len(value.encode("utf-8")) > 256 or _has_control(value)):
+            raise rejected("attribute `%s`: a text value must be at most 256 bytes, without control characters" % key)
+    if point.kind == "gauge" and not math.isfinite(point.value):
+        raise rejected("a gauge must be finite, got %r" % point.value)
+    if point.kind == "response_times":
+        buckets, sum_ms = point.value
+        if len(buckets) > MAX_BUCKETS:
+            raise rejected("%d buckets, more than %d" % (len(buckets), MAX_BUCKETS))
+        if not (math.isfinite(sum_ms) and sum_ms >= 0):
+            raise rejected("the sum must be finite milliseconds >= 0, got %r" % sum_ms)
+
+
+class _MetricLedger:
+    """What the host remembers of one plugin's metrics: each name's kind, and its series."""
+
+    def __init__(self, max_series: int = MAX_METRIC_SERIES):
+        self.max_series = max_series
+        self.kinds: Dict[str, str] = {}
+        self.series: set = set()
+
+    def check(self, points: List[MetricPoint]) -> None:
+        if len(points) > MAX_METRIC_POINTS_PER_CALL:
+            raise MetricRejected(
+                "metric %s rejected by the host: more than %d points in one call (max_points_per_call)"
+                % (points[MAX_METRIC_POINTS_PER_CALL].name, MAX_METRIC_POINTS_PER_CALL)
+            )
+        for point in points:
+            check_point(point)
+            kind = self.kinds.setdefault(point.name, point.kind)
+            if kind != point.kind:
+                raise MetricRejected(
+                    "metric %s rejected by the host: a %s point for a %s metric"
+                    % (point.name, _KIND_NAMES[point.kind], _KIND_NAMES[kind])
+                )
+            series = (point.name, frozenset((k, type(v).__name__, v) for k, v in point.attributes))
+            if series not in self.series:
+                if len(self.series) >= self.max_series:
+                    raise MetricRejected(
+                        "metric %s rejected by the host: a new series past the plugin's %d (max_metric_series)"
+                        % (point.name, self.max_series)
+                    )
+                self.series.add(series)
+
+
+def _metric(point: MetricPoint) -> Dict[str, Any]:
+    value = point.value
+    if point.kind == "response_times":
+        buckets, sum_ms = value
+        value = {"buckets": dict(buckets), "sum_ms": sum_ms}
+    return {
+        "name": point.name,
+        "type": point.kind,
+        "value": value,
+        "unit": point.unit,
+        "description": point.description,
+        "attributes": dict(point.attributes),
+    }
+
+
+class Output(list):
+    """The telemetry items of a harness call or a replay (a list of dicts, compared as a
+    list), with ``metrics``: the metric points the same calls reported, as dicts
+    ``{"name", "type" (counter, gauge or response_times), "value", "unit", "description",
+    "attributes"}``; a response-times value is ``{"buckets": {ms: count}, "sum_ms": ...}``."""
+
+    def __init__(self, items: Iterable[Dict[str, Any]] = (), metrics: Iterable[Dict[str, Any]] = ()):
+        super().__init__(items)
+        #: The metric points, as dicts, in the order reported.
+        self.metrics: List[Dict[str, Any]] = list(metrics)
+
+    def add(self, other: "Output") -> "Output":
+        """Appends another output's items and metrics; returns self."""
+        self.extend(other)
+        self.metrics.extend(other.metrics)
+        return self
+
+
+def _output(raw: dispatch.Output, ledger: _MetricLedger) -> Output:
+    ledger.check(raw.metrics)
+    return Output([_item(item) for item in raw.telemetry], [_metric(point) for point in raw.metrics])
 
 
 def load_plugin(path: Union[str, "os.PathLike[str]"]) -> BaseTelemetryPlugin:
@@ -410,11 +600,13 @@ _NODES = dispatch.PROBE_NODES
 
 
 class Harness:
-    """One recorder of a plugin, fed by hand; every call returns the telemetry it produced.
+    """One recorder of a plugin, fed by hand; every call returns the telemetry it produced,
+    as an `Output` (a list of dicts) whose ``metrics`` are the metric points it reported.
 
     ``Harness(MyPlugin(), "my_recorder", role="worker", options={"custom-option": "x"})``
     creates the recorder through the same code the component runs (options resolved and
     checked, the role's loader called). ``recorder`` may be left out when the plugin has one.
+    ``max_metric_series`` is the config's cap on the plugin's metric series.
     """
 
     def __init__(
@@ -425,6 +617,7 @@ class Harness:
         node: Optional[str] = None,
         options: Optional[Dict[str, Any]] = None,
         batch_size: int = 1024,
+        max_metric_series: int = MAX_METRIC_SERIES,
     ):
         #: The plugin's description, as the host sees it.
         self.info = dispatch.describe(_plugin_of(plugin))
@@ -449,6 +642,7 @@ class Harness:
         self.recorder = self._runtime.recorder
         self._batch_size = batch_size
         self._columns = Columns()
+        self._ledger = _MetricLedger(max_metric_series)
 
     def request(
         self,
@@ -461,10 +655,11 @@ class Harness:
         status_code: Optional[int] = None,
         url: Optional[str] = None,
         context: Optional[Dict[str, Any]] = None,
-    ) -> List[Dict[str, Any]]:
-        """Queues one request (``exception`` marks it failed; status defaults to 200, or 500
-        when failed). Returns telemetry only when the queue reaches ``batch_size`` and is
-        delivered, as the host would."""
+        exception_type: Optional[str] = None,
+    ) -> Output:
+        """Queues one request (``exception`` marks it failed, ``exception_type`` names its
+        class; status defaults to 200, or 500 when failed). Returns telemetry only when the
+        queue reaches ``batch_size`` and is delivered, as the host would."""
         if status_code is None:
             status_code = 500 if exception is not None else 200
         self._columns.push(
@@ -477,37 +672,36 @@ class Harness:
             status_code,
             url,
             json.dumps(context, separators=(",", ":")) if context else None,
+            exception_type,
             self.recorder_info.request_extras,
         )
         if len(self._columns) >= self._batch_size:
             return self.flush()
-        return []
+        return Output()
 
-    def event(self, name: str, time: float = 0.0, **arguments: Any) -> List[Dict[str, Any]]:
+    def event(self, name: str, time: float = 0.0, **arguments: Any) -> Output:
         """Delivers the queued requests, then the event ``name`` (a hook name such as
         ``test_stop``, with Locust's keyword arguments); returns what was logged."""
         return self._deliver([make_event(name, time, **arguments)])
 
-    def tick(self, time: float) -> List[Dict[str, Any]]:
+    def tick(self, time: float) -> Output:
         """Delivers the queued requests, then a tick at ``time``."""
         return self._deliver([Event("tick", float(time), {})])
 
-    def flush(self) -> List[Dict[str, Any]]:
+    def flush(self) -> Output:
         """Delivers the queued requests; returns what was logged."""
         return self._deliver([])
 
-    def finish(self) -> List[Dict[str, Any]]:
+    def finish(self) -> Output:
         """Ends the stream: delivers what is queued, then calls ``on_finish``."""
-        items = self.flush()
-        items.extend(_item(raw) for raw in self._runtime.finish())
-        return items
+        return self.flush().add(_output(self._runtime.finish(), self._ledger))
 
-    def _deliver(self, events: List[Event]) -> List[Dict[str, Any]]:
+    def _deliver(self, events: List[Event]) -> Output:
         columns, self._columns = self._columns, Columns()
         if not columns and not events:
-            return []
+            return Output()
         wanted = [e for e in events if e.name in self.recorder_info.events]
-        return [_item(raw) for raw in self._runtime.handle(columns, wanted)]
+        return _output(self._runtime.handle(columns, wanted), self._ledger)
 
 
 # --- replaying an event stream, routed as the host routes it --------------------------------
@@ -527,6 +721,7 @@ class _Request(NamedTuple):
     status_code: int
     url: Optional[str]
     context: Optional[str]
+    exception_type: Optional[str]
 
 
 _MAX_TICKS_PER_GAP = 100
@@ -559,8 +754,11 @@ class _TickClock:
 class _Slot:
     """One recorder instance of one node, with its batch under construction."""
 
-    def __init__(self, runtime: RecorderRuntime, info: dispatch.RecorderInfo, role: str, node: str):
+    def __init__(
+        self, runtime: RecorderRuntime, info: dispatch.RecorderInfo, role: str, node: str, ledger: _MetricLedger
+    ):
         self.runtime = runtime
+        self.ledger = ledger
         self.info = info
         self.role = role
         self.node = node
@@ -570,22 +768,25 @@ class _Slot:
         self.pending: List[Event] = []
         self.last_time = -math.inf
 
-    def flush(self, out: List[Dict[str, Any]]) -> None:
+    def flush(self, out: Output) -> None:
         if not len(self.columns) and not self.pending:
             return
         columns, events, time = self.columns, self.pending, self.last_time
         self.columns, self.pending, self.last_time = Columns(), [], -math.inf
         self._emit(self.runtime.handle(columns, events), time, out)
 
-    def finish(self, time: float, out: List[Dict[str, Any]]) -> None:
+    def finish(self, time: float, out: Output) -> None:
         self.flush(out)
         self._emit(self.runtime.finish(), time, out)
 
-    def _emit(self, raws: List[dispatch.Item], time: float, out: List[Dict[str, Any]]) -> None:
-        for raw in raws:
-            item = _item(raw)
-            item.update(recorder=self.info.name, role=self.role, node=self.node, time=time)
-            out.append(item)
+    def _emit(self, raw: dispatch.Output, time: float, out: Output) -> None:
+        output = _output(raw, self.ledger)
+        where = {"recorder": self.info.name, "role": self.role, "node": self.node, "time": time}
+        for item in output:
+            item.update(where)
+        for point in output.metrics:
+            point.update(where)
+        out.add(output)
 
 
 def _decode(line: str, where: str) -> "tuple[str, str, float, Union[_Request, Event]]":
@@ -615,6 +816,7 @@ def _decode(line: str, where: str) -> "tuple[str, str, float, Union[_Request, Ev
                 int(raw.get("status_code") or 0),
                 raw.get("url"),
                 json.dumps(context, separators=(",", ":")) if context else None,
+                raw.get("exception_type"),
             )
         except KeyError as error:
             raise StreamError("%s: event `request` needs %s" % (where, error)) from None
@@ -626,6 +828,7 @@ def _decode(line: str, where: str) -> "tuple[str, str, float, Union[_Request, Ev
         arguments["entries"] = [_stats_from_json(row) for row in arguments.get("entries", [])]
         if "total" in arguments:
             arguments["total"] = _stats_from_json(arguments["total"])
+        arguments["errors"] = [_error_from_json(row) for row in arguments.get("errors", [])]
     try:
         return role, node, time, make_event(event, time, **arguments)
     except ValueError as error:
@@ -638,14 +841,17 @@ def replay(
     options: Optional[Dict[str, Any]] = None,
     roles: Optional[Sequence[str]] = None,
     batch_size: int = 1024,
-) -> List[Dict[str, Any]]:
+    max_metric_series: int = MAX_METRIC_SERIES,
+) -> Output:
     """Replays an event stream (a file path, or an iterable of NDJSON lines) through every
     recorder of ``plugin`` on every node, routed and batched as ``swarmtel replay`` does, and
-    returns the telemetry in the order ``swarmtel replay`` writes it.
+    returns the telemetry in the order ``swarmtel replay`` writes it, as an `Output` whose
+    ``metrics`` are the metric points, each with ``recorder``, ``role``, ``node`` and ``time``.
 
     ``roles`` restricts the roles served (the config's ``roles``); ``options`` are by option
-    name. A line that does not decode raises `StreamError` naming the line; telemetry the host
-    would reject raises `TelemetryRejected`.
+    name; ``max_metric_series`` is the config's cap on the plugin's metric series. A line
+    that does not decode raises `StreamError` naming the line; telemetry the host would
+    reject raises `TelemetryRejected`, and a metric point it would reject `MetricRejected`.
 
     As in the host, every recorder instance (node and recorder) has its own module state: a
     plugin loaded from a file is imported afresh for each. A plugin object defined elsewhere
@@ -657,8 +863,8 @@ def replay(
     if isinstance(stream, (str, os.PathLike)):
         name = os.fspath(stream)
         with open(name, encoding="utf-8") as handle:
-            return _replay_lines(info, settings, served, handle, name, batch_size)
-    return _replay_lines(info, settings, served, stream, "<stream>", batch_size)
+            return _replay_lines(info, settings, served, handle, name, batch_size, max_metric_series)
+    return _replay_lines(info, settings, served, stream, "<stream>", batch_size, max_metric_series)
 
 
 def _replay_lines(
@@ -668,8 +874,10 @@ def _replay_lines(
     lines: Iterable[str],
     source: str,
     batch_size: int,
-) -> List[Dict[str, Any]]:
-    out: List[Dict[str, Any]] = []
+    max_metric_series: int,
+) -> Output:
+    out = Output()
+    ledger = _MetricLedger(max_metric_series)
     nodes: Dict[str, "tuple[str, List[_Slot]]"] = {}
     last_time: Dict[str, float] = {}
     order: List[_Slot] = []
@@ -684,7 +892,7 @@ def _replay_lines(
                     if role in recorder.roles:
                         _plugin_object, own_info = _fresh_instance(info.plugin)
                         runtime = dispatch.create(own_info, recorder.name, role, node, settings)
-                        slots.append(_Slot(runtime, recorder, role, node))
+                        slots.append(_Slot(runtime, recorder, role, node, ledger))
             nodes[node] = (role, slots)
             order.extend(slots)
         elif nodes[node][0] != role:

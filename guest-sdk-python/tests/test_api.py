@@ -15,7 +15,7 @@ from swarmtel_recorder import (
     TelemetryData,
 )
 from swarmtel_recorder.dispatch import describe
-from swarmtel_recorder.testing import Harness, stats_entry
+from swarmtel_recorder.testing import Harness, stats_entry, stats_error
 
 
 class Everything(BaseTelemetryRecorder):
@@ -31,7 +31,7 @@ class Everything(BaseTelemetryRecorder):
             "test_start", "test_stopping", "test_stop", "spawning_complete", "request",
             "user_error", "cpu_warning", "usage_monitor", "worker_connect", "worker_report",
             "heartbeat_sent", "heartbeat_received", "reset_stats", "quitting", "quit",
-            "stats", "tick",
+            "stats", "tick", "process_sample",
         ):
             env.events.hook(hook).add_listener(self._make(hook))
 
@@ -202,26 +202,34 @@ def test_every_hook_gets_locusts_keyword_arguments():
     harness = Harness(EverythingPlugin(), role="master")
     recorder = harness.recorder
     harness.request("GET", "/a", 12.5, 100, start_time=5.0, url="http://x/a", context={"k": 1})
-    harness.request("POST", "/b", 3.0, 7, exception="HTTPError('500')")
+    harness.request("POST", "/b", 3.0, 7, exception="HTTPError('500')", exception_type="HTTPError")
+    harness.request("POST", "/b", 4.0, 7, exception="refused")
     harness.event("spawning_complete", time=1.0, user_count=10)
     harness.event("user_error", time=2.0, user_instance="MyUser", exception="boom", tb="tb")
     harness.event("usage_monitor", time=3.0, cpu_usage=12.5, memory_usage=1000)
     harness.event("worker_report", time=4.0, client_id="c1", user_count=5)
     harness.event("heartbeat_sent", time=5.0, client_id="c1", timestamp=4.5)
     harness.event("quit", time=6.0)
-    total = stats_entry("Aggregated", num_requests=4, num_failures=1, response_times={10: 3, 20: 1})
-    harness.event("stats", time=7.0, user_count=3, entries=[], total=total)
+    total = stats_entry("Aggregated", num_requests=4, num_failures=1, response_times={10: 3, 20: 1},
+                        start_time=1.5, last_request_timestamp=6.5)
+    error = stats_error("/b", "HTTPError('500')", occurrences=1, method="POST", first_seen=2.0, last_seen=2.0)
+    harness.event("stats", time=7.0, user_count=3, entries=[], total=total, errors=[error])
     harness.tick(8.0)
+    harness.event("process_sample", time=9.0, cpu_percent=37.5, memory_bytes=2**40,
+                  network_sent_bytes=1000, network_recv_bytes=2000)
     calls = {hook: kwargs for hook, kwargs in recorder.calls}
     first = recorder.calls[0]
     assert first[0] == "request"
     assert {k: v for k, v in first[1].items() if k != "environment"} == {
         "request_type": "GET", "name": "/a", "response_time": 12.5, "response_length": 100,
         "exception": None, "context": {}, "url": None, "start_time": 5.0, "response": None,
-        "status_code": 200, "endpoint_id": 0,
+        "status_code": 200, "endpoint_id": 0, "exception_type": None,
     }, "no url/context unless the recorder asks for request_extras"
     assert recorder.calls[1][1]["exception"] == "HTTPError('500')"
+    assert recorder.calls[1][1]["exception_type"] == "HTTPError"
     assert recorder.calls[1][1]["status_code"] == 500
+    assert (recorder.calls[2][1]["exception"], recorder.calls[2][1]["exception_type"]) == ("refused", ""), \
+        "a failure whose class is unknown has an empty type"
     assert calls["spawning_complete"]["user_count"] == 10
     assert calls["spawning_complete"]["time"] == 1.0
     assert calls["user_error"]["user_instance"] == "MyUser"
@@ -233,7 +241,15 @@ def test_every_hook_gets_locusts_keyword_arguments():
     assert calls["quit"]["exit_code"] == 0
     assert calls["stats"]["total"].get_response_time_percentile(0.5) == 10
     assert calls["stats"]["total"].fail_ratio == 0.25
+    assert (calls["stats"]["total"].start_time, calls["stats"]["total"].last_request_timestamp) == (1.5, 6.5)
+    [error] = calls["stats"]["errors"]
+    assert (error.method, error.name, error.error, error.occurrences, error.first_seen, error.last_seen) == (
+        "POST", "/b", "HTTPError('500')", 1, 2.0, 2.0)
     assert calls["tick"]["time"] == 8.0
+    assert {k: v for k, v in calls["process_sample"].items() if k != "environment"} == {
+        "cpu_percent": 37.5, "memory_bytes": 2**40, "network_sent_bytes": 1000,
+        "network_recv_bytes": 2000, "time": 9.0,
+    }
 
 
 def test_listeners_get_only_the_arguments_they_name():
@@ -457,10 +473,10 @@ def test_the_package_carries_the_repositorys_wit():
     from conftest import REPO
 
     packaged = os.path.join(wit_dir(), "telemetry.wit")
-    with open(packaged) as mine, open(REPO / "wit" / "telemetry.wit") as theirs:
+    with open(packaged) as mine, open(REPO / "wit" / "0.2.0" / "telemetry.wit") as theirs:
         text = mine.read()
         assert text == theirs.read()
-    assert "package swarmtel:telemetry@0.1.0;" in text
+    assert "package swarmtel:telemetry@0.2.0;" in text
     assert "world %s {" % WORLD in text
 
 

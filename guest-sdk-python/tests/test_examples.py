@@ -167,3 +167,39 @@ def test_request_stats_on_the_sample_counts_every_request(request_stats):
     }
     assert final_totals == requests
     assert all(i["time"] % 5 == 0 for i in items if not i["fields"]["final"]), "ticks every 5 s"
+
+
+def test_request_stats_reports_requests_and_response_times_as_metrics(request_stats):
+    harness = Harness(request_stats, role="worker")
+    for ms in (12.5, 145.0, 1050.0):
+        harness.request("GET", "/a", ms, 1)
+    harness.request("POST", "/b", 2.5, 1, exception="HTTPError 500")
+    harness.request("POST", "/b", 1e300, 1)  # absurd: counted, but past every bucket
+    ticked = harness.tick(5.0)
+    assert [(m["name"], m["type"], m["value"], m["attributes"]) for m in ticked.metrics] == [
+        ("request_stats.requests", "counter", 3, {"request_type": "GET", "endpoint": "/a"}),
+        ("request_stats.duration", "response_times", {"buckets": {12: 1, 140: 1, 1000: 1}, "sum_ms": 1207.5},
+         {"request_type": "GET", "endpoint": "/a"}),
+        ("request_stats.requests", "counter", 2, {"request_type": "POST", "endpoint": "/b"}),
+        ("request_stats.duration", "response_times", {"buckets": {2: 1}, "sum_ms": 2.5},
+         {"request_type": "POST", "endpoint": "/b"}),
+    ]
+    assert len(ticked) == 3, "the telemetry is unchanged"
+    harness.request("GET", "/a", 7.0, 1)
+    stopped = harness.event("test_stop", time=6.0)
+    assert [(m["name"], m["value"]) for m in stopped.metrics] == [
+        ("request_stats.requests", 1), ("request_stats.duration", {"buckets": {7: 1}, "sum_ms": 7.0})]
+    assert harness.finish().metrics == [], "nothing new to report"
+
+
+def test_request_stats_metrics_on_the_sample_count_every_request_once(request_stats):
+    items = replay(request_stats, SAMPLE)
+    counted, timed = Counter(), Counter()
+    for point in items.metrics:
+        if point["type"] == "counter":
+            counted[point["node"]] += point["value"]
+        else:
+            timed[point["node"]] += sum(point["value"]["buckets"].values())
+    with open(SAMPLE) as sample:
+        requests = Counter(record["node"] for record in map(json.loads, sample) if record["event"] == "request")
+    assert counted == timed == requests

@@ -7,6 +7,8 @@
 - The SDK's Node harness (`swarmtel-recorder replay`: the same dispatch code, batches and
   ticks as the host) gives the same telemetry as `swarmtel replay` of the component.
 - The package installs into another folder with npm, and its `npx swarmtel-recorder` works.
+- The request-stats port's metric points (a counter and a response-time histogram per
+  endpoint) reach the host's Prometheus output with every request of the capture.
 
 Needs Node.js 20+ and npm; `scripts/js-env.sh` installs the SDK's pinned dependencies (npm ci)
 when they changed. `SWARMTEL_BIN` names the swarmtel binary (default: target/debug/swarmtel).
@@ -19,6 +21,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
+from plugin_metrics import events_020, expected_request_metrics, replay_and_scrape, scraped_request_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "target" / "polyglot"
@@ -114,6 +118,39 @@ def test_js_request_stats_matches_rust_byte_for_byte(swarmtel, rust_request_stat
         if event["event"] == "request":
             sent[event["node"]] = sent.get(event["node"], 0) + 1
     assert last == sent
+
+
+def test_js_request_stats_metrics_reach_the_hosts_prometheus_output(swarmtel, js_request_stats, tmp_path):
+    expected = expected_request_metrics(CAPTURE)
+    plugin = '[[plugins]]\npath = "%s"\nrequired = true\n' % js_request_stats
+    text = replay_and_scrape(str(swarmtel), plugin, OUT / "cache", tmp_path, CAPTURE, sum(e["requests"] for e in expected.values()))
+    scraped = scraped_request_metrics(text)
+    assert {k: (v["requests"], v["buckets"]) for k, v in scraped.items()} == {
+        k: (v["requests"], v["buckets"]) for k, v in expected.items()}
+    for endpoint, row in expected.items():
+        assert scraped[endpoint]["sum_seconds"] == pytest.approx(row["sum_seconds"], rel=1e-9)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_the_0_2_0_events_reach_a_js_component_as_they_reach_the_harness(swarmtel, sdk, engine, tmp_path):
+    """Exception types, the stats snapshot's times, fractional keys and error table, and process
+    samples: what the host hands a component of either engine is what the Node harness hands
+    the same recorder."""
+    wasm, _ = build_js(sdk, "guest-sdk-js/test/fixtures/metrics.js", "metrics_fixture_js", engine)
+    stream = events_020(tmp_path / "events-0.2.0.ndjson")
+    replayed = run([str(swarmtel), "replay", "--config", str(config_for(wasm.stem, wasm)), str(stream)])
+    host = [(line["telemetry"]["telemetry_name"], line["message"],
+             {k: v for k, v in line["telemetry"].items() if k not in HOST_KEYS})
+            for line in map(json.loads, replayed.stdout.splitlines()) if line["telemetry"]["plugin"] == "metrics-fixture"]
+    harness = run(["node", str(sdk / "bin" / "swarmtel-recorder.js"), "replay", "guest-sdk-js/test/fixtures/metrics.js",
+                   str(stream)], cwd=ROOT).stdout.splitlines()
+    assert host == [(item["telemetry_name"], item["message"], item["fields"]) for item in map(json.loads, harness)]
+    assert [name for name, _, _ in host] == ["REQUESTS", "STATS", "STATS", "PROCESS", "PROCESS"]
+    assert host[0][2]["types"] == ["HTTPError", None, "", "ConnectionRefusedError"]
+    assert host[1][2]["errors"][1] == {"request_type": "POST", "name": "/b", "error": "timeout", "occurrences": 3,
+                                       "first_seen": None, "last_seen": None}
+    assert (host[1][2]["response_times"], host[2][2]["start_time"]) == ([[2.5, 2], [5, 1], [12, 1]], None)
+    assert host[4][2]["sample"]["network_recv_bytes"] == 0
 
 
 def rounding_stream(path):

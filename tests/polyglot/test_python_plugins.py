@@ -6,7 +6,10 @@
 - the seed's recorder, ported, logs CUSTOM_START and CUSTOM_STOP on the master and both
   workers;
 - the harness (`swarmtel_recorder.testing.replay`, plain CPython) gives the same telemetry as
-  `swarmtel replay` of the component, line for line.
+  `swarmtel replay` of the component, line for line;
+- the Python request-stats' metric points (a counter and a response-time histogram per
+  endpoint) reach the host's Prometheus output with every request of the capture, and the
+  harness reports the same points.
 
 Needs SWARMTEL_BIN (the swarmtel binary) and a Python with swarmtel-recorder and
 componentize-py installed (the venv from scripts/python-env.sh). Builds each component once per
@@ -14,6 +17,7 @@ session into target/polyglot/ (about 10 s each) with a compile cache in target/p
 builds the Rust guests with scripts/build-guests.sh only when they are missing.
 """
 
+import collections
 import datetime
 import decimal
 import json
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from plugin_metrics import events_020, expected_request_metrics, replay_and_scrape, scraped_request_metrics
 from swarmtel_recorder.testing import load_plugin, replay
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -230,6 +235,93 @@ def test_the_harness_gives_what_swarmtel_replay_gives(swarmtel_bin, tmp_path, re
     ]
     assert len(harness) > 10
     assert harness == host
+
+
+def test_python_request_stats_metrics_reach_the_hosts_prometheus_output(swarmtel_bin, tmp_path, request_stats_py_wasm):
+    expected = expected_request_metrics(SAMPLE)
+    plugin = '[[plugins]]\npath = "%s"\nrequired = true\n\n[plugins.limits]\ncpu_ms_per_call = 5000\n' % request_stats_py_wasm
+    text = replay_and_scrape(swarmtel_bin, plugin, CACHE, tmp_path, SAMPLE, sum(e["requests"] for e in expected.values()))
+    scraped = scraped_request_metrics(text)
+    assert {k: (v["requests"], v["buckets"]) for k, v in scraped.items()} == {
+        k: (v["requests"], v["buckets"]) for k, v in expected.items()}
+    for endpoint, row in expected.items():
+        assert scraped[endpoint]["sum_seconds"] == pytest.approx(row["sum_seconds"], rel=1e-9)
+    # The harness reports the same: every request once, Locust's buckets.
+    harness = collections.Counter()
+    for point in replay(load_plugin(REQUEST_STATS_PY), SAMPLE).metrics:
+        if point["type"] == "counter":
+            harness[(point["attributes"]["request_type"], point["attributes"]["endpoint"])] += point["value"]
+    assert harness == {k: v["requests"] for k, v in expected.items()}
+
+
+EVENTS_020_PLUGIN = """
+from swarmtel_recorder import BaseTelemetryPlugin, BaseTelemetryRecorder, ResponseTimes, TelemetryData, register_plugin
+
+class Contract020(BaseTelemetryRecorder):
+    name = "contract_020"
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.times = ResponseTimes()
+
+    def on_requests(self, batch):
+        self.log_telemetry(TelemetryData("event", "FAILURES"), "", failures=batch.failures, types=batch.failure_types)
+        self.times.observe_many(batch.response_times)
+        self.add_counter("contract.requests", len(batch), attributes={"node": self.env.node})
+
+    def on_request(self, name, exception, exception_type):
+        self.log_telemetry(TelemetryData("event", "REQUEST"), name, exception=exception, exception_type=exception_type)
+
+    def on_stats(self, total, entries, errors):
+        self.log_telemetry(TelemetryData("metric", "STATS"), "",
+                           keys=[[ms, count] for ms, count in sorted(total.response_times.items())],
+                           p25=total.get_response_time_percentile(0.25), start=entries[0].start_time,
+                           last=total.last_request_timestamp,
+                           errors=[[e.method, e.name, e.error, e.occurrences, e.first_seen, e.last_seen] for e in errors])
+
+    def on_process_sample(self, cpu_percent, memory_bytes, network_sent_bytes, network_recv_bytes):
+        self.set_gauge("contract.cpu", cpu_percent, unit="%")
+        self.log_telemetry(TelemetryData("metric", "PROCESS"), "",
+                           sample=[cpu_percent, memory_bytes, network_sent_bytes, network_recv_bytes])
+
+    def on_test_stop(self):
+        self.record_response_times("contract.duration", self.times)
+        self.times.reset()
+
+class Contract020Plugin(BaseTelemetryPlugin):
+    plugin_id = "contract-020"
+
+    def load_master_telemetry_recorders(self, environment, **kwargs):
+        Contract020(env=environment)
+
+register_plugin(plugin=Contract020Plugin())
+"""
+
+
+def test_the_0_2_0_events_reach_a_python_component_as_they_reach_the_harness(swarmtel_bin, tmp_path):
+    source = tmp_path / "contract_020.py"
+    source.write_text(EVENTS_020_PLUGIN)
+    stream = events_020(tmp_path / "events-0.2.0.ndjson")
+    wasm = build(source, "contract_020_py.wasm")
+    lines = swarmtel_replay(swarmtel_bin, config(tmp_path, wasm), stream)
+    host = [(record["telemetry"]["telemetry_name"], record["message"],
+             {k: v for k, v in record["telemetry"].items() if k not in (
+                 "telemetry_type", "telemetry_name", "source", "source_id", "run_id", "testplan", "plugin")})
+            for record in map(json.loads, lines) if record["telemetry"]["plugin"] == "contract-020"]
+    items = replay(load_plugin(source), stream)
+    assert host == [(item["name"], item["message"], item["fields"]) for item in items]
+    assert [fields for name, _, fields in host if name in ("FAILURES", "STATS", "PROCESS")] == [
+        {"failures": [[0, "HTTPError('500')"], [2, "boom"], [3, "refused"]],
+         "types": [[0, "HTTPError"], [2, ""], [3, "ConnectionRefusedError"]]},
+        {"keys": [[2.5, 2], [5, 1], [12, 1]], "p25": 2.5, "start": 1795557120.5, "last": 1795557123.25,
+         "errors": [["GET", "/a", "HTTPError('500')", 1, 1795557121.0, 1795557121.0], ["POST", "/b", "timeout", 3, None, None]]},
+        {"keys": [[2.5, 2], [5, 1], [12, 1]], "p25": 2.5, "start": None, "last": None, "errors": []},
+        {"sample": [37.5, 2**40, 1000, 2000]},
+        {"sample": [0.0, 1, 0, 0]},
+    ]
+    assert [(p["name"], p["value"]) for p in items.metrics] == [
+        ("contract.requests", 4), ("contract.cpu", 37.5), ("contract.cpu", 0.0),
+        ("contract.duration", {"buckets": {2: 1, 12: 1, 140: 1, 1000: 1}, "sum_ms": 1210.0})]
 
 
 #: Descriptions the host refuses. `swarmtel-recorder check` must refuse each in the same words
