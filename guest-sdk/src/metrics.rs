@@ -115,7 +115,8 @@ impl ResponseTimes {
         Self::default()
     }
 
-    /// Counts one response time, rounded as Locust rounds it.
+    /// Counts one response time, rounded as Locust rounds it. A negative or NaN time counts
+    /// as 0 ms and adds nothing to the sum; one past `u32::MAX` ms counts in the last bucket.
     pub fn observe(&mut self, response_time_ms: f64) {
         let rounded = u32::try_from(round_response_time(response_time_ms)).unwrap_or(u32::MAX);
         *self.buckets.entry(rounded).or_insert(0) += 1;
