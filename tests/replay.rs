@@ -579,8 +579,7 @@ mod whole_path_fuzz {
 // Prometheus output while it waits, and keeps serving the final ones for linger_seconds.
 #[test]
 fn a_paused_replay_shows_its_counters_and_lingers_with_the_final_ones() {
-    use std::io::{BufRead, Write};
-    use std::process::Stdio;
+    use std::io::Write;
     use std::time::{Duration, Instant};
     let workspace = Workspace::new();
     let config = example_config(
@@ -588,36 +587,12 @@ fn a_paused_replay_shows_its_counters_and_lingers_with_the_final_ones() {
         "[[outputs]]\ntype = \"json_lines\"\npath = \"out.ndjson\"\n\
          [[outputs]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\nlinger_seconds = 3\n",
     );
-    let mut child = swarmtel()
-        .args(["replay", "--config"])
-        .arg(&config)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (sender, stderr) = std::sync::mpsc::channel::<String>();
-    let pipe = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-            let _ = sender.send(line);
-        }
-    });
-    let wait_for = |text: &str| loop {
-        let line = stderr
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("no `{text}` on stderr"));
-        if line.contains(text) {
-            return line;
-        }
-    };
-    let line = wait_for("prometheus metrics at http://");
-    let address = metrics_address(&line);
+    let mut replay = LiveReplay::start(&config);
+    let address = metrics_address(&replay.wait_for("prometheus metrics at http://"));
     let stream = sample_stream();
     let lines: Vec<&[u8]> = stream.split_inclusive(|b| *b == b'\n').collect();
     let (first, rest) = lines.split_at(lines.len() / 2);
-    let mut stdin = child.stdin.take().unwrap();
+    let mut stdin = replay.child.stdin.take().unwrap();
     stdin.write_all(&first.concat()).unwrap();
     stdin.flush().unwrap();
     // The stream pauses: its first half shows.
@@ -633,7 +608,7 @@ fn a_paused_replay_shows_its_counters_and_lingers_with_the_final_ones() {
     stdin.write_all(&rest.concat()).unwrap();
     drop(stdin);
     let ended = Instant::now();
-    wait_for("serving the final metrics");
+    replay.wait_for("serving the final metrics");
     let exposition = scrape(&address);
     assert_eq!(series(&exposition, "swarmtel_events_total"), Some(5436));
     // The recorders' final telemetry is counted: 6 custom lines, 36 request-stats reports.
@@ -644,7 +619,7 @@ fn a_paused_replay_shows_its_counters_and_lingers_with_the_final_ones() {
         ),
         Some(36)
     );
-    assert!(child.wait().unwrap().success());
+    assert!(replay.child.wait().unwrap().success());
     assert!(
         ended.elapsed() >= Duration::from_secs(3),
         "exited {:?} after its stream ended, with a linger of 3 s",
@@ -652,47 +627,70 @@ fn a_paused_replay_shows_its_counters_and_lingers_with_the_final_ones() {
     );
 }
 
+/// A `swarmtel replay` reading stdin, with its stderr read line by line on a thread.
+struct LiveReplay {
+    child: std::process::Child,
+    stderr: std::sync::mpsc::Receiver<String>,
+    /// Every stderr line so far, for failure messages.
+    seen: String,
+}
+
+impl LiveReplay {
+    fn start(config: &std::path::Path) -> Self {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = swarmtel()
+            .args(["replay", "--config"])
+            .arg(config)
+            .arg("-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (sender, stderr) = std::sync::mpsc::channel::<String>();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        Self {
+            child,
+            stderr,
+            seen: String::new(),
+        }
+    }
+
+    /// The next stderr line that contains `text` (within 60 s).
+    fn wait_for(&mut self, text: &str) -> String {
+        loop {
+            let line = self
+                .stderr
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no `{text}` on stderr: {}", self.seen));
+            self.seen.push_str(&line);
+            self.seen.push('\n');
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+}
+
 /// Replays `stream` with `config` (which must have a Prometheus output with a linger) and
 /// returns the exposition served after the stream ended, and the process's stderr.
 fn final_exposition(config: &std::path::Path, stream: &[u8]) -> (String, String) {
-    use std::io::{BufRead, Write};
-    use std::process::Stdio;
-    use std::time::Duration;
-    let mut child = swarmtel()
-        .args(["replay", "--config"])
-        .arg(config)
-        .arg("-")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (sender, stderr) = std::sync::mpsc::channel::<String>();
-    let pipe = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-            let _ = sender.send(line);
-        }
-    });
-    let mut seen = String::new();
-    let mut wait_for = |text: &str| loop {
-        let line = stderr
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("no `{text}` on stderr: {seen}"));
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains(text) {
-            return line;
-        }
-    };
-    let address = metrics_address(&wait_for("prometheus metrics at http://"));
-    let mut stdin = child.stdin.take().unwrap();
+    use std::io::Write;
+    let mut replay = LiveReplay::start(config);
+    let address = metrics_address(&replay.wait_for("prometheus metrics at http://"));
+    let mut stdin = replay.child.stdin.take().unwrap();
     stdin.write_all(stream).unwrap();
     drop(stdin);
-    wait_for("serving the final metrics");
+    replay.wait_for("serving the final metrics");
     let exposition = scrape(&address);
-    assert!(child.wait().unwrap().success(), "{seen}");
-    (exposition, seen)
+    assert!(replay.child.wait().unwrap().success(), "{}", replay.seen);
+    (exposition, replay.seen)
 }
 
 // A plugin's metric points (contract 0.2.0) reach the Prometheus output merged over both

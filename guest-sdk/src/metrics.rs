@@ -164,21 +164,19 @@ impl ResponseTimes {
 /// to 1 ms below 100 ms, to 10 ms below 1 s, to 100 ms below 10 s, to 1 s above, with
 /// Python's `round`: a half goes to the even neighbour (12.5 → 12, 145 → 140).
 pub fn round_response_time(response_time_ms: f64) -> u64 {
-    let ms = if response_time_ms.is_nan() {
-        0.0
-    } else {
-        response_time_ms.max(0.0)
-    };
-    let step = if ms < 100.0 {
-        1.0
+    // `max` also turns NaN into 0.
+    let ms = response_time_ms.max(0.0);
+    let rounded = if ms < 100.0 {
+        ms.round_ties_even()
     } else if ms < 1_000.0 {
-        10.0
+        (ms / 10.0).round_ties_even() * 10.0
     } else if ms < 10_000.0 {
-        100.0
+        (ms / 100.0).round_ties_even() * 100.0
     } else {
-        1_000.0
+        (ms / 1_000.0).round_ties_even() * 1_000.0
     };
-    ((ms / step).round_ties_even() * step) as u64
+    // Saturates past u64 (and at infinity).
+    rounded as u64
 }
 
 #[cfg(test)]
@@ -199,6 +197,7 @@ mod tests {
             (1_150.0, 1_200),
             (12_500.0, 12_000),
             (-3.0, 0),
+            (f64::NAN, 0),
         ] {
             assert_eq!(round_response_time(ms), rounded, "{ms}");
         }

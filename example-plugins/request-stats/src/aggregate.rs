@@ -10,22 +10,9 @@ use std::collections::BTreeMap;
 const DENSE_LIMIT_MS: u64 = 10_000;
 const DENSE_SLOTS: usize = 280;
 
-/// Locust's rounding of a response time for its histogram (`StatsEntry._log_response_time`):
-/// to 1 ms below 100 ms, to 10 ms below 1 s, to 100 ms below 10 s, to 1 s above, with
-/// Python's `round`: a half goes to the even neighbour (12.5 → 12, 145 → 140, 1,050 → 1,000).
-pub fn round_response_time(response_time_ms: f64) -> u64 {
-    let ms = response_time_ms.max(0.0);
-    let rounded = if ms < 100.0 {
-        ms.round_ties_even()
-    } else if ms < 1_000.0 {
-        (ms / 10.0).round_ties_even() * 10.0
-    } else if ms < 10_000.0 {
-        (ms / 100.0).round_ties_even() * 100.0
-    } else {
-        (ms / 1_000.0).round_ties_even() * 1_000.0
-    };
-    rounded as u64
-}
+/// Locust's rounding of a response time for its histogram, from the SDK (the same function
+/// the SDK's `ResponseTimes` uses).
+pub use swarmtel_guest::round_response_time;
 
 fn slot_of(rounded_ms: u64) -> usize {
     (if rounded_ms < 100 {
