@@ -89,6 +89,7 @@ pub mod __private {
         wit_bindgen::generate!({
             path: "../wit/0.2.0",
             world: "recorder-plugin",
+            additional_derives: [PartialEq],
             pub_export_macro: true,
             export_macro_name: "__export_recorder_plugin",
             default_bindings_module: "swarmtel_guest::__private::bindings",
