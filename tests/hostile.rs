@@ -1112,8 +1112,7 @@ fn bad_metric_points_are_rejected_by_reason_and_nothing_else_is_lost() {
     );
     // Two workers start the test: each reports the bad points once.
     for line in [
-        "rejected metric_invalid: 16",
-        "rejected metric_name_taken: 2",
+        "rejected metric_invalid: 18",
         "rejected metric_kind_mismatch: 2",
     ] {
         assert!(run.stderr.contains(line), "{line}: {}", run.stderr);
@@ -1152,7 +1151,8 @@ fn metric_series_and_points_per_call_are_capped() {
     assert_healthy_output_unchanged(&healthy_alone().0, &run.lines);
     let run = beside(
         "metrics_maker",
-        "[plugins.options]\nmode = \"call-flood\"\ncount = 5000\n",
+        "[plugins.options]\nmode = \"call-flood\"\ncount = 5000\n\
+         [plugins.limits]\nmax_metric_series = 10000\n",
         |_| {},
     );
     assert!(

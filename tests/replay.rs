@@ -860,8 +860,6 @@ fn a_plugin_built_against_the_frozen_0_1_0_contract_still_runs() {
     assert_eq!(worker["telemetry"]["urls"], 3);
     assert_eq!(worker["telemetry"]["first_exception"], "boom");
     let master = counts("master");
-    assert_eq!(
-        master["telemetry"]["stats_keys"],
-        serde_json::json!([2, 2, 4])
-    );
+    // 1.5 and 2.0 meet at 2 ms in 0.1.0's whole milliseconds: one key.
+    assert_eq!(master["telemetry"]["stats_keys"], serde_json::json!([2, 4]));
 }

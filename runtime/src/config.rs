@@ -317,7 +317,7 @@ pub struct Limits {
     pub max_points_per_call: usize,
     /// Most metric series (distinct name and attribute sets) the plugin may create over the
     /// process's life, over all its recorders and runs; points of new series past it are
-    /// rejected. At most 100,000.
+    /// rejected. At most 10,000.
     pub max_metric_series: usize,
 }
 
@@ -353,7 +353,7 @@ pub const RESULT_ITEM_OVERHEAD_BYTES: usize = 128;
 pub const RESULT_POINT_OVERHEAD_BYTES: usize = 256;
 
 /// The most `max_metric_series` a plugin may be given.
-pub const MAX_METRIC_SERIES: usize = 100_000;
+pub const MAX_METRIC_SERIES: usize = 10_000;
 
 impl Limits {
     /// Most bytes of host memory one call's results may take: `max_call_bytes` of text and

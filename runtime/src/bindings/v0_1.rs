@@ -121,16 +121,25 @@ fn endpoint_stats(entry: &new::EndpointStats) -> old::EndpointStats {
         min_response_time_ms: entry.min_response_time_ms,
         max_response_time_ms: entry.max_response_time_ms,
         total_content_length: entry.total_content_length,
-        // 0.1.0 has whole milliseconds only: a fractional key (a custom rounding function)
-        // goes to its nearest one. `as` saturates, so no key wraps.
-        response_times: entry
-            .response_times
-            .iter()
-            .map(|&(ms, count)| (ms.round() as u32, count))
-            .collect(),
+        response_times: whole_milliseconds(&entry.response_times),
         current_rps: entry.current_rps,
         current_fail_per_sec: entry.current_fail_per_sec,
     }
+}
+
+/// A histogram in 0.1.0's whole milliseconds: a fractional key (a custom rounding function)
+/// goes to its nearest one (`as` saturates, so no key wraps), and keys that meet there add up,
+/// so each key appears once, ascending, as Locust's own histogram has it.
+fn whole_milliseconds(response_times: &[(f64, u64)]) -> Vec<(u32, u64)> {
+    let mut whole: Vec<(u32, u64)> = Vec::with_capacity(response_times.len());
+    for &(ms, count) in response_times {
+        let ms = ms.round() as u32;
+        match whole.binary_search_by_key(&ms, |&(known, _)| known) {
+            Ok(at) => whole[at].1 = whole[at].1.saturating_add(count),
+            Err(at) => whole.insert(at, (ms, count)),
+        }
+    }
+    whole
 }
 
 /// The host's recorder config in 0.1.0's shape.
@@ -283,5 +292,21 @@ pub(super) fn log_level(level: self::swarmtel::telemetry::host::LogLevel) -> sup
         Old::Info => New::Info,
         Old::Warn => New::Warn,
         Old::Error => New::Error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fractional_keys_meet_at_whole_milliseconds_and_add_up() {
+        assert_eq!(
+            whole_milliseconds(&[(0.4, 1), (1.5, 2), (2.0, 3), (2.25, 4), (7.0, 5)]),
+            [(0, 1), (2, 9), (7, 5)]
+        );
+        // Out of order (a stream that did not sort them) still comes out ascending.
+        assert_eq!(whole_milliseconds(&[(9.0, 1), (3.0, 1)]), [(3, 1), (9, 1)]);
+        assert_eq!(whole_milliseconds(&[(1e300, 1)]), [(u32::MAX, 1)]);
     }
 }

@@ -120,6 +120,10 @@ pub struct RunMetrics {
     pub start_time: f64,
     /// Event time of its latest event: the time of its points.
     pub time: f64,
+    /// The OTLP instrumentation scope its metrics go out under: `swarmtel.requests` for the
+    /// built-in request metrics, `swarmtel.plugins` for plugins' metric points (each with its
+    /// own start time).
+    pub scope: &'static str,
     /// Its metrics.
     pub metrics: Vec<Metric>,
 }

@@ -1195,20 +1195,9 @@ impl PublishedMetrics {
             return request;
         }
         if !Arc::ptr_eq(&request, &self.request) || !Arc::ptr_eq(&plugins, &self.plugins) {
-            // One entry per run (one OTLP resource): a run's plugin metrics join its request
-            // metrics.
-            let mut combined: Vec<RunMetrics> = request.as_ref().clone();
-            for run in plugins.iter() {
-                match combined.iter_mut().find(|known| known.run == run.run) {
-                    Some(known) => {
-                        known.start_time = known.start_time.min(run.start_time);
-                        known.time = known.time.max(run.time);
-                        known.metrics.extend(run.metrics.iter().cloned());
-                    }
-                    None => combined.push(run.clone()),
-                }
-            }
-            self.combined = Arc::new(combined);
+            // Each keeps its own start time (the request metrics' moves at a stats reset);
+            // the outputs put a run's entries under one resource.
+            self.combined = Arc::new(request.iter().chain(plugins.iter()).cloned().collect());
             self.request = request;
             self.plugins = plugins;
         }

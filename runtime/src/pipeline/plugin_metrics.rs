@@ -10,7 +10,12 @@
 //!
 //! What a plugin can make the host keep is bounded: at most `max_metric_series` series per
 //! plugin (over its life in this process, every run included), each a fixed-size value plus
-//! at most [`MAX_ATTRIBUTES`] attributes of bounded size, and at most one family per series.
+//! at most [`MAX_ATTRIBUTES`] attributes of bounded size; a family is created only with its
+//! first series, so there are never more families than series.
+//!
+//! A series is what Prometheus sees: attribute keys as Prometheus spells them and values as
+//! text, so `{code: 200}` and `{code: "200"}` are one series (it keeps the first point's
+//! types), and an empty text value is no attribute at all.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -41,8 +46,15 @@ pub const MAX_TEXT_VALUE_BYTES: usize = 256;
 pub const MAX_BUCKETS: usize = 1024;
 
 /// Attribute keys the outputs use themselves: run labels, and Prometheus's bucket and
-/// quantile labels.
+/// quantile labels. Keys starting `__` are Prometheus's own too.
 const RESERVED_KEYS: [&str; 4] = ["run_id", "testplan", "le", "quantile"];
+
+/// The built-in metrics' names; no plugin may report under them.
+const BUILT_IN_NAMES: [&str; 3] = [
+    "locust.client.duration",
+    "locust.client.duration.percentile",
+    "locust.users.count",
+];
 
 /// What the built-in metrics export under, in Prometheus's spelling; no plugin family may
 /// export a sample under one of these.
@@ -89,8 +101,17 @@ struct Family {
     kind: MetricKind,
 }
 
-/// A series' attributes, sorted by key.
+/// A point's attributes with their types, sorted by key as Prometheus spells it.
 type Attributes = Vec<(String, AttributeValue)>;
+
+/// What tells series apart: each key as Prometheus spells it, with its value as text.
+type SeriesKey = Vec<(String, String)>;
+
+/// One series: the attributes of its first point, and its merged value.
+struct Series {
+    attributes: Attributes,
+    value: SeriesValue,
+}
 
 /// A series' merged value.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,10 +127,11 @@ enum SeriesValue {
 
 /// Every plugin series of one run.
 struct RunSeries {
+    /// The time of the run's first point: the start of its sums, never moved once set.
     start_time: f64,
     time: f64,
-    /// By family index, then attributes.
-    families: BTreeMap<usize, HashMap<Attributes, SeriesValue>>,
+    /// By family index, then series key.
+    families: BTreeMap<usize, HashMap<SeriesKey, Series>>,
 }
 
 /// Plugins' metric series over every run.
@@ -169,35 +191,55 @@ impl PluginMetrics {
         plugin: usize,
         run: usize,
         time: f64,
-        point: wit::MetricPoint,
+        mut point: wit::MetricPoint,
         limits: &Limits,
     ) -> Result<(), Rejection> {
         check_point(&point)?;
         let kind = kind_of(&point.value);
-        let family = self.family(plugin, &point, kind)?;
-        let attributes = attributes(point.attributes);
+        let known_family = self.known_family(plugin, &point, kind)?;
+        let attributes = attributes(std::mem::take(&mut point.attributes));
+        let key: SeriesKey = attributes
+            .iter()
+            .map(|(key, value)| (prometheus_name(key), value.as_text().into_owned()))
+            .collect();
+        let known_series = known_family.is_some_and(|family| {
+            self.runs
+                .get(&run)
+                .and_then(|series| series.families.get(&family))
+                .is_some_and(|series| series.contains_key(&key))
+        });
+        // The cap comes before anything is kept for a new series, its family included.
+        let created = self.series_of.get(&plugin).copied().unwrap_or(0);
+        if !known_series && created >= limits.max_metric_series {
+            return Err(Rejection {
+                reason: "metric_series_cap",
+                message: format!(
+                    "metric {}: a new series past the plugin's {} (max_metric_series)",
+                    shown_name(&point.name),
+                    limits.max_metric_series
+                ),
+            });
+        }
+        let family = match known_family {
+            Some(family) => family,
+            None => self.new_family(plugin, &point, kind)?,
+        };
+        if !known_series {
+            self.series_of.insert(plugin, created + 1);
+        }
         let run_series = self.runs.entry(run).or_insert_with(|| RunSeries {
             start_time: time,
             time,
             families: BTreeMap::new(),
         });
-        let series = run_series.families.entry(family).or_default();
-        let value = match series.get_mut(&attributes) {
-            Some(value) => value,
-            None => {
-                let created = self.series_of.entry(plugin).or_insert(0);
-                if *created >= limits.max_metric_series {
-                    return Err(Rejection {
-                        reason: "metric_series_cap",
-                        message: format!(
-                            "metric {}: a new series past the plugin's {} (max_metric_series)",
-                            shown_name(&point.name),
-                            limits.max_metric_series
-                        ),
-                    });
-                }
-                *created += 1;
-                series.entry(attributes).or_insert(match kind {
+        let series = run_series
+            .families
+            .entry(family)
+            .or_default()
+            .entry(key)
+            .or_insert_with(|| Series {
+                attributes,
+                value: match kind {
                     MetricKind::Counter => SeriesValue::Counter(0),
                     MetricKind::Gauge => SeriesValue::Gauge(0.0),
                     MetricKind::Histogram => SeriesValue::Histogram {
@@ -205,49 +247,57 @@ impl PluginMetrics {
                         sum_ms: 0.0,
                         buckets: [0; BOUNDS_MS.len() + 1],
                     },
-                })
-            }
-        };
-        merge(value, point.value);
-        run_series.start_time = run_series.start_time.min(time);
+                },
+            });
+        merge(&mut series.value, point.value);
         run_series.time = run_series.time.max(time);
         self.changed = true;
         Ok(())
     }
 
-    /// The family of `point`'s name, created on its first point; refused when another plugin
-    /// owns the name, the kind differs, or the name would export a sample another family
-    /// (or a built-in metric) exports.
-    fn family(
+    /// The family of `point`'s name if it has one; refused when another plugin owns the
+    /// name or the kind differs.
+    fn known_family(
+        &self,
+        plugin: usize,
+        point: &wit::MetricPoint,
+        kind: MetricKind,
+    ) -> Result<Option<usize>, Rejection> {
+        let Some(&index) = self.by_name.get(&point.name) else {
+            return Ok(None);
+        };
+        let family = &self.families[index];
+        if family.owner != plugin {
+            return Err(Rejection {
+                reason: "metric_name_taken",
+                message: format!(
+                    "metric {}: the name belongs to another plugin",
+                    shown_name(&point.name)
+                ),
+            });
+        }
+        if family.kind != kind {
+            return Err(Rejection {
+                reason: "metric_kind_mismatch",
+                message: format!(
+                    "metric {}: a {} point for a {} metric",
+                    shown_name(&point.name),
+                    kind_name(kind),
+                    kind_name(family.kind)
+                ),
+            });
+        }
+        Ok(Some(index))
+    }
+
+    /// A new family for `point`'s name (which has none), refused when the name would export
+    /// a sample another family (or a built-in metric) exports.
+    fn new_family(
         &mut self,
         plugin: usize,
         point: &wit::MetricPoint,
         kind: MetricKind,
     ) -> Result<usize, Rejection> {
-        if let Some(&index) = self.by_name.get(&point.name) {
-            let family = &self.families[index];
-            if family.owner != plugin {
-                return Err(Rejection {
-                    reason: "metric_name_taken",
-                    message: format!(
-                        "metric {}: the name belongs to another plugin",
-                        shown_name(&point.name)
-                    ),
-                });
-            }
-            if family.kind != kind {
-                return Err(Rejection {
-                    reason: "metric_kind_mismatch",
-                    message: format!(
-                        "metric {}: a {} point for a {} metric",
-                        shown_name(&point.name),
-                        kind_name(kind),
-                        kind_name(family.kind)
-                    ),
-                });
-            }
-            return Ok(index);
-        }
         let unit = if kind == MetricKind::Histogram {
             "s"
         } else {
@@ -292,6 +342,7 @@ impl PluginMetrics {
                         run: runs.get(index)?.clone(),
                         start_time: series.start_time,
                         time: series.time,
+                        scope: "swarmtel.plugins",
                         metrics: series
                             .families
                             .iter()
@@ -305,39 +356,38 @@ impl PluginMetrics {
         self.snapshot.clone()
     }
 
-    fn metric(&self, family: usize, series: &HashMap<Attributes, SeriesValue>) -> Metric {
+    fn metric(&self, family: usize, series: &HashMap<SeriesKey, Series>) -> Metric {
         let family = &self.families[family];
-        let mut points: Vec<Point> = series
+        let mut points: Vec<(&SeriesKey, Point)> = series
             .iter()
-            .map(|(attributes, value)| Point {
-                attributes: attributes
-                    .iter()
-                    .map(|(key, value)| (Cow::Owned(key.clone()), value.clone()))
-                    .collect(),
-                value: match value {
-                    SeriesValue::Counter(total) => PointValue::Counter(*total),
-                    SeriesValue::Gauge(value) => PointValue::Gauge(*value),
-                    SeriesValue::Histogram {
-                        count,
-                        sum_ms,
-                        buckets,
-                    } => PointValue::Histogram(HistogramPoint {
-                        count: *count,
-                        sum: sum_ms / 1000.0,
-                        bounds: &BOUNDS_SECONDS,
-                        bucket_counts: buckets.to_vec(),
-                    }),
-                },
+            .map(|(key, series)| {
+                let point = Point {
+                    attributes: series
+                        .attributes
+                        .iter()
+                        .map(|(key, value)| (Cow::Owned(key.clone()), value.clone()))
+                        .collect(),
+                    value: match &series.value {
+                        SeriesValue::Counter(total) => PointValue::Counter(*total),
+                        SeriesValue::Gauge(value) => PointValue::Gauge(*value),
+                        SeriesValue::Histogram {
+                            count,
+                            sum_ms,
+                            buckets,
+                        } => PointValue::Histogram(HistogramPoint {
+                            count: *count,
+                            sum: sum_ms / 1000.0,
+                            bounds: &BOUNDS_SECONDS,
+                            bucket_counts: buckets.to_vec(),
+                        }),
+                    },
+                };
+                (key, point)
             })
             .collect();
-        // A stable order for the outputs: by attributes as text.
-        points.sort_by_cached_key(|point| {
-            point
-                .attributes
-                .iter()
-                .map(|(key, value)| format!("{key}={}", value.as_text()))
-                .collect::<Vec<_>>()
-        });
+        // A stable order for the outputs: by series key.
+        points.sort_by(|a, b| a.0.cmp(b.0));
+        let points = points.into_iter().map(|(_, point)| point).collect();
         Metric {
             name: Cow::Owned(family.name.clone()),
             unit: Cow::Owned(family.unit.clone()),
@@ -399,8 +449,11 @@ fn check_point(point: &wit::MetricPoint) -> Result<(), Rejection> {
                 .into(),
         );
     }
-    if name.starts_with("swarmtel.") || name.starts_with("swarmtel_") {
+    if name.starts_with("swarmtel") {
         return invalid("names starting `swarmtel` are the runtime's own".into());
+    }
+    if BUILT_IN_NAMES.contains(&name.as_str()) {
+        return invalid("the name is a built-in metric's".into());
     }
     if point.unit.len() > MAX_UNIT_BYTES || !point.unit.chars().all(|c| c.is_ascii_graphic()) {
         return invalid(format!(
@@ -411,10 +464,10 @@ fn check_point(point: &wit::MetricPoint) -> Result<(), Rejection> {
         || point
             .description
             .chars()
-            .any(|c| c.is_control() || c == '\\')
+            .any(|c| c.is_control() || c == '\\' || c == '"')
     {
         return invalid(format!(
-            "the description must be at most {MAX_DESCRIPTION_BYTES} bytes, without control characters or `\\`"
+            "the description must be at most {MAX_DESCRIPTION_BYTES} bytes, without control characters, `\\` or `\"`"
         ));
     }
     if point.attributes.len() > MAX_ATTRIBUTES {
@@ -440,7 +493,7 @@ fn check_point(point: &wit::MetricPoint) -> Result<(), Rejection> {
             ));
         }
         let spelled = prometheus_name(key);
-        if RESERVED_KEYS.contains(&spelled.as_str()) {
+        if RESERVED_KEYS.contains(&spelled.as_str()) || spelled.starts_with("__") {
             return invalid(format!("attribute key `{key}` is the outputs' own"));
         }
         if keys.contains(&spelled) {
@@ -482,20 +535,22 @@ fn check_point(point: &wit::MetricPoint) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// A point's attributes as a series key, sorted by key.
+/// A checked point's attributes in the host's types, without empty text values (Prometheus
+/// reads an empty label as none), sorted by key as Prometheus spells it.
 fn attributes(attributes: Vec<wit::Attribute>) -> Attributes {
     let mut attributes: Attributes = attributes
         .into_iter()
-        .map(|attribute| {
+        .filter_map(|attribute| {
             let value = match attribute.value {
+                wit::AttributeValue::Text(text) if text.is_empty() => return None,
                 wit::AttributeValue::Text(text) => AttributeValue::Text(Cow::Owned(text)),
                 wit::AttributeValue::Integer(number) => AttributeValue::Int(number),
                 wit::AttributeValue::Boolean(flag) => AttributeValue::Bool(flag),
             };
-            (attribute.key, value)
+            Some((attribute.key, value))
         })
         .collect();
-    attributes.sort_by(|a, b| a.0.cmp(&b.0));
+    attributes.sort_by_cached_key(|(key, _)| prometheus_name(key));
     attributes
 }
 
@@ -519,8 +574,11 @@ fn merge(value: &mut SeriesValue, point: wit::MetricValue) {
                 // plugin that skipped it still merges on Locust's grid.
                 let rounded = bucket_response_time(f64::from(ms));
                 let bucket = BOUNDS_MS.partition_point(|&bound| bound < rounded);
-                buckets[bucket] = buckets[bucket].saturating_add(n);
-                *count = count.saturating_add(n);
+                // The total saturates, and no bucket takes more than it: the cumulative
+                // buckets an output adds up never pass the count.
+                let n = n.min(u64::MAX - *count);
+                buckets[bucket] += n;
+                *count += n;
             }
             // Finite each, the sum of many may not be: it stops at the largest float.
             *sum_ms = (*sum_ms + times.sum_ms).min(f64::MAX);
@@ -724,10 +782,20 @@ mod tests {
             counter("1digit", 1, &[]),
             counter("has-dash", 1, &[]),
             counter("swarmtel.events", 1, &[]),
+            counter("swarmtel", 1, &[]),
+            counter("swarmtelx", 1, &[]),
+            counter("locust.client.duration", 1, &[]),
+            point("locust.users.count", wit::MetricValue::Gauge(1.0), &[]),
+            point(
+                "locust.client.duration.percentile",
+                wit::MetricValue::Gauge(1.0),
+                &[],
+            ),
             with_unit("m s"),
             with_unit(&"u".repeat(MAX_UNIT_BYTES + 1)),
             with_description("two\nlines"),
             with_description("back\\slash"),
+            with_description("a \"quote\""),
             with_description(&"d".repeat(MAX_DESCRIPTION_BYTES + 1)),
             counter("c", 1, &seventeen),
             counter("c", 1, &[("", "v")]),
@@ -738,6 +806,8 @@ mod tests {
             counter("c", 1, &[("testplan", "forged")]),
             counter("c", 1, &[("le", "1")]),
             counter("c", 1, &[("quantile", "1")]),
+            counter("c", 1, &[("__name__", "x")]),
+            counter("c", 1, &[("_.x", "x")]),
             counter("c", 1, &[("a.b", "1"), ("a_b", "2")]),
             counter("c", 1, &[("v", &long)]),
             counter("c", 1, &[("v", "tab\there")]),
@@ -858,16 +928,21 @@ mod tests {
             gauge("sent_bytes_total"),
             // `wait` is `wait_seconds`, `_bucket`, `_sum`, `_count`.
             gauge("wait.seconds.count"),
-            with_unit("wait", "s"),
-            // The built-in metrics.
-            histogram("locust.client.duration"),
-            gauge("locust.users.count"),
+            with_unit("wait.seconds", ""),
+            // The built-in metrics' Prometheus names, under other names.
             gauge("locust.client.duration.percentile.seconds"),
+            gauge("locust_users.count"),
         ];
         let rejected = metrics.record(1, 0, 1.0, clashes, &limits);
         assert_eq!(
             reasons(&rejected),
-            vec!["metric_name_taken"; 7],
+            vec!["metric_name_taken"; 6],
+            "{rejected:#?}"
+        );
+        assert!(
+            rejected
+                .iter()
+                .all(|r| r.message.contains("which another metric exports")),
             "{rejected:#?}"
         );
     }
@@ -963,6 +1038,132 @@ mod tests {
         };
         assert_eq!(histogram.count, u64::MAX);
         assert!(histogram.sum.is_finite());
+    }
+
+    #[test]
+    fn past_the_series_cap_no_family_is_made_for_a_new_name() {
+        let mut metrics = PluginMetrics::new();
+        let limits = Limits {
+            max_metric_series: 1,
+            ..Limits::default()
+        };
+        assert!(
+            metrics
+                .record(0, 0, 1.0, vec![counter("kept", 1, &[])], &limits)
+                .is_empty()
+        );
+        let names: Vec<wit::MetricPoint> = (0..500)
+            .map(|i| counter(&format!("name{i}"), 1, &[]))
+            .collect();
+        let rejected = metrics.record(0, 0, 1.0, names, &limits);
+        assert_eq!(reasons(&rejected), vec!["metric_series_cap"; 500]);
+        assert_eq!(metrics.families.len(), 1, "no family without a series");
+        // So another plugin may still use those names.
+        assert!(
+            metrics
+                .record(1, 0, 1.0, vec![counter("name7", 1, &[])], &limits)
+                .is_empty()
+        );
+        let snapshot = metrics.snapshot(&[run()]);
+        assert!(
+            snapshot[0]
+                .metrics
+                .iter()
+                .all(|metric| !metric.points.is_empty())
+        );
+    }
+
+    #[test]
+    fn a_series_is_what_prometheus_sees() {
+        let mut metrics = PluginMetrics::new();
+        let limits = Limits::default();
+        let with = |attributes: Vec<(&str, wit::AttributeValue)>| wit::MetricPoint {
+            attributes: attributes
+                .into_iter()
+                .map(|(key, value)| wit::Attribute {
+                    key: key.into(),
+                    value,
+                })
+                .collect(),
+            ..counter("hits", 1, &[])
+        };
+        let text = |value: &str| wit::AttributeValue::Text(value.into());
+        let points = vec![
+            with(vec![("code", wit::AttributeValue::Integer(200))]),
+            with(vec![("code", text("200"))]),
+            with(vec![("ok", wit::AttributeValue::Boolean(true))]),
+            with(vec![("ok", text("true"))]),
+            with(vec![("a.b", text("x"))]),
+            with(vec![("a_b", text("x"))]),
+            with(vec![("empty", text(""))]),
+            with(vec![]),
+        ];
+        assert!(metrics.record(0, 0, 1.0, points, &limits).is_empty());
+        // Each pair is one series, with the first point's types and keys; an empty value is
+        // no attribute.
+        assert_eq!(
+            values(&mut metrics, "hits"),
+            [
+                (String::new(), PointValue::Counter(2)),
+                ("a.b=x".into(), PointValue::Counter(2)),
+                ("code=200".into(), PointValue::Counter(2)),
+                ("ok=true".into(), PointValue::Counter(2)),
+            ]
+        );
+        let snapshot = metrics.snapshot(&[run()]);
+        let typed: Vec<&AttributeValue> = snapshot[0].metrics[0]
+            .points
+            .iter()
+            .flat_map(|point| point.attributes.iter().map(|(_, value)| value))
+            .collect();
+        assert!(typed.contains(&&AttributeValue::Int(200)), "{typed:?}");
+        assert!(typed.contains(&&AttributeValue::Bool(true)), "{typed:?}");
+        assert_eq!(metrics.series_of[&0], 4);
+    }
+
+    #[test]
+    fn a_histogram_count_saturates_and_its_buckets_never_pass_it() {
+        let mut metrics = PluginMetrics::new();
+        let limits = Limits::default();
+        let times = |buckets: Vec<(u32, u64)>| {
+            point(
+                "h",
+                wit::MetricValue::ResponseTimes(wit::ResponseTimes {
+                    buckets,
+                    sum_ms: 1.0,
+                }),
+                &[],
+            )
+        };
+        metrics.record(
+            0,
+            0,
+            1.0,
+            vec![times(vec![(1, u64::MAX), (20_000, 1)])],
+            &limits,
+        );
+        metrics.record(0, 0, 1.0, vec![times(vec![(3, 5)])], &limits);
+        let [(_, PointValue::Histogram(histogram))] = &values(&mut metrics, "h")[..] else {
+            panic!("one histogram");
+        };
+        assert_eq!(histogram.count, u64::MAX);
+        let cumulative = histogram
+            .bucket_counts
+            .iter()
+            .try_fold(0u64, |total, &n| total.checked_add(n));
+        assert_eq!(cumulative, Some(u64::MAX), "{:?}", histogram.bucket_counts);
+    }
+
+    #[test]
+    fn a_runs_start_is_its_first_point_and_never_moves() {
+        let mut metrics = PluginMetrics::new();
+        let limits = Limits::default();
+        metrics.record(0, 0, 10.0, vec![counter("c", 1, &[])], &limits);
+        metrics.record(0, 0, 5.0, vec![counter("c", 1, &[])], &limits);
+        metrics.record(0, 0, 12.0, vec![counter("c", 1, &[])], &limits);
+        let snapshot = metrics.snapshot(&[run()]);
+        assert_eq!((snapshot[0].start_time, snapshot[0].time), (10.0, 12.0));
+        assert_eq!(snapshot[0].scope, "swarmtel.plugins");
     }
 
     #[test]

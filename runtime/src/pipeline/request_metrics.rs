@@ -762,6 +762,7 @@ impl RequestMetrics {
                         run: runs.get(index)?.clone(),
                         start_time: stats.start_time.unwrap_or(stats.latest_time),
                         time: stats.latest_time,
+                        scope: "swarmtel.requests",
                         metrics: self.run_metrics(stats),
                     })
                 })

@@ -220,17 +220,26 @@ pub fn metrics_request(
         }],
         ..Default::default()
     }];
+    // One resource per run, one scope per entry of that run (request metrics, plugins').
+    let mut resource_of: std::collections::HashMap<&RunContext, usize> = Default::default();
     for run in runs {
         let (start, time) = (unix_nanos(run.start_time), unix_nanos(run.time));
-        resource_metrics.push(proto::ResourceMetrics {
-            resource: resource(run_attributes(&run.run)),
-            scope_metrics: vec![proto::ScopeMetrics {
-                scope: scope("swarmtel.requests"),
-                metrics: run.metrics.iter().map(|m| metric(m, start, time)).collect(),
-                ..Default::default()
-            }],
+        let scope_metrics = proto::ScopeMetrics {
+            scope: scope(run.scope),
+            metrics: run.metrics.iter().map(|m| metric(m, start, time)).collect(),
             ..Default::default()
-        });
+        };
+        match resource_of.get(&run.run) {
+            Some(&index) => resource_metrics[index].scope_metrics.push(scope_metrics),
+            None => {
+                resource_of.insert(&run.run, resource_metrics.len());
+                resource_metrics.push(proto::ResourceMetrics {
+                    resource: resource(run_attributes(&run.run)),
+                    scope_metrics: vec![scope_metrics],
+                    ..Default::default()
+                });
+            }
+        }
     }
     ExportMetricsServiceRequest { resource_metrics }
 }

@@ -112,6 +112,8 @@ struct State {
     metrics: Option<Export>,
     /// Per signal (metrics, logs): when it may be tried next.
     backoff: [Backoff; 2],
+    /// The signal of the latest try, so that neither holds up the other.
+    last: Option<Signal>,
     logs: VecDeque<Export>,
     /// Bytes of the waiting logs (the budget is theirs; the one metrics export is apart).
     queued_bytes: usize,
@@ -211,6 +213,9 @@ impl Transport {
         {
             let mut state = self.shared.lock();
             state.deadline = Some(Instant::now() + drain);
+            // The end gets one try per signal at once, whatever the backoff: the receiver
+            // may be back, and the last export is the one that counts.
+            state.backoff = Default::default();
         }
         self.shared.wake.notify_all();
         self.shared.closing.notify_one();
@@ -230,16 +235,22 @@ impl Drop for Transport {
 impl State {
     /// The next export to try now: the metrics first (one small export that makes good every
     /// earlier one), then the oldest logs, each only once its signal's backoff is over.
+    /// After a metrics try, ready logs go first: metrics posts slower than the export
+    /// interval would otherwise hold up the logs for good.
     fn take_ready(&mut self, now: Instant) -> Option<Export> {
-        if self.metrics.is_some() && self.backoff[0].ready(now) {
-            return self.metrics.take();
-        }
-        if self.backoff[1].ready(now) {
+        let metrics_ready = self.metrics.is_some() && self.backoff[0].ready(now);
+        let logs_ready = !self.logs.is_empty() && self.backoff[1].ready(now);
+        let export = if metrics_ready && !(logs_ready && self.last == Some(Signal::Metrics)) {
+            self.metrics.take()?
+        } else if logs_ready {
             let export = self.logs.pop_front()?;
             self.queued_bytes -= export.body.len();
-            return Some(export);
-        }
-        None
+            export
+        } else {
+            return None;
+        };
+        self.last = Some(export.signal);
+        Some(export)
     }
 
     /// The earliest instant a waiting export's backoff ends.
@@ -275,6 +286,13 @@ fn run(shared: &Shared, target: &Target, runtime: &tokio::runtime::Runtime) {
                     break export;
                 }
                 if state.deadline.is_some() && state.metrics.is_none() && state.logs.is_empty() {
+                    return;
+                }
+                // Closing, and nothing waiting can be tried before the deadline.
+                if let (Some(deadline), Some(next)) = (state.deadline, state.next_ready())
+                    && next >= deadline
+                {
+                    drop_everything(&mut state);
                     return;
                 }
                 let wake_at = state.next_ready().into_iter().chain(state.deadline).min();
@@ -659,7 +677,7 @@ mod tests {
                 log.lock().unwrap().push(path.clone());
                 let _ = write!(
                     stream,
-                    "HTTP/1.1 {} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    "HTTP/1.1 {} X\r\nretry-after: 30\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                     status(&path),
                     body.len()
                 );
@@ -809,6 +827,100 @@ mod tests {
             "every logs export delivered while metrics waited"
         );
         assert_eq!(stats.dropped_metrics, 1);
+    }
+
+    #[test]
+    fn the_end_gets_one_try_whatever_the_backoff() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static TRIES: AtomicUsize = AtomicUsize::new(0);
+        // 503 with Retry-After: 30 once, then the receiver is back.
+        let (authority, _) = receiver(|_| {
+            if TRIES.fetch_add(1, Ordering::SeqCst) == 0 {
+                503
+            } else {
+                200
+            }
+        });
+        let mut transport = Transport::start(target(authority), 1 << 20).unwrap();
+        let metrics = || Export {
+            signal: Signal::Metrics,
+            body: Bytes::from_static(b"m"),
+            records: 0,
+        };
+        transport.send(metrics());
+        let start = Instant::now();
+        while transport.stats().retries == 0 {
+            assert!(start.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // The last export comes while the first waits out its 30 s; the end does not wait.
+        transport.send(metrics());
+        transport.send(logs(10, 2));
+        let closing = Instant::now();
+        transport.close(Duration::from_secs(3));
+        let stats = transport.stats();
+        assert_eq!(
+            (stats.sent, stats.dropped_metrics, stats.dropped_records),
+            (2, 0, 0)
+        );
+        assert!(
+            closing.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            closing.elapsed()
+        );
+        // With nothing that can be tried before the deadline, the end comes at once.
+        let (authority, _) = receiver(|_| 503);
+        let mut transport = Transport::start(target(authority), 1 << 20).unwrap();
+        transport.send(metrics());
+        let start = Instant::now();
+        while transport.stats().retries == 0 {
+            assert!(start.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let closing = Instant::now();
+        transport.close(Duration::from_secs(5));
+        let stats = transport.stats();
+        // Its one try at the end failed too, and 30 s is past the deadline.
+        assert_eq!(
+            (stats.sent, stats.retries, stats.dropped_metrics),
+            (0, 2, 1)
+        );
+        assert!(
+            closing.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            closing.elapsed()
+        );
+    }
+
+    #[test]
+    fn after_a_metrics_try_ready_logs_go_first() {
+        let mut state = State {
+            budget: 1 << 20,
+            ..State::default()
+        };
+        let metrics = || Export {
+            signal: Signal::Metrics,
+            body: Bytes::from_static(b"m"),
+            records: 0,
+        };
+        let now = Instant::now();
+        state.metrics = Some(metrics());
+        state.logs.push_back(logs(10, 1));
+        state.queued_bytes = 10;
+        let order: Vec<Signal> = std::iter::from_fn(|| {
+            let export = state.take_ready(now)?;
+            // A newer metrics export is always waiting, as with posts slower than the interval.
+            if export.signal == Signal::Metrics {
+                state.logs.push_back(logs(10, 1));
+                state.queued_bytes += 10;
+            }
+            state.metrics = Some(metrics());
+            Some(export.signal)
+        })
+        .take(6)
+        .collect();
+        use Signal::{Logs, Metrics};
+        assert_eq!(order, [Metrics, Logs, Metrics, Logs, Metrics, Logs]);
     }
 
     #[test]

@@ -137,25 +137,22 @@ fn encode_groups(
     encoder: &mut DescriptorEncoder<'_>,
     groups: &[Group<'_>],
 ) -> Result<(), std::fmt::Error> {
-    let mut names: Vec<&str> = Vec::new();
-    for metric in groups.iter().flat_map(|group| group.metrics) {
-        if !names.contains(&metric.name.as_ref()) {
-            names.push(&metric.name);
+    // Families in order of first appearance, each with its (group, metric) pairs: one pass.
+    let mut index: std::collections::HashMap<&str, usize> = Default::default();
+    let mut families: Vec<Vec<(&Group<'_>, &Metric)>> = Vec::new();
+    for group in groups {
+        for metric in group.metrics {
+            let at = *index.entry(&metric.name).or_insert_with(|| {
+                families.push(Vec::new());
+                families.len() - 1
+            });
+            families[at].push((group, metric));
         }
     }
-    for name in names {
-        let same_name = || {
-            groups.iter().flat_map(move |group| {
-                group
-                    .metrics
-                    .iter()
-                    .filter(move |metric| metric.name == name)
-                    .map(move |metric| (group, metric))
-            })
-        };
-        let Some((_, first)) = same_name().next() else {
-            continue;
-        };
+    for members in families {
+        let name: &str = &members[0].1.name;
+        let same_name = || members.iter().copied();
+        let first = members[0].1;
         let kind = match first.kind {
             MetricKind::Counter => MetricType::Counter,
             MetricKind::Gauge => MetricType::Gauge,

@@ -13,7 +13,8 @@
 //!   gauge.
 //! - `series-flood`: at test start, `count` points of the counter `maker.flood`, each its own
 //!   series (attribute `i`).
-//! - `call-flood`: at test start, `count` points of the counter `maker.calls`, one series.
+//! - `call-flood`: at test start, `count` points of the counter `maker.calls`, each its own
+//!   series (the SDK merges points of one series, so only distinct ones reach the host).
 //! - `huge-point`: at test start, one point whose attribute value is `count` MB.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -127,8 +128,8 @@ impl Recorder for Maker {
             }
             "call-flood" => {
                 let calls = Metric::new("maker.calls");
-                for _ in 0..self.count {
-                    out.add_counter(&calls, 1, &[]);
+                for i in 0..self.count {
+                    out.add_counter(&calls, 1, &[("i", (i as i64).into())]);
                 }
             }
             "huge-point" => {
