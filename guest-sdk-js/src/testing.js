@@ -256,7 +256,7 @@ export function checkPoint(point) {
   if (!/^[a-z][a-z0-9_.]*$/.test(name)) {
     throw rejected("the name must be lower-case letters, digits, `_` and `.`, starting with a letter");
   }
-  if (name.startsWith("swarmtel.") || name.startsWith("swarmtel_")) {
+  if (name.startsWith("swarmtel")) {
     throw rejected("names starting `swarmtel` are the runtime's own");
   }
   if (BUILTIN_METRICS.includes(name)) {
@@ -265,8 +265,8 @@ export function checkPoint(point) {
   if (!/^[\x21-\x7e]{0,32}$/.test(point.unit)) {
     throw rejected("the unit must be at most 32 printable ASCII characters");
   }
-  if (bytes(point.description) > 512 || CONTROL.test(point.description) || point.description.includes("\\")) {
-    throw rejected("the description must be at most 512 bytes, without control characters or `\\`");
+  if (bytes(point.description) > 512 || CONTROL.test(point.description) || point.description.includes("\\") || point.description.includes('"')) {
+    throw rejected('the description must be at most 512 bytes, without control characters, `\\` or `"`');
   }
   if (point.attributes.length > METRIC_CAPS.attributes) {
     throw rejected(`${point.attributes.length} attributes, more than ${METRIC_CAPS.attributes}`);
@@ -277,7 +277,7 @@ export function checkPoint(point) {
       throw rejected(`attribute key ${JSON.stringify(key)} must be 1 to 64 letters, digits, \`_\` and \`.\`, not starting with a digit`);
     }
     const spelled = key.replace(/\./g, "_");
-    if (RESERVED_ATTRIBUTE_KEYS.includes(spelled)) {
+    if (RESERVED_ATTRIBUTE_KEYS.includes(spelled) || spelled.startsWith("__")) {
       throw rejected(`attribute key \`${key}\` is the outputs' own`);
     }
     if (seen.has(spelled)) {
@@ -325,7 +325,13 @@ class MetricLedger {
       if (kind !== point.value.tag) {
         throw new MetricRejected(`metric ${point.name} rejected by the host: a ${point.value.tag} point for a ${kind} metric`);
       }
-      const identity = JSON.stringify([point.name, point.attributes.map((/** @type {any} */ { key, value }) => [key, value.tag, String(value.val)]).sort()]);
+      // As the host tells series apart (as Prometheus sees them): keys with `.` as `_`, values
+      // as text, empty text values dropped.
+      const labels = point.attributes
+        .filter((/** @type {any} */ { value }) => !(value.tag === "text" && value.val === ""))
+        .map((/** @type {any} */ { key, value }) => [key.replace(/\./g, "_"), String(value.val)])
+        .sort();
+      const identity = JSON.stringify([point.name, labels]);
       if (!this.series.has(identity)) {
         if (this.series.size >= this.maxSeries) {
           throw new MetricRejected(`metric ${point.name} rejected by the host: a new series past the plugin's ${this.maxSeries} (max_metric_series)`);

@@ -353,15 +353,15 @@ def check_point(point: MetricPoint) -> None:
         raise rejected("the name must be 1 to 128 bytes")
     if not _METRIC_NAME.match(name):
         raise rejected("the name must be lower-case letters, digits, `_` and `.`, starting with a letter")
-    if name.startswith(("swarmtel.", "swarmtel_")):
+    if name.startswith("swarmtel"):
         raise rejected("names starting `swarmtel` are the runtime's own")
     if name in BUILTIN_METRICS:
         raise rejected("the name is a built-in metric's (%s)" % ", ".join(BUILTIN_METRICS))
     if len(point.unit.encode("utf-8")) > 32 or any(not "!" <= c <= "~" for c in point.unit):
         raise rejected("the unit must be at most 32 printable ASCII characters")
     description = point.description
-    if len(description.encode("utf-8")) > 512 or _has_control(description) or "\\" in description:
-        raise rejected("the description must be at most 512 bytes, without control characters or `\\`")
+    if len(description.encode("utf-8")) > 512 or _has_control(description) or "\\" in description or '"' in description:
+        raise rejected("the description must be at most 512 bytes, without control characters, `\\` or `\"`")
     if len(point.attributes) > MAX_ATTRIBUTES:
         raise rejected("%d attributes, more than %d" % (len(point.attributes), MAX_ATTRIBUTES))
     seen = set()
@@ -372,7 +372,7 @@ def check_point(point: MetricPoint) -> None:
                 % json.dumps(key)
             )
         spelled = key.replace(".", "_")
-        if spelled in RESERVED_ATTRIBUTE_KEYS:
+        if spelled in RESERVED_ATTRIBUTE_KEYS or spelled.startswith("__"):
             raise rejected("attribute key `%s` is the outputs' own" % key)
         if spelled in seen:
             raise rejected("attribute key `%s` repeats another (`.` and `_` are the same in Prometheus)" % key)
@@ -411,7 +411,7 @@ class _MetricLedger:
                     "metric %s rejected by the host: a %s point for a %s metric"
                     % (point.name, _KIND_NAMES[point.kind], _KIND_NAMES[kind])
                 )
-            series = (point.name, frozenset((k, type(v).__name__, v) for k, v in point.attributes))
+            series = (point.name, _series_labels(point.attributes))
             if series not in self.series:
                 if len(self.series) >= self.max_series:
                     raise MetricRejected(
@@ -419,6 +419,18 @@ class _MetricLedger:
                         % (point.name, self.max_series)
                     )
                 self.series.add(series)
+
+
+def _label_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _series_labels(attributes) -> frozenset:
+    """A series as the host tells series apart (as Prometheus sees them): keys with `.` as
+    `_`, values as text, empty text values dropped."""
+    return frozenset((k.replace(".", "_"), _label_text(v)) for k, v in attributes if v != "")
 
 
 def _metric(point: MetricPoint) -> Dict[str, Any]:
