@@ -12,7 +12,7 @@ _TYPES = {
 }
 _KNOWN = {"$schema", "$id", "title", "description", "type", "required", "properties", "allOf", "if",
           "then", "enum", "const", "$defs", "$ref", "items", "prefixItems", "minItems", "maxItems",
-          "minimum", "maximum", "minLength"}
+          "minimum", "maximum", "minLength", "additionalProperties"}
 
 
 def errors(value, schema, root=None, path="$"):
@@ -50,6 +50,9 @@ def errors(value, schema, root=None, path="$"):
         for key, sub in schema.get("properties", {}).items():
             if key in value:
                 out += errors(value[key], sub, root, f"{path}.{key}")
+        if "additionalProperties" in schema:
+            for key in set(value) - set(schema.get("properties", {})):
+                out += errors(value[key], schema["additionalProperties"], root, f"{path}.{key}")
     if isinstance(value, list):
         if "minItems" in schema and len(value) < schema["minItems"]:
             out.append(f"{path}: too few items")

@@ -160,7 +160,9 @@ def test_lines_are_compact_newline_terminated_and_validate(capture):
         assert list(obj)[:4] == ["event", "role", "node", "time"]
         assert minischema.errors(obj, SCHEMA) == [], obj
         events.add(obj["event"])
-    assert events == set(SCHEMA["properties"]["event"]["enum"])
+    # process_sample is in the format (contract 0.2.0) but the bridge does not sample its
+    # process yet (issue 11).
+    assert events == set(SCHEMA["properties"]["event"]["enum"]) - {"process_sample"}
 
 
 @pytest.mark.parametrize("bad", [
