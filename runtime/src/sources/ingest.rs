@@ -884,6 +884,14 @@ mod tests {
         let line = format!(
             r#"{{"event":"stats","role":"master","node":"master","time":5,"user_count":1,"entries":[{entry}],"total":{total}}}"#
         );
+        let schema: serde_json::Value =
+            serde_json::from_str(&repo_file("schemas/event-stream.schema.json")).unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert!(
+            validator.is_valid(&value),
+            "the schema takes Locust's shape too"
+        );
         let EventBody::Other(wit::Event::StatsSnapshot(snapshot)) =
             decode_line(&line).unwrap().body
         else {
