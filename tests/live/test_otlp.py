@@ -358,6 +358,9 @@ def test_a_refused_request_is_not_retried(tmp_path, swarmtel_bin):
     finally:
         receiver.close()
     assert run.returncode == 0, run.stderr
-    # Metrics only (logs off): the first export and the final one, each refused once.
-    assert receiver.refused == 2, receiver.refused
-    assert "0 retried, 2 refused" in run.stderr and "HTTP 400 (not retried)" in run.stderr, run.stderr
+    # Metrics only (logs off): each export tried once and refused, none retried. (How many
+    # exports there are depends on timing: a newer metrics export replaces one that has not
+    # gone out yet, so a loaded machine may send only the final one.)
+    assert receiver.refused >= 1 and len(receiver.headers) == receiver.refused, receiver.refused
+    assert f"0 retried, {receiver.refused} refused" in run.stderr, run.stderr
+    assert "HTTP 400 (not retried)" in run.stderr, run.stderr
