@@ -17,18 +17,12 @@ from swarmtel_recorder import (
     TelemetryData,
     bucket_response_time,
 )
+from locust.stats import bucket_response_time as locust_bucket_response_time
 from swarmtel_recorder.testing import Harness, MetricRejected, replay
 
 
-def python_bucket(ms):
-    """Locust's ``bucket_response_time``, written out with Python's own ``round``."""
-    if ms < 100:
-        return round(ms)
-    if ms < 1000:
-        return int(round(ms, -1))
-    if ms < 10000:
-        return int(round(ms, -2))
-    return int(round(ms, -3))
+#: Locust's own ``bucket_response_time`` (Python's ``round``): the oracle.
+python_bucket = locust_bucket_response_time
 
 
 #: Ties of every range (a half goes to the even neighbour), values next to them, range edges.

@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from locust.stats import bucket_response_time  # Locust's own: the oracle
+
 #: The bucket bounds of `locust.client.duration` (and so of every plugin histogram), in ms.
 BOUNDS_MS = (0, 5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000)
 
@@ -19,15 +21,6 @@ _SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\} (\S+)$')
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
-def bucket_response_time(ms: float) -> int:
-    """Locust's ``bucket_response_time``, with Python's own ``round``."""
-    if ms < 100:
-        return round(ms)
-    if ms < 1000:
-        return int(round(ms, -1))
-    if ms < 10000:
-        return int(round(ms, -2))
-    return int(round(ms, -3))
 
 
 def samples(text: str) -> list:
