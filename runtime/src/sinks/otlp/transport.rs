@@ -532,6 +532,15 @@ mod tests {
         }
     }
 
+    /// A small metrics export.
+    fn metrics() -> Export {
+        Export {
+            signal: Signal::Metrics,
+            body: Bytes::from_static(b"m"),
+            records: 0,
+        }
+    }
+
     /// A receiver that takes connections and never answers.
     fn silent_receiver() -> (std::net::TcpListener, String) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -762,17 +771,12 @@ mod tests {
         let (authority, seen) = receiver(|path| if path == "/v1/logs" { 503 } else { 200 });
         let mut transport = Transport::start(target(authority), 1 << 20).unwrap();
         transport.send(logs(10, 3));
-        let metrics = Export {
-            signal: Signal::Metrics,
-            body: Bytes::from_static(b"m"),
-            records: 0,
-        };
         let start = Instant::now();
         while transport.stats().retries == 0 {
             assert!(start.elapsed() < Duration::from_secs(10));
             std::thread::sleep(Duration::from_millis(5));
         }
-        transport.send(metrics);
+        transport.send(metrics());
         while transport.stats().sent == 0 {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
@@ -796,11 +800,6 @@ mod tests {
     fn a_failing_metrics_path_keeps_its_backoff_and_holds_up_no_logs() {
         let (authority, seen) = receiver(|path| if path == "/v1/metrics" { 503 } else { 200 });
         let mut transport = Transport::start(target(authority), 1 << 20).unwrap();
-        let metrics = || Export {
-            signal: Signal::Metrics,
-            body: Bytes::from_static(b"m"),
-            records: 0,
-        };
         // A new metrics export and a logs export every 20 ms for a second, as a busy run
         // publishes them, while /v1/metrics answers 503.
         let start = Instant::now();
@@ -842,11 +841,6 @@ mod tests {
             }
         });
         let mut transport = Transport::start(target(authority), 1 << 20).unwrap();
-        let metrics = || Export {
-            signal: Signal::Metrics,
-            body: Bytes::from_static(b"m"),
-            records: 0,
-        };
         transport.send(metrics());
         let start = Instant::now();
         while transport.stats().retries == 0 {
@@ -897,11 +891,6 @@ mod tests {
         let mut state = State {
             budget: 1 << 20,
             ..State::default()
-        };
-        let metrics = || Export {
-            signal: Signal::Metrics,
-            body: Bytes::from_static(b"m"),
-            records: 0,
         };
         let now = Instant::now();
         state.metrics = Some(metrics());
