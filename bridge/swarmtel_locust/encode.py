@@ -172,14 +172,62 @@ def stats_entry(e: Any) -> Dict[str, Any]:
         "response_times": [[float(k), int(v)] for k, v in sorted(e.response_times.items())],
         "current_rps": float(e.current_rps),
         "current_fail_per_sec": float(e.current_fail_per_sec),
+        "start_time": _optional_time(getattr(e, "start_time", None)),
+        "last_request_timestamp": _optional_time(getattr(e, "last_request_timestamp", None)),
+    }
+
+
+def _optional_time(value: Any) -> Optional[float]:
+    """A Unix time as a float, or ``None`` when Locust has none (or it is not finite)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+#: The most characters of one error text a snapshot carries; Locust's error texts are
+#: ``repr(exception)``, and one huge text must not push the snapshot past the 1 MiB line.
+MAX_ERROR_CHARS = 4096
+
+
+def error_row(error: Any) -> Dict[str, Any]:
+    """One row of Locust's error table (a ``StatsError``), as ``StatsError.to_dict()`` gives
+    it: ``error`` is Locust's own ``parse_error`` text, cut at :data:`MAX_ERROR_CHARS`."""
+    parse = getattr(type(error), "parse_error", None)
+    text = parse(error.error) if parse is not None else str(error.error)
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[:MAX_ERROR_CHARS] + "..."
+    return {
+        "method": error.method or "",
+        "name": error.name,
+        "error": text,
+        "occurrences": int(error.occurrences),
+        "first_seen": _optional_time(getattr(error, "first_seen", None)),
+        "last_seen": _optional_time(getattr(error, "last_seen", None)),
     }
 
 
 def stats_fields(runner: Any) -> Dict[str, Any]:
-    """A ``stats`` snapshot of a runner: ``user_count``, sorted ``entries``, ``total``."""
+    """A ``stats`` snapshot of a runner: ``user_count``, sorted ``entries``, ``total`` and
+    Locust's error table in ``errors``."""
     st = runner.stats
     entries = [stats_entry(e) for _, e in sorted(st.entries.items(), key=lambda kv: (kv[0][0], kv[0][1]))]
-    return {"user_count": int(runner.user_count), "entries": entries, "total": stats_entry(st.total)}
+    errors = [error_row(e) for e in st.errors.values()]
+    return {"user_count": int(runner.user_count), "entries": entries, "total": stats_entry(st.total),
+            "errors": errors}
+
+
+def process_sample_fields(process: Any, net_io_counters: Any) -> Dict[str, Any]:
+    """A ``process_sample``: this process's CPU use in percent of one core since the previous
+    sample (psutil's ``cpu_percent``), its resident memory, and the host's network byte
+    counters, the numbers locust-telemetry's system recorder logs."""
+    io = net_io_counters()
+    return {
+        "cpu_percent": float(process.cpu_percent()),
+        "memory_bytes": int(process.memory_info().rss),
+        "network_sent_bytes": int(io.bytes_sent) if io is not None else 0,
+        "network_recv_bytes": int(io.bytes_recv) if io is not None else 0,
+    }
 
 
 def worker_report_fields(client_id, data) -> Dict[str, Any]:

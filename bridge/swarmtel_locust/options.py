@@ -7,6 +7,14 @@ from typing import Any, Optional
 
 ENV_PREFIX = "LOCUST_SWARMTEL_"
 
+#: Seconds between stats snapshots: locust-telemetry's default recorder interval, so its
+#: records come at the same moments.
+DEFAULT_STATS_INTERVAL = 3.0
+#: Seconds between process samples (CPU, memory, network), the same default.
+DEFAULT_SAMPLE_INTERVAL = 3.0
+#: The shortest interval either accepts; smaller values are raised to it.
+MIN_INTERVAL = 0.05
+
 
 def default_endpoint(environ: Optional[dict] = None, uid: Optional[int] = None) -> str:
     """The protocol's default endpoint: ``unix:$XDG_RUNTIME_DIR/swarmtel/serve.sock``,
@@ -56,9 +64,15 @@ def add_arguments(parser: Any) -> None:
         help="swarmtel: shared secret sent in the hello",
     )
     parser.add_argument(
-        "--swarmtel-stats-interval", type=float, default=2.0, metavar="<seconds>",
+        "--swarmtel-stats-interval", type=float, default=DEFAULT_STATS_INTERVAL, metavar="<seconds>",
         env_var=ENV_PREFIX + "STATS_INTERVAL",
-        help="swarmtel: seconds between stats snapshots (master/standalone)",
+        help="swarmtel: seconds between stats snapshots, the first at test start (master/standalone)",
+    )
+    parser.add_argument(
+        "--swarmtel-sample-interval", type=float, default=DEFAULT_SAMPLE_INTERVAL, metavar="<seconds>",
+        env_var=ENV_PREFIX + "SAMPLE_INTERVAL",
+        help="swarmtel: seconds between samples of this process's CPU, memory and network use, "
+             "from test start to test stop, the first at test start (every node); 0 turns them off",
     )
     parser.add_argument(
         "--swarmtel-flush-interval", type=float, default=0.2, metavar="<seconds>",
@@ -105,7 +119,9 @@ class Settings:
     testplan: Optional[str] = None
     run_id: Optional[str] = None
     token: Optional[str] = None
-    stats_interval: float = 2.0
+    stats_interval: float = DEFAULT_STATS_INTERVAL
+    #: Seconds between process samples; 0 means none.
+    sample_interval: float = DEFAULT_SAMPLE_INTERVAL
     flush_interval: float = 0.2
     buffer: int = 100000
     optional: bool = False
@@ -125,9 +141,15 @@ class Settings:
             testplan=get("testplan", None) or None,
             run_id=get("run_id", None) or None,
             token=get("token", None) or None,
-            stats_interval=max(0.05, float(get("stats_interval", 2.0))),
+            stats_interval=max(MIN_INTERVAL, float(get("stats_interval", DEFAULT_STATS_INTERVAL))),
+            sample_interval=_sample_interval(float(get("sample_interval", DEFAULT_SAMPLE_INTERVAL))),
             flush_interval=max(0.01, float(get("flush_interval", 0.2))),
             buffer=max(1, int(get("buffer", 100000))),
             optional=bool(get("optional", False)),
             disable=bool(get("disable", False)),
         )
+
+
+def _sample_interval(seconds: float) -> float:
+    """0 (or less) turns process samples off; anything else is at least :data:`MIN_INTERVAL`."""
+    return 0.0 if seconds <= 0 else max(MIN_INTERVAL, seconds)

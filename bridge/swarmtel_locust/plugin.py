@@ -5,6 +5,7 @@ import atexit
 import contextlib
 import logging
 import signal
+import uuid
 from typing import Any, Optional, Tuple
 
 import gevent
@@ -25,6 +26,12 @@ MSG_RUN = "swarmtel_run"
 #: Custom Locust message, worker -> master (no data): "send me ``swarmtel_run``". A worker
 #: sends it once it has registered its handler for the answer, so the answer always finds it.
 MSG_RUN_REQUEST = "swarmtel_run_request"
+#: Custom Locust message, master -> each worker that asked for the run (so it has its
+#: handler), at each test start: ``{"test_id": str}``. The master fires ``test_start`` before
+#: it sends the spawn messages, and a worker handles messages in order, so a worker knows the
+#: new test id when its own ``test_start`` fires. A worker that asks later gets the current
+#: test id in ``swarmtel_run``.
+MSG_TEST = "swarmtel_test"
 
 #: Until ``init`` reads the options, events are kept in a buffer of the default size. A
 #: worker can fire events before ``init``: Locust's WorkerRunner connects to the master in
@@ -84,6 +91,13 @@ class Bridge:
         self.child: Optional[ServerChild] = None
         self.flusher = None
         self.stats_greenlet = None
+        self.sample_greenlet = None
+        #: The id of the current test (a new one at each test start on the master or a
+        #: standalone process; a worker's comes from its master), for a per-test run id.
+        self.test_id: Optional[str] = None
+        self.process: Any = None
+        #: Master: the client ids of the workers that asked for the run (they have handlers).
+        self.bridged_workers: set = set()
         self.done = False
 
     # ---------------------------------------------------------------- identity
@@ -141,8 +155,11 @@ class Bridge:
         self.shipper = Shipper(buffer, self.transport, self.identity, can_connect=self.has_run,
                                waiting_reason="no run id from the master yet (is swarmtel_locust "
                                               "imported in the master's locustfile?)")
+        if settings.sample_interval > 0:
+            self.process = _own_process()
         if self.role == "worker":
             runner.register_message(MSG_RUN, self._on_run_message)
+            runner.register_message(MSG_TEST, self._on_test_message)
             self.request_run()
         else:
             self.run_id = settings.run_id or uuid7()
@@ -223,7 +240,7 @@ class Bridge:
     # ---------------------------------------------------------------- run id hand-out
 
     def run_message(self) -> dict:
-        return {"run_id": self.run_id, "testplan": self.testplan}
+        return {"run_id": self.run_id, "testplan": self.testplan, "test_id": self.test_id}
 
     def request_run(self) -> None:
         """Worker without a run id: ask the master for ``swarmtel_run``."""
@@ -244,19 +261,42 @@ class Bridge:
             log.warning("swarmtel-locust: cannot send the run id to worker %s: %s", client_id, e)
 
     def _on_run_request(self, environment: Any = None, msg: Any = None, **kwargs: Any) -> None:
-        self.send_run(getattr(msg, "node_id", None))
+        client_id = getattr(msg, "node_id", None)
+        if client_id:
+            self.bridged_workers.add(client_id)
+        self.send_run(client_id)
 
     def _on_run_message(self, environment: Any = None, msg: Any = None, **kwargs: Any) -> None:
         data = getattr(msg, "data", None) or {}
         run_id = data.get("run_id")
         if not run_id:
             return
+        if self.test_id is None and data.get("test_id"):
+            self.test_id = str(data["test_id"])
         if self.run_id is None:
             self.run_id, self.testplan = str(run_id), data.get("testplan")
             log.info("swarmtel-locust: %s joined run %s", self.node(), self.run_id)
         elif self.run_id != run_id:
             log.warning("swarmtel-locust: master sent run id %s but this worker already uses %s; keeping it",
                         run_id, self.run_id)
+
+    def _on_test_message(self, environment: Any = None, msg: Any = None, **kwargs: Any) -> None:
+        test_id = (getattr(msg, "data", None) or {}).get("test_id")
+        if test_id:
+            self.test_id = str(test_id)
+
+    def start_test(self) -> None:
+        """At ``test_start``: the master and a standalone process pick a new test id (and the
+        master tells its workers); every node records ``test_start`` with the current id."""
+        if self.role != "worker":
+            self.test_id = new_test_id()
+            if self.role == "master" and self.runner is not None:
+                for client_id in sorted(self.bridged_workers):
+                    try:
+                        self.runner.send_message(MSG_TEST, {"test_id": self.test_id}, client_id=client_id)
+                    except Exception as e:
+                        log.warning("swarmtel-locust: cannot send the test id to worker %s: %s", client_id, e)
+        self.record("test_start", **({"test_id": self.test_id} if self.test_id else {}))
 
     # ---------------------------------------------------------------- events
 
@@ -278,16 +318,47 @@ class Bridge:
 
     def _stats_loop(self) -> None:
         while True:
-            gevent.sleep(self.settings.stats_interval)
             self.record_stats()
+            gevent.sleep(self.settings.stats_interval)
 
     def start_stats(self) -> None:
+        """From test start: a stats snapshot at once, then one every stats interval."""
         if (self.emits_stats and self.stats_greenlet is None and self.buffer is not None
                 and self.settings is not None):
             self.stats_greenlet = gevent.spawn(self._stats_loop)
 
     def stop_stats(self) -> None:
         g, self.stats_greenlet = self.stats_greenlet, None
+        if g is not None:
+            g.kill(block=False)
+
+    def record_sample(self) -> None:
+        if self.buffer is None or self.process is None or self.done:
+            return
+        try:
+            import psutil
+
+            fields = encode.process_sample_fields(self.process, psutil.net_io_counters)
+        except Exception as e:  # a process or host psutil cannot read: no sample, counted
+            log.debug("swarmtel-locust: process sample failed: %s", e)
+            self.buffer.count_dropped(1)
+            return
+        self.buffer.push_control(encode.event_item("process_sample", **fields))
+
+    def _sample_loop(self) -> None:
+        while True:
+            self.record_sample()
+            gevent.sleep(self.settings.sample_interval)
+
+    def start_samples(self) -> None:
+        """From test start to test stop: a process sample at once, then one every sample
+        interval (locust-telemetry's system recorder does the same)."""
+        if (self.process is not None and self.sample_greenlet is None and self.buffer is not None
+                and self.settings is not None and self.settings.sample_interval > 0):
+            self.sample_greenlet = gevent.spawn(self._sample_loop)
+
+    def stop_samples(self) -> None:
+        g, self.sample_greenlet = self.sample_greenlet, None
         if g is not None:
             g.kill(block=False)
 
@@ -305,6 +376,7 @@ class Bridge:
             return
         self.done = True
         self.stop_stats()
+        self.stop_samples()
         try:
             self.shipper.finish(FLUSH_TIMEOUT)
         except Exception:
@@ -323,6 +395,25 @@ class Bridge:
 
 
 BRIDGE = Bridge()
+
+
+def new_test_id() -> str:
+    """A test id as locust-telemetry makes its run ids: 8 hex digits of a random UUID."""
+    return uuid.uuid4().hex[:8]
+
+
+def _own_process() -> Any:
+    """This process for psutil, warmed up so the first ``cpu_percent`` is not 0 (as
+    locust-telemetry does); ``None`` when psutil cannot read it."""
+    try:
+        import psutil
+
+        process = psutil.Process()
+        process.cpu_percent()
+        return process
+    except Exception as e:
+        log.warning("swarmtel-locust: cannot sample this process (%s); no process samples", e)
+        return None
 
 
 # -------------------------------------------------------------------- listeners
@@ -349,9 +440,10 @@ def _on_request(request_type, name, response_time, response_length, response=Non
 
 
 def _on_test_start(**kwargs):
-    BRIDGE.record("test_start")
+    BRIDGE.start_test()
     BRIDGE.request_run()  # a worker still without a run id asks again
     BRIDGE.start_stats()
+    BRIDGE.start_samples()
 
 
 def _on_test_stopping(**kwargs):
@@ -360,6 +452,7 @@ def _on_test_stopping(**kwargs):
 
 def _on_test_stop(**kwargs):
     BRIDGE.record("test_stop")
+    BRIDGE.stop_samples()
     BRIDGE.stop_stats()
     BRIDGE.record_stats()
     BRIDGE.flush()

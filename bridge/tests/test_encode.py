@@ -1,6 +1,7 @@
 """Event lines match the capture locustfile's encoding and the event-stream schema."""
 import importlib.util
 import json
+import re
 import os
 import sys
 import types
@@ -136,8 +137,11 @@ def test_every_event_matches_capture_encoding(capture):
     del ours_cmp[-2]
     assert len(ours_cmp) == len(theirs)
     for o, t in zip(ours_cmp, theirs):
-        assert list(o.keys()) == list(t.keys()), o["event"]
         o2, t2 = dict(o), dict(t)
+        if o["event"] == "test_start":  # a new random id per test start
+            assert re.fullmatch(r"[0-9a-f]{8}", o2.pop("test_id"))
+            t2.pop("test_id", None)
+        assert list(o2.keys()) == list(t2.keys()), o["event"]
         assert isinstance(o2.pop("time"), float)
         t2.pop("time")
         assert o2 == t2, o["event"]
@@ -160,9 +164,40 @@ def test_lines_are_compact_newline_terminated_and_validate(capture):
         assert list(obj)[:4] == ["event", "role", "node", "time"]
         assert minischema.errors(obj, SCHEMA) == [], obj
         events.add(obj["event"])
-    # process_sample is in the format (contract 0.2.0) but the bridge does not sample its
-    # process yet (issue 11).
+    # process_sample comes from the bridge's own sampler (started only with settings), not
+    # from a Locust hook: test_process_sample_validates covers it.
     assert events == set(SCHEMA["properties"]["event"]["enum"]) - {"process_sample"}
+
+
+def test_process_sample_and_error_rows_validate():
+    class Mem:
+        rss = 123456789
+
+    class Process:
+        def cpu_percent(self):
+            return 37.5
+
+        def memory_info(self):
+            return Mem()
+
+    class Io:
+        bytes_sent, bytes_recv = 10, 20
+
+    fields = encode.process_sample_fields(Process(), lambda: Io())
+    assert fields == {"cpu_percent": 37.5, "memory_bytes": 123456789,
+                      "network_sent_bytes": 10, "network_recv_bytes": 20}
+    line = encode.encode_line(encode.event_item("process_sample", **fields), "worker", "worker-0")
+    assert minischema.errors(json.loads(line), SCHEMA) == []
+    # a host without network counters (psutil returns None) samples 0 bytes
+    assert encode.process_sample_fields(Process(), lambda: None)["network_sent_bytes"] == 0
+
+    from locust.stats import StatsError
+
+    err = StatsError("GET", "/x", ValueError("boom " * 2000), occurrences=3, first_seen=5.0, last_seen=7.5)
+    row = encode.error_row(err)
+    assert row["method"] == "GET" and row["occurrences"] == 3 and (row["first_seen"], row["last_seen"]) == (5.0, 7.5)
+    assert row["error"].startswith("ValueError('boom boom") and len(row["error"]) == encode.MAX_ERROR_CHARS + 3
+    assert encode.error_row(StatsError("GET", "/y", "plain"))["first_seen"] is None
 
 
 @pytest.mark.parametrize("bad", [

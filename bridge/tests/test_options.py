@@ -13,6 +13,7 @@ OPTIONS = {
     "run_id": ("--swarmtel-run-id", "LOCUST_SWARMTEL_RUN_ID", "run-9", "run-9"),
     "token": ("--swarmtel-token", "LOCUST_SWARMTEL_TOKEN", "t0k", "t0k"),
     "stats_interval": ("--swarmtel-stats-interval", "LOCUST_SWARMTEL_STATS_INTERVAL", "5", 5.0),
+    "sample_interval": ("--swarmtel-sample-interval", "LOCUST_SWARMTEL_SAMPLE_INTERVAL", "7.5", 7.5),
     "flush_interval": ("--swarmtel-flush-interval", "LOCUST_SWARMTEL_FLUSH_INTERVAL", "0.5", 0.5),
     "buffer": ("--swarmtel-buffer", "LOCUST_SWARMTEL_BUFFER", "77", 77),
     "optional": ("--swarmtel-optional", "LOCUST_SWARMTEL_OPTIONAL", "true", True),
@@ -38,7 +39,14 @@ def test_defaults(clean_env):
     s = Settings.from_options(opts)
     assert s.endpoint == f"unix:/tmp/swarmtel-{os.getuid()}/serve.sock"
     assert (s.config, s.bin, s.testplan, s.run_id, s.token) == (None, "swarmtel", None, None, None)
-    assert (s.stats_interval, s.flush_interval, s.buffer, s.optional, s.disable) == (2.0, 0.2, 100000, False, False)
+    assert (s.stats_interval, s.flush_interval, s.buffer, s.optional, s.disable) == (3.0, 0.2, 100000, False, False)
+    assert s.sample_interval == 3.0  # locust-telemetry's default recorder interval
+
+
+@pytest.mark.parametrize("raw,expected", [("0", 0.0), ("-1", 0.0), ("0.001", 0.05), ("2", 2.0)])
+def test_sample_interval_zero_turns_samples_off_and_tiny_ones_are_raised(clean_env, raw, expected):
+    _, opts = parse(["--swarmtel-sample-interval", raw])
+    assert Settings.from_options(opts).sample_interval == expected
 
 
 @pytest.mark.parametrize("key", sorted(OPTIONS))

@@ -50,10 +50,32 @@ def test_master_sends_run_only_to_the_worker_that_asks(monkeypatch):
     plugin._on_test_start()
     assert r.sent == []
     b._on_run_request(msg=types.SimpleNamespace(node_id="w2", data=None))
-    assert r.sent == [(plugin.MSG_RUN, {"run_id": "run-1", "testplan": "plan"}, "w2")]
+    test_id = b.test_id
+    assert len(test_id) == 8
+    assert r.sent == [(plugin.MSG_RUN, {"run_id": "run-1", "testplan": "plan", "test_id": test_id}, "w2")]
     assert plugin.MSG_RUN == "swarmtel_run" and plugin.MSG_RUN_REQUEST == "swarmtel_run_request"
     _bridge("worker", r, run_id="x").send_run("w1")  # workers never hand out run ids
     assert len(r.sent) == 1
+    # The next test start: a new test id, sent to the worker that asked (it has the handler),
+    # and only to it.
+    plugin._on_test_start()
+    assert b.test_id != test_id
+    assert r.sent[1:] == [(plugin.MSG_TEST, {"test_id": b.test_id}, "w2")]
+
+
+def test_worker_takes_the_test_id_from_its_master_and_records_it_at_test_start(monkeypatch):
+    r = FakeRunner()
+    r.worker_index = 0
+    b = _bridge("worker", r, run_id="run-1")
+    b.buffer = plugin.EventBuffer(100)
+    monkeypatch.setattr(plugin, "BRIDGE", b)
+    plugin._on_test_start()  # before any test id: the line has none
+    b._on_run_message(msg=types.SimpleNamespace(data={"run_id": "run-1", "testplan": "plan", "test_id": "0a1b2c3d"}))
+    plugin._on_test_start()
+    b._on_test_message(msg=types.SimpleNamespace(data={"test_id": "ffffeeee"}))
+    plugin._on_test_start()
+    starts = [item[2] for item in b.buffer.drain(100) if item[0] == "test_start"]
+    assert starts == [{}, {"test_id": "0a1b2c3d"}, {"test_id": "ffffeeee"}]
 
 
 def test_worker_without_run_id_asks_again_at_test_start(monkeypatch):

@@ -54,7 +54,8 @@ def test_events_fired_before_setup_are_kept_and_sent(sockdir):
         runner = FakeWorkerRunner()
         b.setup(env(runner, endpoint="unix:" + srv.path, flush_interval=0.05))
         # The handler is registered before the request goes out, so the answer always finds it.
-        assert runner.calls == [("register", plugin.MSG_RUN), ("send", plugin.MSG_RUN_REQUEST)]
+        assert runner.calls == [("register", plugin.MSG_RUN), ("register", plugin.MSG_TEST),
+                                    ("send", plugin.MSG_RUN_REQUEST)]
         assert len(b.buffer) == 2 and not b.has_run()
         b._on_run_message(msg=types.SimpleNamespace(data={"run_id": "run-5", "testplan": None}))
         assert wait_for(lambda: srv.conns and len(srv.conns[0]["lines"]) == 2)

@@ -9,6 +9,7 @@ import os
 import random
 import time
 import traceback
+import uuid
 
 import gevent
 from locust import HttpUser, constant, events, task
@@ -115,6 +116,19 @@ def _entry(e):
         "response_times": [[float(k), int(v)] for k, v in sorted(e.response_times.items())],
         "current_rps": float(e.current_rps),
         "current_fail_per_sec": float(e.current_fail_per_sec),
+        "start_time": e.start_time,
+        "last_request_timestamp": e.last_request_timestamp,
+    }
+
+
+def _error(e):
+    return {
+        "method": e.method or "",
+        "name": e.name,
+        "error": type(e).parse_error(e.error),
+        "occurrences": int(e.occurrences),
+        "first_seen": getattr(e, "first_seen", None),
+        "last_seen": getattr(e, "last_seen", None),
     }
 
 
@@ -124,7 +138,8 @@ def _write_stats():
         return
     st = r.stats
     entries = [_entry(e) for _, e in sorted(st.entries.items(), key=lambda kv: (kv[0][0], kv[0][1]))]
-    CAP.write("stats", user_count=int(r.user_count), entries=entries, total=_entry(st.total))
+    CAP.write("stats", user_count=int(r.user_count), entries=entries, total=_entry(st.total),
+              errors=[_error(e) for e in st.errors.values()])
 
 
 def _stats_loop():
@@ -166,7 +181,8 @@ def _on_request(request_type, name, response_time, response_length, response=Non
 
 @events.test_start.add_listener
 def _on_test_start(**kwargs):
-    CAP.write("test_start")
+    # A new id per test start (the master's or standalone's; workers are not told here).
+    CAP.write("test_start", **({"test_id": uuid.uuid4().hex[:8]} if _emits_stats() else {}))
     if _emits_stats() and CAP.stats_greenlet is None:
         CAP.stats_greenlet = gevent.spawn(_stats_loop)
 
