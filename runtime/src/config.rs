@@ -456,6 +456,7 @@ impl Config {
                 path: legacy.path,
                 existing: legacy.existing,
                 filter: Default::default(),
+                envelope: Default::default(),
             })];
             (output_key, dead_letter_key) = match (listed_dead_letter, legacy.dead_letter) {
                 (Some(dead_letter), _) => {
@@ -736,6 +737,7 @@ path = "rejected.ndjson"
                 path: "out.ndjson".into(),
                 existing: crate::sinks::json_lines::Existing::New,
                 filter: Default::default(),
+                envelope: Default::default(),
             })]
         );
         assert_eq!(

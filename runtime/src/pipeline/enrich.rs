@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::bindings::types as wit;
 use crate::config::RoleName;
 use crate::pipeline::validate::{RejectedItem, ValidItem, type_name};
 
@@ -39,6 +40,9 @@ pub struct Origin<'a> {
     pub node: &'a str,
     /// Event time the item belongs to (the last event of the batch), Unix seconds.
     pub time: f64,
+    /// The test the item belongs to: the id the node's latest `test_start` carried, if any
+    /// (the locust-telemetry envelope's run id).
+    pub test: Option<&'a str>,
 }
 
 /// Severity of an output line.
@@ -94,6 +98,67 @@ pub fn now_unix_seconds() -> f64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+/// locust-telemetry's `telemetry` object: its context keys, then the recorder's fields.
+#[derive(Debug, Serialize)]
+struct LocustTelemetryContext<'a> {
+    telemetry_type: &'static str,
+    telemetry_name: &'a str,
+    source: &'static str,
+    source_id: &'a str,
+    run_id: &'a str,
+    testplan: &'a str,
+    #[serde(flatten)]
+    fields: &'a Map<String, Value>,
+}
+
+/// One output line in locust-telemetry 2.1.2's shape.
+#[derive(Debug, Serialize)]
+pub struct LocustTelemetryLine<'a> {
+    time: String,
+    level: Level,
+    name: String,
+    message: &'a str,
+    telemetry: LocustTelemetryContext<'a>,
+}
+
+/// locust-telemetry's name for a role: the class name of Locust's runner.
+pub fn runner_class(role: RoleName) -> &'static str {
+    match role {
+        RoleName::Master => "MasterRunner",
+        RoleName::Worker => "WorkerRunner",
+        RoleName::Standalone => "LocalRunner",
+    }
+}
+
+/// Builds the output line for a valid item in locust-telemetry 2.1.2's shape: `metrics` for
+/// a metric, the runner class as `source`, the test's id as `run_id` (the run's own id
+/// before the node's first `test_start` with one), and no `plugin` key.
+pub fn locust_telemetry_line<'a>(
+    run: &'a RunContext,
+    origin: &Origin<'a>,
+    item: &'a ValidItem,
+    level: Level,
+) -> LocustTelemetryLine<'a> {
+    LocustTelemetryLine {
+        time: format_time(origin.time),
+        level,
+        name: format!("swarmtel.{}", origin.plugin),
+        message: &item.message,
+        telemetry: LocustTelemetryContext {
+            telemetry_type: match item.telemetry_type {
+                wit::TelemetryType::Event => "event",
+                wit::TelemetryType::Metric => "metrics",
+            },
+            telemetry_name: &item.name,
+            source: runner_class(origin.role),
+            source_id: origin.node,
+            run_id: origin.test.unwrap_or(&run.run_id),
+            testplan: &run.testplan,
+            fields: &item.fields,
+        },
+    }
 }
 
 /// Builds the output line for a valid item.
@@ -243,6 +308,7 @@ mod tests {
             role: RoleName::Worker,
             node: "worker-1",
             time: 1_700_000_000.0,
+            test: None,
         };
         let line =
             serde_json::to_string(&telemetry_line(&run, &origin, &item, Level::Info)).unwrap();
@@ -250,6 +316,58 @@ mod tests {
             line,
             r#"{"time":"2023-11-14T22:13:20.000Z","level":"INFO","name":"swarmtel.custom","message":"started","telemetry":{"telemetry_type":"event","telemetry_name":"CUSTOM_START","source":"worker","source_id":"worker-1","run_id":"r1","testplan":"plan","plugin":"custom","a":1}}"#
         );
+    }
+
+    #[test]
+    fn the_locust_telemetry_envelope_says_metrics_names_the_runner_and_uses_the_test_id() {
+        let run = RunContext {
+            run_id: "r1".into(),
+            testplan: "plan".into(),
+        };
+        let item = ValidItem {
+            telemetry_type: wit::TelemetryType::Metric,
+            name: "locust.tl.system.metric.cpu".into(),
+            message: "Recording telemetry metrics: locust.tl.system.metric.cpu".into(),
+            fields: serde_json::from_str(r#"{"value":12.0,"unit":"percent"}"#).unwrap(),
+        };
+        let origin = Origin {
+            plugin: "locust-telemetry",
+            recorder: "rec",
+            role: RoleName::Master,
+            node: "master",
+            time: 1_700_000_000.25,
+            test: Some("3f2a9c1d"),
+        };
+        let line = serde_json::to_string(&locust_telemetry_line(&run, &origin, &item, Level::Info))
+            .unwrap();
+        assert_eq!(
+            line,
+            r#"{"time":"2023-11-14T22:13:20.250Z","level":"INFO","name":"swarmtel.locust-telemetry","message":"Recording telemetry metrics: locust.tl.system.metric.cpu","telemetry":{"telemetry_type":"metrics","telemetry_name":"locust.tl.system.metric.cpu","source":"MasterRunner","source_id":"master","run_id":"3f2a9c1d","testplan":"plan","unit":"percent","value":12.0}}"#
+        );
+        // Before the node's first test_start with an id: the run's own id; events stay
+        // `event`; every role has its runner class.
+        let event = ValidItem {
+            telemetry_type: wit::TelemetryType::Event,
+            fields: Map::new(),
+            ..item
+        };
+        for (role, class) in [
+            (RoleName::Worker, "WorkerRunner"),
+            (RoleName::Standalone, "LocalRunner"),
+        ] {
+            let origin = Origin {
+                role,
+                test: None,
+                ..origin
+            };
+            let line: Value =
+                serde_json::to_value(locust_telemetry_line(&run, &origin, &event, Level::Info))
+                    .unwrap();
+            assert_eq!(line["telemetry"]["source"], class);
+            assert_eq!(line["telemetry"]["run_id"], "r1");
+            assert_eq!(line["telemetry"]["telemetry_type"], "event");
+            assert!(line["telemetry"].get("plugin").is_none());
+        }
     }
 
     #[test]

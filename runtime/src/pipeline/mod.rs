@@ -159,6 +159,7 @@ fn runtime_origin(recorder: &'static str, time: f64) -> Origin<'static> {
         role: RoleName::Standalone,
         node: "swarmtel",
         time,
+        test: None,
     }
 }
 
@@ -198,6 +199,15 @@ struct Node {
     last_seen: std::time::Instant,
     /// Finished and freed; the index is free for another node.
     retired: bool,
+    /// The test id its latest `test_start` carried (see [`enrich::Origin::test`]).
+    test: Option<Arc<str>>,
+}
+
+/// A job handed to a slot's task, waiting for its result.
+struct Pending {
+    slot: usize,
+    /// The test its node was in when the job was handed over.
+    test: Option<Arc<str>>,
 }
 
 /// The whole runtime for one run.
@@ -226,7 +236,7 @@ pub struct Pipeline {
     /// Set when a `required` plugin ends disabled: the run stops.
     required_failure: Option<RunError>,
     /// Slots of the batches handed to tasks, oldest first; results are emitted in this order.
-    pending: std::collections::VecDeque<usize>,
+    pending: std::collections::VecDeque<Pending>,
     /// Indices of retired slots and nodes, reused before the vectors grow: a long `serve`
     /// with nodes coming and going keeps flat memory.
     free_slots: Vec<usize>,
@@ -563,6 +573,7 @@ impl Pipeline {
                 role,
                 node: &name,
                 time: time_or_now(time),
+                test: None,
             };
             self.emitter.self_telemetry(
                 &self.runs[run],
@@ -603,6 +614,9 @@ impl Pipeline {
         record: &EventRecord<'_>,
     ) -> Result<(), ProcessError> {
         let node = self.node_for(run.0, &record.node, record.role)?;
+        if let Some(test) = &record.test_id {
+            self.nodes[node].test = Some(Arc::from(&**test));
+        }
         self.summary.events += 1;
         self.nodes[node].last_time = self.nodes[node].last_time.max(record.time);
         self.latest_time = self.latest_time.max(record.time);
@@ -745,6 +759,7 @@ impl Pipeline {
             last_time: f64::NEG_INFINITY,
             last_seen: std::time::Instant::now(),
             retired: false,
+            test: None,
         };
         if index == self.nodes.len() {
             self.nodes.push(node);
@@ -783,6 +798,7 @@ impl Pipeline {
                 role,
                 node: name,
                 time: enrich::now_unix_seconds(),
+                test: None,
             };
             self.emitter.self_telemetry(
                 &self.runs[run],
@@ -825,7 +841,11 @@ impl Pipeline {
     /// oldest when too many are outstanding).
     fn submit(&mut self, slot_index: usize, job: Job) -> Result<(), RunError> {
         self.slots[slot_index].task.submit(job);
-        self.pending.push_back(slot_index);
+        let test = self.nodes[self.slots[slot_index].node].test.clone();
+        self.pending.push_back(Pending {
+            slot: slot_index,
+            test,
+        });
         self.emit_done(false)?;
         while self.pending.len() > MAX_PENDING {
             self.emit_one(true)?;
@@ -846,7 +866,10 @@ impl Pipeline {
     /// Emits the oldest outstanding result; returns false when it is not ready and `wait` is
     /// off.
     fn emit_one(&mut self, wait: bool) -> Result<bool, RunError> {
-        let Some(&slot_index) = self.pending.front() else {
+        let Some(&Pending {
+            slot: slot_index, ..
+        }) = self.pending.front()
+        else {
             return Ok(false);
         };
         let task = &self.slots[slot_index].task;
@@ -858,14 +881,19 @@ impl Pipeline {
                 None => return Ok(false),
             }
         };
-        self.pending.pop_front();
-        self.handle_done(slot_index, done)?;
+        let test = self.pending.pop_front().and_then(|pending| pending.test);
+        self.handle_done(slot_index, done, test)?;
         Ok(true)
     }
 
     /// Handles one finished call: telemetry to validation and output, a fault to the summary
     /// and self-telemetry.
-    fn handle_done(&mut self, slot_index: usize, done: Done) -> Result<(), RunError> {
+    fn handle_done(
+        &mut self,
+        slot_index: usize,
+        done: Done,
+        test: Option<Arc<str>>,
+    ) -> Result<(), RunError> {
         let Done {
             outcome,
             time,
@@ -892,6 +920,7 @@ impl Pipeline {
             role: node.role,
             node: &node.name,
             time,
+            test: test.as_deref(),
         };
         match outcome {
             Outcome::Skipped => {

@@ -177,7 +177,7 @@ impl Outputs {
                     outputs = outputs.with_sink(
                         name,
                         settings.filter.clone(),
-                        Box::new(JsonLinesSink::new(writer)),
+                        Box::new(JsonLinesSink::with_envelope(writer, settings.envelope)),
                     );
                 }
                 OutputConfig::Otlp(settings) => {

@@ -52,6 +52,33 @@ pub struct EventRecord<'a> {
     pub time: f64,
     /// What fired.
     pub body: EventBody<'a>,
+    /// On a `test_start`: the test's id, when the sender gave one (see [`check_test_id`]).
+    pub test_id: Option<Cow<'a, str>>,
+}
+
+/// Most characters in a test id.
+pub const MAX_TEST_ID_CHARS: usize = 64;
+
+/// A test id: 1 to [`MAX_TEST_ID_CHARS`] ASCII letters, digits, `.`, `_` or `-`. It becomes
+/// the run id of every line of its test in the locust-telemetry envelope, and a Loki label.
+pub fn check_test_id(value: &str) -> Result<(), String> {
+    if value.is_empty() || value.len() > MAX_TEST_ID_CHARS {
+        return Err(format!(
+            "must be 1 to {MAX_TEST_ID_CHARS} characters, got {}",
+            value.len()
+        ));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "`{}` may hold only ASCII letters, digits, `.`, `_` and `-`, not `{}`",
+            value.escape_debug(),
+            bad.escape_debug()
+        ));
+    }
+    Ok(())
 }
 
 /// The event itself: a request (the volume, kept borrowed) or any other event.
@@ -198,6 +225,8 @@ struct RawLine<'a> {
     timestamp: Option<f64>,
     #[serde(default)]
     exit_code: Option<i32>,
+    #[serde(borrow, default)]
+    test_id: Option<Cow<'a, str>>,
     #[serde(default)]
     entries: Option<Vec<RawStats>>,
     #[serde(default)]
@@ -473,11 +502,22 @@ pub fn decode_line(line: &str) -> Result<EventRecord<'_>, DecodeError> {
             unknown => return Err(DecodeError::UnknownEvent(unknown.to_owned())),
         }),
     };
+    let test_id = match (&body, raw.test_id) {
+        (EventBody::Other(wit::Event::TestStart), Some(test_id)) => {
+            check_test_id(&test_id).map_err(|message| DecodeError::Invalid {
+                field: "test_id",
+                message,
+            })?;
+            Some(test_id)
+        }
+        _ => None,
+    };
     Ok(EventRecord {
         node: raw.node,
         role,
         time,
         body,
+        test_id,
     })
 }
 
@@ -798,6 +838,40 @@ mod tests {
             lines += 1;
         }
         assert!(lines > 5_000);
+    }
+
+    #[test]
+    fn a_test_start_carries_its_test_id_and_a_bad_one_is_refused_by_name() {
+        let line = |test_id: &str| {
+            format!(
+                r#"{{"event":"test_start","role":"master","node":"master","time":5,"test_id":{test_id}}}"#
+            )
+        };
+        let good = line(r#""3f2a9c1d""#);
+        let record = decode_line(&good).unwrap();
+        assert_eq!(record.test_id.as_deref(), Some("3f2a9c1d"));
+        // Without one (older bridges, captures): none.
+        let plain = r#"{"event":"test_start","role":"master","node":"master","time":5}"#;
+        assert_eq!(decode_line(plain).unwrap().test_id, None);
+        // Only a test_start carries one.
+        let stop =
+            r#"{"event":"test_stop","role":"master","node":"master","time":5,"test_id":"x"}"#;
+        assert_eq!(decode_line(stop).unwrap().test_id, None);
+        let longest = format!(r#""{}""#, "a".repeat(MAX_TEST_ID_CHARS));
+        assert!(decode_line(&line(&longest)).is_ok());
+        for bad in [
+            r#""""#.to_owned(),
+            format!(r#""{}""#, "a".repeat(MAX_TEST_ID_CHARS + 1)),
+            r#""a b""#.to_owned(),
+            r#""\u001b[31m""#.to_owned(),
+            r#""ü""#.to_owned(),
+        ] {
+            match decode_line(&line(&bad)) {
+                Err(DecodeError::Invalid { field, .. }) => assert_eq!(field, "test_id", "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert!(matches!(decode_line(&line("7")), Err(DecodeError::Json(_))));
     }
 
     #[test]

@@ -19,6 +19,24 @@ pub struct JsonLinesConfig {
     /// Which telemetry this output takes; all of it by default.
     #[serde(default)]
     pub filter: FilterConfig,
+    /// The line's shape: swarmtel's own (the default) or `locust-telemetry`'s, for its
+    /// dashboards and Promtail rules.
+    #[serde(default)]
+    pub envelope: Envelope,
+}
+
+/// The shape of a JSON line (see [`crate::pipeline::enrich`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Envelope {
+    /// swarmtel's line: `telemetry_type` `metric`, `source` the role (`master`), the run id of
+    /// the connection, and the `plugin` that wrote it.
+    #[default]
+    Swarmtel,
+    /// locust-telemetry 2.1.2's line: `telemetry_type` `metrics`, `source` the runner class
+    /// (`MasterRunner`, `WorkerRunner`, `LocalRunner`), a run id per test start (the test id
+    /// the bridge sends with `test_start`; the run's id before it), no `plugin` key.
+    LocustTelemetry,
 }
 
 impl Default for JsonLinesConfig {
@@ -27,6 +45,7 @@ impl Default for JsonLinesConfig {
             path: stdout(),
             existing: Existing::default(),
             filter: FilterConfig::default(),
+            envelope: Envelope::default(),
         }
     }
 }

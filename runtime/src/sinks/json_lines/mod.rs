@@ -8,7 +8,7 @@ pub mod writer;
 
 use std::io;
 
-pub use config::JsonLinesConfig;
+pub use config::{Envelope, JsonLinesConfig};
 pub use writer::{Console, Existing, JsonLinesWriter};
 
 use super::{Record, Sink};
@@ -17,23 +17,37 @@ use crate::pipeline::enrich;
 /// Writes each record as one JSON line.
 pub struct JsonLinesSink {
     writer: JsonLinesWriter,
+    envelope: Envelope,
 }
 
 impl JsonLinesSink {
-    /// A sink over an open writer.
+    /// A sink over an open writer, writing swarmtel's own line.
     pub fn new(writer: JsonLinesWriter) -> Self {
-        Self { writer }
+        Self::with_envelope(writer, Envelope::Swarmtel)
+    }
+
+    /// A sink over an open writer, writing lines of the given shape.
+    pub fn with_envelope(writer: JsonLinesWriter, envelope: Envelope) -> Self {
+        Self { writer, envelope }
     }
 }
 
 impl Sink for JsonLinesSink {
     fn write(&mut self, record: &Record<'_>) -> io::Result<()> {
-        self.writer.write(&enrich::telemetry_line(
-            record.run,
-            record.origin,
-            record.item,
-            record.level,
-        ))
+        match self.envelope {
+            Envelope::Swarmtel => self.writer.write(&enrich::telemetry_line(
+                record.run,
+                record.origin,
+                record.item,
+                record.level,
+            )),
+            Envelope::LocustTelemetry => self.writer.write(&enrich::locust_telemetry_line(
+                record.run,
+                record.origin,
+                record.item,
+                record.level,
+            )),
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {

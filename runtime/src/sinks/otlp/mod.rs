@@ -270,6 +270,7 @@ mod tests {
                 role: RoleName::Worker,
                 node: &node,
                 time: 1.0,
+                test: None,
             };
             sink.write(&Record {
                 run: &run,
