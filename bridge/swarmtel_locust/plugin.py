@@ -355,6 +355,10 @@ class Bridge:
         interval (locust-telemetry's system recorder does the same)."""
         if (self.process is not None and self.sample_greenlet is None and self.buffer is not None
                 and self.settings is not None and self.settings.sample_interval > 0):
+            try:  # the CPU share is measured from here: the test, not the start-up before it
+                self.process.cpu_percent()
+            except Exception:
+                pass
             self.sample_greenlet = gevent.spawn(self._sample_loop)
 
     def stop_samples(self) -> None:

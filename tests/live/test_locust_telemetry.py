@@ -1,0 +1,160 @@
+"""swarmtel's locust-telemetry plugin against the real locust-telemetry 2.1.2 (from PyPI), on
+one scenario run twice (master + one worker, 4 users of 25 requests each): the same record
+names, the same fields with the same JSON types, the same counts and the same totals, and a
+line a locust-telemetry dashboard reads the same (with the JSON-lines output's
+`envelope = "locust-telemetry"`).
+
+Needs SWARMTEL_BIN and target/guests/.../locust_telemetry.wasm (scripts/test.sh builds both)
+and locust-telemetry installed (scripts/python-requirements.txt pins it).
+"""
+import collections
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_live_locust import GUESTS, clean_env, free_port, target  # noqa: F401  (fixture)
+
+HERE = Path(__file__).resolve().parent
+LOCUSTFILE = HERE / "lt_compare_locustfile.py"
+USERS, REQUESTS_PER_USER = 4, 25
+RUN_TIME = "9s"
+
+
+def run(tmp_path, host, mode, extra):
+    """Runs the scenario as a master and one worker; returns (master stderr, worker stderr)."""
+    port = free_port()
+    env = clean_env()
+    env["LT_MODE"] = mode
+    env["LOCUST_TESTPLAN_NAME"] = "lt-compare"
+    common = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
+    master = subprocess.Popen(
+        common + ["--headless", "--master", "--expect-workers", "1", "--master-bind-port", str(port),
+                  "-u", str(USERS), "-r", str(USERS), "-t", RUN_TIME, "-H", host, *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    worker = subprocess.Popen(
+        common + ["--worker", "--master-port", str(port), *([] if mode == "swarmtel" else extra)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    master_err = master.communicate(timeout=120)[1]
+    worker_err = worker.communicate(timeout=60)[1]
+    assert master.returncode in (0, 1), master_err[-3000:]  # 1: the run had failures (404s)
+    return master_err, worker_err
+
+
+def json_lines(text):
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("{") and '"telemetry"' in line:
+            obj = json.loads(line)
+            if isinstance(obj.get("telemetry"), dict) and "telemetry_name" in obj["telemetry"]:
+                out.append(obj)
+    return out
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory, target):  # noqa: F811
+    bin_ = os.environ.get("SWARMTEL_BIN")
+    wasm = GUESTS / "locust_telemetry.wasm"
+    assert bin_ and wasm.exists(), "set SWARMTEL_BIN and build the guests (scripts/test.sh does)"
+    theirs_dir = tmp_path_factory.mktemp("locust-telemetry")
+    master_err, worker_err = run(theirs_dir, target, "locust-telemetry", ["--enable-telemetry-recorder", "json"])
+    theirs = json_lines(master_err) + json_lines(worker_err)
+    ours_dir = tmp_path_factory.mktemp("swarmtel")
+    out, dead = ours_dir / "telemetry.ndjson", ours_dir / "dead.ndjson"
+    config = ours_dir / "swarmtel.toml"
+    config.write_text(
+        '[run]\ntestplan = "lt-compare"\n'
+        f'[[outputs]]\ntype = "json_lines"\npath = "{out}"\nenvelope = "locust-telemetry"\n'
+        # the runtime's own summaries are not locust-telemetry records
+        '[outputs.filter]\nplugins = ["locust-telemetry"]\n'
+        f'[dead_letter]\npath = "{dead}"\n'
+        f'[[plugins]]\npath = "{wasm}"\n')
+    run(ours_dir, target, "swarmtel", ["--swarmtel-config", str(config), "--swarmtel-bin", bin_,
+                                       "--swarmtel-testplan", "lt-compare"])
+    ours = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    assert dead.read_text() == "", "no rejected items"
+    return theirs, ours
+
+
+def kind(line):
+    """A record's kind: its name, and for request stats its stats type and status."""
+    t = line["telemetry"]
+    return (t["telemetry_name"], t.get("stats_type"), t.get("status"))
+
+
+def json_type(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    return type(value).__name__
+
+
+def by_kind(lines):
+    groups = collections.defaultdict(list)
+    for line in lines:
+        groups[kind(line)].append(line)
+    return groups
+
+
+def test_the_same_records_with_the_same_fields_and_types(both):
+    theirs, ours = both
+    assert theirs and ours
+    mine, real = by_kind(ours), by_kind(theirs)
+    assert set(mine) == set(real), (sorted(mine, key=str), sorted(real, key=str))
+    for k, lines in real.items():
+        assert {tuple(sorted(l)) for l in mine[k]} == {tuple(sorted(l)) for l in lines}, k  # top-level keys
+        assert {tuple(sorted(l["telemetry"])) for l in mine[k]} == {tuple(sorted(l["telemetry"])) for l in lines}, k
+        # Types as Python's json wrote them, on the last record of each kind (after requests).
+        real_types = {f: json_type(v) for f, v in lines[-1]["telemetry"].items()}
+        my_types = {f: json_type(v) for f, v in mine[k][-1]["telemetry"].items()}
+        assert my_types == real_types, k
+        assert {l["telemetry"]["source"] for l in mine[k]} == {l["telemetry"]["source"] for l in lines}, k
+        assert {l["telemetry"]["source_id"] for l in mine[k]} == {l["telemetry"]["source_id"] for l in lines}, k
+        assert {l["telemetry"]["telemetry_type"] for l in mine[k]} == {l["telemetry"]["telemetry_type"] for l in lines}, k
+        assert {l["message"] for l in mine[k]} == {l["message"] for l in lines}, k
+
+
+def test_the_same_counts_and_totals(both):
+    theirs, ours = both
+    mine, real = by_kind(ours), by_kind(theirs)
+    for name in ("locust.tl.event.test.start", "locust.tl.event.test.stop", "locust.tl.event.spawn.complete"):
+        assert len(mine[(name, None, None)]) == len(real[(name, None, None)]) == 1, name
+    stats = "locust.tl.request.metric.stats"
+    for status in ("success", "error"):
+        key = (stats, "endpoint", status)
+        assert len(mine[key]) == len(real[key]), key
+    assert len(mine[(stats, "final", None)]) == len(real[(stats, "final", None)]) == 1
+    # Periodic records: every 3 s from test start to stop on the same clock, within one tick.
+    assert abs(len(mine[(stats, "current", None)]) - len(real[(stats, "current", None)])) <= 1
+    for name in ("locust.tl.system.metric.cpu", "locust.tl.system.metric.mem"):
+        for node in ("master", "worker-0"):
+            count = lambda lines: sum(1 for l in lines if l["telemetry"]["source_id"] == node)  # noqa: E731
+            assert count(mine[(name, None, None)]) >= 3, (name, node)
+            assert abs(count(mine[(name, None, None)]) - count(real[(name, None, None)])) <= 1, (name, node)
+    # Totals are exact: every user makes the same requests.
+    fields = ("num_requests", "num_failures")
+    final = lambda groups: {f: groups[(stats, "final", None)][0]["telemetry"][f] for f in fields}  # noqa: E731
+    assert final(mine) == final(real) == {"num_requests": USERS * REQUESTS_PER_USER,
+                                          "num_failures": USERS * REQUESTS_PER_USER // 5}
+    rows = lambda groups, status, what: sorted(  # noqa: E731
+        (l["telemetry"]["method"], l["telemetry"]["name"], *(l["telemetry"][f] for f in what))
+        for l in groups[(stats, "endpoint", status)])
+    assert rows(mine, "success", fields) == rows(real, "success", fields)
+    assert rows(mine, "error", ("occurrences",)) == rows(real, "error", ("occurrences",))
+    assert [l["telemetry"]["error"] for l in mine[(stats, "endpoint", "error")]] == \
+        [l["telemetry"]["error"] for l in real[(stats, "endpoint", "error")]]
+
+
+def test_one_run_id_per_test_on_every_node(both):
+    for lines in both:
+        run_ids = {l["telemetry"]["run_id"] for l in lines}
+        assert len(run_ids) == 1 and re.fullmatch(r"[0-9a-f]{8}", run_ids.pop()), run_ids
+        assert {l["telemetry"]["testplan"] for l in lines} == {"lt-compare"}
