@@ -158,3 +158,13 @@ def test_one_run_id_per_test_on_every_node(both):
         run_ids = {l["telemetry"]["run_id"] for l in lines}
         assert len(run_ids) == 1 and re.fullmatch(r"[0-9a-f]{8}", run_ids.pop()), run_ids
         assert {l["telemetry"]["testplan"] for l in lines} == {"lt-compare"}
+
+
+def test_the_dashboards_find_every_label_and_field_they_read_in_our_output(both):
+    import dashboards
+
+    _, ours = both
+    shipped = sorted((HERE.parents[1] / "examples" / "grafana" / "dashboards").glob("*.json"))
+    loki = [path for path in shipped if "otel" not in path.name]
+    assert [path.name for path in loki] == ["locust-telemetry.json", "test-runs.json"]
+    assert dashboards.check(loki, ours) == []
