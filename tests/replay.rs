@@ -863,3 +863,110 @@ fn a_plugin_built_against_the_frozen_0_1_0_contract_still_runs() {
     // 1.5 and 2.0 meet at 2 ms in 0.1.0's whole milliseconds: one key.
     assert_eq!(master["telemetry"]["stats_keys"], serde_json::json!([2, 4]));
 }
+
+#[test]
+fn the_locust_telemetry_envelope_gives_each_test_its_own_run_id_on_every_node() {
+    let workspace = Workspace::new();
+    let lt_path = workspace.path("lt.ndjson");
+    let config = workspace.write(
+        "swarmtel.toml",
+        format!(
+            "[run]\ntestplan = \"t\"\nrun_id = \"the-run\"\n\
+             [[outputs]]\ntype = \"json_lines\"\npath = {lt}\nenvelope = \"locust-telemetry\"\n\
+             [outputs.filter]\nplugins = [\"locust-telemetry\"]\n\
+             [[outputs]]\ntype = \"json_lines\"\npath = \"-\"\n\
+             [[plugins]]\npath = {plugin}\n",
+            lt = toml_path(&lt_path),
+            plugin = toml_path(&guest("locust_telemetry")),
+        ),
+    );
+    let event = |event: &str, role: &str, node: &str, time: f64, extra: &str| {
+        format!(r#"{{"event":"{event}","role":"{role}","node":"{node}","time":{time}{extra}}}"#)
+    };
+    let sample = r#","cpu_percent":12.5,"memory_bytes":2097152,"network_sent_bytes":7,"network_recv_bytes":9"#;
+    let stats = r#","user_count":2,"entries":[],"total":{"request_type":"","name":"Aggregated","num_requests":0,"num_failures":0,"total_response_time":0,"max_response_time":0,"response_times":[]},"errors":[]"#;
+    let mut stream = Vec::new();
+    // A worker sample before any test: not recorded (2.1.2 records from test start).
+    stream.push(event("process_sample", "worker", "worker-0", 0.5, sample));
+    for (test_id, start) in [("aaaa1111", 1.0), ("bbbb2222", 10.0)] {
+        let id = format!(r#","test_id":"{test_id}""#);
+        stream.push(event("test_start", "master", "master", start, &id));
+        stream.push(event("stats", "master", "master", start + 0.01, stats));
+        stream.push(event(
+            "process_sample",
+            "master",
+            "master",
+            start + 0.01,
+            sample,
+        ));
+        stream.push(event("test_start", "worker", "worker-0", start + 0.1, &id));
+        stream.push(event(
+            "process_sample",
+            "worker",
+            "worker-0",
+            start + 0.1,
+            sample,
+        ));
+        stream.push(event("test_stop", "worker", "worker-0", start + 2.0, ""));
+        stream.push(event("test_stop", "master", "master", start + 2.1, ""));
+        stream.push(event("stats", "master", "master", start + 2.2, stats));
+    }
+    let output = replay(&config, stream.join("\n").as_bytes(), &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("0 bad lines"), "{stderr}");
+
+    let lines = json_lines(&std::fs::read(&lt_path).unwrap());
+    let seen: Vec<(String, String, String, String)> = lines
+        .iter()
+        .map(|line| {
+            let t = &line["telemetry"];
+            let text = |key: &str| t[key].as_str().unwrap().to_owned();
+            (
+                text("run_id"),
+                text("source"),
+                text("source_id"),
+                text("telemetry_name"),
+            )
+        })
+        .collect();
+    for (test_id, expected) in [("aaaa1111", 12), ("bbbb2222", 12)] {
+        let of_test: Vec<_> = seen.iter().filter(|s| s.0 == test_id).collect();
+        // master: start, current, cpu, mem, 2 network, stop, final; worker: cpu, mem, 2 network
+        assert_eq!(of_test.len(), expected, "{test_id}: {of_test:?}");
+        assert!(
+            of_test
+                .iter()
+                .any(|s| s.1 == "WorkerRunner" && s.2 == "worker-0")
+        );
+        assert!(
+            of_test
+                .iter()
+                .any(|s| s.1 == "MasterRunner" && s.3 == "locust.tl.event.test.start")
+        );
+    }
+    assert_eq!(
+        seen.len(),
+        24,
+        "nothing else, and nothing with the run's own id: {seen:?}"
+    );
+    assert!(lines.iter().all(|l| l["telemetry"].get("plugin").is_none()));
+    let metric = lines
+        .iter()
+        .find(|l| l["telemetry"]["telemetry_name"] == "locust.tl.system.metric.mem")
+        .unwrap();
+    assert_eq!(metric["telemetry"]["telemetry_type"], "metrics");
+    assert_eq!(metric["telemetry"]["value"], 2.0);
+    assert_eq!(metric["name"], "swarmtel.locust-telemetry");
+
+    // The other output keeps swarmtel's own line, with the run's id.
+    let own = json_lines(&output.stdout);
+    let own = from_plugin(&own, "locust-telemetry");
+    assert_eq!(own.len(), 24);
+    assert!(own.iter().all(|l| l["telemetry"]["run_id"] == "the-run"));
+    assert!(
+        own.iter()
+            .any(|l| l["telemetry"]["telemetry_type"] == "metric")
+    );
+    assert!(own.iter().any(|l| l["telemetry"]["source"] == "worker"));
+}

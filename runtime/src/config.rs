@@ -726,6 +726,25 @@ path = "rejected.ndjson"
     }
 
     #[test]
+    fn a_json_lines_output_takes_the_locust_telemetry_envelope() {
+        let config = parse(
+            "[run]\ntestplan = \"t\"\n[[outputs]]\ntype = \"json_lines\"\nenvelope = \"locust-telemetry\"\n\
+             [[outputs]]\ntype = \"json_lines\"\npath = \"own.ndjson\"\n",
+        )
+        .unwrap();
+        let envelopes: Vec<_> = config
+            .outputs
+            .iter()
+            .map(|output| match output {
+                OutputConfig::JsonLines(settings) => settings.envelope,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        use crate::sinks::json_lines::Envelope;
+        assert_eq!(envelopes, [Envelope::LocustTelemetry, Envelope::Swarmtel]);
+    }
+
+    #[test]
     fn the_older_output_table_still_reads_as_one_json_lines_output() {
         let config = parse(
             "[run]\ntestplan = \"t\"\n[output]\npath = \"out.ndjson\"\ndead_letter = \"dead.ndjson\"\nexisting = \"new\"\n",
@@ -792,6 +811,10 @@ path = "rejected.ndjson"
             (
                 format!("{json}{json}paht = \"a\"\n"),
                 "config /cfg/swarmtel.toml: outputs[1]: unknown field `paht`",
+            ),
+            (
+                format!("{json}envelope = \"loki\"\n"),
+                "config /cfg/swarmtel.toml: outputs[0].envelope: unknown variant `loki`, expected `swarmtel` or `locust-telemetry`",
             ),
             (
                 format!("{json}filter = {{ plugin = [\"a\"] }}\n"),
