@@ -168,3 +168,27 @@ def test_the_dashboards_find_every_label_and_field_they_read_in_our_output(both)
     loki = [path for path in shipped if "otel" not in path.name]
     assert [path.name for path in loki] == ["locust-telemetry.json", "test-runs.json"]
     assert dashboards.check(loki, ours) == []
+
+
+def test_the_migration_guides_config_is_accepted(tmp_path):
+    """The swarmtel.toml the migration guide shows, with its paths pointed here, passes
+    `swarmtel check` (options, envelope, filter, env_vars and all)."""
+    guide = (HERE.parents[1] / "docs" / "migrating-from-locust-telemetry.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", guide, re.S).group(1)
+    assert 'envelope = "locust-telemetry"' in block and "enable-telemetry-recorder" in block
+    config = tmp_path / "swarmtel.toml"
+    config.write_text(block
+                      .replace("/var/log/swarmtel/telemetry.ndjson", str(tmp_path / "telemetry.ndjson"))
+                      .replace("target/guests/wasm32-wasip2/release/locust_telemetry.wasm",
+                               str(GUESTS / "locust_telemetry.wasm")))
+    env = clean_env()
+    env["LOCUST_TELEMETRY_STATS_RECORDER_INTERVAL"] = "5"
+    check = subprocess.run([os.environ["SWARMTEL_BIN"], "check", "--config", str(config)],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stderr
+    # A refused option value names the plugin's option.
+    env["LOCUST_ENABLE_TELEMETRY_RECORDER"] = "prometheus"
+    config.write_text(config.read_text().replace('enable-telemetry-recorder = "json"', ""))
+    check = subprocess.run([os.environ["SWARMTEL_BIN"], "check", "--config", str(config)],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert check.returncode != 0 and "unknown recorder `prometheus`" in check.stderr, check.stderr
