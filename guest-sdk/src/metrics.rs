@@ -183,24 +183,49 @@ pub fn round_response_time(response_time_ms: f64) -> u64 {
 mod tests {
     use super::*;
 
+    /// Inputs and what Locust 2.47's `locust.stats.bucket_response_time` returned for them,
+    /// printed by CPython 3.11 (ties round to even, as Python's `round` does: 12.5 is 12,
+    /// 145 is 140, 1050 is 1000).
+    const LOCUST_ROUNDING: &[(f64, u64)] = &[
+        (0.0, 0),
+        (0.4999999999999999, 0),
+        (0.5, 0),
+        (1.5, 2),
+        (2.5, 2),
+        (12.5, 12),
+        (13.5, 14),
+        (99.49999999999999, 99),
+        (99.5, 100),
+        (100.0, 100),
+        (105.0, 100),
+        (115.0, 120),
+        (125.0, 120),
+        (145.0, 140),
+        (145.00000000000003, 150),
+        (155.0, 160),
+        (994.9999999999999, 990),
+        (995.0, 1000),
+        (999.9, 1000),
+        (1050.0, 1000),
+        (1150.0, 1200),
+        (1250.0, 1200),
+        (9950.0, 10000),
+        (10500.0, 10000),
+        (11500.0, 12000),
+        (12500.0, 12000),
+        (58760.0, 59000),
+        (3432.0, 3400),
+        (1234.5678, 1200),
+    ];
+
     #[test]
-    fn rounds_like_pythons_round() {
-        // Ties go to the even neighbour, as CPython's round(): round(12.5) == 12,
-        // round(145, -1) == 140, round(155, -1) == 160, round(1050, -2) == 1000.
-        for (ms, rounded) in [
-            (12.5, 12),
-            (13.5, 14),
-            (99.4, 99),
-            (145.0, 140),
-            (155.0, 160),
-            (1_050.0, 1_000),
-            (1_150.0, 1_200),
-            (12_500.0, 12_000),
-            (-3.0, 0),
-            (f64::NAN, 0),
-        ] {
-            assert_eq!(round_response_time(ms), rounded, "{ms}");
+    fn rounds_like_locust_ties_to_even_included() {
+        for &(ms, locust) in LOCUST_ROUNDING {
+            assert_eq!(round_response_time(ms), locust, "{ms}");
         }
+        // What Locust never sees but a recorder might: not a panic, 0.
+        assert_eq!(round_response_time(-3.0), 0);
+        assert_eq!(round_response_time(f64::NAN), 0);
     }
 
     #[test]
