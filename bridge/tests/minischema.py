@@ -1,5 +1,6 @@
 """A minimal JSON Schema (2020-12 subset) validator: exactly the keywords used by
 schemas/event-stream.schema.json, so the tests need no new dependency."""
+import re
 
 _TYPES = {
     "object": lambda v: isinstance(v, dict),
@@ -12,7 +13,7 @@ _TYPES = {
 }
 _KNOWN = {"$schema", "$id", "title", "description", "type", "required", "properties", "allOf", "if",
           "then", "enum", "const", "$defs", "$ref", "items", "prefixItems", "minItems", "maxItems",
-          "minimum", "maximum", "minLength", "additionalProperties"}
+          "minimum", "maximum", "minLength", "additionalProperties", "pattern"}
 
 
 def errors(value, schema, root=None, path="$"):
@@ -36,6 +37,8 @@ def errors(value, schema, root=None, path="$"):
         out.append(f"{path}: {value!r} not in enum")
     if "const" in schema and value != schema["const"]:
         out.append(f"{path}: {value!r} != const")
+    if "pattern" in schema and isinstance(value, str) and not re.search(schema["pattern"], value):
+        out.append(f"{path}: {value!r} does not match {schema['pattern']}")
     num = _TYPES["number"](value)
     if num and "minimum" in schema and value < schema["minimum"]:
         out.append(f"{path}: {value} < minimum")

@@ -205,6 +205,8 @@ def test_process_sample_and_error_rows_validate():
     {"event": "stats", "role": "master", "node": "master", "time": 1.0, "entries": [], "total": {"name": "x"}},
     {"event": "nope", "role": "master", "node": "master", "time": 1.0},
     {"event": "quit", "role": "boss", "node": "master", "time": 1.0},
+    {"event": "test_start", "role": "master", "node": "master", "time": 1.0, "test_id": "a b"},
+    {"event": "test_start", "role": "master", "node": "master", "time": 1.0, "test_id": ""},
 ])
 def test_minischema_rejects_bad_lines(bad):
     assert minischema.errors(bad, SCHEMA)
