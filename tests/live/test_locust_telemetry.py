@@ -192,3 +192,36 @@ def test_the_migration_guides_config_is_accepted(tmp_path):
     check = subprocess.run([os.environ["SWARMTEL_BIN"], "check", "--config", str(config)],
                            env=env, capture_output=True, text=True, timeout=120)
     assert check.returncode != 0 and "unknown recorder `prometheus`" in check.stderr, check.stderr
+
+
+def test_a_standalone_run_is_recorded_as_the_master(tmp_path, target):  # noqa: F811
+    """2.1.2 records nothing on a standalone `locust`; the plugin records it as a master:
+    source LocalRunner, node local, events, stats rows and system metrics, exact totals."""
+    out = tmp_path / "telemetry.ndjson"
+    config = tmp_path / "swarmtel.toml"
+    config.write_text(
+        '[run]\ntestplan = "lt-compare"\n'
+        f'[[outputs]]\ntype = "json_lines"\npath = "{out}"\nenvelope = "locust-telemetry"\n'
+        '[outputs.filter]\nplugins = ["locust-telemetry"]\n'
+        f'[dead_letter]\npath = "{tmp_path / "dead.ndjson"}"\n'
+        f'[[plugins]]\npath = "{GUESTS / "locust_telemetry.wasm"}"\n')
+    env = clean_env()
+    env["LT_MODE"] = "swarmtel"
+    users = 2
+    locust = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", str(users), "-r", str(users),
+         "-t", "5s", "-H", target, "--swarmtel-config", str(config), "--swarmtel-bin", os.environ["SWARMTEL_BIN"]],
+        env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert locust.returncode in (0, 1), locust.stderr[-3000:]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {(l["telemetry"]["source"], l["telemetry"]["source_id"]) for l in lines} == {("LocalRunner", "local")}
+    groups = by_kind(lines)
+    stats = "locust.tl.request.metric.stats"
+    for k in [("locust.tl.event.test.start", None, None), ("locust.tl.event.test.stop", None, None),
+              ("locust.tl.event.spawn.complete", None, None), (stats, "final", None)]:
+        assert len(groups[k]) == 1, k
+    assert len(groups[(stats, "current", None)]) >= 2
+    assert len(groups[("locust.tl.system.metric.cpu", None, None)]) >= 2
+    final = groups[(stats, "final", None)][0]["telemetry"]
+    assert (final["num_requests"], final["num_failures"]) == (users * REQUESTS_PER_USER, users * REQUESTS_PER_USER // 5)
+    assert sorted(l["telemetry"]["name"] for l in groups[(stats, "endpoint", "success")]) == ["/items", "/missing"]
