@@ -13,6 +13,9 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,8 +28,9 @@ USERS, REQUESTS_PER_USER = 4, 25
 RUN_TIME = "9s"
 
 
-def run(tmp_path, host, mode, extra):
-    """Runs the scenario as a master and one worker; returns (master stderr, worker stderr)."""
+def run(tmp_path, host, mode, extra, while_running=None):
+    """Runs the scenario as a master and one worker; returns (master stderr, worker stderr).
+    `while_running(master)` is called in a thread while the master runs."""
     port = free_port()
     env = clean_env()
     env["LT_MODE"] = mode
@@ -39,7 +43,13 @@ def run(tmp_path, host, mode, extra):
     worker = subprocess.Popen(
         common + ["--worker", "--master-port", str(port), *([] if mode == "swarmtel" else extra)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    watcher = None
+    if while_running is not None:
+        watcher = threading.Thread(target=while_running, args=(master,), daemon=True)
+        watcher.start()
     master_err = master.communicate(timeout=120)[1]
+    if watcher is not None:
+        watcher.join(timeout=30)
     worker_err = worker.communicate(timeout=60)[1]
     assert master.returncode in (0, 1), master_err[-3000:]  # 1: the run had failures (404s)
     return master_err, worker_err
@@ -67,18 +77,36 @@ def both(tmp_path_factory, target):  # noqa: F811
     ours_dir = tmp_path_factory.mktemp("swarmtel")
     out, dead = ours_dir / "telemetry.ndjson", ours_dir / "dead.ndjson"
     config = ours_dir / "swarmtel.toml"
+    metrics_port = free_port()
     config.write_text(
         '[run]\ntestplan = "lt-compare"\n'
         f'[[outputs]]\ntype = "json_lines"\npath = "{out}"\nenvelope = "locust-telemetry"\n'
         # the runtime's own summaries are not locust-telemetry records
         '[outputs.filter]\nplugins = ["locust-telemetry"]\n'
+        f'[[outputs]]\ntype = "prometheus"\nlisten = "127.0.0.1:{metrics_port}"\n'
         f'[dead_letter]\npath = "{dead}"\n'
-        f'[[plugins]]\npath = "{wasm}"\n')
+        f'[[plugins]]\npath = "{wasm}"\n'
+        # both of 2.1.2's recorders: the JSON records and the OTel twin's metrics
+        '[plugins.options]\nenable-telemetry-recorder = "json,otel"\n')
+    scrapes = []
+
+    def scrape(master):
+        """The last exposition with the plugin's request histograms, scraped while it runs."""
+        while master.poll() is None:
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=2).read().decode()
+                if "locust_tl_request_metric_error_seconds_count" in text:
+                    scrapes.append(text)
+            except OSError:
+                pass
+            time.sleep(0.5)
+
     run(ours_dir, target, "swarmtel", ["--swarmtel-config", str(config), "--swarmtel-bin", bin_,
-                                       "--swarmtel-testplan", "lt-compare"])
+                                       "--swarmtel-testplan", "lt-compare"], while_running=scrape)
     ours = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     assert dead.read_text() == "", "no rejected items"
-    return theirs, ours
+    assert scrapes, "the plugin's metrics never reached the Prometheus output"
+    return theirs, ours, scrapes[-1]
 
 
 def kind(line):
@@ -105,7 +133,7 @@ def by_kind(lines):
 
 
 def test_the_same_records_with_the_same_fields_and_types(both):
-    theirs, ours = both
+    theirs, ours, _ = both
     assert theirs and ours
     mine, real = by_kind(ours), by_kind(theirs)
     assert set(mine) == set(real), (sorted(mine, key=str), sorted(real, key=str))
@@ -123,7 +151,7 @@ def test_the_same_records_with_the_same_fields_and_types(both):
 
 
 def test_the_same_counts_and_totals(both):
-    theirs, ours = both
+    theirs, ours, _ = both
     mine, real = by_kind(ours), by_kind(theirs)
     for name in ("locust.tl.event.test.start", "locust.tl.event.test.stop", "locust.tl.event.spawn.complete"):
         assert len(mine[(name, None, None)]) == len(real[(name, None, None)]) == 1, name
@@ -154,7 +182,7 @@ def test_the_same_counts_and_totals(both):
 
 
 def test_one_run_id_per_test_on_every_node(both):
-    for lines in both:
+    for lines in both[:2]:
         run_ids = {l["telemetry"]["run_id"] for l in lines}
         assert len(run_ids) == 1 and re.fullmatch(r"[0-9a-f]{8}", run_ids.pop()), run_ids
         assert {l["telemetry"]["testplan"] for l in lines} == {"lt-compare"}
@@ -163,7 +191,7 @@ def test_one_run_id_per_test_on_every_node(both):
 def test_the_dashboards_find_every_label_and_field_they_read_in_our_output(both):
     import dashboards
 
-    _, ours = both
+    _, ours, _ = both
     shipped = sorted((HERE.parents[1] / "examples" / "grafana" / "dashboards").glob("*.json"))
     loki = [path for path in shipped if "otel" not in path.name]
     assert [path.name for path in loki] == ["locust-telemetry.json", "test-runs.json"]
@@ -225,3 +253,23 @@ def test_a_standalone_run_is_recorded_as_the_master(tmp_path, target):  # noqa: 
     final = groups[(stats, "final", None)][0]["telemetry"]
     assert (final["num_requests"], final["num_failures"]) == (users * REQUESTS_PER_USER, users * REQUESTS_PER_USER // 5)
     assert sorted(l["telemetry"]["name"] for l in groups[(stats, "endpoint", "success")]) == ["/items", "/missing"]
+
+
+def test_the_otel_dashboard_finds_every_series_and_label_it_reads_in_our_metrics(both):
+    """The OTel twin's metrics, scraped from the Prometheus output during the run: every
+    metric, matcher and grouping label of the OTel dashboard is there, and the request
+    histograms count exactly the requests."""
+    import promdashboards
+
+    _, _, exposition = both
+    dashboard = HERE.parents[1] / "examples" / "grafana" / "dashboards" / "locust-telemetry-otel.json"
+    assert promdashboards.check([dashboard], exposition) == []
+    counts = collections.Counter()
+    sample_lines = [line for line in exposition.splitlines() if line and not line.startswith("#")]
+    for (name, labels), line in zip(promdashboards.parse_exposition(exposition), sample_lines):
+        if name in ("locust_tl_request_metric_success_seconds_count", "locust_tl_request_metric_error_seconds_count"):
+            counts[(name, labels["endpoint"], labels["status_code"], labels["source_id"])] += float(line.split()[-1])
+    assert counts == {
+        ("locust_tl_request_metric_success_seconds_count", "/items", "200", "worker-0"): USERS * REQUESTS_PER_USER * 4 // 5,
+        ("locust_tl_request_metric_error_seconds_count", "/missing", "404", "worker-0"): USERS * REQUESTS_PER_USER // 5,
+    }
