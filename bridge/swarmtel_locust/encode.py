@@ -207,12 +207,30 @@ def error_row(error: Any) -> Dict[str, Any]:
     }
 
 
+#: The most bytes the error table may take in one snapshot line (as encoded: a non-ASCII
+#: character is 6 or 12 bytes); rows past it are left out, so a flood of long distinct errors
+#: cannot push the snapshot past the 1 MiB line limit and lose it.
+MAX_ERROR_TABLE_BYTES = 256 * 1024
+
+
+def error_rows(errors: Any) -> list:
+    """Locust's error table, in its own order, up to :data:`MAX_ERROR_TABLE_BYTES`."""
+    rows, size = [], 0
+    for error in errors:
+        row = error_row(error)
+        size += len(_dumps(row)) + 1
+        if size > MAX_ERROR_TABLE_BYTES:
+            break
+        rows.append(row)
+    return rows
+
+
 def stats_fields(runner: Any) -> Dict[str, Any]:
     """A ``stats`` snapshot of a runner: ``user_count``, sorted ``entries``, ``total`` and
     Locust's error table in ``errors``."""
     st = runner.stats
     entries = [stats_entry(e) for _, e in sorted(st.entries.items(), key=lambda kv: (kv[0][0], kv[0][1]))]
-    errors = [error_row(e) for e in st.errors.values()]
+    errors = error_rows(st.errors.values())
     return {"user_count": int(runner.user_count), "entries": entries, "total": stats_entry(st.total),
             "errors": errors}
 

@@ -96,8 +96,12 @@ class Bridge:
         #: standalone process; a worker's comes from its master), for a per-test run id.
         self.test_id: Optional[str] = None
         self.process: Any = None
-        #: Master: the client ids of the workers that asked for the run (they have handlers).
+        #: Master: the client ids of the workers that asked for the run and said they take
+        #: ``swarmtel_test`` (older bridges do not), pruned to the connected ones.
         self.bridged_workers: set = set()
+        #: Between test_start and test_stop (also before setup, for a worker whose test
+        #: started inside Locust's constructor).
+        self.test_running = False
         self.done = False
 
     # ---------------------------------------------------------------- identity
@@ -172,6 +176,8 @@ class Bridge:
         if settings.config and self.role == "worker":
             log.info("swarmtel-locust: --swarmtel-config is ignored on workers (the master starts the runtime)")
         self.flusher = gevent.spawn(self.shipper.run, settings.flush_interval)
+        if self.test_running:  # a worker whose test started before init: sample it from now
+            self.start_samples()
         atexit.register(self._atexit)
         log.info("swarmtel-locust: %s %s sending to %s%s", self.role, self.node(), settings.endpoint,
                  f" (run {self.run_id})" if self.run_id else "")
@@ -247,7 +253,7 @@ class Bridge:
         if self.role != "worker" or self.run_id is not None or self.runner is None:
             return
         try:
-            self.runner.send_message(MSG_RUN_REQUEST)
+            self.runner.send_message(MSG_RUN_REQUEST, {"takes": [MSG_TEST]})
         except Exception as e:  # asked again at test_start
             log.warning("swarmtel-locust: cannot ask the master for the run id: %s", e)
 
@@ -262,7 +268,8 @@ class Bridge:
 
     def _on_run_request(self, environment: Any = None, msg: Any = None, **kwargs: Any) -> None:
         client_id = getattr(msg, "node_id", None)
-        if client_id:
+        takes = (getattr(msg, "data", None) or {}).get("takes") or ()
+        if client_id and MSG_TEST in takes:
             self.bridged_workers.add(client_id)
         self.send_run(client_id)
 
@@ -288,9 +295,12 @@ class Bridge:
     def start_test(self) -> None:
         """At ``test_start``: the master and a standalone process pick a new test id (and the
         master tells its workers); every node records ``test_start`` with the current id."""
-        if self.role != "worker":
+        self.test_running = True
+        if self.settings is not None and self.role != "worker":
             self.test_id = new_test_id()
             if self.role == "master" and self.runner is not None:
+                connected = {client.id for client in getattr(getattr(self.runner, "clients", None), "all", ())}
+                self.bridged_workers &= connected
                 for client_id in sorted(self.bridged_workers):
                     try:
                         self.runner.send_message(MSG_TEST, {"test_id": self.test_id}, client_id=client_id)
@@ -455,6 +465,7 @@ def _on_test_stopping(**kwargs):
 
 
 def _on_test_stop(**kwargs):
+    BRIDGE.test_running = False
     BRIDGE.record("test_stop")
     BRIDGE.stop_samples()
     BRIDGE.stop_stats()

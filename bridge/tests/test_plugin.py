@@ -6,13 +6,15 @@ import time
 import types
 
 from swarmtel_locust import plugin
+from swarmtel_locust.options import Settings
 from swarmtel_locust.child import STARTING, Probe, ServerChild, quote_output, serve_argv
 
 
 class FakeRunner:
-    def __init__(self):
+    def __init__(self, clients=()):
         self.sent = []
         self.registered = {}
+        self.clients = types.SimpleNamespace(all=[types.SimpleNamespace(id=c) for c in clients])
 
     def send_message(self, msg_type, data=None, client_id=None):
         self.sent.append((msg_type, data, client_id))
@@ -23,6 +25,7 @@ class FakeRunner:
 
 def _bridge(role, runner, run_id=None):
     b = plugin.Bridge()
+    b.settings = Settings(endpoint="unix:/nowhere")
     b.env = types.SimpleNamespace(runner=runner)
     b.role = role
     b.run_id = run_id
@@ -41,7 +44,7 @@ def test_node_names():
 
 
 def test_master_sends_run_only_to_the_worker_that_asks(monkeypatch):
-    r = FakeRunner()
+    r = FakeRunner(clients=["w1", "w2", "w3"])
     b = _bridge("master", r, run_id="run-1")
     monkeypatch.setattr(plugin, "BRIDGE", b)
     # Never unsolicited (not on worker_connect, not at test_start): a worker that has not
@@ -49,18 +52,35 @@ def test_master_sends_run_only_to_the_worker_that_asks(monkeypatch):
     plugin._on_worker_connect(client_id="w1")
     plugin._on_test_start()
     assert r.sent == []
-    b._on_run_request(msg=types.SimpleNamespace(node_id="w2", data=None))
+    b._on_run_request(msg=types.SimpleNamespace(node_id="w2", data={"takes": [plugin.MSG_TEST]}))
+    # An older bridge's worker asks without saying it takes swarmtel_test: it gets the run,
+    # never a message it has no handler for.
+    b._on_run_request(msg=types.SimpleNamespace(node_id="w3", data=None))
     test_id = b.test_id
     assert len(test_id) == 8
-    assert r.sent == [(plugin.MSG_RUN, {"run_id": "run-1", "testplan": "plan", "test_id": test_id}, "w2")]
+    assert r.sent == [(plugin.MSG_RUN, {"run_id": "run-1", "testplan": "plan", "test_id": test_id}, "w2"),
+                      (plugin.MSG_RUN, {"run_id": "run-1", "testplan": "plan", "test_id": test_id}, "w3")]
     assert plugin.MSG_RUN == "swarmtel_run" and plugin.MSG_RUN_REQUEST == "swarmtel_run_request"
     _bridge("worker", r, run_id="x").send_run("w1")  # workers never hand out run ids
-    assert len(r.sent) == 1
-    # The next test start: a new test id, sent to the worker that asked (it has the handler),
-    # and only to it.
+    assert len(r.sent) == 2
+    # The next test start: a new test id, sent to the worker that asked and takes it, and
+    # only to it.
     plugin._on_test_start()
     assert b.test_id != test_id
-    assert r.sent[1:] == [(plugin.MSG_TEST, {"test_id": b.test_id}, "w2")]
+    assert r.sent[2:] == [(plugin.MSG_TEST, {"test_id": b.test_id}, "w2")]
+    # w2 left: the next test start sends it nothing (and forgets it).
+    r.clients.all = [c for c in r.clients.all if c.id != "w2"]
+    plugin._on_test_start()
+    assert len(r.sent) == 3 and b.bridged_workers == set()
+
+
+def test_a_worker_whose_test_starts_before_init_makes_up_no_test_id(monkeypatch):
+    b = plugin.Bridge()  # before setup: role unknown (the default), no settings
+    monkeypatch.setattr(plugin, "BRIDGE", b)
+    plugin._on_test_start()
+    assert b.test_id is None and b.test_running
+    starts = [item for item in b.buffer.drain(100) if item[0] == "test_start"]
+    assert [item[2] for item in starts] == [{}]
 
 
 def test_worker_takes_the_test_id_from_its_master_and_records_it_at_test_start(monkeypatch):
@@ -83,7 +103,7 @@ def test_worker_without_run_id_asks_again_at_test_start(monkeypatch):
     b = _bridge("worker", r)
     monkeypatch.setattr(plugin, "BRIDGE", b)
     plugin._on_test_start()
-    assert r.sent == [(plugin.MSG_RUN_REQUEST, None, None)]
+    assert r.sent == [(plugin.MSG_RUN_REQUEST, {"takes": [plugin.MSG_TEST]}, None)]
     b.run_id = "run-1"
     plugin._on_test_start()
     assert len(r.sent) == 1

@@ -255,11 +255,9 @@ pub struct LocustTelemetryRecorder {
     cpu_samples: u32,
     /// The latest stats snapshot.
     last_snapshot: Option<StatsSnapshot>,
-    /// The test stopped and its final rows wait for the snapshot the bridge sends after it.
+    /// The test stopped and its final rows wait for the snapshot the bridge takes in the same
+    /// `test_stop` handler as 2.1.2 takes its own (so its user count is 2.1.2's too).
     final_pending: bool,
-    /// Users running when the test stopped (the last snapshot before it): locust-telemetry's
-    /// final row reads the count before the workers stop their users.
-    users_at_stop: Option<u32>,
     instruments: Instruments,
     /// OTel response times per (failed, endpoint, status code) since the last report.
     request_times: std::collections::BTreeMap<(bool, usize, u16), ResponseTimes>,
@@ -287,7 +285,6 @@ impl LocustTelemetryRecorder {
             cpu_samples: 0,
             last_snapshot: None,
             final_pending: false,
-            users_at_stop: None,
             instruments: Instruments::new(),
             request_times: Default::default(),
             endpoint_names: Vec::new(),
@@ -357,8 +354,7 @@ impl LocustTelemetryRecorder {
     /// The rows locust-telemetry flushes at test stop: `final`, then one `endpoint` row per
     /// error and per endpoint.
     fn final_rows(&self, snapshot: &StatsSnapshot, out: &mut Output) {
-        let users = self.users_at_stop.unwrap_or(snapshot.user_count);
-        self.current_row(snapshot, "final", users, out);
+        self.current_row(snapshot, "final", snapshot.user_count, out);
         let clock = stats_row::StatsClock::of(&snapshot.total);
         for (status, rows) in [
             (
@@ -378,6 +374,16 @@ impl LocustTelemetryRecorder {
                 let mut extra = Map::new();
                 extra.insert("status".into(), status.into());
                 self.stats_row("endpoint", extra, row, out);
+            }
+        }
+    }
+
+    /// Writes the final rows still waiting for their snapshot, from the last one seen.
+    fn flush_final(&mut self, out: &mut Output) {
+        if self.final_pending {
+            self.final_pending = false;
+            if let (true, Some(snapshot)) = (self.json, self.last_snapshot.take()) {
+                self.final_rows(&snapshot, out);
             }
         }
     }
@@ -463,6 +469,11 @@ impl LocustTelemetryRecorder {
 
 impl Recorder for LocustTelemetryRecorder {
     fn on_test_start(&mut self, time: Timestamp, out: &mut Output) {
+        // The last test's snapshot after its stop never came (lost, or the bridge could not
+        // take it): its final rows from the last snapshot seen, before this test's records.
+        self.flush_final(out);
+        self.cpu_sum = 0.0;
+        self.cpu_samples = 0;
         self.running = true;
         self.stats.start(time);
         self.system.start(time);
@@ -486,7 +497,6 @@ impl Recorder for LocustTelemetryRecorder {
             );
             self.event(names::TEST_STOP, fields, out);
             self.final_pending = true;
-            self.users_at_stop = self.last_snapshot.as_ref().map(|s| s.user_count);
         }
     }
 
@@ -576,12 +586,7 @@ impl Recorder for LocustTelemetryRecorder {
     fn on_finish(&mut self, out: &mut Output) {
         // The stream ended before the snapshot that follows test stop: the last one seen is
         // the final one.
-        if self.final_pending && self.json {
-            self.final_pending = false;
-            if let Some(snapshot) = self.last_snapshot.take() {
-                self.final_rows(&snapshot, out);
-            }
-        }
+        self.flush_final(out);
         if self.otel {
             self.report_request_times(out);
         }

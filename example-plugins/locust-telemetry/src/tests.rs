@@ -275,8 +275,8 @@ fn the_master_records_locust_telemetrys_records_on_its_triggers() {
     assert_eq!(fields[stop - 2], json!({"user_count": 3}));
     assert_eq!(fields[stop - 1], json!({"value": 91.5, "unit": "percent"}));
     let final_row = &fields[stop + 1];
-    // The users running before the stop (the snapshot after it says 0), as 2.1.2 reads them.
-    assert_eq!(final_row["user_count"], 3);
+    // The snapshot the bridge takes in the test_stop handler, where 2.1.2 reads the count.
+    assert_eq!(final_row["user_count"], 0);
     assert_eq!(final_row["num_requests"], 22);
     assert_eq!(items[stop + 1].telemetry_type, TelemetryType::Metric);
     assert_eq!(
@@ -450,4 +450,52 @@ fn bad_options_are_refused_with_their_name() {
         "2023-11-14T22:13:20.999Z"
     );
     assert_eq!(rfc3339_millis(951_782_400.0), "2000-02-29T00:00:00.000Z");
+}
+
+#[test]
+fn a_lost_snapshot_after_a_stop_does_not_turn_the_next_tests_first_into_final_rows() {
+    let mut h = Harness::with_options::<LocustTelemetryPlugin>(
+        "locust_telemetry",
+        Role::Master,
+        options(3, "json"),
+    )
+    .unwrap();
+    let mut items = h.event(10.0, Event::TestStart);
+    items.extend(h.event(10.1, Event::StatsSnapshot(snapshot(2))));
+    // Samples at the end of the first test, past its last record: not averaged into the next.
+    items.extend(h.event(10.2, sample(1.0)));
+    items.extend(h.event(11.0, sample(99.0)));
+    items.extend(h.event(12.0, Event::TestStop));
+    // The snapshot after the stop is lost; the next test starts.
+    items.extend(h.event(20.0, Event::TestStart));
+    items.extend(h.event(20.05, sample(7.0)));
+    items.extend(h.event(20.1, Event::StatsSnapshot(snapshot(4))));
+    let kinds = names(&items);
+    let second_start = kinds.iter().rposition(|k| k == names::TEST_START).unwrap();
+    // 1 error and 2 endpoints: 3 endpoint rows.
+    assert_eq!(
+        kinds[second_start - 5..second_start],
+        [
+            names::TEST_STOP.to_owned(),
+            "locust.tl.request.metric.stats:final".to_owned(),
+            "locust.tl.request.metric.stats:endpoint".to_owned(),
+            "locust.tl.request.metric.stats:endpoint".to_owned(),
+            "locust.tl.request.metric.stats:endpoint".to_owned(),
+        ][..]
+    );
+    // The second test's own first row is a current row, and its CPU is its own sample.
+    assert_eq!(
+        kinds.last().unwrap(),
+        "locust.tl.request.metric.stats:current"
+    );
+    let cpu: Vec<f64> = items
+        .iter()
+        .filter(|i| i.name == names::CPU)
+        .map(|i| {
+            serde_json::from_str::<Value>(&i.fields).unwrap()["value"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(cpu, [1.0, 7.0]);
 }

@@ -614,8 +614,16 @@ impl Pipeline {
         record: &EventRecord<'_>,
     ) -> Result<(), ProcessError> {
         let node = self.node_for(run.0, &record.node, record.role)?;
-        if let Some(test) = &record.test_id {
-            self.nodes[node].test = Some(Arc::from(&**test));
+        if matches!(record.body, EventBody::Other(wit::Event::TestStart)) {
+            // What the node's recorders hold from before this test (requests in a batch not
+            // yet handed over, ticks due by now) goes out under the last test's id; then the
+            // node is in the new test, with its id or, when the line has none, without one.
+            for position in 0..self.nodes[node].slots.len() {
+                let slot_index = self.nodes[node].slots[position];
+                self.deliver_ticks(slot_index, record.time)?;
+                self.flush(slot_index)?;
+            }
+            self.nodes[node].test = record.test_id.as_deref().map(Arc::from);
         }
         self.summary.events += 1;
         self.nodes[node].last_time = self.nodes[node].last_time.max(record.time);
