@@ -97,11 +97,12 @@ def run(variant: str, work: Path, args, host: str, otlp_port: int, index: int) -
     port = free_port()
     common = [sys.executable, "-m", "locust", "-f", str(locustfile)]
     extra = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "SWARMTEL_"))}
     if variant == "swarmtel":
         extra = ["--swarmtel-config", str(swarmtel_config(work)),
-                 "--swarmtel-bin", str(ROOT / "target" / "release" / "swarmtel"),
-                 "--swarmtel-endpoint", f"unix:{work / 'serve.sock'}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "SWARMTEL_"))}
+                 "--swarmtel-bin", str(ROOT / "target" / "release" / "swarmtel")]
+        # Both processes: the worker streams its requests to the master's runtime.
+        env["LOCUST_SWARMTEL_ENDPOINT"] = f"unix:{work / 'serve.sock'}"
     if variant.startswith("lt-"):
         env["LOCUST_TESTPLAN_NAME"] = "bench"
         env["LOCUST_ENABLE_TELEMETRY_RECORDER"] = variant[3:]
@@ -123,8 +124,12 @@ def run(variant: str, work: Path, args, host: str, otlp_port: int, index: int) -
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if master.returncode not in (0, 1):
         sys.exit(f"{variant}: locust failed ({master.returncode}); see {master_log}")
-    if variant == "swarmtel" and "0 by bridges, 0 here, 0 lost in transit" not in master_log.read_text():
-        sys.exit(f"the swarmtel run lost events; see {master_log}")
+    if variant == "swarmtel":
+        text = master_log.read_text()
+        if "(1 master, 1 worker, 0 standalone)" not in text:
+            sys.exit(f"the worker's bridge did not reach the runtime; see {master_log} and {worker_log}")
+        if "0 by bridges, 0 here, 0 lost in transit" not in text:
+            sys.exit(f"the swarmtel run lost events; see {master_log}")
     requests, rate = rps(Path(f"{json_base}.json"))
     return requests, rate, cpu / requests * 1e6
 
