@@ -71,7 +71,8 @@ class Query:
 
 def _load(dashboard: Union[str, Path, dict]) -> Tuple[str, dict]:
     if isinstance(dashboard, dict):
-        return str(dashboard.get("title") or dashboard.get("uid") or "<dashboard>"), dashboard
+        data = dashboard.get("dashboard", dashboard)
+        return str(data.get("title") or data.get("uid") or "<dashboard>"), data
     path = Path(dashboard)
     data = json.loads(path.read_text(encoding="utf-8"))
     return str(path), data.get("dashboard", data)  # an API export wraps it in "dashboard"

@@ -32,27 +32,19 @@ The model, kept deliberately small:
 from __future__ import annotations
 
 import difflib
-import json
 import re
 import sys
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple, Union
 
+from dashboards import _load, _panels  # reading a dashboard and its panels, as for Loki
+
 Matcher = Tuple[str, str]  # (op, value): op is one of =, !=, =~, !~
 Sample = Tuple[str, Dict[str, str]]
 
 # ---------------------------------------------------------------------------------------------
 # Finding queries
-
-
-def _load(dashboard: Union[str, Path, dict]) -> Tuple[str, dict]:
-    if isinstance(dashboard, dict):
-        data = dashboard.get("dashboard", dashboard)
-        return str(data.get("title") or data.get("uid") or "<dashboard>"), data
-    path = Path(dashboard)
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return str(path), data.get("dashboard", data)  # an API export wraps it in "dashboard"
 
 
 def _is_prometheus(datasource) -> bool:
@@ -63,15 +55,6 @@ def _is_prometheus(datasource) -> bool:
     if isinstance(datasource, dict) and datasource.get("type") is not None:
         return datasource["type"] in ("prometheus", "datasource")
     return True
-
-
-def _panels(panels: Iterable[dict], trail: str = "") -> Iterable[Tuple[str, dict]]:
-    for panel in panels or []:
-        title = panel.get("title") or f"#{panel.get('id', '?')}"
-        where = f"{trail}{title!r}"
-        yield where, panel
-        # Rows keep their panels in "panels" when collapsed; library panels may nest too.
-        yield from _panels(panel.get("panels") or [], f"{where} > ")
 
 
 def _variable_exprs(variable: dict) -> List[str]:

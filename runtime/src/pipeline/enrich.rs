@@ -75,7 +75,9 @@ struct TelemetryContext<'a> {
     source_id: &'a str,
     run_id: &'a str,
     testplan: &'a str,
-    plugin: &'a str,
+    /// Absent in locust-telemetry's envelope.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plugin: Option<&'a str>,
     #[serde(flatten)]
     fields: &'a Map<String, Value>,
 }
@@ -100,29 +102,6 @@ pub fn now_unix_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// locust-telemetry's `telemetry` object: its context keys, then the recorder's fields.
-#[derive(Debug, Serialize)]
-struct LocustTelemetryContext<'a> {
-    telemetry_type: &'static str,
-    telemetry_name: &'a str,
-    source: &'static str,
-    source_id: &'a str,
-    run_id: &'a str,
-    testplan: &'a str,
-    #[serde(flatten)]
-    fields: &'a Map<String, Value>,
-}
-
-/// One output line in locust-telemetry 2.1.2's shape.
-#[derive(Debug, Serialize)]
-pub struct LocustTelemetryLine<'a> {
-    time: String,
-    level: Level,
-    name: String,
-    message: &'a str,
-    telemetry: LocustTelemetryContext<'a>,
-}
-
 /// locust-telemetry's name for a role: the class name of Locust's runner.
 pub fn runner_class(role: RoleName) -> &'static str {
     match role {
@@ -140,13 +119,12 @@ pub fn locust_telemetry_line<'a>(
     origin: &Origin<'a>,
     item: &'a ValidItem,
     level: Level,
-) -> LocustTelemetryLine<'a> {
-    LocustTelemetryLine {
-        time: format_time(origin.time),
+) -> TelemetryLine<'a> {
+    line(
+        origin,
+        item,
         level,
-        name: format!("swarmtel.{}", origin.plugin),
-        message: &item.message,
-        telemetry: LocustTelemetryContext {
+        TelemetryContext {
             telemetry_type: match item.telemetry_type {
                 wit::TelemetryType::Event => "event",
                 wit::TelemetryType::Metric => "metrics",
@@ -156,9 +134,10 @@ pub fn locust_telemetry_line<'a>(
             source_id: origin.node,
             run_id: origin.test.unwrap_or(&run.run_id),
             testplan: &run.testplan,
+            plugin: None,
             fields: &item.fields,
         },
-    }
+    )
 }
 
 /// Builds the output line for a valid item.
@@ -168,21 +147,37 @@ pub fn telemetry_line<'a>(
     item: &'a ValidItem,
     level: Level,
 ) -> TelemetryLine<'a> {
-    TelemetryLine {
-        time: format_time(origin.time),
+    line(
+        origin,
+        item,
         level,
-        name: format!("swarmtel.{}", origin.plugin),
-        message: &item.message,
-        telemetry: TelemetryContext {
+        TelemetryContext {
             telemetry_type: type_name(item.telemetry_type),
             telemetry_name: &item.name,
             source: origin.role.as_str(),
             source_id: origin.node,
             run_id: &run.run_id,
             testplan: &run.testplan,
-            plugin: origin.plugin,
+            plugin: Some(origin.plugin),
             fields: &item.fields,
         },
+    )
+}
+
+/// The line around a `telemetry` object: the batch's time, the level, `swarmtel.<plugin>`
+/// and the message.
+fn line<'a>(
+    origin: &Origin<'a>,
+    item: &'a ValidItem,
+    level: Level,
+    telemetry: TelemetryContext<'a>,
+) -> TelemetryLine<'a> {
+    TelemetryLine {
+        time: format_time(origin.time),
+        level,
+        name: format!("swarmtel.{}", origin.plugin),
+        message: &item.message,
+        telemetry,
     }
 }
 

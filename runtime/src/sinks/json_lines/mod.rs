@@ -14,10 +14,18 @@ pub use writer::{Console, Existing, JsonLinesWriter};
 use super::{Record, Sink};
 use crate::pipeline::enrich;
 
+/// Builds one output line in a given envelope (see [`enrich`]).
+type LineBuilder = for<'a> fn(
+    &'a enrich::RunContext,
+    &enrich::Origin<'a>,
+    &'a crate::pipeline::validate::ValidItem,
+    enrich::Level,
+) -> enrich::TelemetryLine<'a>;
+
 /// Writes each record as one JSON line.
 pub struct JsonLinesSink {
     writer: JsonLinesWriter,
-    envelope: Envelope,
+    line: LineBuilder,
 }
 
 impl JsonLinesSink {
@@ -28,26 +36,22 @@ impl JsonLinesSink {
 
     /// A sink over an open writer, writing lines of the given shape.
     pub fn with_envelope(writer: JsonLinesWriter, envelope: Envelope) -> Self {
-        Self { writer, envelope }
+        let line: LineBuilder = match envelope {
+            Envelope::Swarmtel => enrich::telemetry_line,
+            Envelope::LocustTelemetry => enrich::locust_telemetry_line,
+        };
+        Self { writer, line }
     }
 }
 
 impl Sink for JsonLinesSink {
     fn write(&mut self, record: &Record<'_>) -> io::Result<()> {
-        match self.envelope {
-            Envelope::Swarmtel => self.writer.write(&enrich::telemetry_line(
-                record.run,
-                record.origin,
-                record.item,
-                record.level,
-            )),
-            Envelope::LocustTelemetry => self.writer.write(&enrich::locust_telemetry_line(
-                record.run,
-                record.origin,
-                record.item,
-                record.level,
-            )),
-        }
+        self.writer.write(&(self.line)(
+            record.run,
+            record.origin,
+            record.item,
+            record.level,
+        ))
     }
 
     fn flush(&mut self) -> io::Result<()> {

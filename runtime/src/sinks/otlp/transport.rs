@@ -649,6 +649,15 @@ mod tests {
 
     /// A receiver on loopback that answers each request with `status(path)`, and counts the
     /// requests per path.
+    /// Waits up to 10 s for `done`; fails with `what` past that.
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(10), "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn receiver(status: fn(&str) -> u16) -> (String, Arc<Mutex<Vec<String>>>) {
         receiver_with_body(status, Vec::new())
     }
@@ -742,11 +751,7 @@ mod tests {
         target.timeout = Duration::from_millis(200);
         let mut transport = Transport::start(target, 1 << 20).unwrap();
         transport.send(logs(10, 1));
-        let start = Instant::now();
-        while transport.stats().retries == 0 {
-            assert!(start.elapsed() < Duration::from_secs(10), "no timeout");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_until("no timeout", || transport.stats().retries > 0);
         assert!(
             transport
                 .last_error()
@@ -771,19 +776,9 @@ mod tests {
         let (authority, seen) = receiver(|path| if path == "/v1/logs" { 503 } else { 200 });
         let mut transport = Transport::start(target(authority), 1 << 20).unwrap();
         transport.send(logs(10, 3));
-        let start = Instant::now();
-        while transport.stats().retries == 0 {
-            assert!(start.elapsed() < Duration::from_secs(10));
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("no retry", || transport.stats().retries > 0);
         transport.send(metrics());
-        while transport.stats().sent == 0 {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "metrics wait behind logs"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("metrics wait behind logs", || transport.stats().sent > 0);
         transport.close(Duration::ZERO);
         let stats = transport.stats();
         assert_eq!((stats.sent, stats.dropped_records), (1, 3));
@@ -842,11 +837,7 @@ mod tests {
         });
         let mut transport = Transport::start(target(authority), 1 << 20).unwrap();
         transport.send(metrics());
-        let start = Instant::now();
-        while transport.stats().retries == 0 {
-            assert!(start.elapsed() < Duration::from_secs(10));
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("no retry", || transport.stats().retries > 0);
         // The last export comes while the first waits out its 30 s; the end does not wait.
         transport.send(metrics());
         transport.send(logs(10, 2));
@@ -866,11 +857,7 @@ mod tests {
         let (authority, _) = receiver(|_| 503);
         let mut transport = Transport::start(target(authority), 1 << 20).unwrap();
         transport.send(metrics());
-        let start = Instant::now();
-        while transport.stats().retries == 0 {
-            assert!(start.elapsed() < Duration::from_secs(10));
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until("no retry", || transport.stats().retries > 0);
         let closing = Instant::now();
         transport.close(Duration::from_secs(5));
         let stats = transport.stats();
