@@ -38,13 +38,15 @@ impl RecorderState {
                 self.batch_endpoints.push(self.endpoints.intern(endpoint));
             }
             self.request_ids.clear();
-            // An index outside the dictionary is a host bug; such requests are skipped.
+            self.request_ids.reserve(columns.endpoint.len());
+            // An index outside the dictionary is a host bug: the batch ends before it, so each
+            // request kept still lines up with its row in the other columns.
             let batch_endpoints = &self.batch_endpoints;
             self.request_ids.extend(
                 columns
                     .endpoint
                     .iter()
-                    .filter_map(|&local| batch_endpoints.get(local as usize).copied()),
+                    .map_while(|&local| batch_endpoints.get(local as usize).copied()),
             );
             let requests = Requests::new(columns, &self.request_ids, &self.endpoints);
             self.recorder.on_requests(&requests, &mut self.out);
@@ -115,5 +117,47 @@ impl plugin::GuestRecorder for RecorderResource {
 
     fn finish(&self) -> wit::RecorderOutput {
         self.0.borrow_mut().finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::Request;
+
+    /// Keeps (name, response time) of every request it is handed.
+    struct Seen(Rc<RefCell<Vec<(String, f64)>>>);
+
+    impl Recorder for Seen {
+        fn on_request(&mut self, request: &Request<'_>, _out: &mut Output) {
+            let row = (request.name.to_owned(), request.response_time_ms);
+            self.0.borrow_mut().push(row);
+        }
+    }
+
+    #[test]
+    fn an_endpoint_index_outside_the_dictionary_ends_the_batch_there() {
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let mut state = RecorderState::new(Box::new(Seen(seen.clone())));
+        let batch = wit::EventBatch {
+            requests: wit::RequestColumns {
+                endpoints: vec![wit::Endpoint {
+                    request_type: "GET".into(),
+                    name: "/a".into(),
+                }],
+                endpoint: vec![0, 7, 0],
+                start_time: vec![1.0, 2.0, 3.0],
+                response_time_ms: vec![10.0, 20.0, 30.0],
+                response_length: vec![0, 0, 0],
+                status_code: vec![200, 200, 200],
+                failures: Vec::new(),
+                details: Vec::new(),
+            },
+            events: Vec::new(),
+        };
+        state.handle(&batch);
+        assert_eq!(*seen.borrow(), vec![("/a".to_owned(), 10.0)]);
     }
 }

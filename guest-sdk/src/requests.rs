@@ -176,39 +176,62 @@ impl<'a> Requests<'a> {
 
     /// Every request of the batch, in order.
     pub fn iter(&self) -> RequestIter<'a> {
+        let columns = self.columns;
+        let rows = self
+            .ids
+            .iter()
+            .zip(&columns.start_time)
+            .zip(&columns.response_time_ms)
+            .zip(&columns.response_length)
+            .zip(&columns.status_code);
         RequestIter {
-            columns: self.columns,
-            ids: self.ids,
+            rows,
             table: self.table,
-            next: 0,
-            next_failure: 0,
-            next_detail: 0,
+            index: 0,
+            failures: &columns.failures,
+            details: &columns.details,
         }
     }
 }
 
-/// Iterator over the requests of a batch; see [`Requests::iter`].
+/// The per-request columns, walked together: one bounds check per row, not one per column.
+type Rows<'a> = std::iter::Zip<
+    std::iter::Zip<
+        std::iter::Zip<
+            std::iter::Zip<std::slice::Iter<'a, EndpointId>, std::slice::Iter<'a, Timestamp>>,
+            std::slice::Iter<'a, f64>,
+        >,
+        std::slice::Iter<'a, u64>,
+    >,
+    std::slice::Iter<'a, u16>,
+>;
+
+/// Iterator over the requests of a batch; see [`Requests::iter`]. The host sends columns of
+/// one length; were one shorter, the iteration would end with it.
 #[derive(Debug)]
 pub struct RequestIter<'a> {
-    columns: &'a wit::RequestColumns,
-    ids: &'a [EndpointId],
+    rows: Rows<'a>,
     table: &'a EndpointTable,
-    next: usize,
-    next_failure: usize,
-    next_detail: usize,
+    /// The index of the next row in the batch.
+    index: u32,
+    /// The failures not reached yet, ascending by index.
+    failures: &'a [wit::RequestFailure],
+    /// The details not reached yet, ascending by index.
+    details: &'a [wit::RequestDetail],
 }
 
 impl<'a> Iterator for RequestIter<'a> {
     type Item = Request<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<Request<'a>> {
-        let index = self.next;
-        let id = *self.ids.get(index)?;
-        self.next += 1;
-        let columns = self.columns;
-        let (exception, exception_type) = match columns.failures.get(self.next_failure) {
-            Some(failure) if failure.index as usize == index => {
-                self.next_failure += 1;
+        let ((((&id, &start_time), &response_time_ms), &response_length), &status_code) =
+            self.rows.next()?;
+        let index = self.index;
+        self.index += 1;
+        let (exception, exception_type) = match self.failures.split_first() {
+            Some((failure, rest)) if failure.index == index => {
+                self.failures = rest;
                 (
                     Some(failure.exception.as_str()),
                     Some(failure.exception_type.as_str()).filter(|name| !name.is_empty()),
@@ -216,22 +239,21 @@ impl<'a> Iterator for RequestIter<'a> {
             }
             _ => (None, None),
         };
-        let (url, context) = match columns.details.get(self.next_detail) {
-            Some(detail) if detail.index as usize == index => {
-                self.next_detail += 1;
+        let (url, context) = match self.details.split_first() {
+            Some((detail, rest)) if detail.index == index => {
+                self.details = rest;
                 (detail.url.as_deref(), detail.context.as_deref())
             }
             _ => (None, None),
         };
         let endpoint = self.table.get(id);
-        let status_code = columns.status_code.get(index).copied().unwrap_or(0);
         Some(Request {
             endpoint: id,
             request_type: &endpoint.request_type,
             name: &endpoint.name,
-            start_time: columns.start_time.get(index).copied().unwrap_or(0.0),
-            response_time_ms: columns.response_time_ms.get(index).copied().unwrap_or(0.0),
-            response_length: columns.response_length.get(index).copied().unwrap_or(0),
+            start_time,
+            response_time_ms,
+            response_length,
             status_code: (status_code != 0).then_some(status_code),
             exception,
             exception_type,
@@ -241,7 +263,100 @@ impl<'a> Iterator for RequestIter<'a> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = self.ids.len() - self.next;
-        (left, Some(left))
+        self.rows.size_hint()
+    }
+}
+
+impl ExactSizeIterator for RequestIter<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(request_type: &str, name: &str) -> Endpoint {
+        Endpoint {
+            request_type: request_type.into(),
+            name: name.into(),
+        }
+    }
+
+    fn failure(index: u32, exception: &str, exception_type: &str) -> wit::RequestFailure {
+        wit::RequestFailure {
+            index,
+            exception: exception.into(),
+            exception_type: exception_type.into(),
+        }
+    }
+
+    /// Three requests on two endpoints; the second failed (class known), the third failed
+    /// (class unknown) and has details.
+    fn columns() -> wit::RequestColumns {
+        wit::RequestColumns {
+            endpoints: vec![endpoint("GET", "/a"), endpoint("POST", "/b")],
+            endpoint: vec![0, 1, 0],
+            start_time: vec![10.0, 11.0, 12.0],
+            response_time_ms: vec![1.5, 2.5, 3.5],
+            response_length: vec![100, 200, 300],
+            status_code: vec![200, 0, 500],
+            failures: vec![failure(1, "boom", "ConnectionError"), failure(2, "bad", "")],
+            details: vec![wit::RequestDetail {
+                index: 2,
+                url: Some("http://h/a".into()),
+                context: None,
+            }],
+        }
+    }
+
+    fn table_and_ids(columns: &wit::RequestColumns) -> (EndpointTable, Vec<EndpointId>) {
+        let mut table = EndpointTable::default();
+        let local: Vec<EndpointId> = columns.endpoints.iter().map(|e| table.intern(e)).collect();
+        let ids = columns
+            .endpoint
+            .iter()
+            .map(|&i| local[i as usize])
+            .collect();
+        (table, ids)
+    }
+
+    #[test]
+    fn each_row_gets_its_columns_failure_and_details() {
+        let columns = columns();
+        let (table, ids) = table_and_ids(&columns);
+        let requests = Requests::new(&columns, &ids, &table);
+        let rows: Vec<Request<'_>> = requests.iter().collect();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(requests.iter().len(), 3);
+
+        assert_eq!((rows[0].request_type, rows[0].name), ("GET", "/a"));
+        assert_eq!(rows[0].start_time, 10.0);
+        assert_eq!(rows[0].response_time_ms, 1.5);
+        assert_eq!(rows[0].response_length, 100);
+        assert_eq!(rows[0].status_code, Some(200));
+        assert!(!rows[0].failed());
+        assert_eq!((rows[0].url, rows[0].context), (None, None));
+
+        assert_eq!((rows[1].request_type, rows[1].name), ("POST", "/b"));
+        assert_eq!(rows[1].status_code, None, "0 means no status code");
+        assert_eq!(rows[1].exception, Some("boom"));
+        assert_eq!(rows[1].exception_type, Some("ConnectionError"));
+        assert_eq!(rows[1].url, None);
+
+        assert_eq!(rows[2].endpoint, rows[0].endpoint);
+        assert_eq!(rows[2].exception, Some("bad"));
+        assert_eq!(rows[2].exception_type, None, "an empty class is no class");
+        assert_eq!(rows[2].url, Some("http://h/a"));
+        assert_eq!(rows[2].status_code, Some(500));
+    }
+
+    #[test]
+    fn a_short_column_ends_the_rows_without_shifting_them() {
+        let mut columns = columns();
+        columns.response_length.truncate(2);
+        let (table, ids) = table_and_ids(&columns);
+        let requests = Requests::new(&columns, &ids, &table);
+        let rows: Vec<Request<'_>> = requests.iter().collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].response_length, 200);
+        assert_eq!(rows[1].exception, Some("boom"));
     }
 }
