@@ -17,6 +17,8 @@ use serde_json::value::RawValue;
 use crate::bindings::types as wit;
 use crate::config::RoleName;
 
+mod request_scan;
+
 /// The latest event time accepted: 9999-12-31T23:59:59Z. Later times cannot be written as
 /// RFC 3339, so a line carrying one is a bad line, never a panic downstream.
 pub const MAX_UNIX_SECONDS: f64 = 253_402_300_799.0;
@@ -229,8 +231,9 @@ struct RawLine<'a> {
     test_id: Option<Cow<'a, str>>,
     #[serde(default)]
     entries: Option<Vec<RawStats>>,
+    /// Boxed: a stats row is large.
     #[serde(default)]
-    total: Option<RawStats>,
+    total: Option<Box<RawStats>>,
     #[serde(default)]
     errors: Option<Vec<RawError>>,
     #[serde(default)]
@@ -369,141 +372,136 @@ impl From<RawStats> for wit::EndpointStats {
     }
 }
 
+/// The fields of a request line: read by the fast path, or taken from serde's [`RawLine`].
+#[derive(Default)]
+struct RequestLine<'a> {
+    role: Cow<'a, str>,
+    node: Cow<'a, str>,
+    time: f64,
+    request_type: Option<Cow<'a, str>>,
+    name: Option<Cow<'a, str>>,
+    response_time: Option<f64>,
+    response_length: Option<u64>,
+    exception: Option<Cow<'a, str>>,
+    exception_type: Option<Cow<'a, str>>,
+    start_time: Option<f64>,
+    url: Option<Cow<'a, str>>,
+    status_code: Option<u16>,
+    context: Option<&'a RawValue>,
+}
+
+impl<'a> From<RawLine<'a>> for RequestLine<'a> {
+    fn from(raw: RawLine<'a>) -> Self {
+        Self {
+            role: raw.role,
+            node: raw.node,
+            time: raw.time,
+            request_type: raw.request_type,
+            name: raw.name,
+            response_time: raw.response_time,
+            response_length: raw.response_length,
+            exception: raw.exception,
+            exception_type: raw.exception_type,
+            start_time: raw.start_time,
+            url: raw.url,
+            status_code: raw.status_code,
+            context: raw.context,
+        }
+    }
+}
+
 /// Decodes one line (without its newline).
 pub fn decode_line(line: &str) -> Result<EventRecord<'_>, DecodeError> {
+    if let Some(request) = request_scan::scan(line) {
+        return request_record(request);
+    }
     let raw: RawLine<'_> =
         serde_json::from_str(line).map_err(|error| DecodeError::Json(error.to_string()))?;
-    let role =
-        RoleName::parse(&raw.role).ok_or_else(|| DecodeError::UnknownRole(raw.role.to_string()))?;
-    if raw.node.is_empty() {
-        return Err(DecodeError::Invalid {
-            field: "node",
-            message: "must not be empty".into(),
-        });
+    if raw.event == "request" {
+        return request_record(RequestLine::from(raw));
     }
-    check_label(&raw.node).map_err(|message| DecodeError::Invalid {
-        field: "node",
-        message,
-    })?;
-    if !time_in_range(raw.time) {
-        return Err(DecodeError::Invalid {
-            field: "time",
-            message: format!(
-                "must be Unix seconds from 0 to {MAX_UNIX_SECONDS} (year 9999), got {}",
-                raw.time
-            ),
-        });
-    }
+    let role = check_header(&raw.role, &raw.node, raw.time)?;
     let event_name = raw.event.clone();
     let missing = |field: &'static str| DecodeError::MissingField {
         event: event_name.to_string(),
         field,
     };
     let time = raw.time;
-    let body = match &*raw.event {
-        "request" => {
-            let response_time_ms = raw.response_time.ok_or_else(|| missing("response_time"))?;
-            if !response_time_ms.is_finite() || response_time_ms < 0.0 {
-                return Err(DecodeError::Invalid {
-                    field: "response_time",
-                    message: format!("must be milliseconds >= 0, got {response_time_ms}"),
-                });
-            }
-            let context = raw.context.filter(|raw| {
-                let text = raw.get().trim();
-                text != "{}" && text != "null"
-            });
-            EventBody::Request(RequestRecord {
-                request_type: raw.request_type.ok_or_else(|| missing("request_type"))?,
-                name: raw.name.ok_or_else(|| missing("name"))?,
-                response_time_ms,
-                response_length: raw.response_length.unwrap_or(0),
-                start_time: raw.start_time.unwrap_or(time),
-                status_code: raw.status_code.unwrap_or(0),
-                exception: raw.exception,
-                exception_type: raw.exception_type,
-                url: raw.url,
-                context,
-            })
+    let event = match &*raw.event {
+        "test_start" => wit::Event::TestStart,
+        "test_stopping" => wit::Event::TestStopping,
+        "test_stop" => wit::Event::TestStop,
+        "spawning_complete" => {
+            wit::Event::SpawningComplete(raw.user_count.ok_or_else(|| missing("user_count"))?)
         }
-        other => EventBody::Other(match other {
-            "test_start" => wit::Event::TestStart,
-            "test_stopping" => wit::Event::TestStopping,
-            "test_stop" => wit::Event::TestStop,
-            "spawning_complete" => {
-                wit::Event::SpawningComplete(raw.user_count.ok_or_else(|| missing("user_count"))?)
-            }
-            "user_error" => wit::Event::UserError(wit::UserError {
-                user_instance: raw.user_instance.unwrap_or_default().into_owned(),
-                exception: raw
-                    .exception
-                    .ok_or_else(|| missing("exception"))?
-                    .into_owned(),
-                traceback: raw.tb.unwrap_or_default().into_owned(),
-            }),
-            "cpu_warning" => {
-                wit::Event::CpuWarning(raw.cpu_usage.ok_or_else(|| missing("cpu_usage"))?)
-            }
-            "usage_monitor" => wit::Event::UsageMonitor(wit::Usage {
-                cpu_usage: raw.cpu_usage.ok_or_else(|| missing("cpu_usage"))?,
-                memory_usage: raw.memory_usage.ok_or_else(|| missing("memory_usage"))?,
-            }),
-            "worker_connect" => wit::Event::WorkerConnect(
-                raw.client_id
-                    .ok_or_else(|| missing("client_id"))?
-                    .into_owned(),
-            ),
-            "worker_report" => wit::Event::WorkerReport(wit::WorkerReport {
+        "user_error" => wit::Event::UserError(wit::UserError {
+            user_instance: raw.user_instance.unwrap_or_default().into_owned(),
+            exception: raw
+                .exception
+                .ok_or_else(|| missing("exception"))?
+                .into_owned(),
+            traceback: raw.tb.unwrap_or_default().into_owned(),
+        }),
+        "cpu_warning" => wit::Event::CpuWarning(raw.cpu_usage.ok_or_else(|| missing("cpu_usage"))?),
+        "usage_monitor" => wit::Event::UsageMonitor(wit::Usage {
+            cpu_usage: raw.cpu_usage.ok_or_else(|| missing("cpu_usage"))?,
+            memory_usage: raw.memory_usage.ok_or_else(|| missing("memory_usage"))?,
+        }),
+        "worker_connect" => wit::Event::WorkerConnect(
+            raw.client_id
+                .ok_or_else(|| missing("client_id"))?
+                .into_owned(),
+        ),
+        "worker_report" => wit::Event::WorkerReport(wit::WorkerReport {
+            client_id: raw
+                .client_id
+                .ok_or_else(|| missing("client_id"))?
+                .into_owned(),
+            user_count: raw.user_count.unwrap_or(0),
+        }),
+        "heartbeat_sent" | "heartbeat_received" => {
+            let heartbeat = wit::Heartbeat {
                 client_id: raw
                     .client_id
                     .ok_or_else(|| missing("client_id"))?
                     .into_owned(),
-                user_count: raw.user_count.unwrap_or(0),
-            }),
-            "heartbeat_sent" | "heartbeat_received" => {
-                let heartbeat = wit::Heartbeat {
-                    client_id: raw
-                        .client_id
-                        .ok_or_else(|| missing("client_id"))?
-                        .into_owned(),
-                    timestamp: raw.timestamp.unwrap_or(time),
-                };
-                if other == "heartbeat_sent" {
-                    wit::Event::HeartbeatSent(heartbeat)
-                } else {
-                    wit::Event::HeartbeatReceived(heartbeat)
-                }
+                timestamp: raw.timestamp.unwrap_or(time),
+            };
+            if raw.event == "heartbeat_sent" {
+                wit::Event::HeartbeatSent(heartbeat)
+            } else {
+                wit::Event::HeartbeatReceived(heartbeat)
             }
-            "reset_stats" => wit::Event::ResetStats,
-            "quitting" => wit::Event::Quitting,
-            "quit" => wit::Event::Quit(raw.exit_code.unwrap_or(0)),
-            "stats" => wit::Event::StatsSnapshot(wit::StatsSnapshot {
-                user_count: raw.user_count.unwrap_or(0),
-                entries: raw
-                    .entries
-                    .ok_or_else(|| missing("entries"))?
-                    .into_iter()
-                    .map(Into::into)
-                    .collect(),
-                total: raw.total.ok_or_else(|| missing("total"))?.into(),
-                errors: raw
-                    .errors
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(Into::into)
-                    .collect(),
-            }),
-            "process_sample" => wit::Event::ProcessSample(wit::ProcessSample {
-                cpu_percent: raw.cpu_percent.ok_or_else(|| missing("cpu_percent"))?,
-                memory_bytes: raw.memory_bytes.ok_or_else(|| missing("memory_bytes"))?,
-                network_sent_bytes: raw.network_sent_bytes.unwrap_or(0),
-                network_recv_bytes: raw.network_recv_bytes.unwrap_or(0),
-            }),
-            unknown => return Err(DecodeError::UnknownEvent(unknown.to_owned())),
+        }
+        "reset_stats" => wit::Event::ResetStats,
+        "quitting" => wit::Event::Quitting,
+        "quit" => wit::Event::Quit(raw.exit_code.unwrap_or(0)),
+        "stats" => wit::Event::StatsSnapshot(wit::StatsSnapshot {
+            user_count: raw.user_count.unwrap_or(0),
+            entries: raw
+                .entries
+                .ok_or_else(|| missing("entries"))?
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            total: (*raw.total.ok_or_else(|| missing("total"))?).into(),
+            errors: raw
+                .errors
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
         }),
+        "process_sample" => wit::Event::ProcessSample(wit::ProcessSample {
+            cpu_percent: raw.cpu_percent.ok_or_else(|| missing("cpu_percent"))?,
+            memory_bytes: raw.memory_bytes.ok_or_else(|| missing("memory_bytes"))?,
+            network_sent_bytes: raw.network_sent_bytes.unwrap_or(0),
+            network_recv_bytes: raw.network_recv_bytes.unwrap_or(0),
+        }),
+        unknown => return Err(DecodeError::UnknownEvent(unknown.to_owned())),
     };
-    let test_id = match (&body, raw.test_id) {
-        (EventBody::Other(wit::Event::TestStart), Some(test_id)) => {
+    let test_id = match (&event, raw.test_id) {
+        (wit::Event::TestStart, Some(test_id)) => {
             check_test_id(&test_id).map_err(|message| DecodeError::Invalid {
                 field: "test_id",
                 message,
@@ -516,8 +514,71 @@ pub fn decode_line(line: &str) -> Result<EventRecord<'_>, DecodeError> {
         node: raw.node,
         role,
         time,
-        body,
+        body: EventBody::Other(event),
         test_id,
+    })
+}
+
+/// What every line carries: a known role, a node name (a label) and an event time in range.
+fn check_header(role: &str, node: &str, time: f64) -> Result<RoleName, DecodeError> {
+    let role = RoleName::parse(role).ok_or_else(|| DecodeError::UnknownRole(role.to_owned()))?;
+    if node.is_empty() {
+        return Err(DecodeError::Invalid {
+            field: "node",
+            message: "must not be empty".into(),
+        });
+    }
+    check_label(node).map_err(|message| DecodeError::Invalid {
+        field: "node",
+        message,
+    })?;
+    if !time_in_range(time) {
+        return Err(DecodeError::Invalid {
+            field: "time",
+            message: format!(
+                "must be Unix seconds from 0 to {MAX_UNIX_SECONDS} (year 9999), got {time}"
+            ),
+        });
+    }
+    Ok(role)
+}
+
+/// A request line's record, or what is wrong with it.
+fn request_record(line: RequestLine<'_>) -> Result<EventRecord<'_>, DecodeError> {
+    let role = check_header(&line.role, &line.node, line.time)?;
+    let missing = |field: &'static str| DecodeError::MissingField {
+        event: "request".into(),
+        field,
+    };
+    let response_time_ms = line.response_time.ok_or_else(|| missing("response_time"))?;
+    if !response_time_ms.is_finite() || response_time_ms < 0.0 {
+        return Err(DecodeError::Invalid {
+            field: "response_time",
+            message: format!("must be milliseconds >= 0, got {response_time_ms}"),
+        });
+    }
+    let context = line.context.filter(|raw| {
+        let text = raw.get().trim();
+        text != "{}" && text != "null"
+    });
+    let request = RequestRecord {
+        request_type: line.request_type.ok_or_else(|| missing("request_type"))?,
+        name: line.name.ok_or_else(|| missing("name"))?,
+        response_time_ms,
+        response_length: line.response_length.unwrap_or(0),
+        start_time: line.start_time.unwrap_or(line.time),
+        status_code: line.status_code.unwrap_or(0),
+        exception: line.exception,
+        exception_type: line.exception_type,
+        url: line.url,
+        context,
+    };
+    Ok(EventRecord {
+        node: line.node,
+        role,
+        time: line.time,
+        body: EventBody::Request(request),
+        test_id: None,
     })
 }
 

@@ -72,7 +72,7 @@ pub fn run_stream(
                 });
             }
         };
-        for raw in chunk.split(|b| *b == b'\n') {
+        for raw in lines(&chunk) {
             line_number += 1;
             if raw.iter().all(u8::is_ascii_whitespace) {
                 continue;
@@ -110,6 +110,18 @@ pub fn run_stream(
     }
 }
 
+/// The lines of a chunk (split at `\n`, found with memchr rather than byte by byte), the
+/// last one included even when empty, as `split` gives them.
+fn lines(chunk: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    let ends = memchr::memchr_iter(b'\n', chunk).chain(std::iter::once(chunk.len()));
+    ends.map(move |end| {
+        let line = &chunk[start..end];
+        start = end + 1;
+        line
+    })
+}
+
 /// Counts a bad line and reports it on stderr; with `strict`, finishes the run (flushing
 /// what came before) and returns the line as the run's error.
 fn bad_line(
@@ -136,6 +148,15 @@ fn bad_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_split_as_split_does() {
+        for chunk in [&b""[..], b"\n", b"a", b"a\n", b"a\nb", b"\n\na\n\nbc\n"] {
+            let ours: Vec<&[u8]> = lines(chunk).collect();
+            let std: Vec<&[u8]> = chunk.split(|b| *b == b'\n').collect();
+            assert_eq!(ours, std, "{chunk:?}");
+        }
+    }
 
     mod fuzz {
         //! Property test: any mix of good, bad and binary lines is counted line by line, and
