@@ -589,6 +589,108 @@ const CHUNK_BYTES: usize = 256 * 1024;
 /// line cannot grow memory without bound.
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 
+/// The reader thread: reads `input` into blocks, sends whole lines, carries a partial last
+/// line over to the next block, and skips (and reports) a line longer than
+/// [`MAX_LINE_BYTES`].
+fn read_blocks(
+    mut input: Box<dyn std::io::Read + Send>,
+    sender: &std::sync::mpsc::SyncSender<std::io::Result<Piece>>,
+    spares: &std::sync::mpsc::Receiver<Vec<u8>>,
+) {
+    // A partial last line, waiting for the rest.
+    let mut carry: Vec<u8> = Vec::new();
+    // Bytes of an overlong line skipped so far, while skipping it.
+    let mut skipping: Option<u64> = None;
+    // The block to read into next: a recycled one keeps its length, so growing it back to
+    // full size only zeroes what it lacks.
+    let mut block: Vec<u8> = Vec::new();
+    loop {
+        let kept = carry.len();
+        if block.len() < kept + CHUNK_BYTES {
+            block.resize(kept + CHUNK_BYTES, 0);
+        }
+        block[..kept].copy_from_slice(&carry);
+        let read = match input.read(&mut block[kept..kept + CHUNK_BYTES]) {
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => {
+                let _ = sender.send(Err(error));
+                return;
+            }
+        };
+        if read == 0 {
+            let last = match skipping {
+                Some(skipped) => Some(Piece::Overlong(skipped)),
+                None if !carry.is_empty() => Some(Piece::Lines(carry)),
+                None => None,
+            };
+            if let Some(last) = last {
+                let _ = sender.send(Ok(last));
+            }
+            return;
+        }
+        // Where this block's lines begin: after an overlong line's end, when one ends here.
+        let mut start = 0;
+        let filled = kept + read;
+        if let Some(skipped) = skipping {
+            match memchr::memchr(b'\n', &block[kept..filled]) {
+                None => {
+                    skipping = Some(skipped + read as u64);
+                    continue;
+                }
+                Some(end) => {
+                    skipping = None;
+                    if sender
+                        .send(Ok(Piece::Overlong(skipped + end as u64)))
+                        .is_err()
+                    {
+                        return;
+                    }
+                    // (No carry while skipping: `kept` is 0.)
+                    start = end + 1;
+                }
+            }
+        }
+        // The carried line may end here longer than the limit: it is skipped as well.
+        let carried_end = (skipping.is_none() && kept > 0)
+            .then(|| memchr::memchr(b'\n', &block[kept..filled]))
+            .flatten()
+            .map(|end| kept + end);
+        if let Some(end) = carried_end.filter(|&end| end > MAX_LINE_BYTES) {
+            if sender.send(Ok(Piece::Overlong(end as u64))).is_err() {
+                return;
+            }
+            start = end + 1;
+        }
+        // Hand over whole lines; keep a partial last line for the next block. Only the new
+        // bytes are scanned, so a long line costs no rescans.
+        match memchr::memrchr(b'\n', &block[kept..filled]) {
+            Some(end) if kept + end + 1 > start => {
+                let end = kept + end;
+                carry.clear();
+                carry.extend_from_slice(&block[end + 1..filled]);
+                let next = spares.try_recv().unwrap_or_default();
+                let mut lines = std::mem::replace(&mut block, next);
+                lines.truncate(end);
+                if start > 0 {
+                    lines.drain(..start);
+                }
+                if sender.send(Ok(Piece::Lines(lines))).is_err() {
+                    return;
+                }
+            }
+            _ => {
+                let rest = block[start..filled].to_vec();
+                carry = rest;
+            }
+        }
+        if carry.len() > MAX_LINE_BYTES {
+            skipping = Some(carry.len() as u64);
+            carry = Vec::new();
+        }
+    }
+}
+
 /// What [`ChunkReader::next_chunk`] yields.
 pub enum Chunk {
     /// Whole lines (the last without its trailing newline).
@@ -612,83 +714,34 @@ enum Piece {
 }
 
 /// Reads a stream on its own thread in blocks of whole lines, so the pipeline can stop on a
-/// signal even while the input is idle, and reading overlaps processing.
+/// signal even while the input is idle, and reading overlaps processing. A block is the
+/// buffer the bytes were read into (no second copy); [`ChunkReader::recycle`] hands it back
+/// to be read into again.
 pub struct ChunkReader {
     receiver: std::sync::mpsc::Receiver<std::io::Result<Piece>>,
+    spare: std::sync::mpsc::SyncSender<Vec<u8>>,
 }
+
+/// Blocks in flight between the reader thread and the pipeline (and back): at most this many
+/// plus the two being worked on, so at most about 1.5 MiB of buffers while the lines are
+/// short.
+const BLOCKS_IN_FLIGHT: usize = 4;
 
 impl ChunkReader {
     /// Starts reading `input` on a background thread.
-    pub fn spawn(mut input: Box<dyn std::io::Read + Send>) -> Self {
-        let (sender, receiver) = std::sync::mpsc::sync_channel(4);
+    pub fn spawn(input: Box<dyn std::io::Read + Send>) -> Self {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(BLOCKS_IN_FLIGHT);
+        let (spare, spares) = std::sync::mpsc::sync_channel(BLOCKS_IN_FLIGHT);
         std::thread::Builder::new()
             .name("swarmtel-read".into())
-            .spawn(move || {
-                // A partial last line, waiting for the rest.
-                let mut carry: Vec<u8> = Vec::new();
-                // Bytes of an overlong line skipped so far, while skipping it.
-                let mut skipping: Option<u64> = None;
-                let mut block = vec![0u8; CHUNK_BYTES];
-                loop {
-                    let read = match input.read(&mut block) {
-                        Ok(read) => read,
-                        Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(error) => {
-                            let _ = sender.send(Err(error));
-                            return;
-                        }
-                    };
-                    if read == 0 {
-                        let last = match skipping {
-                            Some(skipped) => Some(Piece::Overlong(skipped)),
-                            None if !carry.is_empty() => Some(Piece::Lines(carry)),
-                            None => None,
-                        };
-                        if let Some(last) = last {
-                            let _ = sender.send(Ok(last));
-                        }
-                        return;
-                    }
-                    let mut data = &block[..read];
-                    if let Some(skipped) = skipping {
-                        match data.iter().position(|b| *b == b'\n') {
-                            None => {
-                                skipping = Some(skipped + read as u64);
-                                continue;
-                            }
-                            Some(end) => {
-                                skipping = None;
-                                if sender
-                                    .send(Ok(Piece::Overlong(skipped + end as u64)))
-                                    .is_err()
-                                {
-                                    return;
-                                }
-                                data = &data[end + 1..];
-                            }
-                        }
-                    }
-                    // Hand over whole lines; keep a partial last line for the next block. Only
-                    // the new bytes are scanned, so a long line costs no rescans.
-                    match data.iter().rposition(|b| *b == b'\n') {
-                        Some(end) => {
-                            let mut lines = std::mem::take(&mut carry);
-                            lines.extend_from_slice(&data[..end]);
-                            carry.extend_from_slice(&data[end + 1..]);
-                            if sender.send(Ok(Piece::Lines(lines))).is_err() {
-                                return;
-                            }
-                        }
-                        None => carry.extend_from_slice(data),
-                    }
-                    if carry.len() > MAX_LINE_BYTES {
-                        skipping = Some(carry.len() as u64);
-                        carry = Vec::new();
-                    }
-                }
-            })
+            .spawn(move || read_blocks(input, &sender, &spares))
             .expect("spawn reader thread");
-        Self { receiver }
+        Self { receiver, spare }
+    }
+
+    /// Gives a block of [`Chunk::Data`] back, to be read into again.
+    pub fn recycle(&self, block: Vec<u8>) {
+        let _ = self.spare.try_send(block);
     }
 
     /// The next block, waiting until one is ready, the stream ends, or `stop` is set.
@@ -1115,6 +1168,78 @@ mod tests {
         }
         assert_eq!(lines.len(), 100_000);
         assert_eq!(lines[99_999], "line 99999");
+    }
+
+    /// Hands out its bytes in reads of the sizes given, round and round.
+    struct Trickle {
+        data: Vec<u8>,
+        position: usize,
+        sizes: Vec<usize>,
+        turn: usize,
+    }
+
+    impl std::io::Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let size = self.sizes[self.turn % self.sizes.len()];
+            self.turn += 1;
+            let n = size.min(buf.len()).min(self.data.len() - self.position);
+            buf[..n].copy_from_slice(&self.data[self.position..self.position + n]);
+            self.position += n;
+            Ok(n)
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+        /// Whatever sizes the reads come in, and with blocks recycled, the lines come out
+        /// whole and in order, an overlong one reported in its place.
+        #[test]
+        fn chunk_reader_keeps_lines_whole_across_reads_and_recycled_blocks(
+            lengths in proptest::collection::vec(0usize..3_000, 1..400),
+            sizes in proptest::collection::vec(1usize..300_000, 1..6),
+            overlong_at in proptest::option::of(0usize..400),
+        ) {
+            let mut expected = Vec::new();
+            let mut data = Vec::new();
+            for (index, length) in lengths.iter().enumerate() {
+                if Some(index) == overlong_at {
+                    data.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES + 10));
+                    data.push(b'\n');
+                    expected.push(format!("overlong {}", MAX_LINE_BYTES + 10));
+                }
+                let line: String = format!("{index}:") + &"y".repeat(*length);
+                data.extend_from_slice(line.as_bytes());
+                data.push(b'\n');
+                expected.push(line);
+            }
+            let input = Trickle { data, position: 0, sizes, turn: 0 };
+            let reader = ChunkReader::spawn(Box::new(input));
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            let mut seen = Vec::new();
+            loop {
+                match reader.next_chunk(&stop) {
+                    Chunk::Data(block) => {
+                        let text = String::from_utf8(block.clone()).unwrap();
+                        seen.extend(text.split('\n').map(str::to_owned));
+                        reader.recycle(block);
+                    }
+                    Chunk::Overlong(bytes) => seen.push(format!("overlong {bytes}")),
+                    Chunk::End => break,
+                    _ => panic!("unexpected chunk"),
+                }
+            }
+            let first_difference = seen.iter().zip(&expected).position(|(a, b)| a != b);
+            proptest::prop_assert!(
+                seen == expected,
+                "{} lines seen, {} expected; first difference at {:?}: {:?} against {:?}",
+                seen.len(),
+                expected.len(),
+                first_difference,
+                first_difference.map(|i| seen[i].chars().take(40).collect::<String>()),
+                first_difference.map(|i| expected[i].chars().take(40).collect::<String>()),
+            );
+        }
     }
 
     mod fuzz {

@@ -95,6 +95,7 @@ pub fn run_stream(
                 break;
             }
         }
+        chunks.recycle(chunk);
         if pipeline.has_required_failure() {
             break;
         }
