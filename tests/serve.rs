@@ -1328,7 +1328,7 @@ fn acked_lines_are_forgotten_and_lines_sent_again_are_not_counted_twice() {
         .collect();
     let wait_for_ack = |connection: &mut Connection, wanted: u64| loop {
         let ack = connection.reply();
-        if ack == json!({"ready": true}) {
+        if ack["ready"] == true {
             continue; // the hello came while the plugins were still loading
         }
         assert!(ack["ack"].as_u64().unwrap() <= wanted, "{ack}");
@@ -1448,6 +1448,61 @@ fn serve_refuses_a_plugin_that_names_its_token() {
 /// A config whose one plugin (the lifecycle guest) takes a while to load: its start-up probe
 /// spins in `create-recorder` (`mode`, `spin`), as compiling a big Python or JavaScript
 /// component does on a cold cache; `extra` adds to its `[[plugins]]` table.
+// The hello reply tells each role what its recorders (and the server's own request metrics)
+// need: requests only where a recorder of the role takes them or a metrics output counts
+// them, and the request extras those recorders asked for (a 0.1.0 plugin's too).
+#[test]
+fn each_role_is_told_what_to_send() {
+    let workspace = Workspace::new();
+    let wants =
+        |requests: bool, url: bool| json!({"requests": requests, "url": url, "context": false});
+    let told = |config: &Path| {
+        let server = Server::start(config, &["--listen", "127.0.0.1:0"], &[]);
+        let replies: Vec<Value> = ["master", "worker", "standalone"]
+            .iter()
+            .map(|role| {
+                let mut connection = server.connect();
+                let mut hello_seq = hello(role, &format!("{role}-0"));
+                hello_seq["seq"] = 0.into();
+                let mut reply = connection.hello(hello_seq);
+                if reply["ready"] == false {
+                    // Still compiling: the wants come with the ready frame.
+                    assert_eq!(reply.get("wants"), None, "{reply}");
+                    reply = connection.reply();
+                }
+                assert_eq!(reply["ready"], true, "{reply}");
+                reply["wants"].clone()
+            })
+            .collect();
+        server.stop();
+        replies
+    };
+    // custom-telemetry (master, worker) takes test starts and stops; request-stats (worker,
+    // standalone) takes requests; JSON lines only.
+    let plain = example_config(&workspace, &workspace.path("plain.ndjson"));
+    assert_eq!(
+        told(&plain),
+        [wants(false, false), wants(true, false), wants(true, false)]
+    );
+    // A 0.1.0 plugin asking for URLs, on workers only, and a Prometheus output: the request
+    // metrics need every role's requests.
+    let metrics = workspace.write(
+        "metrics.toml",
+        format!(
+            "[run]\ntestplan = \"t\"\nrun_id = \"r\"\n\
+             [[outputs]]\ntype = \"json_lines\"\npath = {}\n\
+             [[outputs]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\nlinger_seconds = 0\n\
+             [[plugins]]\npath = {}\nroles = [\"worker\"]\n",
+            toml_path(&workspace.path("metrics.ndjson")),
+            toml_path(&guest("frozen_v0_1")),
+        ),
+    );
+    assert_eq!(
+        told(&metrics),
+        [wants(true, false), wants(true, true), wants(true, false)]
+    );
+}
+
 fn slow_load_config(workspace: &Workspace, output: &Path, mode: &str, extra: &str) -> PathBuf {
     workspace.write(
         "slow-load.toml",
@@ -1489,7 +1544,11 @@ fn lines_sent_while_the_plugins_load_are_held_then_processed() {
     plain.send(&request_lines_for("worker-1", 3));
     client.send(&test_start("worker-0", 0.0));
     client.send(&request_lines_for("worker-0", 5));
-    assert_eq!(client.reply(), json!({"ready": true}));
+    // The lifecycle recorder (workers) takes requests, without extras.
+    assert_eq!(
+        client.reply(),
+        json!({"ready": true, "wants": {"requests": true, "url": false, "context": false}})
+    );
     server.wait_for("plugins ready after");
     loop {
         let ack = client.reply();

@@ -42,7 +42,9 @@ use crate::config::{Config, Limits, RoleName};
 use crate::plugin::{LoadedPlugin, PluginError, RecorderManifest};
 use crate::sandbox::{RecorderBackend, Sandbox};
 use crate::sinks::Outputs;
+use crate::sinks::config::OutputConfig;
 use crate::sources::ingest::{EventBody, EventRecord};
+use crate::sources::wire::Wants;
 
 /// The run could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +227,9 @@ pub struct Pipeline {
     interner: EndpointInterner,
     /// Locust's request statistics over every node of each run.
     request_metrics: RequestMetrics,
+    /// Whether the request metrics go anywhere: enabled, and a metrics output (Prometheus,
+    /// OTLP) configured. Then every role's sources send requests.
+    metrics_take_requests: bool,
     /// Plugins' metric points, merged into series per run.
     plugin_metrics: PluginMetrics,
     /// The last metrics handed to the outputs, and the two snapshots they were made of.
@@ -350,6 +355,11 @@ impl Pipeline {
             node_ids: HashMap::new(),
             interner: EndpointInterner::default(),
             request_metrics: RequestMetrics::new(config.request_metrics.clone()),
+            metrics_take_requests: config.request_metrics.enabled
+                && config
+                    .outputs
+                    .iter()
+                    .any(|output| !matches!(output, OutputConfig::JsonLines(_))),
             plugin_metrics: PluginMetrics::new(),
             published_metrics: PublishedMetrics::default(),
             run_index: HashMap::from([(run.clone(), 0)]),
@@ -375,6 +385,32 @@ impl Pipeline {
             pool: RecorderPool::new(crate::pipeline::recorder_task::default_pool_threads())
                 .map_err(RunError::Threads)?,
         })
+    }
+
+    /// What a source of `role` needs to send ([`Wants`]): requests when some recorder of
+    /// the role subscribes to them or the request metrics go to a metrics output, and the
+    /// request extras those recorders asked for.
+    pub fn wants(&self, role: RoleName) -> Wants {
+        let mut wants = Wants {
+            requests: self.metrics_take_requests,
+            ..Wants::default()
+        };
+        let recorders = self
+            .plugins
+            .iter()
+            .filter(|plugin| plugin.loaded.roles.contains(&role))
+            .flat_map(|plugin| &plugin.loaded.recorders)
+            .filter(|recorder| recorder.roles.contains(&role));
+        for recorder in recorders {
+            if recorder.events.contains(wit::EventKind::Request) {
+                wants.requests = true;
+                wants.url |= recorder.request_extras.contains(wit::RequestExtras::URL);
+                wants.context |= recorder
+                    .request_extras
+                    .contains(wit::RequestExtras::CONTEXT);
+            }
+        }
+        wants
     }
 
     /// The run's id and test plan.

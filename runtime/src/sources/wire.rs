@@ -279,6 +279,22 @@ fn tokens_equal(given: &str, expected: &str) -> bool {
         == 0
 }
 
+/// What the recorders of a connection's role, and the runtime's own request metrics, need
+/// from its bridge: request events at all, and which of their optional fields. Sent with
+/// `"ready":true` (in the hello reply, or in the `ready` frame when the plugins were still
+/// loading). A bridge sends every event and field until it knows, then only what is wanted:
+/// a run whose recorders take no requests costs Locust nothing per request.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Wants {
+    /// `request` events: some recorder of the role subscribes to them, or the runtime
+    /// aggregates requests for a metrics output (Prometheus, OTLP).
+    pub requests: bool,
+    /// Each request's `url`: some recorder of the role asked for it.
+    pub url: bool,
+    /// Each request's `context`: some recorder of the role asked for it.
+    pub context: bool,
+}
+
 /// The server's answer to a hello.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HelloReply {
@@ -309,6 +325,9 @@ pub struct HelloReply {
     /// asked for acks gets a [`Notice::Ready`] or [`Notice::Failed`] frame then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<bool>,
+    /// What to send (when accepted and ready); see [`Wants`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wants: Option<Wants>,
 }
 
 /// Server to client, once a client asked with `seq`: every line of the node's stream before
@@ -333,8 +352,9 @@ impl Ack {
 /// plugins finished loading.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {
-    /// `{"ready":true}`: the held lines are being processed.
-    Ready,
+    /// `{"ready":true,"wants":{...}}`: the held lines are being processed; from now on the
+    /// connection's role needs only what [`Wants`] says.
+    Ready(Wants),
     /// `{"error":"..."}`: the plugins could not be loaded; the server exits with this error.
     Failed(String),
 }
@@ -343,7 +363,7 @@ impl Notice {
     /// The frame as one line, newline included.
     pub fn to_line(&self) -> Vec<u8> {
         let mut line = match self {
-            Notice::Ready => serde_json::json!({ "ready": true }),
+            Notice::Ready(wants) => serde_json::json!({ "ready": true, "wants": wants }),
             Notice::Failed(error) => serde_json::json!({ "error": error }),
         }
         .to_string()
@@ -354,8 +374,9 @@ impl Notice {
 }
 
 impl HelloReply {
-    /// An acceptance, naming the run the connection's telemetry belongs to.
-    pub fn accepted(run_id: &str, testplan: &str, acks: bool, ready: bool) -> Self {
+    /// An acceptance, naming the run the connection's telemetry belongs to; `ready` is what
+    /// the role wants once the plugins are loaded, `None` while they load.
+    pub fn accepted(run_id: &str, testplan: &str, acks: bool, ready: Option<Wants>) -> Self {
         Self {
             hello: "swarmtel".to_owned(),
             version: VERSION,
@@ -365,7 +386,8 @@ impl HelloReply {
             error: None,
             retry: false,
             acks,
-            ready: Some(ready),
+            ready: Some(ready.is_some()),
+            wants: ready,
         }
     }
 
@@ -380,6 +402,7 @@ impl HelloReply {
             error: Some(refusal.to_string()),
             acks: false,
             ready: None,
+            wants: None,
             retry: matches!(
                 refusal,
                 Refusal::TooManyConnections(_) | Refusal::TooManyAwaitingHello(_)
@@ -584,18 +607,28 @@ mod tests {
 
     #[test]
     fn replies_are_one_json_line() {
-        let line = HelloReply::accepted("r", "t", false, true).to_line();
+        let wants = Wants {
+            requests: true,
+            url: false,
+            context: true,
+        };
+        let line = HelloReply::accepted("r", "t", false, Some(wants)).to_line();
         assert_eq!(
-            line,
-            b"{\"hello\":\"swarmtel\",\"version\":1,\"ok\":true,\"run_id\":\"r\",\"testplan\":\"t\",\"ready\":true}\n"
+            String::from_utf8(line).unwrap(),
+            "{\"hello\":\"swarmtel\",\"version\":1,\"ok\":true,\"run_id\":\"r\",\"testplan\":\"t\",\"ready\":true,\
+             \"wants\":{\"requests\":true,\"url\":false,\"context\":true}}\n"
         );
-        let loading = HelloReply::accepted("r", "t", true, false).to_line();
+        let loading = HelloReply::accepted("r", "t", true, None).to_line();
         assert!(
             String::from_utf8(loading)
                 .unwrap()
-                .ends_with(",\"acks\":true,\"ready\":false}\n")
+                .ends_with(",\"acks\":true,\"ready\":false}\n"),
+            "no wants before the plugins are loaded"
         );
-        assert_eq!(Notice::Ready.to_line(), b"{\"ready\":true}\n");
+        assert_eq!(
+            String::from_utf8(Notice::Ready(Wants::default()).to_line()).unwrap(),
+            "{\"ready\":true,\"wants\":{\"context\":false,\"requests\":false,\"url\":false}}\n"
+        );
         assert_eq!(
             Notice::Failed("plugin \"x\": gone".into()).to_line(),
             b"{\"error\":\"plugin \\\"x\\\": gone\"}\n"

@@ -13,6 +13,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch}
 use super::intake::{ConnectionCounters, Inbound, line_count};
 use super::status::{Live, role_index};
 use super::{MAX_AWAITING_HELLO, MAX_AWAITING_HELLO_PER_PEER, Overload, Readiness};
+use crate::config::RoleName;
 use crate::pipeline::enrich::RunContext;
 use crate::sources::wire::{self, HelloReply, Notice, Refusal};
 
@@ -300,7 +301,10 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let _node = NodeGuard::take(&shared, key, conn, evict.clone()).await;
     let acks = peer.first_seq.is_some();
     let mut readiness = shared.readiness.clone();
-    let ready = *readiness.borrow_and_update() == Readiness::Ready;
+    let ready = match &*readiness.borrow_and_update() {
+        Readiness::Ready(wants) => Some(wants.get(peer.role)),
+        _ => None,
+    };
     if writer
         .write_all(&HelloReply::accepted(&run_id, &testplan, acks, ready).to_line())
         .await
@@ -327,10 +331,14 @@ pub(super) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(()) => {
             let stop = Stop { closing, evict };
             let reading = read_lines(&mut reader, buffer, conn, &shared, &counters, stop);
-            let told_loading = acks && !ready;
+            let told_loading = acks && ready.is_none();
             let (reason, writing_done) = {
-                let acking =
-                    write_to_client(&mut writer, &counters, told_loading.then_some(readiness));
+                let acking = write_to_client(
+                    &mut writer,
+                    &counters,
+                    told_loading.then_some(readiness),
+                    role,
+                );
                 tokio::pin!(reading, acking);
                 // A client that stops reading acks only stops getting them.
                 let mut acking_done = !acks;
@@ -371,6 +379,7 @@ async fn write_to_client<W: AsyncWrite + Unpin>(
     writer: &mut W,
     counters: &ConnectionCounters,
     mut readiness: Option<watch::Receiver<Readiness>>,
+    role: RoleName,
 ) {
     let mut sent = None;
     loop {
@@ -390,7 +399,7 @@ async fn write_to_client<W: AsyncWrite + Unpin>(
             state = notice => {
                 readiness = None;
                 let notice = match state {
-                    Readiness::Ready => Notice::Ready,
+                    Readiness::Ready(wants) => Notice::Ready(wants.get(role)),
                     Readiness::Failed(error) => Notice::Failed(error),
                     Readiness::Loading => continue,
                 };

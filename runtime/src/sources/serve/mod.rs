@@ -27,10 +27,11 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, watch};
 
+use crate::config::RoleName;
 use crate::pipeline::enrich::RunContext;
 use crate::pipeline::{Pipeline, RunError, Summary};
 use crate::sources::wire::Refusal;
-use crate::sources::wire::{Endpoint, EndpointError};
+use crate::sources::wire::{Endpoint, EndpointError, Wants};
 use connection::{ActiveGuard, AwaitingHelloGuard, BUDGET_UNIT, Shared};
 use listen::{Listener, Stream, accept_any};
 use status::{Live, Status};
@@ -112,13 +113,31 @@ impl PendingPipeline {
     }
 }
 
+/// What each role needs sent, by [`status::role_index`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RoleWants([Wants; 3]);
+
+impl RoleWants {
+    fn of(pipeline: &Pipeline) -> Self {
+        Self(
+            [RoleName::Master, RoleName::Worker, RoleName::Standalone]
+                .map(|role| pipeline.wants(role)),
+        )
+    }
+
+    /// What connections of `role` need sent.
+    pub(crate) fn get(&self, role: RoleName) -> Wants {
+        self.0[status::role_index(role)]
+    }
+}
+
 /// Whether the pipeline's plugins are loaded, as connections see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Readiness {
     /// Still loading: lines are held.
     Loading,
-    /// Loaded: lines are processed.
-    Ready,
+    /// Loaded: lines are processed; what each role's connections need sent.
+    Ready(RoleWants),
     /// Loading failed with this error: the server stops.
     Failed(String),
 }
@@ -211,7 +230,7 @@ fn build_pipeline(
                     took.as_secs_f64()
                 );
             }
-            readiness.send_replace(Readiness::Ready);
+            readiness.send_replace(Readiness::Ready(RoleWants::of(&pipeline)));
             Ok(pipeline)
         }
         Err(error) => {
