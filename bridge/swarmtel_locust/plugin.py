@@ -6,7 +6,7 @@ import contextlib
 import logging
 import signal
 import uuid
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import gevent
 
@@ -103,6 +103,8 @@ class Bridge:
         #: started inside Locust's constructor).
         self.test_running = False
         self.done = False
+        #: What the runtime wants sent (:attr:`Transport.wants`); ``None``: everything.
+        self.wants: Optional[Dict[str, bool]] = None
 
     # ---------------------------------------------------------------- identity
 
@@ -156,6 +158,7 @@ class Bridge:
         if early is not None:
             buffer.take_over(early)
         self.transport = Transport(settings.endpoint, self.hello_fields, lambda: buffer.dropped)
+        self.transport.on_wants = self.apply_wants
         self.shipper = Shipper(buffer, self.transport, self.identity, can_connect=self.has_run,
                                waiting_reason="no run id from the master yet (is swarmtel_locust "
                                               "imported in the master's locustfile?)")
@@ -292,9 +295,27 @@ class Bridge:
         if test_id:
             self.test_id = str(test_id)
 
+    def apply_wants(self, wants: Optional[Dict[str, bool]]) -> None:
+        """Follow what the runtime wants sent (the transport calls this whenever it changes;
+        ``None``: not known, send everything). The request fields at once. The request
+        listener is added at once when requests are wanted; when they are not, it is removed
+        outside a test, or else at the next test start: a listener is never taken away while
+        a test's requests fire (other listeners of the same hook could be skipped)."""
+        global _ship_url, _ship_context
+        self.wants = wants
+        _ship_url = wants is None or wants["url"]
+        _ship_context = wants is None or wants["context"]
+        if wants is None or wants["requests"]:
+            _listen_to_requests(True)
+        elif not self.test_running:
+            _listen_to_requests(False)
+
     def start_test(self) -> None:
         """At ``test_start``: the master and a standalone process pick a new test id (and the
-        master tells its workers); every node records ``test_start`` with the current id."""
+        master tells its workers); every node records ``test_start`` with the current id.
+        Requests no recorder wants stop costing anything from here (:meth:`apply_wants`)."""
+        if self.wants is not None and not self.wants["requests"]:
+            _listen_to_requests(False)
         self.test_running = True
         if self.settings is not None and self.role != "worker":
             self.test_id = new_test_id()
@@ -445,12 +466,19 @@ def _on_init(environment: Any, **kwargs: Any) -> None:
         log.exception("swarmtel-locust: setup failed; bridge disabled")
 
 
+#: Whether requests' ``url`` and ``context`` are shipped: what the runtime wants
+#: (:meth:`Bridge.apply_wants`); both until it says.
+_ship_url = True
+_ship_context = True
+
+
 def _on_request(request_type, name, response_time, response_length, response=None, context=None,
                 exception=None, start_time=None, url=None, **kwargs):
     b = BRIDGE.buffer
     if b is not None:
         b.push(encode.request_item(request_type, name, response_time, response_length, response,
-                                   context, exception, start_time, url))
+                                   context if _ship_context else None, exception, start_time,
+                                   url if _ship_url else None))
 
 
 def _on_test_start(**kwargs):
@@ -541,12 +569,29 @@ LISTENERS = {
 }
 
 _registered = False
+#: The events the listeners were added to (:func:`register`), and whether the request
+#: listener is among them now (:meth:`Bridge.apply_wants`).
+_events: Any = None
+_requests_listened = False
+
+
+def _listen_to_requests(on: bool) -> None:
+    """Add or remove the request listener (once registered; no-op when already so)."""
+    global _requests_listened
+    hook = getattr(_events, "request", None)
+    if hook is None or on == _requests_listened:
+        return
+    if on:
+        hook.add_listener(_on_request)
+    else:
+        hook.remove_listener(_on_request)
+    _requests_listened = on
 
 
 def register(events: Any = None) -> None:
     """Add the bridge's listeners to ``events`` (default ``locust.events``); idempotent.
     Hooks missing from an older Locust are skipped."""
-    global _registered
+    global _registered, _events, _requests_listened
     if _registered:
         return
     if events is None:
@@ -555,4 +600,6 @@ def register(events: Any = None) -> None:
         hook = getattr(events, name, None)
         if hook is not None:
             hook.add_listener(listener)
+    _events = events
+    _requests_listened = getattr(events, "request", None) is not None
     _registered = True

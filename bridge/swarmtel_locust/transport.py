@@ -153,6 +153,12 @@ class Transport:
         #: readiness itself (the bridge waiting for the runtime it started).
         self.log_readiness = True
         self._logged = set()
+        #: What the current connection's runtime wants sent (wire protocol, section 2:
+        #: ``{"requests": bool, "url": bool, "context": bool}``), or ``None`` while it is not
+        #: known (not connected, still loading, an older runtime): then everything is sent.
+        self.wants: Optional[Dict[str, bool]] = None
+        #: Called with :attr:`wants` whenever it changes.
+        self.on_wants: Optional[Callable[[Optional[Dict[str, bool]]], None]] = None
 
     @property
     def connected(self) -> bool:
@@ -246,8 +252,22 @@ class Transport:
         self.connections += 1
         self.backoff.reset()
         self.last_error = None
+        self._set_wants(self.reply.get("wants") if self.ready else None)
         self._take(b"")  # anything that came with the reply
         return True
+
+    def _set_wants(self, wants: object) -> None:
+        """Take what the runtime wants sent; anything but an object of booleans is ``None``
+        (send everything)."""
+        if not (isinstance(wants, dict)
+                and all(type(wants.get(key)) is bool for key in ("requests", "url", "context"))):
+            wants = None
+        else:
+            wants = {key: wants[key] for key in ("requests", "url", "context")}
+        if wants != self.wants:
+            self.wants = wants
+            if self.on_wants is not None:
+                self.on_wants(wants)
 
     def poll(self) -> bool:
         """Read what the runtime sent since the hello reply, without waiting (a ``select``
@@ -290,6 +310,7 @@ class Transport:
                 self.ready = True
                 self.awaiting_ready = False
                 self._note("ready", logging.INFO, "the runtime at %s is ready", self.endpoint)
+                self._set_wants(frame.get("wants"))
             if "error" in frame:
                 self._runtime_failed(frame["error"])
             ack = frame.get("ack")
@@ -360,7 +381,9 @@ class Transport:
         return ok
 
     def close(self) -> None:
-        """Close the socket (if any)."""
+        """Close the socket (if any). What the next runtime wants is not known yet: until it
+        says, everything is sent."""
+        self._set_wants(None)
         sock, self.sock = self.sock, None
         if sock is not None:
             try:

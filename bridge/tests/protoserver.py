@@ -23,11 +23,12 @@ class ProtoServer:
     them: it answers ``"ready": false``, reads and records lines but acknowledges nothing until
     :meth:`set_ready`, which sends ``{"ready": true}`` to each connection whose hello had
     ``seq`` and was told ``false``; :meth:`fail` sends those ``{"error": ...}`` instead and
-    closes every connection."""
+    closes every connection. ``wants``: sent with ``"ready": true`` (reply or frame)."""
 
     def __init__(self, path, refuse=None, stall=False, rcvbuf=None, refuse_retry=0, acks=False, auto_ack=True,
-                 ready=None):
+                 ready=None, wants=None):
         self.path = path
+        self.wants = wants
         self.refuse = refuse
         self.acks = acks
         self.auto_ack = auto_ack
@@ -105,6 +106,8 @@ class ProtoServer:
                 if self.ready is not None:
                     reply["ready"] = self.loaded.is_set()
                     rec["awaiting_ready"] = seq is not None and not reply["ready"]
+                    if reply["ready"] and self.wants is not None:
+                        reply["wants"] = self.wants
                 c.sendall((json.dumps(reply) + "\n").encode())
             if seq is not None and self.auto_ack:
                 t = threading.Thread(target=self._auto_ack, args=(rec,), daemon=True)
@@ -147,7 +150,10 @@ class ProtoServer:
             for rec in self.conns:
                 if rec["awaiting_ready"]:
                     rec["awaiting_ready"] = False
-                    self._send_frame(rec, {"ready": True})
+                    frame = {"ready": True}
+                    if self.wants is not None:
+                        frame["wants"] = self.wants
+                    self._send_frame(rec, frame)
 
     def fail(self, error):
         """Loading failed: send ``{"error": error}`` where readiness is awaited, then close
