@@ -11,6 +11,9 @@ Variants:
 - none: the locustfile without any telemetry import;
 - swarmtel: `import swarmtel_locust`, the bridge starting `swarmtel serve` (release build)
   with request-stats and custom-telemetry (examples/swarmtel.toml's first two plugins);
+- swarmtel-events: custom-telemetry only and `[request_metrics] enabled = false`: nothing
+  takes requests, so the runtime tells the bridges not to send them and they stop listening
+  (issue 12, item 2);
 - lt-otel: locust-telemetry 2.1.2's OTel recorder, exporting over OTLP/gRPC to a receiver in
   this process that accepts and drops every export;
 - lt-json: locust-telemetry 2.1.2's JSON recorder (periodic stats only; it logs to stderr).
@@ -50,6 +53,7 @@ class Bench({user_class}):
 TELEMETRY = {
     "none": "",
     "swarmtel": "import swarmtel_locust  # noqa: F401",
+    "swarmtel-events": "import swarmtel_locust  # noqa: F401",
     "lt-otel": "from locust_telemetry import entrypoint\nentrypoint.setup_telemetry()",
     "lt-json": "from locust_telemetry import entrypoint\nentrypoint.setup_telemetry()",
 }
@@ -79,7 +83,10 @@ def otlp_receiver():
     return server, port
 
 
-def swarmtel_config(work: Path) -> Path:
+def swarmtel_config(work: Path, requests: bool) -> Path:
+    """custom-telemetry (test start and stop), and with ``requests`` request-stats too;
+    without, no recorder takes requests and the built-in request metrics are off, so the
+    bridges do not listen to them."""
     config = work / "swarmtel.toml"
     config.write_text(
         '[run]\ntestplan = "bench"\n'
@@ -87,7 +94,8 @@ def swarmtel_config(work: Path) -> Path:
         f'[dead_letter]\npath = "{work / "dead.ndjson"}"\n'
         f'[[plugins]]\npath = "{GUESTS / "custom_telemetry.wasm"}"\nroles = ["master", "worker"]\n'
         '[plugins.options]\ncustom-option = "bench"\n'
-        f'[[plugins]]\npath = "{GUESTS / "request_stats.wasm"}"\n')
+        + (f'[[plugins]]\npath = "{GUESTS / "request_stats.wasm"}"\n' if requests
+           else '[request_metrics]\nenabled = false\n'))
     return config
 
 
@@ -98,8 +106,9 @@ def run(variant: str, work: Path, args, host: str, otlp_port: int, index: int) -
     common = [sys.executable, "-m", "locust", "-f", str(locustfile)]
     extra = []
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "SWARMTEL_"))}
-    if variant == "swarmtel":
-        extra = ["--swarmtel-config", str(swarmtel_config(work)),
+    swarmtel = variant.startswith("swarmtel")
+    if swarmtel:
+        extra = ["--swarmtel-config", str(swarmtel_config(work, requests=variant == "swarmtel")),
                  "--swarmtel-bin", str(ROOT / "target" / "release" / "swarmtel")]
         # Both processes: the worker streams its requests to the master's runtime.
         env["LOCUST_SWARMTEL_ENDPOINT"] = f"unix:{work / 'serve.sock'}"
@@ -114,7 +123,7 @@ def run(variant: str, work: Path, args, host: str, otlp_port: int, index: int) -
         master = subprocess.Popen(
             common + ["--headless", "--master", "--expect-workers", "1", "--master-bind-port", str(port),
                       "-u", str(args.users), "-r", str(args.users), "-t", f"{args.run_time}s", "--host", host,
-                      "--json-file", str(json_base), "--only-summary", *(extra if variant == "swarmtel" else [])],
+                      "--json-file", str(json_base), "--only-summary", *extra],
             env=env, stdout=subprocess.DEVNULL, stderr=mlog)
         worker = subprocess.Popen(common + ["--worker", "--master-port", str(port)], env=env,
                                   stdout=subprocess.DEVNULL, stderr=wlog)
@@ -124,7 +133,7 @@ def run(variant: str, work: Path, args, host: str, otlp_port: int, index: int) -
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if master.returncode not in (0, 1):
         sys.exit(f"{variant}: locust failed ({master.returncode}); see {master_log}")
-    if variant == "swarmtel":
+    if swarmtel:
         text = master_log.read_text()
         if "(1 master, 1 worker, 0 standalone)" not in text:
             sys.exit(f"the worker's bridge did not reach the runtime; see {master_log} and {worker_log}")

@@ -1478,14 +1478,18 @@ fn each_role_is_told_what_to_send() {
         replies
     };
     // custom-telemetry (master, worker) takes test starts and stops; request-stats (worker,
-    // standalone) takes requests; JSON lines only.
-    let plain = example_config(&workspace, &workspace.path("plain.ndjson"));
+    // standalone) takes requests; the request metrics are off.
+    let example = example_config(&workspace, &workspace.path("plain.ndjson"));
+    let plain = workspace.write(
+        "plain.toml",
+        std::fs::read_to_string(&example).unwrap() + "[request_metrics]\nenabled = false\n",
+    );
     assert_eq!(
         told(&plain),
         [wants(false, false), wants(true, false), wants(true, false)]
     );
-    // A 0.1.0 plugin asking for URLs, on workers only, and a Prometheus output: the request
-    // metrics need every role's requests.
+    // A 0.1.0 plugin asking for URLs, on workers only, and the request metrics on (the
+    // default): they need every role's requests.
     let metrics = workspace.write(
         "metrics.toml",
         format!(

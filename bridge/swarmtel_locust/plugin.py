@@ -297,25 +297,18 @@ class Bridge:
 
     def apply_wants(self, wants: Optional[Dict[str, bool]]) -> None:
         """Follow what the runtime wants sent (the transport calls this whenever it changes;
-        ``None``: not known, send everything). The request fields at once. The request
-        listener is added at once when requests are wanted; when they are not, it is removed
-        outside a test, or else at the next test start: a listener is never taken away while
-        a test's requests fire (other listeners of the same hook could be skipped)."""
+        ``None``: not known, send everything): the request fields, and the request listener,
+        added or removed at once (Locust fires an event over a copy of its listeners, so a
+        change while a request fires affects the next one only)."""
         global _ship_url, _ship_context
         self.wants = wants
         _ship_url = wants is None or wants["url"]
         _ship_context = wants is None or wants["context"]
-        if wants is None or wants["requests"]:
-            _listen_to_requests(True)
-        elif not self.test_running:
-            _listen_to_requests(False)
+        _listen_to_requests(wants is None or wants["requests"])
 
     def start_test(self) -> None:
         """At ``test_start``: the master and a standalone process pick a new test id (and the
-        master tells its workers); every node records ``test_start`` with the current id.
-        Requests no recorder wants stop costing anything from here (:meth:`apply_wants`)."""
-        if self.wants is not None and not self.wants["requests"]:
-            _listen_to_requests(False)
+        master tells its workers); every node records ``test_start`` with the current id."""
         self.test_running = True
         if self.settings is not None and self.role != "worker":
             self.test_id = new_test_id()

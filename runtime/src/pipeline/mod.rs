@@ -42,7 +42,6 @@ use crate::config::{Config, Limits, RoleName};
 use crate::plugin::{LoadedPlugin, PluginError, RecorderManifest};
 use crate::sandbox::{RecorderBackend, Sandbox};
 use crate::sinks::Outputs;
-use crate::sinks::config::OutputConfig;
 use crate::sources::ingest::{EventBody, EventRecord};
 use crate::sources::wire::Wants;
 
@@ -227,8 +226,9 @@ pub struct Pipeline {
     interner: EndpointInterner,
     /// Locust's request statistics over every node of each run.
     request_metrics: RequestMetrics,
-    /// Whether the request metrics go anywhere: enabled, and a metrics output (Prometheus,
-    /// OTLP) configured. Then every role's sources send requests.
+    /// Whether the request metrics are on: they go to the metrics outputs and, as the
+    /// `REQUEST_SUMMARY` records at the end, to every output. Then every role's sources send
+    /// requests.
     metrics_take_requests: bool,
     /// Plugins' metric points, merged into series per run.
     plugin_metrics: PluginMetrics,
@@ -355,11 +355,7 @@ impl Pipeline {
             node_ids: HashMap::new(),
             interner: EndpointInterner::default(),
             request_metrics: RequestMetrics::new(config.request_metrics.clone()),
-            metrics_take_requests: config.request_metrics.enabled
-                && config
-                    .outputs
-                    .iter()
-                    .any(|output| !matches!(output, OutputConfig::JsonLines(_))),
+            metrics_take_requests: config.request_metrics.enabled,
             plugin_metrics: PluginMetrics::new(),
             published_metrics: PublishedMetrics::default(),
             run_index: HashMap::from([(run.clone(), 0)]),
@@ -388,8 +384,8 @@ impl Pipeline {
     }
 
     /// What a source of `role` needs to send ([`Wants`]): requests when some recorder of
-    /// the role subscribes to them or the request metrics go to a metrics output, and the
-    /// request extras those recorders asked for.
+    /// the role subscribes to them or the request metrics are on, and the request extras
+    /// those recorders asked for.
     pub fn wants(&self, role: RoleName) -> Wants {
         let mut wants = Wants {
             requests: self.metrics_take_requests,

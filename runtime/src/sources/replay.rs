@@ -72,7 +72,7 @@ pub fn run_stream(
                 });
             }
         };
-        for raw in lines(&chunk) {
+        for raw in lines(chunk.lines()) {
             line_number += 1;
             if raw.iter().all(u8::is_ascii_whitespace) {
                 continue;

@@ -286,8 +286,8 @@ fn tokens_equal(given: &str, expected: &str) -> bool {
 /// a run whose recorders take no requests costs Locust nothing per request.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Wants {
-    /// `request` events: some recorder of the role subscribes to them, or the runtime
-    /// aggregates requests for a metrics output (Prometheus, OTLP).
+    /// `request` events: some recorder of the role subscribes to them, or the runtime's
+    /// own request metrics are on (`[request_metrics]`, on unless the config turns it off).
     pub requests: bool,
     /// Each request's `url`: some recorder of the role asked for it.
     pub url: bool,
