@@ -106,7 +106,9 @@ def test_serve_answers_while_a_python_plugin_compiles_and_loses_nothing(tmp_path
         lines = [line for line in SAMPLE.read_text().splitlines(keepends=True)
                  if json.loads(line)["node"] == "worker-0"]
         sock.sendall("".join(lines).encode())
-        assert json.loads(reader.readline()) == {"ready": True}
+        # The Python request-stats recorder takes requests, without url or context.
+        assert json.loads(reader.readline()) == {
+            "ready": True, "wants": {"requests": True, "url": False, "context": False}}
         assert serve.wait_for("swarmtel: compiled ").split(" in ")[-1].endswith(" s")
         serve.wait_for("plugins ready after ")
         while True:
