@@ -131,8 +131,10 @@ def test_unwanted_request_fields_are_left_out(bridge_state):
     assert [(item[9], item[11]) for item in items] == [(None, None), ("http://h/a", {"user": 7})]
 
 
-def test_the_runtime_tells_a_worker_without_request_recorders_to_send_none(tmp_path, sockdir):
-    """The real runtime: a config whose only plugin takes no requests, JSON lines only."""
+@pytest.mark.parametrize("request_metrics, wanted", [("false", NONE_WANTED), ("true", REQUESTS_ONLY)])
+def test_the_runtime_tells_a_worker_what_to_send(tmp_path, sockdir, request_metrics, wanted):
+    """The real runtime: a config whose only plugin takes no requests; requests are wanted
+    only while the runtime's own request metrics are on."""
     binary = os.environ.get("SWARMTEL_BIN")
     if not binary:
         pytest.skip("SWARMTEL_BIN is not set (scripts/test.sh sets it)")
@@ -140,7 +142,8 @@ def test_the_runtime_tells_a_worker_without_request_recorders_to_send_none(tmp_p
                             stdout=subprocess.PIPE, text=True).stdout.strip()
     config = tmp_path / "swarmtel.toml"
     config.write_text(f'[run]\ntestplan = "t"\n[output]\npath = "{tmp_path / "out.ndjson"}"\n'
-                      f'[[plugins]]\npath = "{guests}/custom_telemetry.wasm"\nroles = ["worker"]\n')
+                      f'[[plugins]]\npath = "{guests}/custom_telemetry.wasm"\nroles = ["worker"]\n'
+                      f'[request_metrics]\nenabled = {request_metrics}\n')
     socket_path = os.path.join(sockdir, "serve.sock")
     server = subprocess.Popen([binary, "serve", "--config", str(config), "--listen", "unix:" + socket_path,
                                "--status", "off"], stderr=subprocess.PIPE, text=True)
@@ -150,7 +153,7 @@ def test_the_runtime_tells_a_worker_without_request_recorders_to_send_none(tmp_p
         t.first_seq = lambda: 0
         assert wait_for(lambda: t.try_connect(force=True), timeout=30)
         assert wait_for(lambda: t.poll() and t.wants is not None, timeout=60)
-        assert t.wants == NONE_WANTED
+        assert t.wants == wanted
         t.close()
     finally:
         server.terminate()
