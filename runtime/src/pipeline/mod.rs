@@ -226,10 +226,6 @@ pub struct Pipeline {
     interner: EndpointInterner,
     /// Locust's request statistics over every node of each run.
     request_metrics: RequestMetrics,
-    /// Whether the request metrics are on: they go to the metrics outputs and, as the
-    /// `REQUEST_SUMMARY` records at the end, to every output. Then every role's sources send
-    /// requests.
-    metrics_take_requests: bool,
     /// Plugins' metric points, merged into series per run.
     plugin_metrics: PluginMetrics,
     /// The last metrics handed to the outputs, and the two snapshots they were made of.
@@ -355,7 +351,6 @@ impl Pipeline {
             node_ids: HashMap::new(),
             interner: EndpointInterner::default(),
             request_metrics: RequestMetrics::new(config.request_metrics.clone()),
-            metrics_take_requests: config.request_metrics.enabled,
             plugin_metrics: PluginMetrics::new(),
             published_metrics: PublishedMetrics::default(),
             run_index: HashMap::from([(run.clone(), 0)]),
@@ -384,11 +379,12 @@ impl Pipeline {
     }
 
     /// What a source of `role` needs to send ([`Wants`]): requests when some recorder of
-    /// the role subscribes to them or the request metrics are on, and the request extras
+    /// the role subscribes to them or the request metrics are on (they feed the metrics
+    /// outputs and the `REQUEST_SUMMARY` records every output gets), and the request extras
     /// those recorders asked for.
     pub fn wants(&self, role: RoleName) -> Wants {
         let mut wants = Wants {
-            requests: self.metrics_take_requests,
+            requests: self.request_metrics.enabled(),
             ..Wants::default()
         };
         let recorders = self

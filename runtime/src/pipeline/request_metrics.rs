@@ -656,6 +656,11 @@ impl RequestMetrics {
         index
     }
 
+    /// Whether requests are aggregated at all (`[request_metrics] enabled`).
+    pub fn enabled(&self) -> bool {
+        self.config.enabled
+    }
+
     /// Counts one request of `run` to the interned `endpoint`, fired at `time`.
     pub fn record_request(
         &mut self,
